@@ -1,0 +1,1202 @@
+"""Elaborate a program into the typed graph IR, checking shapes as it goes.
+
+Takes: a loaded :class:`~archlang.check.program.Program`, an arch name and parameter
+overrides (``--set``). Produces: a :class:`~archlang.ir.Graph` and the list of
+diagnostics. Elaboration runs the spec at compile time: parameters and loop indices are
+values, loops unroll, conditionals are decided, blocks are inlined under a scope path,
+and every primitive call becomes a node whose output types come from the op's shape rule.
+Errors are collected, not thrown: a failed statement binds its targets to a poison value
+that silences follow-on errors, and elaboration carries on.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from archlang.check.program import Program
+from archlang.check.shapes import ShapeError, infer
+from archlang.check.surface import REQUIRED, SURFACE, BuildCtx, BuildError, Surface
+from archlang.diagnostics import Diagnostic, DiagnosticError, Label, Severity, Span, did_you_mean
+from archlang.ir import ops as O
+from archlang.ir.dims import Dim, DimLike, add, div_exact, fmt, mul
+from archlang.ir.graph import AdapterTap, FreezeRule, Graph, Node, ParamValue, Scope, ValueRef
+from archlang.ir.types import TensorType
+from archlang.syntax import ast as A
+from archlang.syntax.parser import parse_expr
+
+MAX_NODES = 200_000
+MAX_LOOP = 100_000
+BUILTINS = ("len", "sum", "min", "max", "abs", "int", "float", "round", "range", "ceil", "floor")
+
+# ----------------------------------------------------------------------------- values
+
+
+class _Poison:
+    """The value of an expression that already failed; using it reports nothing more."""
+
+    def __repr__(self) -> str:
+        return "<error>"
+
+
+POISON = _Poison()
+
+
+@dataclass(frozen=True)
+class Tensor:
+    ref: ValueRef
+    type: TensorType
+    origin: str  # "output of `blocks.0.attn` at f:3:5"
+
+
+@dataclass
+class Binding:
+    value: Any
+    span: Span | None
+    what: str  # where the value came from, for help lines
+
+
+@dataclass
+class Frame:
+    env: dict[str, Binding]
+    path: str  # scope prefix for node names
+    block: str | None = None
+
+
+@dataclass
+class Override:
+    name: str
+    text: str
+    span: Span
+
+
+def type_name(v: Any) -> str:
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, int):
+        return "int"
+    if isinstance(v, float):
+        return "float"
+    if isinstance(v, str):
+        return "str"
+    if isinstance(v, Dim):
+        return "size"
+    if isinstance(v, Tensor):
+        return f"tensor {v.type}"
+    if isinstance(v, list):
+        return "list"
+    if isinstance(v, tuple):
+        return f"{len(v)} values"
+    return type(v).__name__
+
+
+def show(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, Tensor):
+        return f"tensor {v.type}"
+    if isinstance(v, list):
+        return "[" + ", ".join(show(x) for x in v) + "]"
+    if isinstance(v, str):
+        return f'"{v}"'
+    if isinstance(v, Dim):
+        return fmt(v)
+    return repr(v)
+
+
+def to_ir_value(v: Any) -> Any:
+    if isinstance(v, list | tuple):
+        return tuple(to_ir_value(x) for x in v)
+    if isinstance(v, Dim):
+        return str(v)
+    return v
+
+
+# ----------------------------------------------------------------------------- the elaborator
+
+
+class Elaborator:
+    def __init__(self, program: Program):
+        self.prog = program
+        self.diags: list[Diagnostic] = []
+        self.nodes: list[Node] = []
+        self.taken: dict[str, Span] = {}
+        self.counters: dict[str, int] = {}
+        self.scopes: list[Scope] = []
+        self.stack: list[tuple[str, Span]] = []  # block call stack (name, call site)
+        self.inputs: list[str] = []
+        self.outputs: list[str] = []
+        self.adapt_stmts: list[A.Adapt] = []
+        self.freeze_stmts: list[A.Freeze] = []
+
+    # -- diagnostics
+    def fail(self, code: str, message: str, span: Span | None, help: str | None = None,
+             notes: list[Label] | None = None) -> DiagnosticError:
+        return DiagnosticError(Diagnostic(code, message, span, help=help, notes=list(notes or [])))
+
+    def record(self, diag: Diagnostic) -> None:
+        for name, site in reversed(self.stack):
+            diag.notes.append(Label(f"in block `{name}`, called here", site))
+        self.diags.append(diag)
+
+    # -- names
+    def full(self, fr: Frame, local: str) -> str:
+        return f"{fr.path}.{local}" if fr.path else local
+
+    def claim(self, name: str, span: Span) -> None:
+        if name in self.taken:
+            raise self.fail("E0604", f"the name `{name}` is already used in this graph", span,
+                            help="give this call a different label", notes=[Label("first used here", self.taken[name])])
+        self.taken[name] = span
+
+    def auto_name(self, fr: Frame, base: str) -> str:
+        key = self.full(fr, base)
+        n = self.counters.get(key, 0)
+        while True:
+            local = base if n == 0 else f"{base}_{n}"
+            if self.full(fr, local) not in self.taken:
+                self.counters[key] = n + 1
+                return self.full(fr, local)
+            n += 1
+
+    def add_node(self, name: str, op: O.OpBase, inputs: list[Tensor], outputs: tuple[TensorType, ...],
+                 span: Span, fr: Frame) -> None:
+        if len(self.nodes) >= MAX_NODES:
+            raise self.fail("E0406", f"the graph has more than {MAX_NODES} nodes", span,
+                            help="check loop bounds; archlang unrolls every loop")
+        self.nodes.append(Node(name=name, op=op, inputs=tuple(t.ref for t in inputs), outputs=outputs,
+                               scope=fr.path, span=span))
+
+    # -- entry point
+    def run_arch(self, name: str, overrides: list[Override]) -> Graph | None:
+        chain = self.alias_chain(name)
+        if chain is None:
+            return None
+        base = chain[-1]
+        assert isinstance(base, A.ArchDef)
+        fr = Frame(env={}, path="")
+        params = self.bind_arch_params(base, chain, overrides, fr)
+        if params is None:
+            return None
+        self.exec_block_body(base.body, fr, in_arch=True)
+        for alias in reversed(chain[:-1]):
+            assert isinstance(alias, A.ArchAlias)
+            for st in alias.body:
+                if isinstance(st, A.Adapt | A.Freeze):
+                    self.exec_stmt(st, fr, in_arch=True)
+                else:
+                    self.record(Diagnostic("E0406", "a variant's body may only hold `adapt`, `freeze` and `unfreeze`",
+                                           st.span, help="put other statements in the base arch"))
+        if not self.outputs and not any(d.is_error for d in self.diags):
+            self.record(Diagnostic("E0605", f"arch `{name}` has no outputs", base.span,
+                                   help="declare one with `out name = expr`"))
+        adapters, freezes = self.resolve_adapters()
+        if any(d.is_error for d in self.diags):
+            return None
+        return Graph(arch=name, family=base.name, file=self.prog.main_file, params=tuple(params),
+                     inputs=tuple(self.inputs), outputs=tuple(self.outputs), nodes=tuple(self.nodes),
+                     scopes=tuple(self.scopes), adapters=adapters, freezes=freezes)
+
+    def alias_chain(self, name: str) -> list[A.ArchDef | A.ArchAlias] | None:
+        chain: list[A.ArchDef | A.ArchAlias] = []
+        cur = self.prog.archs.get(name)
+        while isinstance(cur, A.ArchAlias):
+            if cur in chain:
+                self.record(Diagnostic("E0601", f"arch `{name}` is defined in terms of itself", cur.span,
+                                       help="a variant must end at an `arch name(params) { ... }` definition"))
+                return None
+            chain.append(cur)
+            nxt = self.prog.archs.get(cur.base)
+            if nxt is None:
+                hint = did_you_mean(cur.base, self.prog.archs)
+                self.record(Diagnostic("E0205", f"unknown arch `{cur.base}`", cur.base_span,
+                                       help=hint or "a variant names an arch defined in this file or a `use`d one"))
+                return None
+            cur = nxt
+        if cur is None:
+            return None
+        chain.append(cur)
+        return chain
+
+    def bind_arch_params(self, base: A.ArchDef, chain: list, overrides: list[Override],
+                         fr: Frame) -> list[ParamValue] | None:
+        names = [p.name for p in base.params]
+        ok = True
+        # variant arguments, outermost variant wins
+        given: dict[str, tuple[A.Expr, str]] = {}
+        for alias in reversed(chain[:-1]):
+            if alias.args:
+                self.record(Diagnostic("E0401", "variant arguments are given by name", alias.args[0].span,
+                                       help=f"e.g. `arch {alias.name} = {alias.base}({names[0] if names else 'p'} = ...)`"))
+                ok = False
+            for kw in alias.kwargs:
+                if kw.name not in names:
+                    hint = did_you_mean(kw.name, names)
+                    self.record(Diagnostic("E0204", f"`{alias.base}` has no parameter `{kw.name}`", kw.span,
+                                           help=hint or f"parameters: {', '.join(names)}"))
+                    ok = False
+                given[kw.name] = (kw.value, f"variant `{alias.name}`")
+        over: dict[str, Override] = {}
+        for o in overrides:
+            if o.name not in names:
+                hint = did_you_mean(o.name, names)
+                self.record(Diagnostic("E0701", f"`--set {o.name}`: `{base.name}` has no parameter `{o.name}`",
+                                       o.span, help=hint or f"parameters: {', '.join(names) or '(none)'}"))
+                ok = False
+            over[o.name] = o
+        params: list[ParamValue] = []
+        for p in base.params:
+            assert isinstance(p.annot, A.ValueType) or isinstance(p.annot, A.TensorAnnot)
+            if isinstance(p.annot, A.TensorAnnot):
+                self.record(Diagnostic("E0401", f"arch parameter `{p.name}` cannot be a tensor", p.span,
+                                       help="declare tensors with `in name: [dims]` inside the arch"))
+                ok = False
+                continue
+            try:
+                if p.name in over:
+                    o = over[p.name]
+                    try:
+                        expr = parse_expr(o.text)
+                    except DiagnosticError:
+                        raise self.fail("E0701", f"`--set {o.name}={o.text}`: `{o.text}` is not a value", o.span,
+                                        help=f"write a literal of type {p.annot}, e.g. --set {o.name}="
+                                             f"{_example(p.annot)}") from None
+                    val = self.eval(expr, Frame(env={}, path=""))
+                    val = self.coerce(val, p.annot, f"--set {p.name}", o.span, code="E0701")
+                    what = f"--set {p.name}={o.text}"
+                    span = o.span
+                elif p.name in given:
+                    expr, src = given[p.name]
+                    val = self.coerce(self.eval(expr, fr), p.annot, f"parameter `{p.name}`", expr.span)
+                    what, span = f"{src}", expr.span
+                elif p.default is not None:
+                    val = self.coerce(self.eval(p.default, fr), p.annot, f"parameter `{p.name}`", p.default.span)
+                    what, span = "default", p.default.span
+                else:
+                    raise self.fail("E0402", f"parameter `{p.name}` of `{base.name}` has no value", p.span,
+                                    help=f"give it a default, or pass it: `--set {p.name}=...`")
+            except DiagnosticError as e:
+                self.record(e.diag)
+                ok = False
+                fr.env[p.name] = Binding(POISON, p.span, "error")
+                continue
+            fr.env[p.name] = Binding(val, span, f"parameter `{p.name}` = {show(val)} ({what})")
+            params.append(ParamValue(name=p.name, type=str(p.annot), value=to_ir_value(val)))
+        return params if ok else None
+
+    # -- statements
+    def exec_block_body(self, body: tuple[A.Stmt, ...], fr: Frame, in_arch: bool) -> list[Any] | None:
+        for st in body:
+            try:
+                ret = self.exec_stmt(st, fr, in_arch)
+            except DiagnosticError as e:
+                self.record(e.diag)
+                if isinstance(st, A.Assign):
+                    for t in st.targets:
+                        fr.env[t] = Binding(POISON, st.span, "error")
+                continue
+            except RecursionError:
+                self.record(Diagnostic("E0406", "this statement nests too deeply", st.span))
+                continue
+            if ret is not None:
+                return ret
+        return None
+
+    def exec_stmt(self, st: A.Stmt, fr: Frame, in_arch: bool) -> list[Any] | None:
+        if isinstance(st, A.Assign):
+            val = self.eval(st.value, fr)
+            if len(st.targets) == 1:
+                if isinstance(val, tuple):
+                    if len(val) != 1:
+                        raise self.fail("E0407", f"this gives {len(val)} values, but one name receives them", st.span,
+                                        help=f"unpack them: `{', '.join(f'v{i}' for i in range(len(val)))} = ...`")
+                    val = val[0]
+                fr.env[st.targets[0]] = Binding(val, st.span, f"`{st.targets[0]}` assigned at {st.span}")
+            else:
+                if val is POISON:
+                    vals: tuple = (POISON,) * len(st.targets)
+                elif not isinstance(val, tuple | list) or len(val) != len(st.targets):
+                    n = len(val) if isinstance(val, tuple | list) else 1
+                    raise self.fail("E0407", f"{len(st.targets)} names but the right side gives {n} value"
+                                    f"{'s' if n != 1 else ''}", st.span)
+                else:
+                    vals = tuple(val)
+                for t, v in zip(st.targets, vals, strict=True):
+                    fr.env[t] = Binding(v, st.span, f"`{t}` assigned at {st.span}")
+            return None
+        if isinstance(st, A.ExprStmt):
+            self.eval(st.value, fr)
+            return None
+        if isinstance(st, A.For):
+            lo, hi = self.eval(st.start, fr), self.eval(st.stop, fr)
+            if lo is POISON or hi is POISON:
+                return None
+            for v, e in ((lo, st.start), (hi, st.stop)):
+                if not isinstance(v, int) or isinstance(v, bool):
+                    raise self.fail("E0401", f"loop bounds are integers, got {type_name(v)} {show(v)}", e.span)
+            if hi - lo > MAX_LOOP:
+                raise self.fail("E0406", f"loop of {hi - lo} iterations is too long", st.span)
+            for i in range(lo, hi):
+                fr.env[st.var] = Binding(i, st.span, f"loop index `{st.var}` = {i}")
+                ret = self.exec_block_body(st.body, fr, in_arch)
+                if ret is not None:
+                    return ret
+            return None
+        if isinstance(st, A.If):
+            for cond, body in st.branches:
+                c = self.eval(cond, fr)
+                if c is POISON:
+                    return None
+                if not isinstance(c, bool):
+                    raise self.fail("E0404", f"a condition must be a compile-time bool, got {type_name(c)}",
+                                    cond.span, help="conditions are decided when the spec is compiled: compare "
+                                                    "parameters, indices or sizes, e.g. `if s > 0`")
+                if c:
+                    return self.exec_block_body(body, fr, in_arch)
+            if st.orelse is not None:
+                return self.exec_block_body(st.orelse, fr, in_arch)
+            return None
+        if isinstance(st, A.Return):
+            if in_arch:
+                raise self.fail("E0406", "`return` is for blocks; an arch declares `out name = expr`", st.span)
+            return [self.eval(v, fr) for v in st.values]
+        if isinstance(st, A.InStmt):
+            return self.exec_in(st, fr, in_arch)
+        if isinstance(st, A.OutStmt):
+            return self.exec_out(st, fr, in_arch)
+        if isinstance(st, A.Require):
+            self.exec_require(st, fr)
+            return None
+        if isinstance(st, A.Adapt):
+            if not in_arch:
+                raise self.fail("E0406", "`adapt` belongs in an arch or variant body", st.span)
+            self.adapt_stmts.append(st)
+            return None
+        if isinstance(st, A.Freeze):
+            if not in_arch:
+                raise self.fail("E0406", "`freeze`/`unfreeze` belong in an arch or variant body", st.span)
+            self.freeze_stmts.append(st)
+            return None
+        raise AssertionError(f"unhandled statement {st!r}")  # pragma: no cover
+
+    def exec_in(self, st: A.InStmt, fr: Frame, in_arch: bool) -> None:
+        if not in_arch:
+            raise self.fail("E0406", "`in` declares an arch input; a block takes tensors as parameters", st.span)
+        if not isinstance(st.annot, A.TensorAnnot):
+            raise self.fail("E0401", f"input `{st.name}` must be a tensor, e.g. `in {st.name}: [B, 3, 224, 224]`",
+                            st.annot.span)
+        dims: list[DimLike] = []
+        for d in st.annot.dims:
+            if isinstance(d, A.Star):
+                raise self.fail("E0406", "`*` is for block parameters; an input's dims are all named", d.span)
+            if isinstance(d, A.Name) and d.id not in fr.env:
+                sym = Dim.sym(d.id)
+                fr.env[d.id] = Binding(sym, d.span, f"free size `{d.id}` of input `{st.name}`")
+                dims.append(sym)
+                continue
+            v = self.eval(d, fr)
+            if v is POISON:
+                return None
+            dims.append(self.as_dim(v, d.span, f"a dim of input `{st.name}`"))
+        t = TensorType(shape=tuple(dims), dtype=st.annot.dtype)
+        self.claim(st.name, st.span)
+        self.add_node(st.name, O.Input(name=st.name, type=t), [], (t,), st.span, fr)
+        self.inputs.append(st.name)
+        fr.env[st.name] = Binding(Tensor(ValueRef(node=st.name), t, f"input `{st.name}` at {st.span}"), st.span,
+                                  f"input `{st.name}`")
+        return None
+
+    def exec_out(self, st: A.OutStmt, fr: Frame, in_arch: bool) -> None:
+        if not in_arch:
+            raise self.fail("E0406", "`out` declares an arch output; a block uses `return`", st.span)
+        if st.value is None:
+            b = fr.env.get(st.name)
+            if b is None:
+                raise self.unknown_name(st.name, st.span, fr)
+            val = b.value
+        else:
+            val = self.eval(st.value, fr)
+        if val is POISON:
+            return None
+        if not isinstance(val, Tensor):
+            raise self.fail("E0405", f"output `{st.name}` must be a tensor, got {type_name(val)} {show(val)}", st.span)
+        self.claim(st.name, st.span)
+        self.add_node(st.name, O.Output(name=st.name), [val], (), st.span, fr)
+        self.outputs.append(st.name)
+        fr.env[st.name] = Binding(val, st.span, f"output `{st.name}`")
+        return None
+
+    def exec_require(self, st: A.Require, fr: Frame) -> None:
+        c = self.eval(st.cond, fr)
+        if c is POISON:
+            return
+        if not isinstance(c, bool):
+            raise self.fail("E0404", f"`require` needs a compile-time bool, got {type_name(c)}", st.cond.span)
+        if c:
+            return
+        names = sorted(_names_in(st.cond))
+        notes = [Label(fr.env[n].what, fr.env[n].span) for n in names if n in fr.env]
+        divis = isinstance(st.cond, A.BinOp) and st.cond.op == "==" and isinstance(st.cond.left, A.BinOp) \
+            and st.cond.left.op == "%"
+        code = "E0501" if divis else "E0502"
+        msg = st.message or "requirement failed"
+        values = ", ".join(f"{n} = {show(fr.env[n].value)}" for n in names if n in fr.env)
+        if divis:
+            assert isinstance(st.cond, A.BinOp) and isinstance(st.cond.left, A.BinOp)
+            lhs = self.eval(st.cond.left.left, fr)
+            rhs = self.eval(st.cond.left.right, fr)
+            help_ = f"{show(rhs)} does not divide {show(lhs)} (with {values})"
+        else:
+            help_ = f"the constraint does not hold with {values}" if values else None
+        raise self.fail(code, msg, st.span, help=help_, notes=notes)
+
+    # -- expressions
+    def eval(self, e: A.Expr, fr: Frame) -> Any:
+        if isinstance(e, A.IntLit | A.FloatLit | A.StrLit | A.BoolLit):
+            return e.value
+        if isinstance(e, A.Name):
+            b = fr.env.get(e.id)
+            if b is None:
+                if e.id in SURFACE or e.id in self.prog.blocks:
+                    raise self.fail("E0404", f"`{e.id}` is an operation; call it: `{e.id}(...)`", e.span)
+                raise self.unknown_name(e.id, e.span, fr)
+            return b.value
+        if isinstance(e, A.ListLit):
+            return [self.eval(x, fr) for x in e.items]
+        if isinstance(e, A.UnaryOp):
+            v = self.eval(e.operand, fr)
+            if v is POISON:
+                return POISON
+            if e.op == "not":
+                if not isinstance(v, bool):
+                    raise self.fail("E0401", f"`not` needs a bool, got {type_name(v)}", e.span)
+                return not v
+            if isinstance(v, Tensor):
+                return self.tensor_scale(v, -1.0, 0.0, e, fr)
+            if isinstance(v, bool) or not isinstance(v, int | float | Dim):
+                raise self.fail("E0401", f"cannot negate {type_name(v)} {show(v)}", e.span)
+            return -v
+        if isinstance(e, A.BinOp):
+            return self.binop(e, fr)
+        if isinstance(e, A.CondExpr):
+            c = self.eval(e.cond, fr)
+            if c is POISON:
+                return POISON
+            if not isinstance(c, bool):
+                raise self.fail("E0404", f"a condition must be a compile-time bool, got {type_name(c)}", e.cond.span)
+            return self.eval(e.then if c else e.other, fr)
+        if isinstance(e, A.Call):
+            return self.call(e, fr, None, e.span)
+        if isinstance(e, A.Labeled):
+            parts = []
+            for p in e.label:
+                if isinstance(p, str):
+                    parts.append(p)
+                else:
+                    v = self.eval(p, fr)
+                    if v is POISON:
+                        return POISON
+                    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                        raise self.fail("E0401", f"a label index must be a non-negative int, got {show(v)}", p.span)
+                    parts.append(str(v))
+            return self.call(e.call, fr, ".".join(parts), e.span)
+        if isinstance(e, A.Index):
+            v, i = self.eval(e.value, fr), self.eval(e.index, fr)
+            if v is POISON or i is POISON:
+                return POISON
+            if not isinstance(v, list):
+                raise self.fail("E0401", f"cannot index {type_name(v)}", e.value.span,
+                                help="index lists (`depths[s]`) or shapes (`x.shape[1]`); select tensor elements "
+                                     "with `take(x, index, dim)`")
+            if not isinstance(i, int) or isinstance(i, bool):
+                raise self.fail("E0401", f"an index must be an int, got {type_name(i)}", e.index.span)
+            if not -len(v) <= i < len(v):
+                raise self.fail("E0304", f"index {i} is out of range for a list of {len(v)}", e.span,
+                                help=f"the list is {show(v)}")
+            return v[i]
+        if isinstance(e, A.Slice):
+            v, lo, hi = self.eval(e.value, fr), self.eval(e.start, fr), self.eval(e.stop, fr)
+            if POISON in (v, lo, hi):
+                return POISON
+            if not isinstance(v, list):
+                raise self.fail("E0401", f"cannot slice {type_name(v)}", e.value.span)
+            for b, be in ((lo, e.start), (hi, e.stop)):
+                if not isinstance(b, int) or isinstance(b, bool):
+                    raise self.fail("E0401", f"slice bounds are ints, got {type_name(b)}", be.span)
+            return v[lo:hi]
+        if isinstance(e, A.Attr):
+            v = self.eval(e.value, fr)
+            if v is POISON:
+                return POISON
+            if isinstance(v, Tensor) and e.attr == "shape":
+                return list(v.type.shape)
+            if isinstance(v, Tensor) and e.attr == "rank":
+                return v.type.rank
+            raise self.fail("E0201", f"{type_name(v)} has no attribute `{e.attr}`", e.span,
+                            help="tensors have `.shape` and `.rank`")
+        raise AssertionError(f"unhandled expression {e!r}")  # pragma: no cover
+
+    def unknown_name(self, name: str, span: Span, fr: Frame) -> DiagnosticError:
+        hint = did_you_mean(name, list(fr.env))
+        return self.fail("E0201", f"unknown name `{name}`", span,
+                         help=hint or ("names are parameters, inputs, loop indices and earlier assignments"
+                                       + (f"; in scope: {', '.join(sorted(fr.env)[:12])}" if fr.env else "")))
+
+    def as_dim(self, v: Any, span: Span, what: str) -> DimLike:
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        if isinstance(v, Dim) or (isinstance(v, int) and not isinstance(v, bool)):
+            if isinstance(v, int) and v < 0:
+                raise self.fail("E0406", f"{what} is negative ({v})", span)
+            return v
+        raise self.fail("E0401", f"{what} must be a size (int), got {type_name(v)} {show(v)}", span)
+
+    def binop(self, e: A.BinOp, fr: Frame) -> Any:
+        if e.op in ("and", "or"):
+            a = self.eval(e.left, fr)
+            if a is POISON:
+                return POISON
+            if not isinstance(a, bool):
+                raise self.fail("E0401", f"`{e.op}` needs bools, got {type_name(a)}", e.left.span)
+            if (e.op == "and" and not a) or (e.op == "or" and a):
+                return a
+            b = self.eval(e.right, fr)
+            if b is POISON:
+                return POISON
+            if not isinstance(b, bool):
+                raise self.fail("E0401", f"`{e.op}` needs bools, got {type_name(b)}", e.right.span)
+            return b
+        a, b = self.eval(e.left, fr), self.eval(e.right, fr)
+        if a is POISON or b is POISON:
+            return POISON
+        if isinstance(a, Tensor) or isinstance(b, Tensor):
+            return self.tensor_binop(e, a, b, fr)
+        op = e.op
+        if op in ("==", "!="):
+            eq = _eq(a, b)
+            return eq if op == "==" else not eq
+        if isinstance(a, list) or isinstance(b, list):
+            if op == "+" and isinstance(a, list) and isinstance(b, list):
+                return a + b
+            if op == "*" and isinstance(a, list) and isinstance(b, int) and not isinstance(b, bool):
+                return a * b
+            raise self.fail("E0401", f"cannot apply `{op}` to {type_name(a)} and {type_name(b)}", e.span)
+        if isinstance(a, str) or isinstance(b, str):
+            if op == "+" and isinstance(a, str) and isinstance(b, str):
+                return a + b
+            raise self.fail("E0401", f"cannot apply `{op}` to {type_name(a)} and {type_name(b)}", e.span)
+        for v, side in ((a, e.left), (b, e.right)):
+            if isinstance(v, bool) or not isinstance(v, int | float | Dim):
+                raise self.fail("E0401", f"`{op}` needs numbers, got {type_name(v)} {show(v)}", side.span)
+        return self.arith(op, a, b, e)
+
+    def arith(self, op: str, a: Any, b: Any, e: A.BinOp) -> Any:
+        sym = isinstance(a, Dim) or isinstance(b, Dim)
+        if not sym:
+            try:
+                if op == "+":
+                    return a + b
+                if op == "-":
+                    return a - b
+                if op == "*":
+                    return a * b
+                if op == "/":
+                    if isinstance(a, int) and isinstance(b, int) and b != 0 and a % b == 0:
+                        return a // b
+                    return a / b
+                if op == "//":
+                    return a // b
+                if op == "%":
+                    return a % b
+                if op == "**":
+                    r = a ** b
+                    if isinstance(r, complex):
+                        raise ZeroDivisionError
+                    return r
+                if op in ("<", "<=", ">", ">="):
+                    return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
+                if op == "@":
+                    raise self.fail("E0401", "`@` multiplies tensors", e.span)
+            except ZeroDivisionError:
+                raise self.fail("E0406", f"division by zero in `{op}`", e.span) from None
+            except OverflowError:
+                raise self.fail("E0406", "number too large", e.span) from None
+            raise AssertionError(op)  # pragma: no cover
+        # symbolic sizes: B, S, img/4 ...
+        if isinstance(a, float) or isinstance(b, float):
+            a, b = _intify(a), _intify(b)
+            if isinstance(a, float) or isinstance(b, float):
+                raise self.fail("E0404", f"cannot combine the symbolic size `{show(a if isinstance(a, Dim) else b)}` "
+                                f"with a non-integral number", e.span)
+        if op == "+":
+            return add(a, b)
+        if op == "-":
+            return add(a, mul(b, -1))
+        if op == "*":
+            return mul(a, b)
+        if op in ("/", "//", "%") and isinstance(b, int):
+            if b == 0:
+                raise self.fail("E0406", "division by zero", e.span)
+            q = div_exact(a, b)
+            integral = q is not None and (isinstance(q, int) or all(t.den == 1 for t in q.terms))
+            if op == "%":
+                if integral:
+                    return 0
+                raise self.fail("E0404", f"`{fmt(a)} % {b}` is not known at compile time", e.span,
+                                help="give the size a value with --set, or restructure the check")
+            if op == "//" and not integral:
+                raise self.fail("E0404", f"`{fmt(a)} // {b}` is not known at compile time", e.span,
+                                help="use `/` for an exact division of a symbolic size")
+            return q
+        if op in ("==", "!="):
+            return (a == b) == (op == "==")
+        if op in ("<", "<=", ">", ">="):
+            d = add(a, mul(b, -1))
+            if isinstance(d, int):
+                return {"<": d < 0, "<=": d <= 0, ">": d > 0, ">=": d >= 0}[op]
+            raise self.fail("E0404", f"`{show(a)} {op} {show(b)}` depends on a free size", e.span,
+                            help="conditions must be decidable at compile time; set the size with --set")
+        raise self.fail("E0404", f"`{op}` is not defined for the symbolic size `{show(a if isinstance(a, Dim) else b)}`",
+                        e.span)
+
+    # -- tensor arithmetic
+    def tensor_binop(self, e: A.BinOp, a: Any, b: Any, fr: Frame) -> Any:
+        op = e.op
+        if isinstance(a, Tensor) and isinstance(b, Tensor):
+            if op == "@":
+                return self.emit(O.Matmul(), [a, b], "matmul", None, e.span, fr, [e.left.span, e.right.span])
+            fn = {"+": "add", "-": "sub", "*": "mul", "/": "div"}.get(op)
+            if fn is None:
+                raise self.fail("E0401", f"`{op}` is not defined for tensors", e.span,
+                                help="tensors support + - * / and @")
+            return self.emit(O.Binary(fn=fn), [a, b], fn, None, e.span, fr, [e.left.span, e.right.span])
+        t, c = (a, b) if isinstance(a, Tensor) else (b, a)
+        if isinstance(c, bool) or not isinstance(c, int | float):
+            raise self.fail("E0401", f"cannot apply `{op}` to a tensor and {type_name(c)} {show(c)}", e.span)
+        c = float(c)
+        tensor_left = isinstance(a, Tensor)
+        if op == "*":
+            return self.tensor_scale(t, c, 0.0, e, fr)
+        if op == "/" and tensor_left:
+            if c == 0:
+                raise self.fail("E0406", "division by zero", e.span)
+            return self.tensor_scale(t, 1.0 / c, 0.0, e, fr)
+        if op == "+":
+            return self.tensor_scale(t, 1.0, c, e, fr)
+        if op == "-":
+            return self.tensor_scale(t, 1.0, -c, e, fr) if tensor_left else self.tensor_scale(t, -1.0, c, e, fr)
+        raise self.fail("E0401", f"`{op}` is not defined between a tensor and a number", e.span)
+
+    def tensor_scale(self, t: Tensor, factor: float, offset: float, e: A.Expr, fr: Frame) -> Tensor:
+        return self.emit(O.Scale(factor=factor, offset=offset), [t], "scale", None, e.span, fr, [e.span])
+
+    def emit(self, op: O.OpBase, inputs: list[Tensor], base: str, label: str | None, span: Span, fr: Frame,
+             input_spans: list[Span]) -> Any:
+        name = self.full(fr, label) if label else self.auto_name(fr, base)
+        types = [t.type for t in inputs]
+        try:
+            outs = infer(op, types)
+        except ShapeError as err:
+            notes = [Label(f"input {i} is {t.type}: {t.origin}", None) for i, t in enumerate(inputs)]
+            sp = input_spans[err.input_index] if err.input_index is not None and err.input_index < len(input_spans) \
+                else span
+            raise self.fail(err.code, err.message, sp, help=err.help, notes=notes) from None
+        self.claim(name, span)
+        self.add_node(name, op, inputs, outs, span, fr)
+        tensors = tuple(Tensor(ValueRef(node=name, index=i), t, f"output of `{name}` at {span}")
+                        for i, t in enumerate(outs))
+        return tensors[0] if len(tensors) == 1 else tensors
+
+    # -- calls
+    def call(self, c: A.Call, fr: Frame, label: str | None, span: Span) -> Any:
+        if c.func in SURFACE:
+            return self.call_op(SURFACE[c.func], c, fr, label, span)
+        if c.func in self.prog.blocks:
+            return self.call_block(self.prog.blocks[c.func], c, fr, label, span)
+        if c.func in BUILTINS:
+            if label:
+                raise self.fail("E0406", f"`{c.func}` computes a value at compile time and creates no node to label",
+                                span)
+            return self.call_builtin(c, fr)
+        if c.func in self.prog.archs:
+            raise self.fail("E0202", f"`{c.func}` is an arch; only blocks and ops can be called", c.func_span,
+                            help="turn the shared part into a `block` and call it from both archs")
+        hint = did_you_mean(c.func, [*SURFACE, *self.prog.blocks, *BUILTINS])
+        raise self.fail("E0202", f"unknown operation or block `{c.func}`", c.func_span,
+                        help=hint or "see `archc ops` for the primitive ops; blocks come from this file or `use`")
+
+    def bind_args(self, c: A.Call, names: list[str], fr: Frame, what: str, extra: bool = False
+                  ) -> tuple[dict[str, tuple[Any, Span]], dict[str, tuple[Any, Span]]]:
+        if len(c.args) > len(names):
+            raise self.fail("E0403", f"`{what}` takes at most {len(names)} positional argument"
+                            f"{'s' if len(names) != 1 else ''}, got {len(c.args)}", c.args[len(names)].span,
+                            help=f"parameters: {', '.join(names)}")
+        bound: dict[str, tuple[Any, Span]] = {}
+        extras: dict[str, tuple[Any, Span]] = {}
+        for n, a in zip(names, c.args, strict=False):
+            bound[n] = (self.eval(a, fr), a.span)
+        for kw in c.kwargs:
+            if kw.name in bound or kw.name in extras:
+                raise self.fail("E0403", f"argument `{kw.name}` is given twice", kw.span)
+            if kw.name not in names:
+                if extra:
+                    extras[kw.name] = (self.eval(kw.value, fr), kw.span)
+                    continue
+                hint = did_you_mean(kw.name, names)
+                raise self.fail("E0204", f"`{what}` has no argument `{kw.name}`", kw.span,
+                                help=hint or f"arguments: {', '.join(names)}")
+            bound[kw.name] = (self.eval(kw.value, fr), kw.span)
+        return bound, extras
+
+    def call_op(self, s: Surface, c: A.Call, fr: Frame, label: str | None, span: Span) -> Any:
+        names = [*s.tensors, *(a.name for a in s.args)]
+        bound, extras = self.bind_args(c, names, fr, s.name, s.extra_kwargs)
+        if any(v is POISON or (isinstance(v, list) and POISON in v) for v, _ in [*bound.values(), *extras.values()]):
+            return POISON
+        inputs: list[Tensor] = []
+        input_spans: list[Span] = []
+        for tname in s.tensors:
+            if tname not in bound:
+                raise self.fail("E0402", f"`{s.name}` needs the tensor `{tname}`", c.func_span,
+                                help=f"call it as `{s.name}({', '.join(names[:len(s.tensors) + 1])}, ...)`")
+            v, vspan = bound[tname]
+            if tname == "xs":
+                if not isinstance(v, list) or not v or not all(isinstance(t, Tensor) for t in v):
+                    raise self.fail("E0405", f"`{s.name}` takes a list of tensors, got {type_name(v)}", vspan,
+                                    help=f"e.g. `{s.name}([a, b], dim = 1)`")
+                inputs.extend(v)
+                input_spans.extend([vspan] * len(v))
+                continue
+            if not isinstance(v, Tensor):
+                raise self.fail("E0405", f"`{s.name}` expects a tensor for `{tname}`, got {type_name(v)} {show(v)}",
+                                vspan)
+            inputs.append(v)
+            input_spans.append(vspan)
+        args: dict[str, Any] = {}
+        for a in s.args:
+            if a.name in bound:
+                v, vspan = bound[a.name]
+                args[a.name] = self.coerce_arg(v, a.type, f"`{s.name}` argument `{a.name}`", vspan)
+            elif a.default is REQUIRED:
+                raise self.fail("E0402", f"`{s.name}` needs the argument `{a.name}` ({a.type})", c.func_span,
+                                help=f"e.g. `{s.name}({', '.join(s.tensors)}, {a.name} = ...)`")
+            else:
+                args[a.name] = a.default
+        for k, (v, vspan) in extras.items():
+            if isinstance(v, bool) or not isinstance(v, int | Dim):
+                raise self.fail("E0401", f"axis size `{k}` must be an int, got {type_name(v)}", vspan)
+            args[k] = v
+        name = self.full(fr, label) if label else self.auto_name(fr, s.name)
+        arg_spans = {k: sp for k, (_, sp) in [*bound.items(), *extras.items()]}
+
+        def describe_arg(n: str) -> str:
+            if n in bound:
+                return f"`{n}` = {show(args.get(n))} (argument at {arg_spans[n]})"
+            return f"`{n}` = {show(args.get(n))} (default)"
+
+        def describe_input(i: int) -> str:
+            return f"`{s.tensors[min(i, len(s.tensors) - 1)]}`: {inputs[i].type}, {inputs[i].origin}"
+
+        ctx = BuildCtx(describe_arg=describe_arg, describe_input=describe_input, node_name=name)
+        try:
+            op = s.build(ctx, [t.type for t in inputs], args)
+        except BuildError as err:
+            sp = arg_spans.get(err.arg or "", span)
+            raise self.fail(err.code, err.message, sp, help=err.help,
+                            notes=[Label(n) for n in err.notes]) from None
+        for code, msg, help_ in ctx.notes:
+            self.record(Diagnostic(code, msg, span, help=help_, severity=Severity.NOTE))
+        return self.emit(op, inputs, s.name, label, span, fr, input_spans)
+
+    def coerce_arg(self, v: Any, t: str, what: str, span: Span) -> Any:
+        if t == "tensor":
+            if not isinstance(v, Tensor):
+                raise self.fail("E0405", f"{what} must be a tensor, got {type_name(v)}", span)
+            return v
+        if t == "int":
+            v = _intify(v)
+            if isinstance(v, Dim):
+                raise self.fail("E0404", f"{what} must be known at compile time, but it is the free size `{fmt(v)}`",
+                                span, help="give the size a value, e.g. with --set")
+            if isinstance(v, int) and not isinstance(v, bool):
+                return v
+        elif t == "float":
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                return float(v)
+        elif t == "bool":
+            if isinstance(v, bool):
+                return v
+        elif t == "str":
+            if isinstance(v, str):
+                return v
+        elif t == "pair":
+            v = _intify(v)
+            if isinstance(v, int) and not isinstance(v, bool):
+                return v
+            if isinstance(v, list) and len(v) == 2:
+                items = [_intify(x) for x in v]
+                if all(isinstance(x, int) and not isinstance(x, bool) for x in items):
+                    return tuple(items)
+        elif t == "ints":
+            if isinstance(v, int) and not isinstance(v, bool):
+                return (v,)
+            if isinstance(v, list):
+                items = [_intify(x) for x in v]
+                if all(isinstance(x, int) and not isinstance(x, bool) for x in items):
+                    return tuple(items)
+        want = {"pair": "an int or [int, int]", "ints": "a list of ints"}.get(t, t)
+        raise self.fail("E0401", f"{what} must be {want}, got {type_name(v)} {show(v)}", span)
+
+    def coerce(self, v: Any, annot: A.ValueType, what: str, span: Span, code: str = "E0401") -> Any:
+        if v is POISON:
+            return v
+        if annot.name == "list":
+            assert annot.elem is not None
+            if not isinstance(v, list):
+                raise self.fail(code, f"{what} must be {annot}, got {type_name(v)} {show(v)}", span)
+            return [self.coerce(x, annot.elem, f"an item of {what}", span, code) for x in v]
+        if annot.name == "int":
+            v2 = _intify(v)
+            if (isinstance(v2, int) and not isinstance(v2, bool)) or isinstance(v2, Dim):
+                return v2
+        elif annot.name == "float":
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                return float(v)
+        elif annot.name == "bool":
+            if isinstance(v, bool):
+                return v
+        elif annot.name == "str" and isinstance(v, str):
+            return v
+        raise self.fail(code, f"{what} must be {annot}, got {type_name(v)} {show(v)}", span)
+
+    def call_block(self, b: A.BlockDef, c: A.Call, fr: Frame, label: str | None, span: Span) -> Any:
+        if any(name == b.name for name, _ in self.stack):
+            chain = " -> ".join([*(n for n, _ in self.stack), b.name])
+            raise self.fail("E0601", f"block `{b.name}` calls itself ({chain})", span,
+                            help="archlang unrolls blocks at compile time, so recursion never ends; use a `for` loop")
+        names = [p.name for p in b.params]
+        bound, _ = self.bind_args(c, names, fr, b.name)
+        if any(v is POISON for v, _ in bound.values()):
+            return POISON
+        path = self.full(fr, label) if label else self.auto_name(fr, b.name)
+        self.claim(path, span)
+        env: dict[str, Binding] = {}
+        # tensors first (they bind dims), then values in order (defaults may use dims)
+        for p in b.params:
+            if not isinstance(p.annot, A.TensorAnnot):
+                continue
+            if p.name not in bound:
+                raise self.fail("E0402", f"block `{b.name}` needs the tensor `{p.name}`", c.func_span,
+                                help=f"parameters: {_sig(b)}")
+            v, vspan = bound[p.name]
+            if not isinstance(v, Tensor):
+                raise self.fail("E0405", f"`{b.name}` expects a tensor for `{p.name}`, got {type_name(v)} {show(v)}",
+                                vspan)
+            self.match_shape(b, p, v, vspan, env)
+            env[p.name] = Binding(v, vspan, f"argument `{p.name}`")
+        for p in b.params:
+            if isinstance(p.annot, A.TensorAnnot):
+                continue
+            bfr = Frame(env=env, path=path, block=b.name)
+            if p.name in bound:
+                v, vspan = bound[p.name]
+                v = self.coerce(v, p.annot, f"`{b.name}` argument `{p.name}`", vspan)
+                env[p.name] = Binding(v, vspan, f"argument `{p.name}` = {show(v)} (at {vspan})")
+            elif p.default is not None:
+                self.stack.append((b.name, span))
+                try:
+                    v = self.coerce(self.eval(p.default, bfr), p.annot, f"`{b.name}` parameter `{p.name}`",
+                                    p.default.span)
+                finally:
+                    self.stack.pop()
+                env[p.name] = Binding(v, p.default.span, f"`{p.name}` = {show(v)} (default of `{b.name}`)")
+            else:
+                raise self.fail("E0402", f"block `{b.name}` needs the argument `{p.name}` ({p.annot})", c.func_span,
+                                help=f"parameters: {_sig(b)}")
+        self.scopes.append(Scope(
+            path=path, block=b.name, span=span,
+            args=tuple(ParamValue(name=p.name, type=str(p.annot), value=to_ir_value(env[p.name].value))
+                       for p in b.params if not isinstance(p.annot, A.TensorAnnot)
+                       and env[p.name].value is not POISON and not isinstance(env[p.name].value, Dim))))
+        self.stack.append((b.name, span))
+        try:
+            ret = self.exec_block_body(b.body, Frame(env=env, path=path, block=b.name), in_arch=False)
+        finally:
+            self.stack.pop()
+        if ret is None:
+            raise self.fail("E0606", f"block `{b.name}` does not return a value", b.span,
+                            help="end the block with `return expr`")
+        if any(v is POISON for v in ret):
+            return POISON
+        return ret[0] if len(ret) == 1 else tuple(ret)
+
+    def match_shape(self, b: A.BlockDef, p: A.Param, v: Tensor, vspan: Span, env: dict[str, Binding]) -> None:
+        annot = p.annot
+        assert isinstance(annot, A.TensorAnnot)
+        pattern = list(annot.dims)
+        stars = [i for i, d in enumerate(pattern) if isinstance(d, A.Star)]
+        shape = list(v.type.shape)
+        shape_desc = f"`{p.name}` is {v.type}: {v.origin}"
+        if len(stars) > 1:
+            raise self.fail("E0406", "a shape may contain at most one `*`", annot.span)
+        if stars:
+            k = stars[0]
+            n_fixed = len(pattern) - 1
+            if len(shape) < n_fixed:
+                raise self.fail("E0302", f"`{b.name}` expects `{p.name}` with at least {n_fixed} dims, got {v.type}",
+                                vspan, notes=[Label(shape_desc), Label("parameter declared here", p.span)])
+            n_star = len(shape) - n_fixed
+            pairs = list(zip(pattern[:k], shape[:k], strict=True)) + \
+                list(zip(pattern[k + 1:], shape[k + n_star:], strict=True))
+        else:
+            if len(shape) != len(pattern):
+                raise self.fail("E0302", f"`{b.name}` expects `{p.name}` of rank {len(pattern)} "
+                                f"({_annot_str(annot)}), got {v.type}", vspan,
+                                notes=[Label(shape_desc), Label("parameter declared here", p.span)])
+            pairs = list(zip(pattern, shape, strict=True))
+        if v.type.dtype != annot.dtype:
+            raise self.fail("E0401", f"`{b.name}` expects a {annot.dtype} tensor for `{p.name}`, got {v.type}", vspan)
+        for i, (d, actual) in enumerate(pairs):
+            assert not isinstance(d, A.Star)
+            if isinstance(d, A.Name) and d.id not in env:
+                env[d.id] = Binding(actual, vspan, f"`{d.id}` = {fmt(actual)} from {shape_desc}")
+                continue
+            want = self.eval(d, Frame(env=env, path=""))
+            if want is POISON:
+                return
+            if not _eq(want, actual):
+                notes = [Label(shape_desc, vspan)]
+                if isinstance(d, A.Name) and d.id in env:
+                    notes.append(Label(f"but {env[d.id].what}", env[d.id].span))
+                raise self.fail("E0301", f"shape mismatch: `{b.name}` expects `{p.name}` as {_annot_str(annot)}, "
+                                f"but dim {i} is {fmt(actual)}, not {show(want)}", vspan,
+                                notes=[*notes, Label(f"`{p.name}` declared here", p.span)])
+
+    def call_builtin(self, c: A.Call, fr: Frame) -> Any:
+        if c.kwargs:
+            raise self.fail("E0204", f"`{c.func}` takes no keyword arguments", c.kwargs[0].span)
+        args = [self.eval(a, fr) for a in c.args]
+        if POISON in args:
+            return POISON
+        f = c.func
+        nums = (int, float)
+
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise self.fail("E0401", f"`{f}` {msg}", c.span)
+
+        if f == "len":
+            need(len(args) == 1 and isinstance(args[0], list | str), "takes one list")
+            return len(args[0])
+        if f in ("sum", "min", "max"):
+            items = args[0] if len(args) == 1 and isinstance(args[0], list) else args
+            need(bool(items) or f == "sum", "needs at least one value")
+            need(all(isinstance(x, (int, float, Dim)) and not isinstance(x, bool) for x in items), "takes numbers")
+            if f == "sum":
+                total: Any = 0
+                for x in items:
+                    total = add(total, x) if isinstance(total, Dim) or isinstance(x, Dim) else total + x
+                return total
+            need(all(not isinstance(x, Dim) for x in items), "cannot order symbolic sizes")
+            return min(items) if f == "min" else max(items)
+        if f == "range":
+            need(len(args) in (1, 2) and all(isinstance(x, int) and not isinstance(x, bool) for x in args),
+                 "takes one or two ints")
+            lo, hi = (0, args[0]) if len(args) == 1 else args
+            if hi - lo > MAX_LOOP:
+                raise self.fail("E0406", "range too long", c.span)
+            return list(range(lo, hi))
+        need(len(args) == 1, "takes one argument")
+        x = args[0]
+        need(isinstance(x, nums) and not isinstance(x, bool), "takes a number")
+        try:
+            if f == "abs":
+                return abs(x)
+            if f == "int":
+                return int(x)
+            if f == "float":
+                return float(x)
+            if f == "round":
+                return round(x)
+            if f == "ceil":
+                return math.ceil(x)
+            if f == "floor":
+                return math.floor(x)
+        except (OverflowError, ValueError):
+            raise self.fail("E0406", f"`{f}` of {x} is not a finite number", c.span) from None
+        raise AssertionError(f)  # pragma: no cover
+
+    # -- adapters
+    def resolve_adapters(self) -> tuple[tuple[AdapterTap, ...], tuple[FreezeRule, ...]]:
+        names = [n.name for n in self.nodes]
+        linear_like = {n.name: n for n in self.nodes if n.op.parameters()}
+        taps: list[AdapterTap] = []
+        for st in self.adapt_stmts:
+            if st.kind not in ("lora", "bitfit"):
+                hint = did_you_mean(st.kind, ["lora", "bitfit"])
+                self.record(Diagnostic("E0202", f"unknown adapter `{st.kind}`", st.span,
+                                       help=hint or "adapters: lora, bitfit"))
+                continue
+            args = []
+            fr = Frame(env={}, path="")
+            try:
+                for kw in st.args:
+                    v = self.eval(kw.value, fr)
+                    args.append(ParamValue(name=kw.name, type=type_name(v), value=to_ir_value(v)))
+            except DiagnosticError as e:
+                self.record(e.diag)
+                continue
+            targets: list[str] = []
+            for sel in st.selectors:
+                hits = _select(sel, linear_like)
+                if not hits:
+                    close = did_you_mean(sel, names)
+                    self.record(Diagnostic("E0703", f"selector \"{sel}\" matches no layer with weights", st.span,
+                                           help=close or "selectors are glob patterns over node names, e.g. "
+                                                         "\"blocks.*.attn.q\"; `archc ir` lists the names"))
+                targets.extend(h for h in hits if h not in targets)
+            taps.append(AdapterTap(kind=st.kind, args=tuple(args), selectors=st.selectors, targets=tuple(targets),
+                                   span=st.span))
+        rules = []
+        for st in self.freeze_stmts:
+            for sel in st.selectors:
+                if sel != "*" and not _select(sel, linear_like):
+                    self.record(Diagnostic("E0703", f"selector \"{sel}\" matches no layer with weights", st.span,
+                                           help=did_you_mean(sel, names) or "`archc ir` lists the node names"))
+            rules.append(FreezeRule(freeze=st.freeze, selectors=st.selectors, span=st.span))
+        return tuple(taps), tuple(rules)
+
+
+def _select(sel: str, nodes: dict[str, Node]) -> list[str]:
+    """Glob ``sel`` over node names; ``attn.q``/``.k``/``.v`` address an attention's logical
+    projections (even when the lowered projection is a fused qkv)."""
+    out = []
+    for name, n in nodes.items():
+        if fnmatch.fnmatchcase(name, sel):
+            out.append(name)
+        elif isinstance(n.op, O.Attention | O.WindowAttention | O.CrossAttention | O.LocalAttention):
+            for part in ("q", "k", "v", "qkv", "proj"):
+                if fnmatch.fnmatchcase(f"{name}.{part}", sel):
+                    out.append(f"{name}.{part}")
+    return out
+
+
+def _intify(v: Any) -> Any:
+    if isinstance(v, float) and v.is_integer() and abs(v) < 2**53:
+        return int(v)
+    return v
+
+
+def _eq(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) != isinstance(b, bool):
+        return False
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_eq(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def _names_in(e: A.Expr) -> set[str]:
+    if isinstance(e, A.Name):
+        return {e.id}
+    out: set[str] = set()
+    for v in vars(e).values():
+        if isinstance(v, A.Expr):
+            out |= _names_in(v)
+        elif isinstance(v, tuple):
+            for x in v:
+                if isinstance(x, A.Expr):
+                    out |= _names_in(x)
+    return out
+
+
+def _annot_str(a: A.TensorAnnot) -> str:
+    def d(x: A.Expr | A.Star) -> str:
+        if isinstance(x, A.Star):
+            return "*"
+        if isinstance(x, A.Name):
+            return x.id
+        if isinstance(x, A.IntLit):
+            return str(x.value)
+        return "…"
+    return "[" + ", ".join(d(x) for x in a.dims) + "]"
+
+
+def _sig(b: A.BlockDef) -> str:
+    return ", ".join(f"{p.name}: {_annot_str(p.annot) if isinstance(p.annot, A.TensorAnnot) else p.annot}"
+                     for p in b.params)
+
+
+def _example(t: A.ValueType) -> str:
+    return {"int": "384", "float": "0.1", "bool": "true", "str": '"name"'}.get(t.name, "[2, 2, 6, 2]")
+
+
+# ----------------------------------------------------------------------------- public entry points
+
+
+def choose_arch(prog: Program, arch: str | None) -> tuple[str | None, Diagnostic | None]:
+    """The arch named ``arch``; else the one named like the file; else the only one."""
+    archs = [a.name for a in prog.main_archs()]
+    if arch is not None:
+        if arch in prog.archs:
+            return arch, None
+        hint = did_you_mean(arch, archs)
+        return None, Diagnostic("E0205", f"no arch `{arch}` in {prog.main_file}", None,
+                                help=hint or f"archs: {', '.join(archs) or '(none)'}")
+    if not archs:
+        return None, Diagnostic("E0205", f"{prog.main_file} defines no arch", None,
+                                help="define one with `arch name(params) { ... }`")
+    stem = Path(prog.main_file).stem
+    if stem in archs:
+        return stem, None
+    if len(archs) == 1:
+        return archs[0], None
+    return None, Diagnostic("E0206", f"{prog.main_file} defines {len(archs)} archs; choose one with --arch", None,
+                            help=f"archs: {', '.join(archs)}")
+
+
+def parse_overrides(sets: list[str] | dict[str, Any], sources) -> tuple[list[Override], list[Diagnostic]]:
+    """Turn ``["img=384", ...]`` (CLI) or ``{"img": 384}`` (Python) into overrides."""
+    out: list[Override] = []
+    diags: list[Diagnostic] = []
+    items = list(sets.items()) if isinstance(sets, dict) else list(sets)
+    for i, item in enumerate(items):
+        fname = f"<--set #{i + 1}>"
+        if isinstance(item, tuple):
+            key, val = item
+            text = _literal(val)
+            line = f"{key}={text}"
+        else:
+            line = item
+            if "=" not in line:
+                sources.add(fname, line)
+                diags.append(Diagnostic("E0701", f"`--set {line}` is not of the form key=value",
+                                        Span(file=fname, line=1, col=1, end_line=1, end_col=len(line) + 1),
+                                        help="e.g. --set img=384 --set depths=[2,2,18,2]"))
+                continue
+            key, text = line.split("=", 1)
+            key = key.strip()
+        sources.add(fname, line)
+        col = line.index("=") + 2 if "=" in line else 1
+        out.append(Override(key, text.strip(), Span(file=fname, line=1, col=col, end_line=1,
+                                                    end_col=max(col + 1, len(line) + 1))))
+    return out, diags
+
+
+def _literal(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return f'"{v}"'
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_literal(x) for x in v) + "]"
+    return repr(v)
+
+
+def elaborate(prog: Program, arch: str, overrides: list[Override] | None = None
+              ) -> tuple[Graph | None, list[Diagnostic]]:
+    el = Elaborator(prog)
+    graph = el.run_arch(arch, overrides or [])
+    return graph, el.diags

@@ -1,0 +1,364 @@
+"""Shape rules: one function per IR op, from input tensor types to output tensor types.
+
+Takes: an op instance (``archlang.ir.ops``) and the types of its inputs. Produces: the
+types of its outputs, or raises :class:`ShapeError` naming what does not fit. Shapes are
+symbolic (``int | Dim``): a free batch ``B`` flows through every rule. ``SHAPE_RULES``
+holds one rule per op class; a test fails when an op lacks one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from archlang.ir import ops as O
+from archlang.ir.dims import DimLike, add, div_exact, fmt, fmt_shape, mul, product
+from archlang.ir.types import TensorType
+
+
+class ShapeError(Exception):
+    def __init__(self, code: str, message: str, help: str | None = None, input_index: int | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.help = help
+        self.input_index = input_index
+
+
+Rule = Callable[[O.OpBase, list[TensorType]], tuple[TensorType, ...]]
+SHAPE_RULES: dict[type[O.OpBase], Rule] = {}
+
+
+def rule(cls: type[O.OpBase]) -> Callable[[Rule], Rule]:
+    def deco(fn: Rule) -> Rule:
+        SHAPE_RULES[cls] = fn
+        return fn
+    return deco
+
+
+def infer(op: O.OpBase, inputs: list[TensorType]) -> tuple[TensorType, ...]:
+    return SHAPE_RULES[type(op)](op, inputs)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _rank(t: TensorType, want: int, what: str, i: int = 0) -> None:
+    if t.rank != want:
+        raise ShapeError("E0302", f"{what} expects a rank-{want} tensor, got {t.rank}-d {t}", input_index=i)
+
+
+def _min_rank(t: TensorType, want: int, what: str, i: int = 0) -> None:
+    if t.rank < want:
+        raise ShapeError("E0302", f"{what} expects at least {want} dims, got {t}", input_index=i)
+
+
+def _eq(a: DimLike, b: DimLike, message: str, help: str | None = None, i: int = 0) -> None:
+    if a != b:
+        raise ShapeError("E0301", message, help, input_index=i)
+
+
+def _norm_dim(dim: int, rank: int, what: str) -> int:
+    if not -rank <= dim < rank:
+        raise ShapeError("E0304", f"{what}: dim {dim} is out of range for a rank-{rank} tensor")
+    return dim % rank
+
+
+def conv_out(n: DimLike, k: int, s: int, p: int, what: str) -> DimLike:
+    """``floor((n + 2p - k) / s) + 1``; symbolic sizes must divide exactly."""
+    span = add(n, 2 * p - k)
+    if isinstance(span, int):
+        if span < 0:
+            raise ShapeError("E0301", f"{what}: kernel {k} is larger than the padded input {fmt(add(n, 2 * p))}")
+        return span // s + 1
+    q = div_exact(span, s)
+    assert q is not None
+    return add(q, 1)
+
+
+def _same(op: O.OpBase, ins: list[TensorType]) -> tuple[TensorType, ...]:
+    return (ins[0],)
+
+
+# ----------------------------------------------------------------------------- rules
+
+
+@rule(O.Input)
+def _input(op: O.Input, ins: list[TensorType]) -> tuple[TensorType, ...]:
+    return (op.type,)
+
+
+@rule(O.Output)
+def _output(op: O.Output, ins: list[TensorType]) -> tuple[TensorType, ...]:
+    return ()
+
+
+@rule(O.Linear)
+def _linear(op: O.Linear, ins: list[TensorType]) -> tuple[TensorType, ...]:
+    (x,) = ins
+    _min_rank(x, 1, "linear")
+    _eq(x.shape[-1], op.in_features, f"linear expects {op.in_features} input features, got {fmt(x.shape[-1])}")
+    return (TensorType(shape=(*x.shape[:-1], op.out_features)),)
+
+
+@rule(O.Conv2d)
+def _conv2d(op: O.Conv2d, ins: list[TensorType]) -> tuple[TensorType, ...]:
+    (x,) = ins
+    _rank(x, 4, "conv2d ([B, C, H, W])")
+    _eq(x.shape[1], op.in_channels, f"conv2d expects {op.in_channels} channels, got {fmt(x.shape[1])}")
+    h = conv_out(x.shape[2], op.kernel[0], op.stride[0], op.padding[0], "conv2d")
+    w = conv_out(x.shape[3], op.kernel[1], op.stride[1], op.padding[1], "conv2d")
+    return (TensorType(shape=(x.shape[0], op.out_channels, h, w)),)
+
+
+@rule(O.Conv1d)
+def _conv1d(op: O.Conv1d, ins: list[TensorType]) -> tuple[TensorType, ...]:
+    (x,) = ins
+    _rank(x, 3, "conv1d ([B, C, T])")
+    _eq(x.shape[1], op.in_channels, f"conv1d expects {op.in_channels} channels, got {fmt(x.shape[1])}")
+    t = conv_out(x.shape[2], op.kernel, op.stride, op.padding, "conv1d")
+    return (TensorType(shape=(x.shape[0], op.out_channels, t)),)
+
+
+@rule(O.LayerNorm)
+def _layernorm(op: O.LayerNorm, ins: list[TensorType]) -> tuple[TensorType, ...]:
+    (x,) = ins
+    _min_rank(x, 1, "layernorm")
+    _eq(x.shape[-1], op.dim, f"layernorm over {op.dim} features, got {fmt(x.shape[-1])}")
+    return (x,)
+
+
+@rule(O.BatchNorm)
+def _batchnorm(op: O.BatchNorm, ins: list[TensorType]) -> tuple[TensorType, ...]:
+    (x,) = ins
+    _min_rank(x, 2, "batchnorm")
+    _eq(x.shape[1], op.channels, f"batchnorm over {op.channels} channels, got {fmt(x.shape[1])}")
+    return (x,)
+
+
+@rule(O.GroupNorm)
+def _groupnorm(op: O.GroupNorm, ins: list[TensorType]) -> tuple[TensorType, ...]:
+    (x,) = ins
+    _min_rank(x, 2, "groupnorm")
+    _eq(x.shape[1], op.channels, f"groupnorm over {op.channels} channels, got {fmt(x.shape[1])}")
+    if op.channels % op.groups:
+        raise ShapeError("E0501", f"groupnorm: {op.groups} groups do not divide {op.channels} channels")
+    return (x,)
+
+
+@rule(O.Embedding)
+def _embedding(op: O.Embedding, ins: list[TensorType]) -> tuple[TensorType, ...]:
+    (x,) = ins
+    if x.dtype != "int":
+        raise ShapeError("E0401", f"embedding looks up integer indices, got a {x.dtype} tensor {x}",
+                         help="declare the input as `int[...]`, e.g. `in tokens: int[B, S]`")
+    return (TensorType(shape=(*x.shape, op.dim)),)
+
+
+@rule(O.PrependToken)
+def _prepend(op: O.PrependToken, ins: list[TensorType]) -> tuple[TensorType, ...]:
+    (x,) = ins
+    _rank(x, 3, "prepend_token ([B, N, D])")
+    _eq(x.shape[2], op.dim, f"token width {op.dim} does not match {fmt(x.shape[2])}")
+    return (TensorType(shape=(x.shape[0], add(x.shape[1], 1), x.shape[2])),)
+
+
+@rule(O.PosEmbed)
+def _pos(op: O.PosEmbed, ins: list[TensorType]) -> tuple[TensorType, ...]:
+    (x,) = ins
+    _rank(x, 3, "positional embedding ([B, N, D])")
+    _eq(x.shape[2], op.dim, f"positional embedding width {op.dim} does not match {fmt(x.shape[2])}")
+    n = x.shape[1]
+    if isinstance(n, int) and n > op.length:
+        raise ShapeError("E0301", f"sequence of {n} tokens is longer than the positional table ({op.length})",
+                         help="raise `max_len` / the number of positions")
+    return (x,)
+
+
+def _attn_in(op: O._AttnCommon | O.CrossAttention, x: TensorType, rank: int, what: str) -> None:
+    _rank(x, rank, what)
+    _eq(x.shape[-1], op.dim, f"{what} expects width {op.dim}, got {fmt(x.shape[-1])}")
+
+
+@rule(O.Attention)
+def _attention(op: O.Attention, ins: list[TensorType]) -> tuple[TensorType, ...]:
+    _attn_in(op, ins[0], 3, "attention ([B, N, C])")
+    return (ins[0],)
+
+
+@rule(O.CrossAttention)
+def _cross(op: O.CrossAttention, ins: list[TensorType]) -> tuple[TensorType, ...]:
+    x, ctx = ins
+    _attn_in(op, x, 3, "cross_attention ([B, N, C])")
+    _rank(ctx, 3, "cross_attention context ([B, M, C])", 1)
+    _eq(ctx.shape[0], x.shape[0], f"cross_attention: batch {fmt(x.shape[0])} vs context batch {fmt(ctx.shape[0])}", i=1)
+    _eq(ctx.shape[2], op.context_dim, f"context width {fmt(ctx.shape[2])} != {op.context_dim}", i=1)
+    return (x,)
+
+
+@rule(O.WindowAttention)
+def _window(op: O.WindowAttention, ins: list[TensorType]) -> tuple[TensorType, ...]:
+    (x,) = ins
+    _attn_in(op, x, 4, "window_attention ([B, H, W, C])")
+    _eq(x.shape[1], op.grid[0], f"window_attention built for a {op.grid[0]}-high grid, got {fmt(x.shape[1])}")
+    _eq(x.shape[2], op.grid[1], f"window_attention built for a {op.grid[1]}-wide grid, got {fmt(x.shape[2])}")
+    for g, p, w in zip(op.grid, op.pad, op.window, strict=True):
+        if (g + p) % w:
+            raise ShapeError("E0501", f"window {w} does not divide the padded grid {g + p}")
+    return (x,)
+
+
+@rule(O.LocalAttention)
+def _local(op: O.LocalAttention, ins: list[TensorType]) -> tuple[TensorType, ...]:
+    _attn_in(op, ins[0], 4, "local_attention ([B, H, W, C])")
+    return (ins[0],)
+
+
+@rule(O.PooledAttention)
+def _pooled(op: O.PooledAttention, ins: list[TensorType]) -> tuple[TensorType, ...]:
+    (x,) = ins
+    _rank(x, 3, "pooled_attention ([B, N, C])")
+    _eq(x.shape[2], op.dim, f"pooled_attention expects width {op.dim}, got {fmt(x.shape[2])}")
+    want = op.cls + op.grid[0] * op.grid[1]
+    _eq(x.shape[1], want, f"pooled_attention on a {op.grid[0]}x{op.grid[1]} grid (+{op.cls}) expects "
+        f"{want} tokens, got {fmt(x.shape[1])}")
+    qh, qw = op.out_grid()
+    return (TensorType(shape=(x.shape[0], op.cls + qh * qw, op.dim_out)),)
+
+
+for _cls in (O.Activation, O.Softmax, O.Dropout, O.DropPath, O.Identity, O.Scale):
+    SHAPE_RULES[_cls] = _same
+
+
+@rule(O.Roll)
+def _roll(op: O.Roll, ins: list[TensorType]) -> tuple[TensorType, ...]:
+    for d in op.dims:
+        _norm_dim(d, ins[0].rank, "roll")
+    return (ins[0],)
+
+
+@rule(O.Glu)
+def _glu(op: O.Glu, ins: list[TensorType]) -> tuple[TensorType, ...]:
+    (x,) = ins
+    d = _norm_dim(op.dim, x.rank, "glu")
+    half = div_exact(x.shape[d], 2)
+    if half is None:
+        raise ShapeError("E0501", f"glu halves dim {op.dim}, but its size {fmt(x.shape[d])} is odd")
+    return (TensorType(shape=(*x.shape[:d], half, *x.shape[d + 1:])),)
+
+
+def broadcast(a: TensorType, b: TensorType, what: str) -> TensorType:
+    ra, rb = a.rank, b.rank
+    out: list[DimLike] = []
+    for i in range(max(ra, rb)):
+        da = a.shape[ra - 1 - i] if i < ra else 1
+        db = b.shape[rb - 1 - i] if i < rb else 1
+        if da == db or db == 1:
+            out.append(da)
+        elif da == 1:
+            out.append(db)
+        else:
+            raise ShapeError("E0301", f"shape mismatch in `{what}`: {a} vs {b}",
+                             help=f"dim {-1 - i} differs: {fmt(da)} vs {fmt(db)}")
+    return TensorType(shape=tuple(reversed(out)), dtype=a.dtype)
+
+
+@rule(O.Binary)
+def _binary(op: O.Binary, ins: list[TensorType]) -> tuple[TensorType, ...]:
+    sym = {"add": "+", "sub": "-", "mul": "*", "div": "/"}[op.fn]
+    return (broadcast(ins[0], ins[1], sym),)
+
+
+@rule(O.Matmul)
+def _matmul(op: O.Matmul, ins: list[TensorType]) -> tuple[TensorType, ...]:
+    a, b = ins
+    _min_rank(a, 2, "matmul")
+    _min_rank(b, 2, "matmul", 1)
+    _eq(a.shape[-1], b.shape[-2], f"matmul: {a} @ {b}: inner dims {fmt(a.shape[-1])} and {fmt(b.shape[-2])} differ")
+    batch = broadcast(TensorType(shape=a.shape[:-2]), TensorType(shape=b.shape[:-2]), "@")
+    return (TensorType(shape=(*batch.shape, a.shape[-2], b.shape[-1])),)
+
+
+@rule(O.Rearrange)
+def _rearrange(op: O.Rearrange, ins: list[TensorType]) -> tuple[TensorType, ...]:
+    (x,) = ins
+    if x.rank != len(op.lhs):
+        raise ShapeError("E0303", f"rearrange pattern `{op.pattern()}` has {len(op.lhs)} input dims, "
+                         f"the tensor {x} has {x.rank}")
+    sizes = {a.name: a.size for a in op.axes}
+    for i, group in enumerate(op.lhs):
+        got = product([sizes[a] for a in group])
+        if got != x.shape[i]:
+            raise ShapeError("E0301", f"rearrange `{op.pattern()}`: group ({' '.join(group)}) = {fmt(got)} "
+                             f"but dim {i} of {x} is {fmt(x.shape[i])}")
+    return (TensorType(shape=tuple(product([sizes[a] for a in g]) for g in op.rhs), dtype=x.dtype),)
+
+
+@rule(O.Concat)
+def _concat(op: O.Concat, ins: list[TensorType]) -> tuple[TensorType, ...]:
+    first = ins[0]
+    d = _norm_dim(op.dim, first.rank, "concat")
+    total: DimLike = 0
+    for i, t in enumerate(ins):
+        if t.rank != first.rank:
+            raise ShapeError("E0302", f"concat: {first} and {t} have different ranks", input_index=i)
+        for j in range(first.rank):
+            if j != d and t.shape[j] != first.shape[j]:
+                raise ShapeError("E0301", f"concat along dim {op.dim}: {first} and {t} differ in dim {j}",
+                                 input_index=i)
+        total = add(total, t.shape[d])
+    return (TensorType(shape=(*first.shape[:d], total, *first.shape[d + 1:]), dtype=first.dtype),)
+
+
+@rule(O.Split)
+def _split(op: O.Split, ins: list[TensorType]) -> tuple[TensorType, ...]:
+    (x,) = ins
+    d = _norm_dim(op.dim, x.rank, "split")
+    if sum(op.sizes) != x.shape[d]:
+        raise ShapeError("E0301", f"split sizes {list(op.sizes)} sum to {sum(op.sizes)}, but dim {op.dim} of "
+                         f"{x} is {fmt(x.shape[d])}")
+    return tuple(TensorType(shape=(*x.shape[:d], s, *x.shape[d + 1:]), dtype=x.dtype) for s in op.sizes)
+
+
+@rule(O.Mean)
+def _mean(op: O.Mean, ins: list[TensorType]) -> tuple[TensorType, ...]:
+    (x,) = ins
+    dims = {_norm_dim(d, x.rank, "mean") for d in op.dims}
+    if op.keepdim:
+        return (TensorType(shape=tuple(1 if i in dims else s for i, s in enumerate(x.shape))),)
+    return (TensorType(shape=tuple(s for i, s in enumerate(x.shape) if i not in dims)),)
+
+
+@rule(O.Pool2d)
+def _pool(op: O.Pool2d, ins: list[TensorType]) -> tuple[TensorType, ...]:
+    (x,) = ins
+    _rank(x, 4, f"{op.kind}_pool2d ([B, C, H, W])")
+    h = conv_out(x.shape[2], op.kernel[0], op.stride[0], op.padding[0], "pool2d")
+    w = conv_out(x.shape[3], op.kernel[1], op.stride[1], op.padding[1], "pool2d")
+    return (TensorType(shape=(x.shape[0], x.shape[1], h, w)),)
+
+
+@rule(O.Take)
+def _take(op: O.Take, ins: list[TensorType]) -> tuple[TensorType, ...]:
+    (x,) = ins
+    d = _norm_dim(op.dim, x.rank, "take")
+    n = x.shape[d]
+    if isinstance(n, int) and not -n <= op.index < n:
+        raise ShapeError("E0304", f"take: index {op.index} is out of range for dim {op.dim} of {x}")
+    return (TensorType(shape=(*x.shape[:d], *x.shape[d + 1:]), dtype=x.dtype),)
+
+
+@rule(O.SliceOp)
+def _slice(op: O.SliceOp, ins: list[TensorType]) -> tuple[TensorType, ...]:
+    (x,) = ins
+    d = _norm_dim(op.dim, x.rank, "slice")
+    n = x.shape[d]
+    if op.start < 0 or op.stop < op.start or (isinstance(n, int) and op.stop > n):
+        raise ShapeError("E0304", f"slice {op.start}..{op.stop} is out of range for dim {op.dim} of {x}")
+    return (TensorType(shape=(*x.shape[:d], op.stop - op.start, *x.shape[d + 1:]), dtype=x.dtype),)
+
+
+def describe(shape: tuple[DimLike, ...]) -> str:
+    return fmt_shape(shape)
+
+
+__all__ = ["SHAPE_RULES", "ShapeError", "broadcast", "conv_out", "infer", "mul"]

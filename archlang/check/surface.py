@@ -1,0 +1,477 @@
+"""The primitive ops as the language sees them: names, signatures and builders.
+
+Takes: a call's tensor inputs (their types) and its bound compile-time arguments.
+Produces: a typed IR op (``archlang.ir.ops``); output types then come from the shape rule.
+Several surface names may build the same IR op (``gelu``/``relu`` -> ``Activation``).
+Builders check the constraints that belong to the op (heads divide the width, the window
+clamping/padding rule) and raise :class:`BuildError` with a help line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from archlang.ir import ops as O
+from archlang.ir.dims import DimLike, div_exact, fmt
+from archlang.ir.types import TensorType
+
+REQUIRED = object()
+
+
+class BuildError(Exception):
+    def __init__(self, code: str, message: str, help: str | None = None, arg: str | None = None,
+                 notes: list[str] | None = None):
+        super().__init__(message)
+        self.code, self.message, self.help, self.arg = code, message, help, arg
+        self.notes = notes or []
+
+
+@dataclass(frozen=True)
+class Arg:
+    name: str
+    type: str  # int float bool str pair ints tensor tensors
+    default: Any = REQUIRED
+    doc: str = ""
+
+
+@dataclass
+class BuildCtx:
+    """What a builder may use besides the inputs: argument provenance and notes."""
+
+    describe_arg: Callable[[str], str]  # "heads = 5 (argument at f:3:4)"
+    describe_input: Callable[[int], str]  # "x: [B, 56, 56, 96] (output of `patch_embed`)"
+    node_name: str
+    notes: list[tuple[str, str, str]] = field(default_factory=list)  # (code, message, help)
+
+
+Builder = Callable[[BuildCtx, list[TensorType], dict[str, Any]], O.OpBase]
+
+
+@dataclass(frozen=True)
+class Surface:
+    name: str
+    tensors: tuple[str, ...]
+    args: tuple[Arg, ...]
+    build: Builder
+    doc: str
+    extra_kwargs: bool = False  # rearrange takes axis sizes as extra keywords
+
+
+SURFACE: dict[str, Surface] = {}
+
+
+def op(name: str, tensors: tuple[str, ...], args: tuple[Arg, ...], doc: str, extra_kwargs: bool = False):
+    def deco(fn: Builder) -> Builder:
+        SURFACE[name] = Surface(name, tensors, args, fn, doc, extra_kwargs)
+        return fn
+    return deco
+
+
+def pair(v: int | tuple[int, ...]) -> tuple[int, int]:
+    if isinstance(v, int):
+        return (v, v)
+    return (int(v[0]), int(v[1]))
+
+
+def _const(ctx: BuildCtx, d: DimLike, what: str, i: int = 0) -> int:
+    if not isinstance(d, int):
+        raise BuildError("E0404", f"{what} must be known at compile time, but it is `{fmt(d)}`",
+                         help=f"give the size concretely; {ctx.describe_input(i)}")
+    return d
+
+
+def _last(ctx: BuildCtx, x: TensorType, what: str) -> int:
+    if x.rank == 0:
+        raise BuildError("E0302", f"{what} needs at least one dim, got a scalar tensor")
+    return _const(ctx, x.shape[-1], f"the input width of `{what}`")
+
+
+# ----------------------------------------------------------------------------- layers
+
+
+@op("linear", ("x",), (Arg("out", "int"), Arg("bias", "bool", True)), "Affine map of the last dim: [*, C] -> [*, out].")
+def _linear(ctx, ins, a):
+    return O.Linear(in_features=_last(ctx, ins[0], "linear"), out_features=a["out"], bias=a["bias"])
+
+
+@op("conv2d", ("x",), (Arg("out", "int"), Arg("kernel", "pair"), Arg("stride", "pair", 1), Arg("padding", "pair", 0),
+                       Arg("groups", "int", 1), Arg("bias", "bool", True), Arg("standardize", "bool", False)),
+    "2-d convolution on [B, C, H, W]; `standardize` gives weight standardisation.")
+def _conv2d(ctx, ins, a):
+    x = ins[0]
+    if x.rank != 4:
+        raise BuildError("E0302", f"conv2d expects [B, C, H, W], got {x}")
+    c = _const(ctx, x.shape[1], "the channel count of conv2d's input")
+    if c % a["groups"] or a["out"] % a["groups"]:
+        raise BuildError("E0501", f"conv2d groups = {a['groups']} must divide in ({c}) and out ({a['out']}) channels",
+                         arg="groups")
+    return O.Conv2d(in_channels=c, out_channels=a["out"], kernel=pair(a["kernel"]), stride=pair(a["stride"]),
+                    padding=pair(a["padding"]), groups=a["groups"], bias=a["bias"], standardize=a["standardize"])
+
+
+@op("conv1d", ("x",), (Arg("out", "int"), Arg("kernel", "int"), Arg("stride", "int", 1), Arg("padding", "int", 0),
+                       Arg("groups", "int", 1), Arg("bias", "bool", True)),
+    "1-d convolution on [B, C, T].")
+def _conv1d(ctx, ins, a):
+    x = ins[0]
+    if x.rank != 3:
+        raise BuildError("E0302", f"conv1d expects [B, C, T], got {x}")
+    c = _const(ctx, x.shape[1], "the channel count of conv1d's input")
+    if c % a["groups"] or a["out"] % a["groups"]:
+        raise BuildError("E0501", f"conv1d groups = {a['groups']} must divide in ({c}) and out ({a['out']}) channels",
+                         arg="groups")
+    return O.Conv1d(in_channels=c, out_channels=a["out"], kernel=a["kernel"], stride=a["stride"],
+                    padding=a["padding"], groups=a["groups"], bias=a["bias"])
+
+
+@op("layernorm", ("x",), (Arg("eps", "float", 1e-5), Arg("affine", "bool", True)), "LayerNorm over the last dim.")
+def _layernorm(ctx, ins, a):
+    return O.LayerNorm(dim=_last(ctx, ins[0], "layernorm"), eps=a["eps"], affine=a["affine"])
+
+
+@op("batchnorm", ("x",), (Arg("eps", "float", 1e-5), Arg("momentum", "float", 0.1)), "BatchNorm over dim 1 of [B, C, ...].")
+def _batchnorm(ctx, ins, a):
+    x = ins[0]
+    if x.rank < 2:
+        raise BuildError("E0302", f"batchnorm expects [B, C, ...], got {x}")
+    return O.BatchNorm(channels=_const(ctx, x.shape[1], "batchnorm channels"), eps=a["eps"], momentum=a["momentum"])
+
+
+@op("groupnorm", ("x",), (Arg("groups", "int"), Arg("eps", "float", 1e-5)), "GroupNorm over dim 1 of [B, C, ...].")
+def _groupnorm(ctx, ins, a):
+    x = ins[0]
+    if x.rank < 2:
+        raise BuildError("E0302", f"groupnorm expects [B, C, ...], got {x}")
+    c = _const(ctx, x.shape[1], "groupnorm channels")
+    if c % a["groups"]:
+        raise BuildError("E0501", f"groupnorm: groups = {a['groups']} does not divide {c} channels",
+                         help=f"{ctx.describe_arg('groups')}; channels from {ctx.describe_input(0)}", arg="groups")
+    return O.GroupNorm(groups=a["groups"], channels=c, eps=a["eps"])
+
+
+@op("embedding", ("idx",), (Arg("num", "int"), Arg("dim", "int")), "Table lookup: int[*] -> [*, dim].")
+def _embedding(ctx, ins, a):
+    return O.Embedding(num=a["num"], dim=a["dim"])
+
+
+@op("prepend_token", ("x",), (), "Prepend a learned token (class/distillation): [B, N, D] -> [B, N+1, D].")
+def _prepend(ctx, ins, a):
+    if ins[0].rank != 3:
+        raise BuildError("E0302", f"prepend_token expects [B, N, D], got {ins[0]}")
+    return O.PrependToken(dim=_last(ctx, ins[0], "prepend_token"))
+
+
+@op("learned_pos", ("x",), (Arg("max_len", "int", 0),), "Add a learned positional embedding to [B, N, D].")
+def _learned_pos(ctx, ins, a):
+    x = ins[0]
+    if x.rank != 3:
+        raise BuildError("E0302", f"learned_pos expects [B, N, D], got {x}")
+    n = a["max_len"] or _const(ctx, x.shape[1], "the sequence length (or give `max_len`)")
+    return O.PosEmbed(kind="learned", length=n, dim=_last(ctx, x, "learned_pos"))
+
+
+@op("sinusoidal_pos", ("x",), (Arg("max_len", "int", 5000),), "Add the fixed sinusoidal encoding of Vaswani et al.")
+def _sin_pos(ctx, ins, a):
+    x = ins[0]
+    if x.rank != 3:
+        raise BuildError("E0302", f"sinusoidal_pos expects [B, N, D], got {x}")
+    return O.PosEmbed(kind="sinusoidal", length=a["max_len"], dim=_last(ctx, x, "sinusoidal_pos"))
+
+
+# ----------------------------------------------------------------------------- attention
+
+_ATTN_ARGS = (Arg("heads", "int"), Arg("head_dim", "int", 0), Arg("qkv_bias", "bool", True),
+              Arg("proj_bias", "bool", True), Arg("attn_drop", "float", 0.0), Arg("proj_drop", "float", 0.0))
+
+
+def _heads(ctx: BuildCtx, dim: int, a: dict[str, Any]) -> int:
+    heads = a["heads"]
+    if heads <= 0:
+        raise BuildError("E0406", f"heads must be positive, got {heads}", arg="heads")
+    if a["head_dim"]:
+        return a["head_dim"]
+    if dim % heads:
+        raise BuildError("E0503", f"{heads} heads do not divide the width {dim}",
+                         help=f"the width must be a multiple of heads: {ctx.describe_arg('heads')}; "
+                              f"width {dim} from {ctx.describe_input(0)}", arg="heads")
+    return dim // heads
+
+
+def _common(ctx, dim: int, a) -> dict[str, Any]:
+    return dict(dim=dim, heads=a["heads"], head_dim=_heads(ctx, dim, a), qkv_bias=a["qkv_bias"],
+                proj_bias=a["proj_bias"], attn_drop=a["attn_drop"], proj_drop=a["proj_drop"])
+
+
+@op("attention", ("x",), (*_ATTN_ARGS, Arg("causal", "bool", False)),
+    "Multi-head self-attention over [B, N, C] (global, or causal), fused qkv, SDPA.")
+def _attention(ctx, ins, a):
+    return O.Attention(**_common(ctx, _last(ctx, ins[0], "attention"), a), causal=a["causal"])
+
+
+@op("cross_attention", ("x", "context"), _ATTN_ARGS,
+    "Queries from x [B, N, C]; keys/values from context [B, M, Ck].")
+def _cross(ctx, ins, a):
+    c = _common(ctx, _last(ctx, ins[0], "cross_attention"), a)
+    return O.CrossAttention(**c, context_dim=_last(ctx, ins[1], "cross_attention context"))
+
+
+@op("window_attention", ("x",), (*_ATTN_ARGS, Arg("window", "int"), Arg("shift", "int", 0)),
+    "Swin (shifted-)window attention on [B, H, W, C] with a relative position bias.")
+def _window(ctx, ins, a):
+    x = ins[0]
+    if x.rank != 4:
+        raise BuildError("E0302", f"window_attention expects [B, H, W, C], got {x}")
+    h = _const(ctx, x.shape[1], "the grid height of window_attention")
+    w = _const(ctx, x.shape[2], "the grid width of window_attention")
+    win, shift = a["window"], a["shift"]
+    if win <= 0:
+        raise BuildError("E0406", f"window must be positive, got {win}", arg="window")
+    if not 0 <= shift < win:
+        raise BuildError("E0406", f"shift must be in 0 .. window-1 = {win - 1}, got {shift}", arg="shift")
+    # The Swin clamping rule (as in the reference and timm): a window as large as the grid
+    # covers it entirely, so it shrinks to the grid and there is nothing to shift.
+    wins, shifts = [], []
+    for g in (h, w):
+        if g <= win:
+            wins.append(g)
+            shifts.append(0)
+        else:
+            wins.append(win)
+            shifts.append(shift)
+    if (wins[0] != win or wins[1] != win) or (shift and shifts != [shift, shift]):
+        ctx.notes.append(("W0501", f"window {win} covers the whole {h}x{w} grid of `{ctx.node_name}`: "
+                          f"window -> {wins[0]}x{wins[1]}, shift {shift} -> {shifts[0]}",
+                          "this is Swin's clamping rule; set a smaller window to keep windows inside the grid"))
+    pad = tuple((ww - g % ww) % ww for g, ww in zip((h, w), wins, strict=True))
+    if any(pad):
+        ctx.notes.append(("W0502", f"window {wins[0]}x{wins[1]} does not divide the {h}x{w} grid of "
+                          f"`{ctx.node_name}`: padded to {h + pad[0]}x{w + pad[1]} (bottom/right), as timm does",
+                          "pick a window that divides every stage's grid to avoid padding"))
+    return O.WindowAttention(**_common(ctx, _last(ctx, x, "window_attention"), a), window=tuple(wins),
+                             shift=tuple(shifts), grid=(h, w), pad=pad)
+
+
+@op("local_attention", ("x",), (*_ATTN_ARGS, Arg("kernel", "int")),
+    "Stand-alone self-attention on [B, H, W, C] over each pixel's kernel x kernel neighbourhood.")
+def _local(ctx, ins, a):
+    if ins[0].rank != 4:
+        raise BuildError("E0302", f"local_attention expects [B, H, W, C], got {ins[0]}")
+    if a["kernel"] <= 0 or a["kernel"] % 2 == 0:
+        raise BuildError("E0406", f"kernel must be a positive odd size, got {a['kernel']}", arg="kernel")
+    return O.LocalAttention(**_common(ctx, _last(ctx, ins[0], "local_attention"), a), kernel=a["kernel"])
+
+
+@op("pooled_attention", ("x",), (Arg("heads", "int"), Arg("grid", "ints"), Arg("dim_out", "int", 0),
+                                 Arg("cls", "int", 0), Arg("kernel_q", "pair", 3), Arg("stride_q", "pair", 1),
+                                 Arg("kernel_kv", "pair", 3), Arg("stride_kv", "pair", 1),
+                                 Arg("qkv_bias", "bool", True), Arg("residual_pooling", "bool", True),
+                                 Arg("rel_pos", "bool", True)),
+    "MViTv2 pooling attention on [B, cls + H*W, C] tokens laid out on `grid`.")
+def _pooled(ctx, ins, a):
+    dim = _last(ctx, ins[0], "pooled_attention")
+    dim_out = a["dim_out"] or dim
+    if len(a["grid"]) != 2:
+        raise BuildError("E0406", f"grid is [H, W], got {list(a['grid'])}", arg="grid")
+    if dim_out % a["heads"]:
+        raise BuildError("E0503", f"{a['heads']} heads do not divide the width {dim_out}",
+                         help=ctx.describe_arg("heads"), arg="heads")
+    return O.PooledAttention(dim=dim, dim_out=dim_out, heads=a["heads"], grid=pair(tuple(a["grid"])), cls=a["cls"],
+                             kernel_q=pair(a["kernel_q"]), stride_q=pair(a["stride_q"]),
+                             kernel_kv=pair(a["kernel_kv"]), stride_kv=pair(a["stride_kv"]),
+                             qkv_bias=a["qkv_bias"], residual_pooling=a["residual_pooling"], rel_pos=a["rel_pos"])
+
+
+# ----------------------------------------------------------------------------- parameter-free
+
+
+def _act(fn: str):
+    def build(ctx, ins, a):
+        if fn == "gelu" and a.get("approximate") == "tanh":
+            return O.Activation(fn="gelu_tanh")
+        if fn == "gelu" and a.get("approximate") not in ("none", None):
+            raise BuildError("E0406", f"approximate is \"none\" or \"tanh\", got \"{a['approximate']}\"",
+                             arg="approximate")
+        return O.Activation(fn=fn)
+    return build
+
+
+op("gelu", ("x",), (Arg("approximate", "str", "none"),), "GELU (exact erf, or tanh approximation).")(_act("gelu"))
+for _fn in ("relu", "silu", "tanh", "sigmoid"):
+    op(_fn, ("x",), (), f"Elementwise {_fn}.")(_act(_fn))
+
+
+@op("glu", ("x",), (Arg("dim", "int", -1),), "Gated linear unit: halves `dim`.")
+def _glu(ctx, ins, a):
+    return O.Glu(dim=a["dim"])
+
+
+@op("softmax", ("x",), (Arg("dim", "int", -1),), "Softmax along `dim`.")
+def _softmax(ctx, ins, a):
+    return O.Softmax(dim=a["dim"])
+
+
+def _prob(a: dict[str, Any]) -> float:
+    p = float(a["p"])
+    if not 0.0 <= p < 1.0:
+        raise BuildError("E0406", f"a drop probability is in [0, 1), got {p}", arg="p")
+    return p
+
+
+@op("dropout", ("x",), (Arg("p", "float", 0.0),), "Dropout (training only).")
+def _dropout(ctx, ins, a):
+    return O.Dropout(p=_prob(a))
+
+
+@op("drop_path", ("x",), (Arg("p", "float", 0.0),), "Stochastic depth on a residual branch (training only).")
+def _drop_path(ctx, ins, a):
+    return O.DropPath(p=_prob(a))
+
+
+@op("identity", ("x",), (), "Pass the input through.")
+def _identity(ctx, ins, a):
+    return O.Identity()
+
+
+@op("roll", ("x",), (Arg("shifts", "ints"), Arg("dims", "ints")), "Cyclic shift (torch.roll).")
+def _roll(ctx, ins, a):
+    if len(a["shifts"]) != len(a["dims"]):
+        raise BuildError("E0406", "roll needs as many shifts as dims", arg="shifts")
+    return O.Roll(shifts=tuple(a["shifts"]), dims=tuple(a["dims"]))
+
+
+@op("matmul", ("a", "b"), (), "Batched matrix product on the last two dims.")
+def _matmul(ctx, ins, a):
+    return O.Matmul()
+
+
+@op("concat", ("xs",), (Arg("dim", "int", -1),), "Concatenate a list of tensors along `dim`.")
+def _concat(ctx, ins, a):
+    return O.Concat(dim=a["dim"])
+
+
+@op("split", ("x",), (Arg("sizes", "ints"), Arg("dim", "int", -1)), "Split `dim` into pieces of `sizes`.")
+def _split(ctx, ins, a):
+    return O.Split(sizes=tuple(a["sizes"]), dim=a["dim"])
+
+
+@op("mean", ("x",), (Arg("dim", "ints"), Arg("keepdim", "bool", False)), "Mean over the given dims.")
+def _mean(ctx, ins, a):
+    return O.Mean(dims=tuple(a["dim"]), keepdim=a["keepdim"])
+
+
+def _pool(kind: str):
+    def build(ctx, ins, a):
+        k = pair(a["kernel"])
+        s = pair(a["stride"]) if a["stride"] else k
+        return O.Pool2d(kind=kind, kernel=k, stride=s, padding=pair(a["padding"]))
+    return build
+
+
+for _k in ("max", "avg"):
+    op(f"{_k}_pool2d", ("x",), (Arg("kernel", "pair"), Arg("stride", "pair", 0), Arg("padding", "pair", 0)),
+       f"{_k.capitalize()} pooling on [B, C, H, W] (stride defaults to the kernel).")(_pool(_k))
+
+
+@op("take", ("x",), (Arg("index", "int"), Arg("dim", "int", 1)), "Select one index along `dim` (x[:, 0]).")
+def _take(ctx, ins, a):
+    return O.Take(index=a["index"], dim=a["dim"])
+
+
+@op("slice", ("x",), (Arg("start", "int"), Arg("stop", "int"), Arg("dim", "int", 1)), "Keep start .. stop of `dim`.")
+def _slice(ctx, ins, a):
+    return O.SliceOp(start=a["start"], stop=a["stop"], dim=a["dim"])
+
+
+# ----------------------------------------------------------------------------- rearrange
+
+
+def parse_pattern(pattern: str) -> tuple[tuple[tuple[str, ...], ...], tuple[tuple[str, ...], ...]]:
+    """Parse ``"b (h p) w c -> b h (p w c)"`` into groups of axis names."""
+    if pattern.count("->") != 1:
+        raise BuildError("E0303", f"rearrange pattern needs exactly one `->`: \"{pattern}\"", arg="pattern")
+    sides = []
+    for side in pattern.split("->"):
+        groups: list[tuple[str, ...]] = []
+        cur: list[str] | None = None
+        for tok in side.replace("(", " ( ").replace(")", " ) ").split():
+            if tok == "(":
+                if cur is not None:
+                    raise BuildError("E0303", "nested parentheses in a rearrange pattern", arg="pattern")
+                cur = []
+            elif tok == ")":
+                if cur is None:
+                    raise BuildError("E0303", "unbalanced `)` in a rearrange pattern", arg="pattern")
+                if not cur:
+                    raise BuildError("E0303", "empty group `()` in a rearrange pattern", arg="pattern")
+                groups.append(tuple(cur))
+                cur = None
+            elif tok.isidentifier():
+                (cur.append(tok) if cur is not None else groups.append((tok,)))
+            else:
+                raise BuildError("E0303", f"bad axis name `{tok}` in a rearrange pattern", arg="pattern")
+        if cur is not None:
+            raise BuildError("E0303", "unbalanced `(` in a rearrange pattern", arg="pattern")
+        sides.append(tuple(groups))
+    lhs, rhs = sides
+    lnames = [n for g in lhs for n in g]
+    rnames = [n for g in rhs for n in g]
+    for names, side in ((lnames, "left"), (rnames, "right")):
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise BuildError("E0303", f"axis `{sorted(dup)[0]}` appears twice on the {side} of the pattern",
+                             arg="pattern")
+    if set(lnames) != set(rnames):
+        missing = sorted(set(lnames) ^ set(rnames))
+        raise BuildError("E0303", f"axes {', '.join(missing)} appear on only one side of \"{pattern}\"",
+                         help="rearrange only reorders and regroups axes; every axis must appear on both sides",
+                         arg="pattern")
+    return lhs, rhs
+
+
+@op("rearrange", ("x",), (Arg("pattern", "str"),),
+    "einops-style reshape/permute; extra keywords give axis sizes (p = 4).", extra_kwargs=True)
+def _rearrange(ctx, ins, a):
+    x = ins[0]
+    lhs, rhs = parse_pattern(a["pattern"])
+    sizes: dict[str, DimLike] = {k: v for k, v in a.items() if k != "pattern"}
+    known_names = {n for g in lhs for n in g}
+    for k in sizes:
+        if k not in known_names:
+            raise BuildError("E0204", f"rearrange: `{k}` is not an axis of \"{a['pattern']}\"", arg=k)
+    if x.rank != len(lhs):
+        raise BuildError("E0303", f"pattern \"{a['pattern']}\" has {len(lhs)} input dims but the tensor {x} has {x.rank}",
+                         help=f"the input is {ctx.describe_input(0)}")
+    for i, group in enumerate(lhs):
+        unknown = [n for n in group if n not in sizes]
+        known: DimLike = 1
+        for n in group:
+            if n in sizes:
+                known = known * sizes[n]
+        if len(unknown) > 1:
+            raise BuildError("E0303", f"cannot infer the sizes of {', '.join(unknown)} in group ({' '.join(group)})",
+                             help=f"give all but one of them, e.g. `{unknown[0]} = ...`")
+        if len(unknown) == 1:
+            if not isinstance(known, int):
+                raise BuildError("E0303", f"axis sizes in group ({' '.join(group)}) must be constants")
+            q = div_exact(x.shape[i], known)
+            if q is None:
+                raise BuildError("E0501", f"dim {i} of {x} ({fmt(x.shape[i])}) is not divisible by {known} "
+                                 f"for group ({' '.join(group)})", help=f"the input is {ctx.describe_input(0)}")
+            sizes[unknown[0]] = q
+    names = [n for g in lhs for n in g]
+    return O.Rearrange(lhs=lhs, rhs=rhs, axes=tuple(O.RearrangeAxis(name=n, size=sizes[n]) for n in names))
+
+
+_ACTS = ("gelu", "gelu_tanh", "relu", "silu", "tanh", "sigmoid")
+
+
+@op("act", ("x",), (Arg("fn", "str"),), "Activation chosen by name: gelu, gelu_tanh, relu, silu, tanh, sigmoid.")
+def _act_by_name(ctx, ins, a):
+    if a["fn"] not in _ACTS:
+        from archlang.diagnostics import did_you_mean
+
+        raise BuildError("E0406", f"unknown activation \"{a['fn']}\"",
+                         help=did_you_mean(a["fn"], _ACTS) or f"activations: {', '.join(_ACTS)}", arg="fn")
+    return O.Activation(fn=a["fn"])

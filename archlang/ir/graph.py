@@ -1,0 +1,161 @@
+"""The typed graph IR: tensors, nodes, block-instance scopes and the whole graph.
+
+Takes: nothing at import; the elaborator (``archlang.check``) builds :class:`Graph` values.
+Produces: immutable pydantic models that round-trip through JSON exactly
+(``Graph.model_validate_json(g.model_dump_json()) == g``), and a networkx view built on
+demand. Node names are hierarchical and stable (``layers.0.blocks.1.attn``): later stages
+use them for module names, diagram clusters and adapter selectors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import cached_property
+from typing import TYPE_CHECKING, Literal, Union
+
+from pydantic import BaseModel, ConfigDict
+from typing_extensions import TypeAliasType
+
+from archlang.diagnostics import Span
+from archlang.ir.dims import Dim
+from archlang.ir.ops import Op, OpBase
+from archlang.ir.types import TensorType
+
+if TYPE_CHECKING:
+    import networkx as nx
+
+DimT = Union[int, Dim]  # noqa: UP007
+Value = TypeAliasType("Value", Union[bool, int, float, str, tuple["Value", ...]])  # noqa: UP007
+
+
+class ValueRef(BaseModel):
+    """Output ``index`` of node ``node``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    node: str
+    index: int = 0
+
+
+class Node(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    op: Op
+    inputs: tuple[ValueRef, ...] = ()
+    outputs: tuple[TensorType, ...] = ()
+    scope: str = ""  # the innermost block instance this node belongs to ("" = top level)
+    span: Span
+
+
+class ParamValue(BaseModel):
+    """A compile-time parameter of an arch or a block instance, with its value."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    type: str  # "int", "float", "bool", "str", "[int]", ...
+    value: Value
+
+
+class Scope(BaseModel):
+    """One block instance: its path, the block it instantiates, and the call site."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    block: str
+    args: tuple[ParamValue, ...] = ()
+    span: Span
+
+
+class AdapterTap(BaseModel):
+    """A fine-tuning tap from the spec (``adapt lora(...) on "sel"``), resolved to nodes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["lora", "bitfit"]
+    args: tuple[ParamValue, ...] = ()
+    selectors: tuple[str, ...]
+    targets: tuple[str, ...]  # matched node names (or node.param for logical q/k/v)
+    span: Span
+
+
+class FreezeRule(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    freeze: bool
+    selectors: tuple[str, ...]
+    span: Span
+
+
+class Graph(BaseModel):
+    """A fully elaborated, shape-checked architecture."""
+
+    model_config = ConfigDict(frozen=True)
+
+    arch: str
+    family: str  # the `arch` definition that holds the body (differs for variants)
+    file: str
+    params: tuple[ParamValue, ...]
+    inputs: tuple[str, ...]  # names of `input` nodes, in declaration order
+    outputs: tuple[str, ...]  # names of `output` nodes, in declaration order
+    nodes: tuple[Node, ...]
+    scopes: tuple[Scope, ...] = ()
+    adapters: tuple[AdapterTap, ...] = ()
+    freezes: tuple[FreezeRule, ...] = ()
+
+    # -- lookups (cached; the model is frozen)
+    @cached_property
+    def by_name(self) -> dict[str, Node]:
+        return {n.name: n for n in self.nodes}
+
+    def node(self, name: str) -> Node:
+        return self.by_name[name]
+
+    def type_of(self, ref: ValueRef) -> TensorType:
+        return self.by_name[ref.node].outputs[ref.index]
+
+    def param(self, name: str) -> Value:
+        for p in self.params:
+            if p.name == name:
+                return p.value
+        raise KeyError(name)
+
+    def input_nodes(self) -> list[Node]:
+        return [self.by_name[n] for n in self.inputs]
+
+    def output_nodes(self) -> list[Node]:
+        return [self.by_name[n] for n in self.outputs]
+
+    def ops(self) -> Iterator[tuple[Node, OpBase]]:
+        for n in self.nodes:
+            yield n, n.op
+
+    def param_count(self) -> int:
+        total = 0
+        for n in self.nodes:
+            for p in n.op.parameters():
+                size = 1
+                for d in p.shape:
+                    size *= d
+                total += size
+        return total
+
+    def summary(self) -> str:
+        ins = ", ".join(f"{n.op.name}: {n.outputs[0]}" for n in self.input_nodes())
+        outs = ", ".join(f"{n.op.name}: {self.type_of(n.inputs[0])}" for n in self.output_nodes())
+        return f"{self.arch}: in {ins} -> out {outs}; {len(self.nodes)} nodes"
+
+    # -- views
+    def to_networkx(self) -> nx.MultiDiGraph:
+        """A networkx view: one vertex per node (attribute ``node``), one edge per input."""
+        import networkx as nx
+
+        g = nx.MultiDiGraph(arch=self.arch)
+        for n in self.nodes:
+            g.add_node(n.name, node=n)
+        for n in self.nodes:
+            for i, ref in enumerate(n.inputs):
+                g.add_edge(ref.node, n.name, index=ref.index, slot=i, type=self.type_of(ref))
+        return g

@@ -1,0 +1,488 @@
+"""The op vocabulary: every primitive operation of the IR, defined once.
+
+Takes: nothing (pure definitions). Produces: one frozen pydantic class per op holding its
+typed attributes (the ``op`` field is the tag of the :data:`Op` union), and for ops with
+weights, :meth:`OpBase.parameters` giving each weight's local name and shape. Every later
+stage keeps a table keyed by these classes: shape rules (``archlang.check.shapes``),
+cost rules, lowering rules and drawing rules; tests fail when a table misses an op.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from archlang.ir.dims import Dim
+from archlang.ir.types import TensorType
+
+DimT = Union[int, Dim]  # noqa: UP007
+
+
+class ParamSpec(BaseModel):
+    """One weight tensor of an op: its name relative to the node, its shape, and its role."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str  # "" when the node itself is the parameter (cls_token, pos_embed)
+    shape: tuple[int, ...]
+    role: Literal["weight", "bias", "norm", "embedding", "token", "pos", "rel_pos"] = "weight"
+
+
+class BufferSpec(BaseModel):
+    """A non-learned tensor computed at construction (masks, index tables, sinusoids)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    shape: tuple[int, ...]
+    persistent: bool = False
+
+
+class OpBase(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def parameters(self) -> tuple[ParamSpec, ...]:
+        return ()
+
+    def buffers(self) -> tuple[BufferSpec, ...]:
+        return ()
+
+
+def _wb(out_f: int, in_f: int, bias: bool) -> tuple[ParamSpec, ...]:
+    w = ParamSpec(name="weight", shape=(out_f, in_f))
+    return (w, ParamSpec(name="bias", shape=(out_f,), role="bias")) if bias else (w,)
+
+
+# --------------------------------------------------------------------------- graph boundary
+
+
+class Input(OpBase):
+    op: Literal["input"] = "input"
+    name: str
+    type: TensorType
+
+
+class Output(OpBase):
+    op: Literal["output"] = "output"
+    name: str
+
+
+# --------------------------------------------------------------------------- layers with weights
+
+
+class Linear(OpBase):
+    op: Literal["linear"] = "linear"
+    in_features: int
+    out_features: int
+    bias: bool = True
+
+    def parameters(self) -> tuple[ParamSpec, ...]:
+        return _wb(self.out_features, self.in_features, self.bias)
+
+
+class Conv2d(OpBase):
+    """A 2-d convolution on ``[B, C, H, W]``; ``standardize`` gives weight standardisation (BiT)."""
+
+    op: Literal["conv2d"] = "conv2d"
+    in_channels: int
+    out_channels: int
+    kernel: tuple[int, int]
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    groups: int = 1
+    bias: bool = True
+    standardize: bool = False
+
+    def parameters(self) -> tuple[ParamSpec, ...]:
+        w = ParamSpec(name="weight", shape=(self.out_channels, self.in_channels // self.groups, *self.kernel))
+        if self.bias:
+            return (w, ParamSpec(name="bias", shape=(self.out_channels,), role="bias"))
+        return (w,)
+
+
+class Conv1d(OpBase):
+    """A 1-d convolution on ``[B, C, T]`` (Conformer's depthwise and pointwise convs)."""
+
+    op: Literal["conv1d"] = "conv1d"
+    in_channels: int
+    out_channels: int
+    kernel: int
+    stride: int = 1
+    padding: int = 0
+    groups: int = 1
+    bias: bool = True
+
+    def parameters(self) -> tuple[ParamSpec, ...]:
+        w = ParamSpec(name="weight", shape=(self.out_channels, self.in_channels // self.groups, self.kernel))
+        if self.bias:
+            return (w, ParamSpec(name="bias", shape=(self.out_channels,), role="bias"))
+        return (w,)
+
+
+class LayerNorm(OpBase):
+    op: Literal["layernorm"] = "layernorm"
+    dim: int
+    eps: float = 1e-5
+    affine: bool = True
+
+    def parameters(self) -> tuple[ParamSpec, ...]:
+        if not self.affine:
+            return ()
+        return (ParamSpec(name="weight", shape=(self.dim,), role="norm"),
+                ParamSpec(name="bias", shape=(self.dim,), role="bias"))
+
+
+class BatchNorm(OpBase):
+    """Batch norm over dim 1 of ``[B, C, ...]``; running stats are persistent buffers."""
+
+    op: Literal["batchnorm"] = "batchnorm"
+    channels: int
+    eps: float = 1e-5
+    momentum: float = 0.1
+
+    def parameters(self) -> tuple[ParamSpec, ...]:
+        return (ParamSpec(name="weight", shape=(self.channels,), role="norm"),
+                ParamSpec(name="bias", shape=(self.channels,), role="bias"))
+
+    def buffers(self) -> tuple[BufferSpec, ...]:
+        return (BufferSpec(name="running_mean", shape=(self.channels,), persistent=True),
+                BufferSpec(name="running_var", shape=(self.channels,), persistent=True),
+                BufferSpec(name="num_batches_tracked", shape=(), persistent=True))
+
+
+class GroupNorm(OpBase):
+    op: Literal["groupnorm"] = "groupnorm"
+    groups: int
+    channels: int
+    eps: float = 1e-5
+
+    def parameters(self) -> tuple[ParamSpec, ...]:
+        return (ParamSpec(name="weight", shape=(self.channels,), role="norm"),
+                ParamSpec(name="bias", shape=(self.channels,), role="bias"))
+
+
+class Embedding(OpBase):
+    op: Literal["embedding"] = "embedding"
+    num: int
+    dim: int
+
+    def parameters(self) -> tuple[ParamSpec, ...]:
+        return (ParamSpec(name="weight", shape=(self.num, self.dim), role="embedding"),)
+
+
+class PrependToken(OpBase):
+    """Prepend a learned token (class / distillation) to ``[B, N, D]``; the node is the parameter."""
+
+    op: Literal["prepend_token"] = "prepend_token"
+    dim: int
+
+    def parameters(self) -> tuple[ParamSpec, ...]:
+        return (ParamSpec(name="", shape=(1, 1, self.dim), role="token"),)
+
+
+class PosEmbed(OpBase):
+    """Add a positional embedding to ``[B, N, D]``: learned (a parameter) or fixed sinusoidal."""
+
+    op: Literal["pos_embed"] = "pos_embed"
+    kind: Literal["learned", "sinusoidal"]
+    length: int
+    dim: int
+
+    def parameters(self) -> tuple[ParamSpec, ...]:
+        if self.kind == "learned":
+            return (ParamSpec(name="", shape=(1, self.length, self.dim), role="pos"),)
+        return ()
+
+    def buffers(self) -> tuple[BufferSpec, ...]:
+        if self.kind == "sinusoidal":
+            return (BufferSpec(name="pe", shape=(1, self.length, self.dim)),)
+        return ()
+
+
+# --------------------------------------------------------------------------- attention
+
+
+class _AttnCommon(OpBase):
+    dim: int
+    heads: int
+    head_dim: int
+    qkv_bias: bool = True
+    proj_bias: bool = True
+    attn_drop: float = 0.0
+    proj_drop: float = 0.0
+
+    @property
+    def inner(self) -> int:
+        return self.heads * self.head_dim
+
+    def parameters(self) -> tuple[ParamSpec, ...]:
+        return (*_prefix("qkv", _wb(3 * self.inner, self.dim, self.qkv_bias)),
+                *_prefix("proj", _wb(self.dim, self.inner, self.proj_bias)))
+
+
+def _prefix(p: str, specs: tuple[ParamSpec, ...]) -> tuple[ParamSpec, ...]:
+    return tuple(s.model_copy(update={"name": f"{p}.{s.name}" if s.name else p}) for s in specs)
+
+
+class Attention(_AttnCommon):
+    """Multi-head self-attention over ``[B, N, C]`` (global, or causal) with a fused qkv."""
+
+    op: Literal["attention"] = "attention"
+    causal: bool = False
+
+
+class CrossAttention(OpBase):
+    """Queries from ``x: [B, N, C]``, keys and values from ``context: [B, M, Ck]``."""
+
+    op: Literal["cross_attention"] = "cross_attention"
+    dim: int
+    context_dim: int
+    heads: int
+    head_dim: int
+    qkv_bias: bool = True
+    proj_bias: bool = True
+    attn_drop: float = 0.0
+    proj_drop: float = 0.0
+
+    def parameters(self) -> tuple[ParamSpec, ...]:
+        inner = self.heads * self.head_dim
+        return (*_prefix("q", _wb(inner, self.dim, self.qkv_bias)),
+                *_prefix("kv", _wb(2 * inner, self.context_dim, self.qkv_bias)),
+                *_prefix("proj", _wb(self.dim, inner, self.proj_bias)))
+
+
+class WindowAttention(_AttnCommon):
+    """Swin (shifted-)window attention on ``[B, H, W, C]`` with a relative position bias.
+
+    ``window`` and ``shift`` are the effective values after the clamping rule;
+    ``pad`` is the bottom/right padding that makes the grid a multiple of the window.
+    """
+
+    op: Literal["window_attention"] = "window_attention"
+    window: tuple[int, int]
+    shift: tuple[int, int] = (0, 0)
+    grid: tuple[int, int]
+    pad: tuple[int, int] = (0, 0)
+
+    def parameters(self) -> tuple[ParamSpec, ...]:
+        wh, ww = self.window
+        table = ParamSpec(name="relative_position_bias_table",
+                          shape=((2 * wh - 1) * (2 * ww - 1), self.heads), role="rel_pos")
+        return (table, *super().parameters())
+
+    def buffers(self) -> tuple[BufferSpec, ...]:
+        n = self.window[0] * self.window[1]
+        out = [BufferSpec(name="relative_position_index", shape=(n, n))]
+        if any(self.shift):
+            nw = ((self.grid[0] + self.pad[0]) // self.window[0]) * ((self.grid[1] + self.pad[1]) // self.window[1])
+            out.append(BufferSpec(name="attn_mask", shape=(nw, n, n)))
+        return tuple(out)
+
+
+class LocalAttention(_AttnCommon):
+    """Stand-alone local self-attention on ``[B, H, W, C]``: each pixel attends to its
+    ``kernel`` x ``kernel`` neighbourhood (zero-padded at the borders, masked out)."""
+
+    op: Literal["local_attention"] = "local_attention"
+    kernel: int
+
+
+class PooledAttention(OpBase):
+    """MViT pooling attention on ``[B, N, C]`` tokens laid out on a ``grid`` (plus ``cls``
+    leading tokens): q, k and v are pooled by strided depthwise convs before attending."""
+
+    op: Literal["pooled_attention"] = "pooled_attention"
+    dim: int
+    dim_out: int
+    heads: int
+    grid: tuple[int, int]
+    cls: int = 0
+    kernel_q: tuple[int, int] = (3, 3)
+    stride_q: tuple[int, int] = (1, 1)
+    kernel_kv: tuple[int, int] = (3, 3)
+    stride_kv: tuple[int, int] = (1, 1)
+    qkv_bias: bool = True
+    residual_pooling: bool = True
+    rel_pos: bool = True
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim_out // self.heads
+
+    def out_grid(self) -> tuple[int, int]:
+        return tuple(_pool_len(g, k, s) for g, k, s in zip(self.grid, self.kernel_q, self.stride_q, strict=True))  # type: ignore[return-value]
+
+    def kv_grid(self) -> tuple[int, int]:
+        return tuple(_pool_len(g, k, s) for g, k, s in zip(self.grid, self.kernel_kv, self.stride_kv, strict=True))  # type: ignore[return-value]
+
+    def parameters(self) -> tuple[ParamSpec, ...]:
+        hd = self.head_dim
+        out = [*_prefix("qkv", _wb(3 * self.dim_out, self.dim, self.qkv_bias)),
+               *_prefix("proj", _wb(self.dim_out, self.dim_out, True))]
+        for name, k in (("q", self.kernel_q), ("k", self.kernel_kv), ("v", self.kernel_kv)):
+            out.append(ParamSpec(name=f"pool_{name}.weight", shape=(hd, 1, *k)))
+            out.append(ParamSpec(name=f"norm_{name}.weight", shape=(hd,), role="norm"))
+            out.append(ParamSpec(name=f"norm_{name}.bias", shape=(hd,), role="bias"))
+        if self.rel_pos:
+            qg, kg = self.out_grid(), self.kv_grid()
+            size = max(qg[0], kg[0])
+            out.append(ParamSpec(name="rel_pos_h", shape=(2 * size - 1, hd), role="rel_pos"))
+            size = max(qg[1], kg[1])
+            out.append(ParamSpec(name="rel_pos_w", shape=(2 * size - 1, hd), role="rel_pos"))
+        return tuple(out)
+
+
+def _pool_len(n: int, k: int, s: int) -> int:
+    return (n + 2 * (k // 2) - k) // s + 1
+
+
+# --------------------------------------------------------------------------- parameter-free ops
+
+
+class Activation(OpBase):
+    op: Literal["activation"] = "activation"
+    fn: Literal["gelu", "gelu_tanh", "relu", "silu", "tanh", "sigmoid"]
+
+
+class Glu(OpBase):
+    """Gated linear unit: split the last (or given) dim in halves, ``a * sigmoid(b)``."""
+
+    op: Literal["glu"] = "glu"
+    dim: int = -1
+
+
+class Softmax(OpBase):
+    op: Literal["softmax"] = "softmax"
+    dim: int = -1
+
+
+class Dropout(OpBase):
+    op: Literal["dropout"] = "dropout"
+    p: float
+
+
+class DropPath(OpBase):
+    """Stochastic depth: drop whole samples of a residual branch with probability ``p``."""
+
+    op: Literal["drop_path"] = "drop_path"
+    p: float
+
+
+class Binary(OpBase):
+    """Elementwise ``+ - * /`` of two tensors, with broadcasting."""
+
+    op: Literal["binary"] = "binary"
+    fn: Literal["add", "sub", "mul", "div"]
+
+
+class Scale(OpBase):
+    """Multiply (or add) a tensor by a compile-time constant: ``x * 0.5``, ``x + 1``."""
+
+    op: Literal["scale"] = "scale"
+    factor: float = 1.0
+    offset: float = 0.0
+
+
+class RearrangeAxis(BaseModel):
+    """One elementary axis of an einops pattern, with its size."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    size: DimT
+
+
+class Rearrange(OpBase):
+    """einops-style reshape/permute. ``lhs``/``rhs`` are groups of elementary axis names,
+    e.g. ``b (h p) (w q) c -> b h w (p q c)`` is lhs ((b,), (h, p), (w, q), (c,))."""
+
+    op: Literal["rearrange"] = "rearrange"
+    lhs: tuple[tuple[str, ...], ...]
+    rhs: tuple[tuple[str, ...], ...]
+    axes: tuple[RearrangeAxis, ...]
+
+    def pattern(self) -> str:
+        def side(groups: tuple[tuple[str, ...], ...]) -> str:
+            return " ".join(g[0] if len(g) == 1 else "(" + " ".join(g) + ")" for g in groups)
+        return f"{side(self.lhs)} -> {side(self.rhs)}"
+
+
+class Concat(OpBase):
+    op: Literal["concat"] = "concat"
+    dim: int
+
+
+class Split(OpBase):
+    op: Literal["split"] = "split"
+    sizes: tuple[int, ...]
+    dim: int
+
+
+class Mean(OpBase):
+    op: Literal["mean"] = "mean"
+    dims: tuple[int, ...]
+    keepdim: bool = False
+
+
+class Pool2d(OpBase):
+    """Max or average pooling on ``[B, C, H, W]``."""
+
+    op: Literal["pool2d"] = "pool2d"
+    kind: Literal["max", "avg"]
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int] = (0, 0)
+
+
+class Take(OpBase):
+    """Select one index along ``dim``, removing it: ``x[:, 0]`` is take(index=0, dim=1)."""
+
+    op: Literal["take"] = "take"
+    index: int
+    dim: int
+
+
+class SliceOp(OpBase):
+    """Keep ``start .. stop`` along ``dim``."""
+
+    op: Literal["slice"] = "slice"
+    start: int
+    stop: int
+    dim: int
+
+
+class Identity(OpBase):
+    op: Literal["identity"] = "identity"
+
+
+class Roll(OpBase):
+    """Cyclic shift along dims (``torch.roll``)."""
+
+    op: Literal["roll"] = "roll"
+    shifts: tuple[int, ...]
+    dims: tuple[int, ...]
+
+
+class Matmul(OpBase):
+    """Batched matrix product ``a @ b`` on the last two dims."""
+
+    op: Literal["matmul"] = "matmul"
+
+
+OP_CLASSES: tuple[type[OpBase], ...] = (
+    Input, Output, Linear, Conv2d, Conv1d, LayerNorm, BatchNorm, GroupNorm, Embedding,
+    PrependToken, PosEmbed, Attention, CrossAttention, WindowAttention, LocalAttention,
+    PooledAttention, Activation, Glu, Softmax, Dropout, DropPath, Binary, Scale, Rearrange,
+    Concat, Split, Mean, Pool2d, Take, SliceOp, Identity, Roll, Matmul,
+)
+
+Op = Annotated[
+    Union[  # noqa: UP007
+        Input, Output, Linear, Conv2d, Conv1d, LayerNorm, BatchNorm, GroupNorm, Embedding,
+        PrependToken, PosEmbed, Attention, CrossAttention, WindowAttention, LocalAttention,
+        PooledAttention, Activation, Glu, Softmax, Dropout, DropPath, Binary, Scale, Rearrange,
+        Concat, Split, Mean, Pool2d, Take, SliceOp, Identity, Roll, Matmul,
+    ],
+    Field(discriminator="op"),
+]
