@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -694,8 +694,8 @@ class Elaborator:
         return self.emit(O.Scale(factor=factor, offset=offset), [t], "scale", None, e.span, fr, [e.span])
 
     def emit(self, op: O.OpBase, inputs: list[Tensor], base: str, label: str | None, span: Span, fr: Frame,
-             input_spans: list[Span]) -> Any:
-        name = self.full(fr, label) if label else self.auto_name(fr, base)
+             input_spans: list[Span], name: str | None = None) -> Any:
+        name = name or (self.full(fr, label) if label else self.auto_name(fr, base))
         types = [t.type for t in inputs]
         try:
             outs = infer(op, types)
@@ -809,7 +809,7 @@ class Elaborator:
                             notes=[Label(n) for n in err.notes]) from None
         for code, msg, help_ in ctx.notes:
             self.record(Diagnostic(code, msg, span, help=help_, severity=Severity.NOTE))
-        return self.emit(op, inputs, s.name, label, span, fr, input_spans)
+        return self.emit(op, inputs, s.name, label, span, fr, input_spans, name=name)
 
     def coerce_arg(self, v: Any, t: str, what: str, span: Span) -> Any:
         if t == "tensor":
@@ -904,7 +904,7 @@ class Elaborator:
             if p.name in bound:
                 v, vspan = bound[p.name]
                 v = self.coerce(v, p.annot, f"`{b.name}` argument `{p.name}`", vspan)
-                env[p.name] = Binding(v, vspan, f"argument `{p.name}` = {show(v)} (at {vspan})")
+                env[p.name] = Binding(v, vspan, f"argument `{p.name}` = {show(v)}")
             elif p.default is not None:
                 self.stack.append((b.name, span))
                 try:
@@ -962,7 +962,7 @@ class Elaborator:
         for i, (d, actual) in enumerate(pairs):
             assert not isinstance(d, A.Star)
             if isinstance(d, A.Name) and d.id not in env:
-                env[d.id] = Binding(actual, vspan, f"`{d.id}` = {fmt(actual)} from {shape_desc}")
+                env[d.id] = Binding(actual, vspan, f"`{d.id}` = {fmt(actual)}: dim {i} of {shape_desc}")
                 continue
             want = self.eval(d, Frame(env=env, path=""))
             if want is POISON:

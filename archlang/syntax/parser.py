@@ -62,13 +62,38 @@ def _syntax_diag(err: UnexpectedInput, file: str, text: str) -> Diagnostic:
         lines = text.splitlines() or [""]
         last = len(lines)
         span = Span(file=file, line=last, col=len(lines[-1]) + 1, end_line=last, end_col=len(lines[-1]) + 2)
-        return Diagnostic("E0102", "unexpected end of file", span,
-                          help=(help_ + " (is a `}` or `)` missing?)") if help_ else None)
+        unclosed = _unclosed(text)
+        if unclosed:
+            ch, line_, col_ = unclosed[-1]
+            closer = {"{": "}", "(": ")", "[": "]"}[ch]
+            return Diagnostic("E0102", "unexpected end of file", span,
+                              help=f"`{ch}` opened at {file}:{line_}:{col_} is never closed; add `{closer}`")
+        return Diagnostic("E0102", "unexpected end of file", span, help=help_)
     assert isinstance(err, UnexpectedToken)
     tok = err.token
     span = _span_tok(file, tok)
     return Diagnostic("E0101", f"unexpected {_describe(tok.type) if tok.type != 'NAME' else f'`{tok}`'}",
                       span, help=help_)
+
+
+def _unclosed(text: str) -> list[tuple[str, int, int]]:
+    """Brackets still open at the end of ``text`` (ignoring comments and strings)."""
+    stack: list[tuple[str, int, int]] = []
+    pairs = {")": "(", "]": "[", "}": "{"}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        in_str = False
+        for col, ch in enumerate(line, 1):
+            if ch == '"':
+                in_str = not in_str
+            elif in_str:
+                continue
+            elif ch == "#":
+                break
+            elif ch in "([{":
+                stack.append((ch, lineno, col))
+            elif ch in ")]}" and stack and stack[-1][0] == pairs[ch]:
+                stack.pop()
+    return stack
 
 
 class _Builder(Transformer):

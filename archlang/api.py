@@ -1,0 +1,82 @@
+"""The Python API: ``archlang.parse``, ``archlang.check`` and friends.
+
+Takes: a spec path or source text, an optional arch name and parameter overrides as
+keyword arguments. Produces: ASTs, diagnostics and IR graphs. Heavy stages (torch, sympy,
+graphviz) are imported only by the functions that need them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from archlang.check import CheckResult, Program, check_spec, load_source
+from archlang.check.elaborate import Elaborator, Frame, show
+from archlang.diagnostics import Diagnostic, render_text
+from archlang.ir.graph import Graph
+from archlang.syntax import ast as A
+
+
+class SpecError(Exception):
+    """A spec failed to parse or check; ``.diagnostics`` holds every problem found."""
+
+    def __init__(self, diagnostics: list[Diagnostic], text: str):
+        super().__init__(text)
+        self.diagnostics = diagnostics
+
+
+def parse(spec: str | Path) -> A.Module:
+    """Parse a spec (a path, or source text) into its AST; raise :class:`SpecError` on syntax errors."""
+    prog = load_source(spec)
+    if not prog.ok or prog.main is None:
+        raise SpecError(prog.diags, render_text(prog.diags, prog.sources))
+    return prog.main
+
+
+def check(spec: str | Path, arch: str | None = None, **params: Any) -> list[Diagnostic]:
+    """Check one arch of a spec and return its diagnostics (empty when clean, notes aside)."""
+    return check_spec(spec, arch, params).diagnostics
+
+
+def graph(spec: str | Path | Program, arch: str | None = None, **params: Any) -> Graph:
+    """Elaborate one arch to its IR graph; raise :class:`SpecError` when it does not check."""
+    r: CheckResult = check_spec(spec, arch, params)
+    if r.graph is None:
+        errors = [d for d in r.diagnostics if d.is_error]
+        raise SpecError(errors, render_text(errors, r.program.sources))
+    return r.graph
+
+
+def arch_signatures(prog: Program) -> list[tuple[str, list[str]]]:
+    """Each arch of the main file with its parameters and effective defaults."""
+    out = []
+    for a in prog.main_archs():
+        el = Elaborator(prog)
+        chain = el.alias_chain(a.name)
+        if not chain:
+            out.append((a.name, ["<error>"]))
+            continue
+        base = chain[-1]
+        assert isinstance(base, A.ArchDef)
+        fr = Frame(env={}, path="")
+        params = el.bind_arch_params(base, chain, [], fr)
+        shown = []
+        base_defaults = dict(_defaults(prog, base)) if isinstance(a, A.ArchAlias) else {}
+        for p in base.params:
+            b = fr.env.get(p.name)
+            val = show(b.value) if b is not None else "?"
+            if isinstance(a, A.ArchAlias):
+                if base_defaults.get(p.name) != val:
+                    shown.append(f"{p.name} = {val}")
+            else:
+                shown.append(f"{p.name}: {p.annot} = {val}")
+        label = a.name if isinstance(a, A.ArchDef) else f"{a.name} = {base.name}"
+        out.append((label, shown if params is not None else [*shown, "<error>"]))
+    return out
+
+
+def _defaults(prog: Program, base: A.ArchDef) -> list[tuple[str, str]]:
+    el = Elaborator(prog)
+    fr = Frame(env={}, path="")
+    el.bind_arch_params(base, [base], [], fr)
+    return [(p.name, show(fr.env[p.name].value)) for p in base.params if p.name in fr.env]

@@ -1,0 +1,176 @@
+"""The ``archc`` command line: a thin layer over :mod:`archlang.api`.
+
+Takes: command-line arguments. Produces: reports on stdout, diagnostics on stderr, and
+exit codes 0 (clean), 1 (errors in the spec) and 2 (usage errors). ``check``, ``list``,
+``ir`` and ``ops`` never import torch.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from archlang.diagnostics import Diagnostic, Severity, Sources, render_json, render_text
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="archlang: compile neural-architecture specs (.arch) to checked IR, costs, diagrams and PyTorch.")
+
+ArchOpt = Annotated[str | None, typer.Option("--arch", "-a", help="Which arch of the file (default: the one named "
+                                                                  "like the file, or the only one).")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a parameter: --set img=384 "
+                                                                      "(repeatable).")]
+FormatOpt = Annotated[str, typer.Option("--format", "-f", help="text or json.")]
+
+
+def _usage(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def _spec_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        files = sorted(path.glob("*.arch"))
+        if not files:
+            raise _usage(f"no .arch files in {path}")
+        return files
+    if not path.exists():
+        raise _usage(f"no such file: {path}")
+    return [path]
+
+
+def _print_diags(diags: list[Diagnostic], sources: Sources, fmt: str) -> None:
+    if not diags:
+        return
+    if fmt == "json":
+        return
+    text = render_text(diags, sources)
+    typer.echo(text, err=True)
+
+
+def _dedupe(diags: list[Diagnostic]) -> list[Diagnostic]:
+    seen, out = set(), []
+    for d in diags:
+        key = (d.code, d.message, str(d.span))
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    return out
+
+
+def _exit_code(diags: list[Diagnostic]) -> int:
+    errors = [d for d in diags if d.is_error]
+    if not errors:
+        return 0
+    return 2 if all(d.code.startswith("E07") and d.code != "E0703" for d in errors) else 1
+
+
+@app.command()
+def check(spec: Annotated[Path, typer.Argument(help="A .arch file or a folder of them.")],
+          arch: ArchOpt = None, set: SetOpt = None, format: FormatOpt = "text") -> None:
+    """Parse, elaborate and shape-check a spec; print one summary line per arch."""
+    from archlang.check import check_spec, load
+
+    if format not in ("text", "json"):
+        raise _usage(f"--format is text or json, not {format}")
+    all_diags: list[Diagnostic] = []
+    report = []
+    for f in _spec_files(spec):
+        prog = load(f)
+        names = [arch] if arch else [a.name for a in prog.main_archs()] or [None]
+        diags: list[Diagnostic] = []
+        for name in names:
+            r = check_spec(prog, name, set or [])
+            diags.extend(r.diagnostics)
+            if r.graph is not None:
+                g = r.graph
+                entry = {"file": str(f), "arch": g.arch, "ok": True, "params": g.param_count(), "nodes": len(g.nodes),
+                         "inputs": {n.op.name: str(n.outputs[0]) for n in g.input_nodes()},
+                         "outputs": {n.op.name: str(g.type_of(n.inputs[0])) for n in g.output_nodes()}}
+                report.append(entry)
+                if format == "text":
+                    ins = ", ".join(f"{k}: {v}" for k, v in entry["inputs"].items())
+                    outs = ", ".join(f"{k}: {v}" for k, v in entry["outputs"].items())
+                    typer.echo(f"ok  {g.arch:<20} in {ins} -> out {outs}  ({len(g.nodes)} nodes, "
+                               f"{_human(g.param_count())} params)")
+            elif r.arch is not None:
+                report.append({"file": str(f), "arch": r.arch, "ok": False})
+        diags = _dedupe(diags)
+        if format == "text":
+            _print_diags(diags, prog.sources, format)
+        all_diags.extend(diags)
+    if format == "json":
+        typer.echo(json.dumps({"archs": report, "diagnostics": json.loads(render_json(all_diags))}, indent=2))
+    raise typer.Exit(_exit_code(all_diags))
+
+
+@app.command("list")
+def list_(spec: Annotated[Path, typer.Argument(help="A .arch file or a folder of them.")]) -> None:
+    """List the archs each spec defines, with their parameters and defaults."""
+    from archlang.api import arch_signatures
+    from archlang.check import load
+
+    code = 0
+    for f in _spec_files(spec):
+        prog = load(f)
+        if not prog.ok:
+            _print_diags(prog.diags, prog.sources, "text")
+            code = 1
+            continue
+        typer.echo(f"{f}:")
+        for name, params in arch_signatures(prog):
+            typer.echo(f"  {name}({', '.join(params)})")
+    raise typer.Exit(code)
+
+
+@app.command()
+def ir(spec: Annotated[Path, typer.Argument(help="A .arch file.")], arch: ArchOpt = None, set: SetOpt = None) -> None:
+    """Print the elaborated IR of one arch as JSON."""
+    from archlang.check import check_spec
+
+    r = check_spec(_spec_files(spec)[0], arch, set or [])
+    _print_diags([d for d in r.diagnostics if d.is_error], r.program.sources, "text")
+    if r.graph is None:
+        raise typer.Exit(_exit_code(r.diagnostics) or 1)
+    typer.echo(r.graph.model_dump_json(indent=1))
+
+
+@app.command()
+def ops() -> None:
+    """List the primitive operations and their arguments."""
+    from archlang.check.surface import REQUIRED, SURFACE
+
+    for name in sorted(SURFACE):
+        s = SURFACE[name]
+        args = [*s.tensors, *(a.name if a.default is REQUIRED else f"{a.name}={_lit(a.default)}" for a in s.args)]
+        if s.extra_kwargs:
+            args.append("**sizes")
+        typer.echo(f"{name}({', '.join(args)})\n    {s.doc}")
+
+
+def _lit(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return f'"{v}"'
+    return str(v)
+
+
+def _human(n: float) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return str(int(n))
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:  # pragma: no cover
+        sys.exit(130)
+
+
+__all__ = ["Severity", "app", "main"]
