@@ -70,7 +70,8 @@ class Frame:
 class Override:
     name: str
     text: str
-    span: Span
+    span: Span  # the value
+    key_span: Span | None = None  # the parameter name
 
 
 def type_name(v: Any) -> str:
@@ -105,6 +106,15 @@ def show(v: Any) -> str:
     if isinstance(v, Dim):
         return fmt(v)
     return repr(v)
+
+
+def typed(v: Any) -> str:
+    """``int 64``, ``str "ten"``, ``tensor [B, 16, 64]``: a value with its type, for messages."""
+    if isinstance(v, Tensor):
+        return show(v)
+    if isinstance(v, tuple):
+        return type_name(v)
+    return f"{type_name(v)} {show(v)}"
 
 
 def to_ir_value(v: Any) -> Any:
@@ -244,7 +254,8 @@ class Elaborator:
             if o.name not in names:
                 hint = did_you_mean(o.name, names)
                 self.record(Diagnostic("E0701", f"`--set {o.name}`: `{base.name}` has no parameter `{o.name}`",
-                                       o.span, help=hint or f"parameters: {', '.join(names) or '(none)'}"))
+                                       o.key_span or o.span,
+                                       help=hint or f"parameters: {', '.join(names) or '(none)'}"))
                 ok = False
             over[o.name] = o
         params: list[ParamValue] = []
@@ -265,7 +276,9 @@ class Elaborator:
                                         help=f"write a literal of type {p.annot}, e.g. --set {o.name}="
                                              f"{_example(p.annot)}") from None
                     val = self.eval(expr, Frame(env={}, path=""))
-                    val = self.coerce(val, p.annot, f"--set {p.name}", o.span, code="E0701")
+                    val = self.coerce(val, p.annot, f"`--set {p.name}`", o.span, code="E0701",
+                                      help=f"`{p.name}` is declared `{p.name}: {p.annot}` at {p.span}; e.g. "
+                                           f"--set {p.name}={_example(p.annot)}")
                     what = f"--set {p.name}={o.text}"
                     span = o.span
                 elif p.name in given:
@@ -297,6 +310,8 @@ class Elaborator:
                 if isinstance(st, A.Assign):
                     for t in st.targets:
                         fr.env[t] = Binding(POISON, st.span, "error")
+                if isinstance(st, A.Return) and not in_arch:
+                    return [POISON]  # the block did return; its value is the error
                 continue
             except RecursionError:
                 self.record(Diagnostic("E0406", "this statement nests too deeply", st.span))
@@ -336,7 +351,7 @@ class Elaborator:
                 return None
             for v, e in ((lo, st.start), (hi, st.stop)):
                 if not isinstance(v, int) or isinstance(v, bool):
-                    raise self.fail("E0401", f"loop bounds are integers, got {type_name(v)} {show(v)}", e.span)
+                    raise self.fail("E0401", f"loop bounds are integers, got {typed(v)}", e.span)
             if hi - lo > MAX_LOOP:
                 raise self.fail("E0406", f"loop of {hi - lo} iterations is too long", st.span)
             for i in range(lo, hi):
@@ -422,7 +437,7 @@ class Elaborator:
         if val is POISON:
             return None
         if not isinstance(val, Tensor):
-            raise self.fail("E0405", f"output `{st.name}` must be a tensor, got {type_name(val)} {show(val)}", st.span)
+            raise self.fail("E0405", f"output `{st.name}` must be a tensor, got {typed(val)}", st.span)
         self.claim(st.name, st.span)
         self.add_node(st.name, O.Output(name=st.name), [val], (), st.span, fr)
         self.outputs.append(st.name)
@@ -477,7 +492,7 @@ class Elaborator:
             if isinstance(v, Tensor):
                 return self.tensor_scale(v, -1.0, 0.0, e, fr)
             if isinstance(v, bool) or not isinstance(v, int | float | Dim):
-                raise self.fail("E0401", f"cannot negate {type_name(v)} {show(v)}", e.span)
+                raise self.fail("E0401", f"cannot negate {typed(v)}", e.span)
             return -v
         if isinstance(e, A.BinOp):
             return self.binop(e, fr)
@@ -514,8 +529,13 @@ class Elaborator:
             if not isinstance(i, int) or isinstance(i, bool):
                 raise self.fail("E0401", f"an index must be an int, got {type_name(i)}", e.index.span)
             if not -len(v) <= i < len(v):
+                where = f"the list is {show(v)}"
+                if isinstance(e.value, A.Name) and e.value.id in fr.env:
+                    what = fr.env[e.value.id].what
+                    where = what if show(v) in what else f"`{e.value.id}` = {show(v)}, {what}"
+                valid = f"valid indices are 0 to {len(v) - 1}" if v else "the list is empty"
                 raise self.fail("E0304", f"index {i} is out of range for a list of {len(v)}", e.span,
-                                help=f"the list is {show(v)}")
+                                help=f"{valid}; {where}")
             return v[i]
         if isinstance(e, A.Slice):
             v, lo, hi = self.eval(e.value, fr), self.eval(e.start, fr), self.eval(e.stop, fr)
@@ -552,7 +572,7 @@ class Elaborator:
             if isinstance(v, int) and v < 0:
                 raise self.fail("E0406", f"{what} is negative ({v})", span)
             return v
-        raise self.fail("E0401", f"{what} must be a size (int), got {type_name(v)} {show(v)}", span)
+        raise self.fail("E0401", f"{what} must be a size (int), got {typed(v)}", span)
 
     def binop(self, e: A.BinOp, fr: Frame) -> Any:
         if e.op in ("and", "or"):
@@ -590,7 +610,7 @@ class Elaborator:
             raise self.fail("E0401", f"cannot apply `{op}` to {type_name(a)} and {type_name(b)}", e.span)
         for v, side in ((a, e.left), (b, e.right)):
             if isinstance(v, bool) or not isinstance(v, int | float | Dim):
-                raise self.fail("E0401", f"`{op}` needs numbers, got {type_name(v)} {show(v)}", side.span)
+                raise self.fail("E0401", f"`{op}` needs numbers, got {typed(v)}", side.span)
         return self.arith(op, a, b, e)
 
     def arith(self, op: str, a: Any, b: Any, e: A.BinOp) -> Any:
@@ -675,7 +695,7 @@ class Elaborator:
             return self.emit(O.Binary(fn=fn), [a, b], fn, None, e.span, fr, [e.left.span, e.right.span])
         t, c = (a, b) if isinstance(a, Tensor) else (b, a)
         if isinstance(c, bool) or not isinstance(c, int | float):
-            raise self.fail("E0401", f"cannot apply `{op}` to a tensor and {type_name(c)} {show(c)}", e.span)
+            raise self.fail("E0401", f"cannot apply `{op}` to a tensor and {typed(c)}", e.span)
         c = float(c)
         tensor_left = isinstance(a, Tensor)
         if op == "*":
@@ -771,8 +791,9 @@ class Elaborator:
                 input_spans.extend([vspan] * len(v))
                 continue
             if not isinstance(v, Tensor):
-                raise self.fail("E0405", f"`{s.name}` expects a tensor for `{tname}`, got {type_name(v)} {show(v)}",
-                                vspan)
+                raise self.fail("E0405", f"`{s.name}` expects a tensor for `{tname}`, got {typed(v)}",
+                                vspan, help=f"pass a tensor (an input, or the result of an op or block): "
+                                            f"`{s.name}({', '.join(s.tensors)}, ...)`")
             inputs.append(v)
             input_spans.append(vspan)
         args: dict[str, Any] = {}
@@ -848,16 +869,18 @@ class Elaborator:
                 if all(isinstance(x, int) and not isinstance(x, bool) for x in items):
                     return tuple(items)
         want = {"pair": "an int or [int, int]", "ints": "a list of ints"}.get(t, t)
-        raise self.fail("E0401", f"{what} must be {want}, got {type_name(v)} {show(v)}", span)
+        raise self.fail("E0401", f"{what} must be {want}, got {typed(v)}", span, help=_type_help(v, t))
 
-    def coerce(self, v: Any, annot: A.ValueType, what: str, span: Span, code: str = "E0401") -> Any:
+    def coerce(self, v: Any, annot: A.ValueType, what: str, span: Span, code: str = "E0401",
+               help: str | None = None) -> Any:
         if v is POISON:
             return v
         if annot.name == "list":
             assert annot.elem is not None
             if not isinstance(v, list):
-                raise self.fail(code, f"{what} must be {annot}, got {type_name(v)} {show(v)}", span)
-            return [self.coerce(x, annot.elem, f"an item of {what}", span, code) for x in v]
+                raise self.fail(code, f"{what} must be {annot}, got {typed(v)}", span,
+                                help=help or _type_help(v, str(annot)))
+            return [self.coerce(x, annot.elem, f"an item of {what}", span, code, help) for x in v]
         if annot.name == "int":
             v2 = _intify(v)
             if (isinstance(v2, int) and not isinstance(v2, bool)) or isinstance(v2, Dim):
@@ -870,7 +893,7 @@ class Elaborator:
                 return v
         elif annot.name == "str" and isinstance(v, str):
             return v
-        raise self.fail(code, f"{what} must be {annot}, got {type_name(v)} {show(v)}", span)
+        raise self.fail(code, f"{what} must be {annot}, got {typed(v)}", span, help=help or _type_help(v, annot.name))
 
     def call_block(self, b: A.BlockDef, c: A.Call, fr: Frame, label: str | None, span: Span) -> Any:
         if any(name == b.name for name, _ in self.stack):
@@ -893,8 +916,9 @@ class Elaborator:
                                 help=f"parameters: {_sig(b)}")
             v, vspan = bound[p.name]
             if not isinstance(v, Tensor):
-                raise self.fail("E0405", f"`{b.name}` expects a tensor for `{p.name}`, got {type_name(v)} {show(v)}",
-                                vspan)
+                raise self.fail("E0405", f"`{b.name}` expects a tensor for `{p.name}`, got {typed(v)}",
+                                vspan, help=f"`{p.name}` is declared `{p.name}: {_annot_str(p.annot)}` at {p.span}; "
+                                            f"pass a tensor (an input, or the result of an op or block)")
             self.match_shape(b, p, v, vspan, env)
             env[p.name] = Binding(v, vspan, f"argument `{p.name}`")
         for p in b.params:
@@ -916,21 +940,37 @@ class Elaborator:
             else:
                 raise self.fail("E0402", f"block `{b.name}` needs the argument `{p.name}` ({p.annot})", c.func_span,
                                 help=f"parameters: {_sig(b)}")
+        tensor_params = [p for p in b.params if isinstance(p.annot, A.TensorAnnot)]
+        dim_names = {d.id for p in tensor_params for d in p.annot.dims if isinstance(d, A.Name)}
+        scope_index = len(self.scopes)
         self.scopes.append(Scope(
             path=path, block=b.name, span=span,
             args=tuple(ParamValue(name=p.name, type=str(p.annot), value=to_ir_value(env[p.name].value))
                        for p in b.params if not isinstance(p.annot, A.TensorAnnot)
-                       and env[p.name].value is not POISON and not isinstance(env[p.name].value, Dim))))
+                       and env[p.name].value is not POISON and not isinstance(env[p.name].value, Dim)),
+            dims=tuple(ParamValue(name=n, type="int", value=env[n].value) for n in sorted(dim_names)
+                       if n in env and isinstance(env[n].value, int) and not isinstance(env[n].value, bool)),
+            inputs=tuple(env[p.name].value.ref for p in tensor_params),
+            input_names=tuple(p.name for p in tensor_params)))
         self.stack.append((b.name, span))
+        n_errors = sum(1 for d in self.diags if d.is_error)
         try:
             ret = self.exec_block_body(b.body, Frame(env=env, path=path, block=b.name), in_arch=False)
         finally:
             self.stack.pop()
+        if ret is None and sum(1 for d in self.diags if d.is_error) > n_errors:
+            return POISON  # an error in the body (say, in an `if` guarding the `return`) is reported already
         if ret is None:
             raise self.fail("E0606", f"block `{b.name}` does not return a value", b.span,
                             help="end the block with `return expr`")
         if any(v is POISON for v in ret):
             return POISON
+        for v in ret:
+            if not isinstance(v, Tensor):
+                raise self.fail("E0405", f"block `{b.name}` returns {typed(v)}; blocks return tensors",
+                                b.span, help="compute values in the caller; a block returns tensors")
+        self.scopes[scope_index] = self.scopes[scope_index].model_copy(
+            update={"outputs": tuple(v.ref for v in ret)})
         return ret[0] if len(ret) == 1 else tuple(ret)
 
     def match_shape(self, b: A.BlockDef, p: A.Param, v: Tensor, vspan: Span, env: dict[str, Binding]) -> None:
@@ -1031,7 +1071,6 @@ class Elaborator:
 
     # -- adapters
     def resolve_adapters(self) -> tuple[tuple[AdapterTap, ...], tuple[FreezeRule, ...]]:
-        names = [n.name for n in self.nodes]
         linear_like = {n.name: n for n in self.nodes if n.op.parameters()}
         taps: list[AdapterTap] = []
         for st in self.adapt_stmts:
@@ -1050,11 +1089,12 @@ class Elaborator:
                 self.record(e.diag)
                 continue
             targets: list[str] = []
-            for sel in st.selectors:
+            for k, sel in enumerate(st.selectors):
                 hits = _select(sel, linear_like)
                 if not hits:
-                    close = did_you_mean(sel, names)
-                    self.record(Diagnostic("E0703", f"selector \"{sel}\" matches no layer with weights", st.span,
+                    close = did_you_mean(sel, _selector_candidates(linear_like))
+                    self.record(Diagnostic("E0703", f"selector \"{sel}\" matches no layer with weights",
+                                           _at(st.selector_spans, k, st.span),
                                            help=close or "selectors are glob patterns over node names, e.g. "
                                                          "\"blocks.*.attn.q\"; `archc ir` lists the names"))
                 targets.extend(h for h in hits if h not in targets)
@@ -1062,10 +1102,12 @@ class Elaborator:
                                    span=st.span))
         rules = []
         for st in self.freeze_stmts:
-            for sel in st.selectors:
+            for k, sel in enumerate(st.selectors):
                 if sel != "*" and not _select(sel, linear_like):
-                    self.record(Diagnostic("E0703", f"selector \"{sel}\" matches no layer with weights", st.span,
-                                           help=did_you_mean(sel, names) or "`archc ir` lists the node names"))
+                    self.record(Diagnostic("E0703", f"selector \"{sel}\" matches no layer with weights",
+                                           _at(st.selector_spans, k, st.span),
+                                           help=did_you_mean(sel, _selector_candidates(linear_like))
+                                           or "`archc ir` lists the node names"))
             rules.append(FreezeRule(freeze=st.freeze, selectors=st.selectors, span=st.span))
         return tuple(taps), tuple(rules)
 
@@ -1082,6 +1124,24 @@ def _select(sel: str, nodes: dict[str, Node]) -> list[str]:
                 if fnmatch.fnmatchcase(f"{name}.{part}", sel):
                     out.append(f"{name}.{part}")
     return out
+
+
+def _selector_candidates(nodes: dict[str, Node]) -> list[str]:
+    """Names a selector could have meant: node names, attention projections (``.q``), and
+    the same with loop indices as ``*`` (``blocks.*.attn.q``)."""
+    out: set[str] = set()
+    for name, n in nodes.items():
+        names = [name]
+        if isinstance(n.op, O.Attention | O.WindowAttention | O.CrossAttention | O.LocalAttention):
+            names += [f"{name}.{part}" for part in ("q", "k", "v", "qkv", "proj")]
+        for x in names:
+            out.add(x)
+            out.add(".".join("*" if seg.isdigit() else seg for seg in x.split(".")))
+    return sorted(out)
+
+
+def _at(spans: tuple[Span, ...], k: int, default: Span) -> Span:
+    return spans[k] if k < len(spans) else default
 
 
 def _intify(v: Any) -> Any:
@@ -1127,6 +1187,31 @@ def _annot_str(a: A.TensorAnnot) -> str:
 def _sig(b: A.BlockDef) -> str:
     return ", ".join(f"{p.name}: {_annot_str(p.annot) if isinstance(p.annot, A.TensorAnnot) else p.annot}"
                      for p in b.params)
+
+
+def _type_help(v: Any, want: str) -> str | None:
+    """A help line for a value of the wrong type: why it does not fit and what would."""
+    if isinstance(v, Tensor):
+        return ("a tensor's values exist only when the model runs, but this argument is fixed when the spec "
+                "compiles: pass a literal, a parameter, or a size such as `x.shape[-1]`")
+    if want in ("int", "pair") and isinstance(v, float):
+        return f"{show(v)} is not a whole number; round it with `int(...)` or `round(...)`"
+    if want in ("ints", "pair", "[int]") and isinstance(v, list):
+        for i, x in enumerate(v):
+            if not isinstance(_intify(x), int) or isinstance(x, bool):
+                return f"item {i} is {typed(x)}, not an int"
+        if want == "pair":
+            return f"a pair has 2 items, this list has {len(v)}"
+    if isinstance(v, str) and want in ("int", "float"):
+        return f"write the number without quotes, e.g. {'8' if want == 'int' else '0.5'}"
+    examples = {"int": "8", "float": "0.1", "bool": "true or false", "str": '"gelu"', "pair": "3 or [3, 3]",
+                "ints": "[1, 2]"}
+    if want in examples:
+        return f"e.g. {examples[want]}"
+    if want.startswith("[") and want.endswith("]"):
+        return "e.g. " + {"[int]": "[2, 2, 6, 2]", "[float]": "[0.1, 0.2]", "[bool]": "[true, false]"}.get(
+            want, '["a", "b"]')
+    return None
 
 
 def _example(t: A.ValueType) -> str:
@@ -1180,8 +1265,9 @@ def parse_overrides(sets: list[str] | dict[str, Any], sources) -> tuple[list[Ove
             key = key.strip()
         sources.add(fname, line)
         col = line.index("=") + 2 if "=" in line else 1
+        key_span = Span(file=fname, line=1, col=1, end_line=1, end_col=max(2, col - 1))
         out.append(Override(key, text.strip(), Span(file=fname, line=1, col=col, end_line=1,
-                                                    end_col=max(col + 1, len(line) + 1))))
+                                                    end_col=max(col + 1, len(line) + 1)), key_span))
     return out, diags
 
 

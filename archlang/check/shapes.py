@@ -190,7 +190,9 @@ def _cross(op: O.CrossAttention, ins: list[TensorType]) -> tuple[TensorType, ...
     x, ctx = ins
     _attn_in(op, x, 3, "cross_attention ([B, N, C])")
     _rank(ctx, 3, "cross_attention context ([B, M, C])", 1)
-    _eq(ctx.shape[0], x.shape[0], f"cross_attention: batch {fmt(x.shape[0])} vs context batch {fmt(ctx.shape[0])}", i=1)
+    _eq(ctx.shape[0], x.shape[0], f"cross_attention: batch {fmt(x.shape[0])} vs context batch {fmt(ctx.shape[0])}",
+        "the queries `x` and the keys/values `context` must come from the same batch: dim 0 of both must agree",
+        i=1)
     _eq(ctx.shape[2], op.context_dim, f"context width {fmt(ctx.shape[2])} != {op.context_dim}", i=1)
     return (x,)
 
@@ -304,6 +306,8 @@ def _concat(op: O.Concat, ins: list[TensorType]) -> tuple[TensorType, ...]:
         for j in range(first.rank):
             if j != d and t.shape[j] != first.shape[j]:
                 raise ShapeError("E0301", f"concat along dim {op.dim}: {first} and {t} differ in dim {j}",
+                                 help=f"inputs may differ only in the concatenated dim {op.dim}; dim {j} is "
+                                      f"{fmt(first.shape[j])} in input 0 but {fmt(t.shape[j])} in input {i}",
                                  input_index=i)
         total = add(total, t.shape[d])
     return (TensorType(shape=(*first.shape[:d], total, *first.shape[d + 1:]), dtype=first.dtype),)

@@ -65,7 +65,11 @@ class Scope(BaseModel):
 
     path: str
     block: str
-    args: tuple[ParamValue, ...] = ()
+    args: tuple[ParamValue, ...] = ()  # the block's compile-time parameters, with their values
+    dims: tuple[ParamValue, ...] = ()  # dims bound by the tensor parameters' shapes (concrete ones)
+    inputs: tuple[ValueRef, ...] = ()  # tensor arguments, in parameter order
+    input_names: tuple[str, ...] = ()
+    outputs: tuple[ValueRef, ...] = ()  # returned tensors, in order
     span: Span
 
 

@@ -205,6 +205,7 @@ class Adapt(Stmt):
     kind: str
     args: tuple[Keyword, ...]
     selectors: tuple[str, ...]
+    selector_spans: tuple[Span, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -213,6 +214,7 @@ class Freeze(Stmt):
 
     freeze: bool
     selectors: tuple[str, ...]
+    selector_spans: tuple[Span, ...] = ()
 
 
 # ----------------------------------------------------------------------------- definitions

@@ -73,7 +73,32 @@ def _syntax_diag(err: UnexpectedInput, file: str, text: str) -> Diagnostic:
     tok = err.token
     span = _span_tok(file, tok)
     return Diagnostic("E0101", f"unexpected {_describe(tok.type) if tok.type != 'NAME' else f'`{tok}`'}",
-                      span, help=help_)
+                      span, help=_bracket_help(text, tok, set(err.expected or ()), file) or help_)
+
+
+_CLOSERS = {"RPAR": ("(", ")"), "RSQB": ("[", "]"), "RBRACE": ("{", "}")}
+
+
+def _bracket_help(text: str, tok: Token, expected: set[str], file: str) -> str | None:
+    """Explain an unexpected token by the brackets around it: a closer that closes nothing,
+    or a `(`/`[` left open on an earlier line."""
+    pos = tok.start_pos if tok.start_pos is not None else len(text)
+    stack = _unclosed(text[:pos])
+    if tok.type in _CLOSERS:
+        opener, closer = _CLOSERS[tok.type]
+        if not stack or stack[-1][0] != opener:
+            if stack:
+                ch, line, col = stack[-1]
+                return f"`{closer}` does not match the `{ch}` opened at {file}:{line}:{col}; remove it or fix the pair"
+            return f"`{closer}` closes nothing; remove it"
+        return None
+    if stack and stack[-1][0] in "([" and stack[-1][1] < (tok.line or 0):
+        ch, line, col = stack[-1]
+        closer = {"(": ")", "[": "]"}[ch]
+        name = {"(": "RPAR", "[": "RSQB"}[ch]
+        if name in expected:
+            return f"`{ch}` opened at {file}:{line}:{col} is never closed; add `{closer}`"
+    return None
 
 
 def _unclosed(text: str) -> list[tuple[str, int, int]]:
@@ -315,7 +340,7 @@ class _Builder(Transformer):
         return A.ExprStmt(self._span(meta), c[0])
 
     def selectors(self, c):
-        return tuple(str(s)[1:-1] for s in c)
+        return tuple(c)  # STRING tokens; the statements keep their text and spans
 
     @v_args(meta=True)
     def adapt_stmt(self, meta, c):
@@ -326,11 +351,13 @@ class _Builder(Transformer):
                     "E0401", "adapter arguments are given by name", a.span,
                     help="e.g. `adapt lora(r = 8, alpha = 16) on \"blocks.*.attn.q\"`"))
             kws.append(a)
-        return A.Adapt(self._span(meta), str(c[0]), tuple(kws), c[2])
+        return A.Adapt(self._span(meta), str(c[0]), tuple(kws), tuple(str(s)[1:-1] for s in c[2]),
+                       tuple(self._tok(s) for s in c[2]))
 
     @v_args(meta=True)
     def freeze_stmt(self, meta, c):
-        return A.Freeze(self._span(meta), str(c[0]) == "freeze", c[1])
+        return A.Freeze(self._span(meta), str(c[0]) == "freeze", tuple(str(s)[1:-1] for s in c[1]),
+                        tuple(self._tok(s) for s in c[1]))
 
     # -- definitions
     def params(self, c):

@@ -1,0 +1,615 @@
+"""Generate a standalone PyTorch module (Python source) from a checked IR graph.
+
+Takes: a :class:`~archlang.ir.Graph`. Produces: Python source that imports only torch and
+the standard library: the prelude helpers it needs, one ``nn.Module`` class per distinct
+block structure, and the model class, whose ``forward`` is straight-line code with shape
+comments. Block instances that differ only in attribute values share a class; the values
+that differ become constructor arguments (named after the block's parameters where they
+match). Submodules are named after the IR hierarchy, so ``state_dict`` keys equal node names.
+"""
+
+from __future__ import annotations
+
+import ast
+import keyword
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from archlang.ir import ops as O
+from archlang.ir.dims import Dim, fmt
+from archlang.ir.graph import Graph, Node, Scope, ValueRef
+from archlang.ir.types import TensorType
+from archlang.lower.rules import LOWER_RULES, Ctx, LoweringError
+
+PRELUDE = Path(__file__).resolve().parent / "prelude.py"
+# attributes whose per-instance values the lowering rule handles itself (not constructor arguments)
+RULE_HANDLED = {("rearrange", "axes")}
+RESERVED = {"self", "torch", "nn", "F", "math", "x_"} | set(keyword.kwlist) | {"input", "len", "sum", "min", "max"}
+
+
+def camel(name: str) -> str:
+    return "".join(p[:1].upper() + p[1:] for p in re.split(r"[_\W]+", name) if p) or "Block"
+
+
+def ident(name: str) -> str:
+    s = re.sub(r"\W", "_", name)
+    if not s or s[0].isdigit():
+        s = f"v{s}"
+    return f"{s}_" if s in RESERVED else s
+
+
+def literal(v: Any) -> str:
+    if isinstance(v, bool | int | str):
+        return repr(v)
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, tuple):
+        return "(" + ", ".join(literal(x) for x in v) + ("," if len(v) == 1 else "") + ")"
+    if isinstance(v, Dim):
+        raise LoweringError(f"a symbolic size `{fmt(v)}` cannot be a constructor argument")
+    raise LoweringError(f"cannot write {v!r} as a literal")
+
+
+def _attr_value(op: O.OpBase, name: str) -> Any:
+    v = getattr(op, name)
+    if isinstance(v, tuple) and v and hasattr(v[0], "model_dump"):
+        return tuple(tuple(x.model_dump().values()) for x in v)
+    return v
+
+
+# ----------------------------------------------------------------------------- instance tree
+
+
+@dataclass(eq=False)
+class Inst:
+    """The root graph or one block instance, with its items in execution order."""
+
+    path: str
+    scope: Scope | None
+    items: list[Node | Inst] = field(default_factory=list)
+    cls: ClassPlan | None = None
+    ctor: dict[str, Any] = field(default_factory=dict)  # constructor argument values for this instance
+
+    def local(self, name: str) -> str:
+        return name[len(self.path) + 1:] if self.path else name
+
+    @property
+    def inputs(self) -> tuple[ValueRef, ...]:
+        return self.scope.inputs if self.scope else ()
+
+    @property
+    def outputs(self) -> tuple[ValueRef, ...]:
+        return self.scope.outputs if self.scope else ()
+
+
+def build_tree(g: Graph) -> Inst:
+    root = Inst(path="", scope=None)
+    insts: dict[str, Inst] = {"": root}
+    by_path = {s.path: s for s in g.scopes}
+
+    def chain(path: str) -> list[str]:
+        out = []
+        while path:
+            out.append(path)
+            parent = ""
+            for p in by_path:
+                if path.startswith(p + ".") and len(p) > len(parent):
+                    parent = p
+            path = parent
+        return out[::-1]
+
+    for n in g.nodes:
+        parent = root
+        for p in chain(n.scope):
+            if p not in insts:
+                insts[p] = Inst(path=p, scope=by_path[p])
+                parent.items.append(insts[p])
+            parent = insts[p]
+        parent.items.append(n)
+    return root
+
+
+# ----------------------------------------------------------------------------- class plans
+
+
+@dataclass(eq=False)
+class ClassPlan:
+    name: str
+    block: str
+    instances: list[Inst]
+    args: list[str] = field(default_factory=list)  # constructor arguments, in order
+    arg_of: dict[tuple[str, str], str] = field(default_factory=dict)  # (item local, field) -> argument
+    code: list[str] = field(default_factory=list)
+    helpers: set[str] = field(default_factory=set)
+
+
+def _wiring(inst: Inst, ref: ValueRef, produced: dict[tuple[str, int], tuple]) -> tuple:
+    if ref in inst.inputs:
+        return ("in", inst.inputs.index(ref))
+    key = (ref.node, ref.index)
+    if key in produced:
+        return produced[key]
+    raise LoweringError(f"`{inst.path}` reads `{ref.node}`, which is outside the block")
+
+
+def structure(inst: Inst) -> tuple:
+    """The structure of an instance: items, op kinds and wiring, but not attribute values."""
+    produced: dict[tuple[str, int], tuple] = {}
+    out = []
+    for it in inst.items:
+        if isinstance(it, Node):
+            wires = tuple(_wiring(inst, r, produced) for r in it.inputs)
+            out.append(("node", inst.local(it.name), it.op.op, wires, len(it.outputs)))
+            for i in range(len(it.outputs)):
+                produced[(it.name, i)] = ("node", inst.local(it.name), i)
+        else:
+            assert it.cls is not None
+            wires = tuple(_wiring(inst, r, produced) for r in it.inputs)
+            out.append(("child", inst.local(it.path), it.cls.name, wires))
+            for i, r in enumerate(it.outputs):
+                if (r.node, r.index) not in produced:
+                    produced[(r.node, r.index)] = ("child", inst.local(it.path), i)
+    outs = tuple(_wiring(inst, r, produced) for r in inst.outputs)
+    return (tuple(out), outs)
+
+
+def fields_of(inst: Inst) -> dict[tuple[str, str], Any]:
+    """Every attribute value of an instance: op attributes and children's constructor values."""
+    vals: dict[tuple[str, str], Any] = {}
+    for it in inst.items:
+        if isinstance(it, Node):
+            for f in type(it.op).model_fields:
+                if f != "op" and (it.op.op, f) not in RULE_HANDLED:
+                    vals[(inst.local(it.name), f)] = _attr_value(it.op, f)
+        else:
+            for k, v in it.ctor.items():
+                vals[(inst.local(it.path), k)] = v
+    return vals
+
+
+def plan_classes(root: Inst, arch: str) -> list[ClassPlan]:
+    """Group instances bottom-up into classes; decide each class's constructor arguments."""
+    depth: dict[int, list[Inst]] = defaultdict(list)
+
+    def walk(i: Inst, d: int) -> None:
+        depth[d].append(i)
+        for it in i.items:
+            if isinstance(it, Inst):
+                walk(it, d + 1)
+
+    walk(root, 0)
+    plans: list[ClassPlan] = []
+    names: Counter[str] = Counter()
+    for d in sorted(depth, reverse=True):
+        groups: dict[tuple, list[Inst]] = {}
+        for inst in depth[d]:
+            key = (inst.scope.block if inst.scope else f"arch:{arch}", structure(inst))
+            groups.setdefault(key, []).append(inst)
+        for (block, _), insts in groups.items():
+            base = camel(arch) if block.startswith("arch:") else camel(block)
+            names[base] += 1
+            name = base if names[base] == 1 else f"{base}{names[base]}"
+            plan = ClassPlan(name=name, block=block, instances=insts)
+            _choose_args(plan)
+            for inst in insts:
+                inst.cls = plan
+            plans.append(plan)
+    return plans  # innermost blocks first, the model class last
+
+
+def _choose_args(plan: ClassPlan) -> None:
+    per_inst = [fields_of(i) for i in plan.instances]
+    if len(plan.instances) == 1 or not per_inst[0]:
+        return
+    varying = [k for k in per_inst[0] if any(v.get(k) != per_inst[0][k] for v in per_inst[1:])]
+    used: dict[str, list[Any]] = {}
+    for key in varying:
+        values = [v[key] for v in per_inst]
+        name = None
+        # a block parameter or a dim whose value matches in every instance names the argument
+        candidates = []
+        scope0 = plan.instances[0].scope
+        if scope0 is not None:
+            candidates = [p.name for p in scope0.args] + [p.name for p in scope0.dims]
+        for cand in candidates:
+            cvals = [_scope_value(i.scope, cand) for i in plan.instances]
+            if cvals == values:
+                name = ident(cand if cand not in ("B",) else "batch")
+                break
+        if name is None:
+            name = next((n for n, vs in used.items() if vs == values), None)
+        if name is None:
+            local, f = key
+            name = ident(f"{local.split('.')[-1] if not local.split('.')[-1].isdigit() else local}_{f}"
+                         .replace(".", "_"))
+        while name in used and used[name] != values:
+            name = f"{name}_"
+        used[name] = values
+        plan.arg_of[key] = name
+        if name not in plan.args:
+            plan.args.append(name)
+    for inst, vals in zip(plan.instances, per_inst, strict=True):
+        inst.ctor = {plan.arg_of[k]: vals[k] for k in varying}
+
+
+def _scope_value(scope: Scope | None, name: str) -> Any:
+    if scope is None:
+        return None
+    for p in (*scope.args, *scope.dims):
+        if p.name == name:
+            return p.value
+    return None
+
+
+# ----------------------------------------------------------------------------- code for one class
+
+
+class ModuleTree:
+    """Attribute paths of a class's submodules/parameters -> constructor code, as a tree."""
+
+    def __init__(self) -> None:
+        self.root: dict[str, Any] = {}
+
+    def add(self, local: str, code: str) -> None:
+        parts = local.split(".")
+        d = self.root
+        for p in parts[:-1]:
+            nxt = d.setdefault(p, {})
+            if not isinstance(nxt, dict):
+                raise LoweringError(f"`{local}` is nested under a layer of its own")
+            d = nxt
+        if parts[-1] in d:
+            raise LoweringError(f"two layers are named `{local}`")
+        d[parts[-1]] = code
+
+    @staticmethod
+    def expr(d: dict[str, Any], indent: str) -> str:
+        keys = list(d)
+        inner = indent + "    "
+        if all(k.isdigit() for k in keys):
+            n = max(int(k) for k in keys) + 1
+            items = [d.get(str(i), "nn.Identity()") for i in range(n)]
+            parts = [ModuleTree.expr(x, inner) if isinstance(x, dict) else x for x in items]
+            return "nn.ModuleList([\n" + "".join(f"{inner}{p},\n" for p in parts) + f"{indent}])"
+        parts = [f"{k}={ModuleTree.expr(v, inner) if isinstance(v, dict) else v}" for k, v in d.items()]
+        return "_container(\n" + "".join(f"{inner}{p},\n" for p in parts) + f"{indent})"
+
+    def lines(self) -> list[str]:
+        out = []
+        for k, v in self.root.items():
+            code = self.expr(v, "        ") if isinstance(v, dict) else v
+            out.append(f"        self.{k} = {code}")
+        return out
+
+
+def access(local: str) -> str:
+    out = "self"
+    for p in local.split("."):
+        out += f"[{p}]" if p.isdigit() else f".{p}"
+    return out
+
+
+def shape_comment(types: list[TensorType], dims: dict[str, list[int]] | None = None) -> str:
+    """``[B, 197, 768]``; for a class shared by instances of different sizes, dims that vary
+    are written by name (``[B, H, W, C]``) when a block dim matches them."""
+    per_pos = []
+    first = types[0]
+    taken: set[str] = set()
+    for i, d in enumerate(first.shape):
+        vals = [t.shape[i] if i < t.rank else None for t in types]
+        if all(v == d for v in vals):
+            per_pos.append(fmt(d))
+            continue
+        name = None
+        for k, series in (dims or {}).items():
+            if series == vals and k not in taken:
+                name = k
+                break
+        if name:
+            taken.add(name)
+        per_pos.append(name or "…")
+    return "[" + ", ".join(per_pos) + "]"
+
+
+def gen_class(plan: ClassPlan, is_root: bool, graph: Graph) -> list[str]:
+    insts = plan.instances
+    inst0 = insts[0]
+    fwd_args_used: set[str] = set()
+    tree = ModuleTree()
+    # value names in forward
+    names: dict[tuple[str, int], str] = {}
+    if is_root:
+        params = [ident(n) for n in graph.inputs]
+    else:
+        assert inst0.scope is not None
+        params = [ident(n) for n in inst0.scope.input_names]
+    in_refs = [ValueRef(node=n) for n in graph.inputs] if is_root else list(inst0.inputs)
+    for r, p in zip(in_refs, params, strict=False):
+        names.setdefault((r.node, r.index), p)
+    # uses, for liveness-based naming and inlining
+    uses: Counter[tuple[str, int]] = Counter()
+    last_use: dict[tuple[str, int], int] = {}
+    for idx, it in enumerate(inst0.items):
+        for r in it.inputs:
+            uses[(r.node, r.index)] += 1
+            last_use[(r.node, r.index)] = idx
+    for r in inst0.outputs:
+        uses[(r.node, r.index)] += 1
+        last_use[(r.node, r.index)] = len(inst0.items)
+    dims_series: dict[str, list[int]] = {}
+    if inst0.scope is not None:
+        for p in inst0.scope.dims:
+            dims_series[p.name] = [_scope_value(i.scope, p.name) for i in insts]
+
+    body: list[str] = []
+    # single-use values are inlined into their consumer when it is the very next statement
+    pending: dict[tuple[str, int], tuple[str, str, str]] = {}  # key -> (expr, comment, preferred name)
+    live_names: dict[str, tuple[str, int]] = {p: (r.node, r.index) for r, p in zip(in_refs, params, strict=False)}
+
+    def ref_code(r: ValueRef, bare: bool = False) -> str:
+        key = (r.node, r.index)
+        if key in pending:
+            expr = pending.pop(key)[0]
+            return f"({expr})" if _needs_parens(expr) and not bare else expr
+        return names[key]
+
+    def flush(consumer_inputs: list[ValueRef], at: int) -> None:
+        wanted = {(r.node, r.index) for r in consumer_inputs}
+        for key in [k for k in pending if k not in wanted]:
+            expr, comment, pref = pending.pop(key)
+            v = fresh(pref, at)
+            names[key] = v
+            live_names[v] = key
+            body.append(f"        {v} = {expr}{comment}")
+
+    def is_dead(name: str, at: int) -> bool:
+        key = live_names.get(name)
+        return key is None or last_use.get(key, -1) <= at
+
+    def fresh(preferred: str, at: int) -> str:
+        base = ident(preferred)
+        cand = base
+        n = 1
+        while cand in live_names and not is_dead(cand, at):
+            cand = f"{base}_{n}"
+            n += 1
+        return cand
+
+    for idx, it in enumerate(inst0.items):
+        if not (isinstance(it, Node) and isinstance(it.op, O.Input)):
+            flush(list(it.inputs), idx)
+        if isinstance(it, Inst):
+            child_local = inst0.local(it.path)
+            assert it.cls is not None
+            ctor_args = []
+            for a in it.cls.args:
+                key = (child_local, a)
+                if key in plan.arg_of:
+                    ctor_args.append(f"{a}={plan.arg_of[key]}")
+                else:
+                    ctor_args.append(f"{a}={literal(it.ctor[a])}")
+            tree.add(child_local, f"{it.cls.name}({', '.join(ctor_args)})")
+            args = ", ".join(ref_code(r, bare=True) for r in it.inputs)
+            call = f"{access(child_local)}({args})"
+            outs = it.outputs
+            comment = "  # " + ", ".join(
+                shape_comment([i2.cls and _child_out_type(graph, i2, k) for i2 in _matching_children(insts, child_local)],
+                              dims_series) for k in range(len(outs)))
+            keys = [(r.node, r.index) for r in outs]
+            first_in = names.get((it.inputs[0].node, it.inputs[0].index)) if it.inputs else None
+            nxt = inst0.items[idx + 1] if idx + 1 < len(inst0.items) else None
+            if len(keys) == 1 and keys[0] not in names and uses[keys[0]] == 1 and len(call) <= 70 \
+                    and isinstance(nxt, Node) and not isinstance(nxt.op, O.Output):
+                pref = child_local.split(".")[-1]
+                pending[keys[0]] = (call, comment, first_in or "x" if pref.isdigit() else pref)
+                continue
+            var_names = []
+            for j, key in enumerate(keys):
+                if key in names:  # returned one of its inputs unchanged
+                    var_names.append(f"_{j}")
+                    continue
+                pref = first_in if (j == 0 and first_in and is_dead(first_in, idx)) else child_local.split(".")[-1]
+                if pref.isdigit():
+                    pref = first_in or "x"
+                v = fresh(pref, idx)
+                names[key] = v
+                live_names[v] = key
+                var_names.append(v)
+            body.append(f"        {', '.join(var_names)} = {call}{comment}")
+            continue
+        node = it
+        local = inst0.local(node.name)
+        same = [_node_in(i, local) for i in insts]
+        rule = LOWER_RULES[type(node.op)]
+        if isinstance(node.op, O.Input):
+            continue
+
+        def init_attr(f: str, _local: str = local) -> str:
+            key = (_local, f)
+            return plan.arg_of[key] if key in plan.arg_of else literal(_attr_value(node.op, f))
+
+        def fwd_attr(f: str, _local: str = local) -> str:
+            key = (_local, f)
+            if key in plan.arg_of:
+                fwd_args_used.add(plan.arg_of[key])
+                return f"self.{plan.arg_of[key]}"
+            return literal(_attr_value(node.op, f))
+
+        ctx = Ctx(ops=[n.op for n in same], ins=[], mod=access(local),
+                  in_types=[graph.type_of(r) for r in node.inputs], out_types=node.outputs,
+                  init_attr=init_attr, fwd_attr=fwd_attr)
+        mod = rule.module(ctx)
+        if mod is not None:
+            tree.add(local, mod)
+        for h in rule.helpers:
+            if h == "StdConv2d" and not (isinstance(node.op, O.Conv2d) and node.op.standardize):
+                continue
+            if h == "SinusoidalPositions" and not (isinstance(node.op, O.PosEmbed) and node.op.kind == "sinusoidal"):
+                continue
+            plan.helpers.add(h)
+        if isinstance(node.op, O.Output):
+            continue
+        ctx.ins = [ref_code(r) for r in node.inputs]
+        expr = rule.forward(ctx)
+        types = [[n.outputs[k] for n in same] for k in range(len(node.outputs))]
+        comment = "  # " + ", ".join(shape_comment(t, dims_series) for t in types)
+        keys = [(node.name, k) for k in range(len(node.outputs))]
+        if len(keys) == 1 and uses[keys[0]] == 1 and len(expr) <= 70:
+            pref = local.split(".")[-1]
+            pending[keys[0]] = (expr, comment, "x" if pref.isdigit() else pref)
+            continue
+        first_in = names.get((node.inputs[0].node, node.inputs[0].index)) if node.inputs else None
+        var_names = []
+        for k, key in enumerate(keys):
+            pref = local.split(".")[-1]
+            if k == 0 and first_in and is_dead(first_in, idx) and len(keys) == 1 and first_in in live_names:
+                pref = first_in
+            if pref.isdigit():
+                pref = "x"
+            v = fresh(pref if len(keys) == 1 else f"{pref}_{k}", idx)
+            names[key] = v
+            live_names[v] = key
+            var_names.append(v)
+        body.append(f"        {', '.join(var_names)} = {expr}{comment}")
+
+    # outputs
+    flush([o.inputs[0] for o in graph.output_nodes()] if is_root else list(inst0.outputs), len(inst0.items))
+    if is_root:
+        outs = graph.output_nodes()
+        rets = [ref_code(o.inputs[0], bare=len(outs) == 1) for o in outs]
+        if len(rets) == 1:
+            body.append(f"        return {rets[0]}")
+        else:
+            body.append("        return {" + ", ".join(f"{o.op.name!r}: {r}" for o, r in zip(outs, rets, strict=True))
+                        + "}")
+    else:
+        rets = [ref_code(r, bare=len(inst0.outputs) == 1) for r in inst0.outputs]
+        body.append(f"        return {', '.join(rets)}")
+
+    # assemble
+    lines = [f"class {plan.name}(nn.Module):"]
+    doc = _class_doc(plan, is_root, graph)
+    lines.append(f'    """{doc}"""')
+    lines.append("")
+    if is_root:
+        lines.append(f"    arch_name = {graph.arch!r}")
+        lines.append(f"    arch_params = {{{', '.join(f'{p.name!r}: {literal(p.value)}' for p in graph.params)}}}")
+        lines.append(f"    input_names = {tuple(graph.inputs)!r}")
+        lines.append(f"    output_names = {tuple(graph.outputs)!r}")
+        lines.append("")
+    sig = ", ".join(["self", *plan.args])
+    lines.append(f"    def __init__({sig}):")
+    lines.append("        super().__init__()")
+    for a in plan.args:
+        if a in fwd_args_used:
+            lines.append(f"        self.{a} = {a}")
+    lines.extend(tree.lines())
+    lines.append("")
+    in_types = [graph.type_of(r) for r in in_refs] if not is_root else [n.outputs[0] for n in graph.input_nodes()]
+    lines.append(f"    def forward(self, {', '.join(params)}):")
+    for p, t in zip(params, in_types, strict=False):
+        if is_root:
+            lines.append(f"        # {p}: {t}")
+        else:
+            series = [graph.type_of(i.inputs[params.index(p)]) for i in insts]
+            lines.append(f"        # {p}: {shape_comment(series, dims_series)}")
+    lines.extend(body)
+    return lines
+
+
+def _needs_parens(expr: str) -> bool:
+    return any(op in expr for op in (" + ", " - ", " * ", " / ", " @ "))
+
+
+def _node_in(inst: Inst, local: str) -> Node:
+    for it in inst.items:
+        if isinstance(it, Node) and inst.local(it.name) == local:
+            return it
+    raise LoweringError(f"instance `{inst.path}` has no node `{local}`")  # pragma: no cover
+
+
+def _matching_children(insts: list[Inst], child_local: str) -> list[Inst]:
+    out = []
+    for inst in insts:
+        for it in inst.items:
+            if isinstance(it, Inst) and inst.local(it.path) == child_local:
+                out.append(it)
+    return out
+
+
+def _child_out_type(graph: Graph, child: Inst, k: int) -> TensorType:
+    return graph.type_of(child.outputs[k])
+
+
+def _class_doc(plan: ClassPlan, is_root: bool, graph: Graph) -> str:
+    if is_root:
+        return f"{graph.arch}: generated by archlang from {graph.file}."
+    paths = [i.path for i in plan.instances]
+    where = paths[0] if len(paths) == 1 else f"{paths[0]}, … ({len(paths)} instances)"
+    return f"Block `{plan.block}` ({where})."
+
+
+# ----------------------------------------------------------------------------- prelude
+
+
+def prelude_sources(names: set[str]) -> list[str]:
+    """The source of the requested prelude definitions, in file order."""
+    text = PRELUDE.read_text()
+    tree = ast.parse(text)
+    lines = text.splitlines()
+    out = []
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name in names:
+            start = node.lineno - 1 - len(node.decorator_list)
+            out.append("\n".join(lines[start:node.end_lineno]))
+    return out
+
+
+def generate(graph: Graph) -> tuple[str, str]:
+    """Return ``(source, class_name)`` of the generated module for ``graph``."""
+    for n in graph.nodes:
+        if type(n.op) not in LOWER_RULES:
+            raise LoweringError(f"no lowering rule for op `{n.op.op}`")
+    root = build_tree(graph)
+    plans = plan_classes(root, graph.arch)
+    root_plan = root.cls
+    assert root_plan is not None
+    blocks = []
+    helpers: set[str] = set()
+    for plan in plans:
+        code = gen_class(plan, plan is root_plan, graph)
+        helpers |= plan.helpers
+        blocks.append("\n".join(code))
+    uses_container = any("_container(" in b for b in blocks)
+    if uses_container:
+        helpers.add("_container")
+    params = ", ".join(f"{p.name}={literal(p.value)}" for p in graph.params)
+    header = [
+        f'"""{graph.arch}: a PyTorch model generated by archlang from {graph.file}.',
+        "",
+        f"Parameters: {params}.",
+        "Inputs: " + ", ".join(f"{n.op.name}: {n.outputs[0]}" for n in graph.input_nodes()) + ".",
+        "Outputs: " + ", ".join(f"{n.op.name}: {graph.type_of(n.inputs[0])}" for n in graph.output_nodes()) + ".",
+        "Regenerate with `archc build`; this file imports only torch and the standard library.",
+        '"""',
+        "",
+        "from __future__ import annotations",
+        "",
+    ]
+    src_helpers = prelude_sources(helpers)
+    needs_math = any("math." in h for h in src_helpers) or any("math." in b for b in blocks)
+    if needs_math:
+        header.append("import math")
+        header.append("")
+    header += ["import torch", "import torch.nn.functional as F", "from torch import nn", "", ""]
+    parts = ["\n".join(header)]
+    if src_helpers:
+        parts.append("\n\n\n".join(src_helpers))
+    parts.extend(blocks)
+    parts.append(f"def build() -> {root_plan.name}:\n    \"\"\"A freshly initialised `{graph.arch}`.\"\"\"\n"
+                 f"    return {root_plan.name}()")
+    source = "\n\n\n".join(p.rstrip() for p in parts) + "\n"
+    return source, root_plan.name

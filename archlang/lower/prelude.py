@@ -1,0 +1,293 @@
+"""Helper layers that generated modules copy verbatim (only the ones they use).
+
+Takes: nothing; this file is read as *text* by :mod:`archlang.lower.codegen`, which copies
+the definitions a model needs into the generated module, so generated code imports only
+torch and the standard library. It is also importable, so the helpers are unit-tested.
+Each helper mirrors the reference implementation it replaces (timm / torch.nn) closely
+enough that their weights load by name and their outputs agree.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _container(**children: nn.Module | nn.Parameter) -> nn.Module:
+    """A plain module holding named children, for name paths such as ``head.fc``."""
+    m = nn.Module()
+    for name, child in children.items():
+        if isinstance(child, nn.Parameter):
+            m.register_parameter(name, child)
+        else:
+            m.add_module(name, child)
+    return m
+
+
+def _trunc_normal(*shape: int, std: float = 0.02) -> nn.Parameter:
+    """A parameter drawn from a truncated normal (timm's init for tokens and position tables)."""
+    return nn.Parameter(nn.init.trunc_normal_(torch.empty(*shape), std=std, a=-2 * std, b=2 * std))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: zero whole samples of a residual branch with probability ``p``."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask.div_(keep)
+
+
+class StdConv2d(nn.Conv2d):
+    """Conv2d with weight standardisation (BiT / timm's StdConv2d)."""
+
+    def __init__(self, *args, eps: float = 1e-6, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None,
+                         training=True, momentum=0.0, eps=self.eps).reshape_as(self.weight)
+        return F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class SinusoidalPositions(nn.Module):
+    """Add the fixed sinusoidal encoding of Vaswani et al. (2017) to ``[B, N, D]``."""
+
+    def __init__(self, length: int, dim: int):
+        super().__init__()
+        pos = torch.arange(length, dtype=torch.float32)[:, None]
+        div = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+        pe = torch.zeros(length, dim)
+        pe[:, 0::2] = torch.sin(pos * div)
+        pe[:, 1::2] = torch.cos(pos * div)[:, : dim // 2]
+        self.register_buffer("pe", pe[None], persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.pe[:, : x.shape[1]]
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with a fused qkv projection (timm's Attention), via SDPA."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int, qkv_bias: bool = True, proj_bias: bool = True,
+                 attn_drop: float = 0.0, proj_drop: float = 0.0, causal: bool = False):
+        super().__init__()
+        self.heads, self.head_dim, self.causal, self.attn_drop = heads, head_dim, causal, attn_drop
+        self.qkv = nn.Linear(dim, 3 * heads * head_dim, bias=qkv_bias)
+        self.proj = nn.Linear(heads * head_dim, dim, bias=proj_bias)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, _ = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        x = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal,
+                                           dropout_p=self.attn_drop if self.training else 0.0)
+        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, -1)))
+
+
+class CrossAttention(nn.Module):
+    """Queries from ``x``, keys and values from ``context`` (encoder-decoder attention), via SDPA."""
+
+    def __init__(self, dim: int, context_dim: int, heads: int, head_dim: int, qkv_bias: bool = True,
+                 proj_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0):
+        super().__init__()
+        self.heads, self.head_dim, self.attn_drop = heads, head_dim, attn_drop
+        self.q = nn.Linear(dim, heads * head_dim, bias=qkv_bias)
+        self.kv = nn.Linear(context_dim, 2 * heads * head_dim, bias=qkv_bias)
+        self.proj = nn.Linear(heads * head_dim, dim, bias=proj_bias)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        B, N, _ = x.shape
+        M = context.shape[1]
+        q = self.q(x).reshape(B, N, self.heads, self.head_dim).transpose(1, 2)
+        k, v = self.kv(context).reshape(B, M, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, -1)))
+
+
+def _relative_position_index(wh: int, ww: int) -> torch.Tensor:
+    """Pairwise relative-position index inside a wh x ww window (Swin)."""
+    coords = torch.stack(torch.meshgrid(torch.arange(wh), torch.arange(ww), indexing="ij")).flatten(1)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)
+    rel[:, :, 0] += wh - 1
+    rel[:, :, 1] += ww - 1
+    return rel[:, :, 0] * (2 * ww - 1) + rel[:, :, 1]
+
+
+def _shift_mask(h: int, w: int, window: tuple[int, int], shift: tuple[int, int]) -> torch.Tensor:
+    """The additive mask (0 / -100) that keeps cyclically shifted windows from mixing regions."""
+    img = torch.zeros(1, h, w, 1)
+    cnt = 0
+    for hs in ((0, -window[0]), (-window[0], -shift[0]), (-shift[0], None)):
+        for ws in ((0, -window[1]), (-window[1], -shift[1]), (-shift[1], None)):
+            img[:, hs[0]:hs[1], ws[0]:ws[1], :] = cnt
+            cnt += 1
+    win = img.view(1, h // window[0], window[0], w // window[1], window[1], 1)
+    win = win.permute(0, 1, 3, 2, 4, 5).reshape(-1, window[0] * window[1])
+    mask = win[:, None, :] - win[:, :, None]
+    return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
+
+
+class WindowAttention(nn.Module):
+    """Swin (shifted-)window attention on ``[B, H, W, C]``: cyclic shift, pad, partition into
+    windows, attention with a relative position bias (and the shift mask), then the reverse."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int, window: tuple[int, int], grid: tuple[int, int],
+                 shift: tuple[int, int] = (0, 0), pad: tuple[int, int] = (0, 0), qkv_bias: bool = True,
+                 proj_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0):
+        super().__init__()
+        self.heads, self.head_dim, self.attn_drop = heads, head_dim, attn_drop
+        self.window, self.shift, self.pad = tuple(window), tuple(shift), tuple(pad)
+        wh, ww = self.window
+        self.relative_position_bias_table = _trunc_normal((2 * wh - 1) * (2 * ww - 1), heads)
+        self.register_buffer("relative_position_index", _relative_position_index(wh, ww), persistent=False)
+        mask = _shift_mask(grid[0] + pad[0], grid[1] + pad[1], self.window, self.shift) if any(shift) else None
+        self.register_buffer("attn_mask", mask, persistent=False)
+        self.qkv = nn.Linear(dim, 3 * heads * head_dim, bias=qkv_bias)
+        self.proj = nn.Linear(heads * head_dim, dim, bias=proj_bias)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, H, W, C = x.shape
+        (wh, ww), (sh, sw), (ph, pw) = self.window, self.shift, self.pad
+        if sh or sw:
+            x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
+        if ph or pw:
+            x = F.pad(x, (0, 0, 0, pw, 0, ph))
+        Hp, Wp = H + ph, W + pw
+        n = wh * ww
+        x = x.view(B, Hp // wh, wh, Wp // ww, ww, C).permute(0, 1, 3, 2, 4, 5).reshape(-1, n, C)
+        q, k, v = self.qkv(x).reshape(-1, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        bias = bias.view(n, n, -1).permute(2, 0, 1).unsqueeze(0)  # [1, heads, n, n]
+        if self.attn_mask is not None:
+            nw = self.attn_mask.shape[0]
+            bias = (bias.unsqueeze(1) + self.attn_mask.view(1, nw, 1, n, n)).expand(B, -1, -1, -1, -1)
+            bias = bias.reshape(-1, self.heads, n, n)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
+                                           dropout_p=self.attn_drop if self.training else 0.0)
+        x = self.proj_drop(self.proj(x.transpose(1, 2).reshape(-1, n, self.heads * self.head_dim)))
+        x = x.view(B, Hp // wh, Wp // ww, wh, ww, C).permute(0, 1, 3, 2, 4, 5).reshape(B, Hp, Wp, C)
+        if ph or pw:
+            x = x[:, :H, :W, :].contiguous()
+        if sh or sw:
+            x = torch.roll(x, shifts=(sh, sw), dims=(1, 2))
+        return x
+
+
+class LocalAttention(nn.Module):
+    """Stand-alone self-attention (Ramachandran et al. 2019) on ``[B, H, W, C]``: each pixel's
+    query attends to the keys and values of its k x k neighbourhood; positions beyond the
+    border are masked out."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int, kernel: int, qkv_bias: bool = True,
+                 proj_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0):
+        super().__init__()
+        self.heads, self.head_dim, self.kernel, self.attn_drop = heads, head_dim, kernel, attn_drop
+        self.qkv = nn.Linear(dim, 3 * heads * head_dim, bias=qkv_bias)
+        self.proj = nn.Linear(heads * head_dim, dim, bias=proj_bias)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, H, W, _ = x.shape
+        k2, inner = self.kernel * self.kernel, self.heads * self.head_dim
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+
+        def neighbourhoods(t: torch.Tensor) -> torch.Tensor:  # [B, H, W, inner] -> [B, heads, HW, k2, hd]
+            t = F.unfold(t.permute(0, 3, 1, 2), self.kernel, padding=self.kernel // 2)
+            return t.view(B, self.heads, self.head_dim, k2, H * W).permute(0, 1, 4, 3, 2)
+
+        inside = F.unfold(x.new_ones(1, 1, H, W), self.kernel, padding=self.kernel // 2)  # [1, k2, HW]
+        mask = (inside > 0).transpose(1, 2)[:, None, :, None, :]  # [1, 1, HW, 1, k2]
+        q = q.reshape(B, H * W, self.heads, 1, self.head_dim).permute(0, 2, 1, 3, 4)
+        out = F.scaled_dot_product_attention(q, neighbourhoods(k), neighbourhoods(v), attn_mask=mask,
+                                             dropout_p=self.attn_drop if self.training else 0.0)
+        out = out.squeeze(3).permute(0, 2, 1, 3).reshape(B, H, W, inner)
+        return self.proj_drop(self.proj(out))
+
+
+class PooledAttention(nn.Module):
+    """MViTv2 pooling attention (Li et al. 2022) on ``[B, cls + H*W, C]`` tokens: q, k and v are
+    pooled by strided depthwise convs (+ LayerNorm) before attending; decomposed relative
+    positions and residual pooling as in the paper (and timm's MultiScaleAttention)."""
+
+    def __init__(self, dim: int, dim_out: int, heads: int, grid: tuple[int, int], cls: int = 0,
+                 kernel_q: tuple[int, int] = (3, 3), stride_q: tuple[int, int] = (1, 1),
+                 kernel_kv: tuple[int, int] = (3, 3), stride_kv: tuple[int, int] = (1, 1),
+                 qkv_bias: bool = True, residual_pooling: bool = True, rel_pos: bool = True):
+        super().__init__()
+        self.heads, self.head_dim, self.dim_out = heads, dim_out // heads, dim_out
+        self.grid, self.cls, self.residual_pooling = tuple(grid), cls, residual_pooling
+        self.stride_q, self.stride_kv = tuple(stride_q), tuple(stride_kv)
+        hd = self.head_dim
+        self.qkv = nn.Linear(dim, 3 * dim_out, bias=qkv_bias)
+        self.proj = nn.Linear(dim_out, dim_out)
+        pad_q = (kernel_q[0] // 2, kernel_q[1] // 2)
+        pad_kv = (kernel_kv[0] // 2, kernel_kv[1] // 2)
+        self.pool_q = nn.Conv2d(hd, hd, kernel_q, stride=stride_q, padding=pad_q, groups=hd, bias=False)
+        self.norm_q = nn.LayerNorm(hd, eps=1e-6)
+        self.pool_k = nn.Conv2d(hd, hd, kernel_kv, stride=stride_kv, padding=pad_kv, groups=hd, bias=False)
+        self.norm_k = nn.LayerNorm(hd, eps=1e-6)
+        self.pool_v = nn.Conv2d(hd, hd, kernel_kv, stride=stride_kv, padding=pad_kv, groups=hd, bias=False)
+        self.norm_v = nn.LayerNorm(hd, eps=1e-6)
+        self.q_grid = tuple((g + 2 * (k // 2) - k) // s + 1 for g, k, s in zip(grid, kernel_q, stride_q))
+        self.kv_grid = tuple((g + 2 * (k // 2) - k) // s + 1 for g, k, s in zip(grid, kernel_kv, stride_kv))
+        self.rel_pos = rel_pos
+        if rel_pos:
+            size_h, size_w = max(self.q_grid[0], self.kv_grid[0]), max(self.q_grid[1], self.kv_grid[1])
+            self.rel_pos_h = _trunc_normal(2 * size_h - 1, hd)
+            self.rel_pos_w = _trunc_normal(2 * size_w - 1, hd)
+
+    def _pool(self, t: torch.Tensor, pool: nn.Conv2d, norm: nn.LayerNorm) -> torch.Tensor:
+        B, nh, _, hd = t.shape
+        cls, t = t[:, :, : self.cls], t[:, :, self.cls:]
+        t = t.reshape(B * nh, self.grid[0], self.grid[1], hd).permute(0, 3, 1, 2)
+        t = pool(t)
+        t = t.reshape(B, nh, hd, -1).transpose(2, 3)
+        return norm(torch.cat([cls, t], dim=2))
+
+    def _rel_pos_bias(self, attn: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        (qh, qw), (kh, kw) = self.q_grid, self.kv_grid
+
+        def rel(qs: int, ks: int, table: torch.Tensor) -> torch.Tensor:
+            q_ratio, k_ratio = max(ks / qs, 1.0), max(qs / ks, 1.0)
+            dist = (torch.arange(qs, device=q.device)[:, None] * q_ratio
+                    - torch.arange(ks, device=q.device)[None, :] * k_ratio + (ks - 1) * k_ratio)
+            return table[dist.long()]
+
+        rh, rw = rel(qh, kh, self.rel_pos_h), rel(qw, kw, self.rel_pos_w)
+        B, nh, _, hd = q.shape
+        r_q = q[:, :, self.cls:].reshape(B, nh, qh, qw, hd)
+        bh = torch.einsum("byhwc,hkc->byhwk", r_q, rh)
+        bw = torch.einsum("byhwc,wkc->byhwk", r_q, rw)
+        a = attn[:, :, self.cls:, self.cls:].view(B, nh, qh, qw, kh, kw)
+        a = a + bh[:, :, :, :, :, None] + bw[:, :, :, :, None, :]
+        attn = attn.clone()
+        attn[:, :, self.cls:, self.cls:] = a.view(B, nh, qh * qw, kh * kw)
+        return attn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, _ = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        q = self._pool(q, self.pool_q, self.norm_q)
+        k = self._pool(k, self.pool_k, self.norm_k)
+        v = self._pool(v, self.pool_v, self.norm_v)
+        attn = (q * self.head_dim ** -0.5) @ k.transpose(-2, -1)
+        if self.rel_pos:
+            attn = self._rel_pos_bias(attn, q)
+        x = attn.softmax(dim=-1) @ v
+        if self.residual_pooling:
+            x = x + q
+        x = x.transpose(1, 2).reshape(B, -1, self.dim_out)
+        return self.proj(x)

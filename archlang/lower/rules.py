@@ -1,0 +1,344 @@
+"""Lowering rules: one per IR op, giving the PyTorch code that implements it.
+
+Takes: an op (for every instance of the generated class that holds the node, so rules can
+tell constant attributes from per-instance ones), the code of its inputs and attribute
+accessors. Produces: the constructor expression of its submodule or parameter (if any)
+and the forward expression. ``LOWER_RULES`` holds one rule per op class; a test fails
+when an op lacks one. Helper layers named in ``helpers`` are copied from the prelude.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from archlang.ir import ops as O
+from archlang.ir.dims import Dim
+from archlang.ir.types import TensorType
+
+
+class LoweringError(Exception):
+    pass
+
+
+@dataclass
+class Ctx:
+    """What a rule sees: the op of each instance, input code, accessors for attributes."""
+
+    ops: list[O.OpBase]
+    ins: list[str]
+    mod: str  # code that reaches this node's submodule/parameter, e.g. "self.attn"
+    in_types: list[TensorType]
+    out_types: tuple[TensorType, ...]
+    init_attr: Callable[[str], str]  # attribute -> code valid in __init__ (literal or argument name)
+    fwd_attr: Callable[[str], str]  # attribute -> code valid in forward (literal or self.<arg>)
+
+    @property
+    def op(self) -> O.OpBase:
+        return self.ops[0]
+
+    def const(self, name: str) -> bool:
+        first = getattr(self.ops[0], name)
+        return all(getattr(o, name) == first for o in self.ops)
+
+    def x(self) -> str:
+        return self.ins[0]
+
+
+@dataclass(frozen=True)
+class Rule:
+    forward: Callable[[Ctx], str]
+    module: Callable[[Ctx], str | None] = lambda c: None
+    helpers: tuple[str, ...] = ()
+    #  True when the node's value is a Parameter (accessed as `self.name`, not called)
+    parameter: bool = False
+
+
+LOWER_RULES: dict[type[O.OpBase], Rule] = {}
+
+
+def rule(cls: type[O.OpBase], **kw) -> Callable[[Callable[[Ctx], str]], Callable[[Ctx], str]]:
+    def deco(fn: Callable[[Ctx], str]) -> Callable[[Ctx], str]:
+        LOWER_RULES[cls] = Rule(forward=fn, **kw)
+        return fn
+    return deco
+
+
+def _call(c: Ctx) -> str:
+    return f"{c.mod}({', '.join(c.ins)})"
+
+
+def _maybe(c: Ctx, p: str = "p") -> bool:
+    """Whether a dropout-like op needs a module (its probability is nonzero somewhere)."""
+    return not (c.const(p) and getattr(c.op, p) == 0.0)
+
+
+# ----------------------------------------------------------------------------- graph boundary
+
+LOWER_RULES[O.Input] = Rule(forward=lambda c: c.op.name)  # type: ignore[attr-defined]
+LOWER_RULES[O.Output] = Rule(forward=lambda c: c.x())
+
+# ----------------------------------------------------------------------------- layers
+
+
+def _linear_mod(c: Ctx) -> str:
+    bias = "" if c.const("bias") and c.op.bias else f", bias={c.init_attr('bias')}"  # type: ignore[attr-defined]
+    return f"nn.Linear({c.init_attr('in_features')}, {c.init_attr('out_features')}{bias})"
+
+
+LOWER_RULES[O.Linear] = Rule(forward=_call, module=_linear_mod)
+
+
+def _conv_kwargs(c: Ctx, defaults: dict[str, object]) -> str:
+    parts = []
+    for name, default in defaults.items():
+        if c.const(name) and getattr(c.op, name) == default:
+            continue
+        key = {"kernel": "kernel_size"}.get(name, name)
+        parts.append(f"{key}={_pair(c, name)}")
+    return ", ".join(parts)
+
+
+def _pair(c: Ctx, name: str) -> str:
+    """A square (k, k) attribute written as k, as people write kernel sizes."""
+    v = getattr(c.op, name)
+    if c.const(name) and isinstance(v, tuple) and len(v) == 2 and v[0] == v[1]:
+        return str(v[0])
+    return c.init_attr(name)
+
+
+def _conv2d_mod(c: Ctx) -> str:
+    cls = "StdConv2d" if c.op.standardize else "nn.Conv2d"  # type: ignore[attr-defined]
+    if not c.const("standardize"):
+        raise LoweringError("standardize must be the same in every instance of a block")
+    kw = _conv_kwargs(c, {"stride": (1, 1), "padding": (0, 0), "groups": 1, "bias": True})
+    return (f"{cls}({c.init_attr('in_channels')}, {c.init_attr('out_channels')}, {_pair(c, 'kernel')}"
+            + (f", {kw}" if kw else "") + ")")
+
+
+def _conv2d_helpers(c: Ctx) -> tuple[str, ...]:
+    return ("StdConv2d",) if c.op.standardize else ()  # type: ignore[attr-defined]
+
+
+LOWER_RULES[O.Conv2d] = Rule(forward=_call, module=_conv2d_mod, helpers=("StdConv2d",))
+
+
+def _conv1d_mod(c: Ctx) -> str:
+    kw = _conv_kwargs(c, {"stride": 1, "padding": 0, "groups": 1, "bias": True})
+    return (f"nn.Conv1d({c.init_attr('in_channels')}, {c.init_attr('out_channels')}, {c.init_attr('kernel')}"
+            + (f", {kw}" if kw else "") + ")")
+
+
+LOWER_RULES[O.Conv1d] = Rule(forward=_call, module=_conv1d_mod)
+
+
+def _ln_mod(c: Ctx) -> str:
+    eps = "" if c.const("eps") and c.op.eps == 1e-5 else f", eps={c.init_attr('eps')}"  # type: ignore[attr-defined]
+    aff = "" if c.const("affine") and c.op.affine else f", elementwise_affine={c.init_attr('affine')}"  # type: ignore[attr-defined]
+    return f"nn.LayerNorm({c.init_attr('dim')}{eps}{aff})"
+
+
+LOWER_RULES[O.LayerNorm] = Rule(forward=_call, module=_ln_mod)
+
+
+def _bn_mod(c: Ctx) -> str:
+    kind = "nn.BatchNorm2d" if c.in_types[0].rank == 4 else "nn.BatchNorm1d"
+    extra = "" if c.const("eps") and c.op.eps == 1e-5 else f", eps={c.init_attr('eps')}"  # type: ignore[attr-defined]
+    if not (c.const("momentum") and c.op.momentum == 0.1):  # type: ignore[attr-defined]
+        extra += f", momentum={c.init_attr('momentum')}"
+    return f"{kind}({c.init_attr('channels')}{extra})"
+
+
+LOWER_RULES[O.BatchNorm] = Rule(forward=_call, module=_bn_mod)
+LOWER_RULES[O.GroupNorm] = Rule(
+    forward=_call, module=lambda c: f"nn.GroupNorm({c.init_attr('groups')}, {c.init_attr('channels')}, "
+                                    f"eps={c.init_attr('eps')})")
+LOWER_RULES[O.Embedding] = Rule(
+    forward=_call, module=lambda c: f"nn.Embedding({c.init_attr('num')}, {c.init_attr('dim')})")
+
+LOWER_RULES[O.PrependToken] = Rule(
+    forward=lambda c: f"torch.cat([{c.mod}.expand({c.x()}.shape[0], -1, -1), {c.x()}], dim=1)",
+    module=lambda c: f"_trunc_normal(1, 1, {c.init_attr('dim')})", helpers=("_trunc_normal",), parameter=True)
+
+
+def _pos_forward(c: Ctx) -> str:
+    op = c.op
+    assert isinstance(op, O.PosEmbed)
+    if op.kind == "sinusoidal":
+        return _call(c)
+    n = c.in_types[0].shape[1]
+    if isinstance(n, int) and c.const("length") and n == op.length:
+        return f"{c.x()} + {c.mod}"
+    return f"{c.x()} + {c.mod}[:, : {c.x()}.shape[1]]"
+
+
+def _pos_mod(c: Ctx) -> str:
+    if not c.const("kind"):
+        raise LoweringError("positional embedding kind must be the same in every instance of a block")
+    if c.op.kind == "sinusoidal":  # type: ignore[attr-defined]
+        return f"SinusoidalPositions({c.init_attr('length')}, {c.init_attr('dim')})"
+    return f"_trunc_normal(1, {c.init_attr('length')}, {c.init_attr('dim')})"
+
+
+LOWER_RULES[O.PosEmbed] = Rule(forward=_pos_forward, module=_pos_mod,
+                               helpers=("_trunc_normal", "SinusoidalPositions"))
+
+
+def _pos_is_param(op: O.OpBase) -> bool:
+    return isinstance(op, O.PosEmbed) and op.kind == "learned"
+
+
+# ----------------------------------------------------------------------------- attention
+
+
+def _kwargs(c: Ctx, names: list[str], defaults: dict[str, object]) -> str:
+    parts = []
+    for n in names:
+        if n in defaults and c.const(n) and getattr(c.op, n) == defaults[n]:
+            continue
+        parts.append(f"{n}={c.init_attr(n)}")
+    return ", ".join(parts)
+
+
+_ATTN_DEFAULTS = {"qkv_bias": True, "proj_bias": True, "attn_drop": 0.0, "proj_drop": 0.0, "causal": False,
+                  "shift": (0, 0), "pad": (0, 0)}
+_COMMON = ["dim", "heads", "head_dim", "qkv_bias", "proj_bias", "attn_drop", "proj_drop"]
+
+LOWER_RULES[O.Attention] = Rule(
+    forward=_call, helpers=("Attention",),
+    module=lambda c: f"Attention({_kwargs(c, [*_COMMON, 'causal'], _ATTN_DEFAULTS)})")
+LOWER_RULES[O.CrossAttention] = Rule(
+    forward=_call, helpers=("CrossAttention",),
+    module=lambda c: f"CrossAttention({_kwargs(c, ['dim', 'context_dim', *_COMMON[1:]], _ATTN_DEFAULTS)})")
+LOWER_RULES[O.WindowAttention] = Rule(
+    forward=_call, helpers=("WindowAttention", "_relative_position_index", "_shift_mask", "_trunc_normal"),
+    module=lambda c: f"WindowAttention({_kwargs(c, [*_COMMON, 'window', 'grid', 'shift', 'pad'], _ATTN_DEFAULTS)})")
+LOWER_RULES[O.LocalAttention] = Rule(
+    forward=_call, helpers=("LocalAttention",),
+    module=lambda c: f"LocalAttention({_kwargs(c, [*_COMMON, 'kernel'], _ATTN_DEFAULTS)})")
+LOWER_RULES[O.PooledAttention] = Rule(
+    forward=_call, helpers=("PooledAttention", "_trunc_normal"),
+    module=lambda c: "PooledAttention(" + _kwargs(
+        c, ["dim", "dim_out", "heads", "grid", "cls", "kernel_q", "stride_q", "kernel_kv", "stride_kv", "qkv_bias",
+            "residual_pooling", "rel_pos"],
+        {"cls": 0, "qkv_bias": True, "residual_pooling": True, "rel_pos": True}) + ")")
+
+# ----------------------------------------------------------------------------- parameter-free
+
+_ACT = {"gelu": "F.gelu({x})", "gelu_tanh": "F.gelu({x}, approximate=\"tanh\")", "relu": "F.relu({x})",
+        "silu": "F.silu({x})", "tanh": "torch.tanh({x})", "sigmoid": "torch.sigmoid({x})"}
+
+
+def _act(c: Ctx) -> str:
+    if not c.const("fn"):
+        raise LoweringError("the activation must be the same in every instance of a block")
+    return _ACT[c.op.fn].format(x=c.x())  # type: ignore[attr-defined]
+
+
+LOWER_RULES[O.Activation] = Rule(forward=_act)
+LOWER_RULES[O.Glu] = Rule(forward=lambda c: f"F.glu({c.x()}, dim={c.fwd_attr('dim')})")
+LOWER_RULES[O.Softmax] = Rule(forward=lambda c: f"{c.x()}.softmax(dim={c.fwd_attr('dim')})")
+LOWER_RULES[O.Dropout] = Rule(forward=lambda c: _call(c) if _maybe(c) else c.x(),
+                              module=lambda c: f"nn.Dropout({c.init_attr('p')})" if _maybe(c) else None)
+LOWER_RULES[O.DropPath] = Rule(forward=lambda c: _call(c) if _maybe(c) else c.x(),
+                               module=lambda c: f"DropPath({c.init_attr('p')})" if _maybe(c) else None,
+                               helpers=("DropPath",))
+LOWER_RULES[O.Binary] = Rule(
+    forward=lambda c: f"{c.ins[0]} {dict(add='+', sub='-', mul='*', div='/')[c.op.fn]} {c.ins[1]}")  # type: ignore[attr-defined]
+LOWER_RULES[O.Matmul] = Rule(forward=lambda c: f"{c.ins[0]} @ {c.ins[1]}")
+
+
+def _scale(c: Ctx) -> str:
+    op = c.op
+    assert isinstance(op, O.Scale)
+    out = c.x()
+    if not (c.const("factor") and op.factor == 1.0):
+        out = f"{out} * {c.fwd_attr('factor')}"
+    if not (c.const("offset") and op.offset == 0.0):
+        out = f"{out} + {c.fwd_attr('offset')}"
+    return out
+
+
+LOWER_RULES[O.Scale] = Rule(forward=_scale)
+LOWER_RULES[O.Identity] = Rule(forward=lambda c: c.x())
+LOWER_RULES[O.Roll] = Rule(forward=lambda c: f"torch.roll({c.x()}, shifts={c.fwd_attr('shifts')}, "
+                                             f"dims={c.fwd_attr('dims')})")
+LOWER_RULES[O.Concat] = Rule(forward=lambda c: f"torch.cat([{', '.join(c.ins)}], dim={c.fwd_attr('dim')})")
+LOWER_RULES[O.Split] = Rule(forward=lambda c: f"torch.split({c.x()}, {c.fwd_attr('sizes')}, dim={c.fwd_attr('dim')})")
+
+
+def _mean(c: Ctx) -> str:
+    keep = ", keepdim=True" if c.op.keepdim else ""  # type: ignore[attr-defined]
+    dims = c.op.dims  # type: ignore[attr-defined]
+    d = c.fwd_attr("dims") if not c.const("dims") else (str(dims[0]) if len(dims) == 1 else str(tuple(dims)))
+    return f"{c.x()}.mean(dim={d}{keep})"
+
+
+LOWER_RULES[O.Mean] = Rule(forward=_mean)
+LOWER_RULES[O.Pool2d] = Rule(
+    forward=lambda c: f"F.{c.op.kind}_pool2d({c.x()}, {c.fwd_attr('kernel')}, {c.fwd_attr('stride')}, "  # type: ignore[attr-defined]
+                      f"{c.fwd_attr('padding')})")
+LOWER_RULES[O.Take] = Rule(forward=lambda c: _take(c))
+LOWER_RULES[O.SliceOp] = Rule(forward=lambda c: f"{c.x()}.narrow({c.fwd_attr('dim')}, {c.fwd_attr('start')}, "
+                                                f"{c.fwd_attr('stop')} - {c.fwd_attr('start')})")
+
+
+def _take(c: Ctx) -> str:
+    op = c.op
+    assert isinstance(op, O.Take)
+    if c.const("dim") and c.const("index") and op.dim in (1, -c.in_types[0].rank + 1):
+        return f"{c.x()}[:, {op.index}]"
+    return f"{c.x()}.select({c.fwd_attr('dim')}, {c.fwd_attr('index')})"
+
+
+def _rearrange(c: Ctx) -> str:
+    """Lower an einops pattern to unflatten / permute / flatten, keeping symbolic sizes as -1."""
+    ops = [o for o in c.ops if isinstance(o, O.Rearrange)]
+    op = ops[0]
+    if not all(o.lhs == op.lhs and o.rhs == op.rhs for o in ops):
+        raise LoweringError("a rearrange pattern must be the same in every instance of a block")
+    sizes = [{a.name: a.size for a in o.axes} for o in ops]
+
+    def fixed(name: str) -> int | None:
+        vals = {s[name] for s in sizes}
+        v = next(iter(vals))
+        return v if len(vals) == 1 and isinstance(v, int) and not isinstance(v, Dim) else None
+
+    code = c.x()
+    # 1. split composite input groups, last first so earlier dims keep their index
+    for i in reversed(range(len(op.lhs))):
+        group = op.lhs[i]
+        if len(group) == 1:
+            continue
+        free = [n for n in group if fixed(n) is None]
+        if len(free) > 1:
+            raise LoweringError(f"rearrange group ({' '.join(group)}) has {len(free)} sizes that vary; give all "
+                                "but one of them as constants")
+        parts = ["-1" if (n in free or (not free and n == group[0])) else str(fixed(n)) for n in group]
+        code = f"{code}.unflatten({i}, ({', '.join(parts)}))"
+    elem = [n for g in op.lhs for n in g]
+    order = [n for g in op.rhs for n in g]
+    perm = [elem.index(n) for n in order]
+    if perm != list(range(len(perm))):
+        moved = [i for i, p in enumerate(perm) if p != i]
+        if len(moved) == 2:
+            code = f"{code}.transpose({moved[0]}, {moved[1]})"
+        else:
+            code = f"{code}.permute({', '.join(map(str, perm))})"
+    # 2. merge composite output groups, last first
+    starts = []
+    pos = 0
+    for g in op.rhs:
+        starts.append(pos)
+        pos += len(g)
+    for g, s in reversed(list(zip(op.rhs, starts, strict=True))):
+        if len(g) > 1:
+            end = s + len(g) - 1
+            code = f"{code}.flatten({s})" if end == pos - 1 and s > 0 else f"{code}.flatten({s}, {end})"
+            pos = s + 1 if end == pos - 1 else pos - (len(g) - 1)
+    return code
+
+
+LOWER_RULES[O.Rearrange] = Rule(forward=_rearrange)
+
+__all__ = ["LOWER_RULES", "Ctx", "LoweringError", "Rule", "field"]
