@@ -7,8 +7,20 @@ cheap: torch, sympy and graphviz load only in the functions that need them.
 
 from __future__ import annotations
 
-from archlang.api import SpecError, arch_signatures, check, graph, parse
+from archlang.api import (
+    SpecError,
+    arch_signatures,
+    build,
+    check,
+    graph,
+    load,
+    load_timm_weights,
+    load_torch_transformer,
+    parse,
+    save,
+)
 from archlang.ir import Graph, Node, TensorType
 
-__all__ = ["Graph", "Node", "SpecError", "TensorType", "arch_signatures", "check", "graph", "parse"]
+__all__ = ["Graph", "Node", "SpecError", "TensorType", "arch_signatures", "build", "check", "graph", "load",
+           "load_timm_weights", "load_torch_transformer", "parse", "save"]
 __version__ = "0.1.0"

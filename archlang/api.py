@@ -47,6 +47,61 @@ def graph(spec: str | Path | Program, arch: str | None = None, **params: Any) ->
     return r.graph
 
 
+def build(spec: str | Path, arch: str | None = None, *, compile: bool = False, **params: Any):
+    """Build the PyTorch model of one arch: ``archlang.build("specs/swin_t.arch", img=384)``.
+
+    The module is executed from the same generated source that ``archc build`` writes; it
+    carries ``arch_name`` and ``arch_params``. ``compile=True`` wraps it in
+    ``torch.compile(fullgraph=True)``.
+    """
+    from archlang.lower.build import instantiate
+
+    g = graph(spec, arch, **params)
+    model, _ = instantiate(g)
+    model.archlang_graph = g
+    model.archlang_spec_text = _spec_text(spec)
+    if compile:
+        import torch
+
+        return torch.compile(model, fullgraph=True)
+    return model
+
+
+def _spec_text(spec: str | Path) -> str:
+    p = Path(spec) if not (isinstance(spec, str) and ("\n" in spec or "{" in spec)) else None
+    if p is not None and p.is_file():
+        return p.read_text()
+    return str(spec)
+
+
+def save(model: Any, path: str | Path) -> Path:
+    """Write the model's weights with its spec, parameters and IR to a .safetensors file."""
+    from archlang.lower.io import save as _save
+
+    return _save(model, path)
+
+
+def load(path: str | Path) -> Any:
+    """Rebuild a model saved by :func:`save` and load its weights."""
+    from archlang.lower.io import load as _load
+
+    return _load(path)
+
+
+def load_timm_weights(model: Any, timm_state_dict: Any) -> Any:
+    """Load a timm state_dict strictly; raises with every unmatched or mismatched key."""
+    from archlang.lower.weights import load_timm_weights as _load
+
+    return _load(model, timm_state_dict)
+
+
+def load_torch_transformer(model: Any, transformer: Any) -> Any:
+    """Load a ``torch.nn.Transformer`` (or its state_dict) into a generated encoder-decoder."""
+    from archlang.lower.weights import load_torch_transformer as _load
+
+    return _load(model, transformer)
+
+
 def arch_signatures(prog: Program) -> list[tuple[str, list[str]]]:
     """Each arch of the main file with its parameters and effective defaults."""
     out = []

@@ -139,6 +139,59 @@ def ir(spec: Annotated[Path, typer.Argument(help="A .arch file.")], arch: ArchOp
 
 
 @app.command()
+def build(spec: Annotated[Path, typer.Argument(help="A .arch file.")], arch: ArchOpt = None, set: SetOpt = None,
+          out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("build"),
+          compile: Annotated[bool, typer.Option("--compile", help="Also check that torch.compile(fullgraph=True) "
+                                                               "compiles the model (takes a while).")] = False) -> None:
+    """Generate a standalone PyTorch module, DIR/<arch>.py, and print a summary."""
+    from archlang.check import check_spec
+
+    r = check_spec(_spec_files(spec)[0], arch, set or [])
+    _print_diags(r.diagnostics, r.program.sources, "text")
+    if r.graph is None:
+        raise typer.Exit(_exit_code(r.diagnostics) or 1)
+    g = r.graph
+    from archlang.lower.codegen import generate
+    from archlang.lower.rules import LoweringError
+
+    try:
+        source, cls_name = generate(g)
+    except LoweringError as e:
+        typer.echo(f"error[E0801]: cannot lower `{g.arch}` to PyTorch: {e}", err=True)
+        raise typer.Exit(1) from None
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{g.arch}.py"
+    path.write_text(source)
+    ins = ", ".join(f"{n.op.name}: {n.outputs[0]}" for n in g.input_nodes())
+    outs = ", ".join(f"{n.op.name}: {g.type_of(n.inputs[0])}" for n in g.output_nodes())
+    typer.echo(f"{g.arch}  ({_human(g.param_count())} params, {g.param_count():,})")
+    typer.echo(f"  in   {ins}")
+    typer.echo(f"  out  {outs}")
+    typer.echo(f"  wrote {path}  (class {cls_name}; `from {g.arch} import build; model = build()`)")
+    if compile:
+        _compile_check(g, source)
+    raise typer.Exit(0)
+
+
+def _compile_check(g, source: str) -> None:
+    import time
+
+    import torch
+
+    from archlang.lower.build import load_source
+    from archlang.lower.example import example_inputs
+
+    module = load_source(source, g.arch)
+    model = module.build().eval()
+    inputs = example_inputs(g, batch=1)
+    t0 = time.perf_counter()
+    compiled = torch.compile(model, fullgraph=True)
+    with torch.no_grad():
+        compiled(*inputs)
+    typer.echo(f"  torch.compile(fullgraph=True): ok, no graph breaks ({time.perf_counter() - t0:.1f} s)")
+
+
+@app.command()
 def ops() -> None:
     """List the primitive operations and their arguments."""
     from archlang.check.surface import REQUIRED, SURFACE
@@ -174,3 +227,6 @@ def main() -> None:
 
 
 __all__ = ["Severity", "app", "main"]
+
+if __name__ == "__main__":
+    main()

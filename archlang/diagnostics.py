@@ -134,9 +134,11 @@ class Sources:
         text = self._texts.get(name)
         if text is None:
             return None
-        lines = text.splitlines()
+        # Split on "\n" only, as the parser counts lines: str.splitlines() would also break at
+        # form feeds and other separators and quote the wrong line.
+        lines = text.split("\n")
         if 1 <= lineno <= len(lines):
-            return lines[lineno - 1]
+            return lines[lineno - 1].removesuffix("\r")
         return None
 
 

@@ -141,6 +141,9 @@ class Elaborator:
         self.outputs: list[str] = []
         self.adapt_stmts: list[A.Adapt] = []
         self.freeze_stmts: list[A.Freeze] = []
+        # (scope path, node, output index) -> the spec's variable name for that value in that scope
+        self.var_hints: dict[tuple[str, str, int], str] = {}
+        self.scope_parent: dict[str, str] = {}
 
     # -- diagnostics
     def fail(self, code: str, message: str, span: Span | None, help: str | None = None,
@@ -207,8 +210,23 @@ class Elaborator:
         if any(d.is_error for d in self.diags):
             return None
         return Graph(arch=name, family=base.name, file=self.prog.main_file, params=tuple(params),
-                     inputs=tuple(self.inputs), outputs=tuple(self.outputs), nodes=tuple(self.nodes),
-                     scopes=tuple(self.scopes), adapters=adapters, freezes=freezes)
+                     inputs=tuple(self.inputs), outputs=tuple(self.outputs), nodes=tuple(self.hinted_nodes()),
+                     scopes=tuple(self.hinted_scopes()), adapters=adapters, freezes=freezes)
+
+    def hinted_nodes(self) -> list[Node]:
+        out = []
+        for n in self.nodes:
+            names = tuple(self.var_hints.get((n.scope, n.name, i), "") for i in range(len(n.outputs)))
+            out.append(n.model_copy(update={"vars": names}) if any(names) else n)
+        return out
+
+    def hinted_scopes(self) -> list[Scope]:
+        out = []
+        for sc in self.scopes:
+            parent = self.scope_parent.get(sc.path, "")
+            names = tuple(self.var_hints.get((parent, r.node, r.index), "") for r in sc.outputs)
+            out.append(sc.model_copy(update={"output_vars": names}) if any(names) else sc)
+        return out
 
     def alias_chain(self, name: str) -> list[A.ArchDef | A.ArchAlias] | None:
         chain: list[A.ArchDef | A.ArchAlias] = []
@@ -302,7 +320,10 @@ class Elaborator:
 
     # -- statements
     def exec_block_body(self, body: tuple[A.Stmt, ...], fr: Frame, in_arch: bool) -> list[Any] | None:
+        precondition_failed = False  # a block's failed `require`: report the other requires, skip the rest
         for st in body:
+            if precondition_failed and not isinstance(st, A.Require):
+                continue
             try:
                 ret = self.exec_stmt(st, fr, in_arch)
             except DiagnosticError as e:
@@ -312,13 +333,15 @@ class Elaborator:
                         fr.env[t] = Binding(POISON, st.span, "error")
                 if isinstance(st, A.Return) and not in_arch:
                     return [POISON]  # the block did return; its value is the error
+                if isinstance(st, A.Require) and not in_arch:
+                    precondition_failed = True
                 continue
             except RecursionError:
                 self.record(Diagnostic("E0406", "this statement nests too deeply", st.span))
                 continue
             if ret is not None:
                 return ret
-        return None
+        return [POISON] if precondition_failed else None
 
     def exec_stmt(self, st: A.Stmt, fr: Frame, in_arch: bool) -> list[Any] | None:
         if isinstance(st, A.Assign):
@@ -330,6 +353,8 @@ class Elaborator:
                                         help=f"unpack them: `{', '.join(f'v{i}' for i in range(len(val)))} = ...`")
                     val = val[0]
                 fr.env[st.targets[0]] = Binding(val, st.span, f"`{st.targets[0]}` assigned at {st.span}")
+                if isinstance(val, Tensor):
+                    self.var_hints.setdefault((fr.path, val.ref.node, val.ref.index), st.targets[0])
             else:
                 if val is POISON:
                     vals: tuple = (POISON,) * len(st.targets)
@@ -341,6 +366,8 @@ class Elaborator:
                     vals = tuple(val)
                 for t, v in zip(st.targets, vals, strict=True):
                     fr.env[t] = Binding(v, st.span, f"`{t}` assigned at {st.span}")
+                    if isinstance(v, Tensor):
+                        self.var_hints.setdefault((fr.path, v.ref.node, v.ref.index), t)
             return None
         if isinstance(st, A.ExprStmt):
             self.eval(st.value, fr)
@@ -943,6 +970,7 @@ class Elaborator:
         tensor_params = [p for p in b.params if isinstance(p.annot, A.TensorAnnot)]
         dim_names = {d.id for p in tensor_params for d in p.annot.dims if isinstance(d, A.Name)}
         scope_index = len(self.scopes)
+        self.scope_parent[path] = fr.path
         self.scopes.append(Scope(
             path=path, block=b.name, span=span,
             args=tuple(ParamValue(name=p.name, type=str(p.annot), value=to_ir_value(env[p.name].value))

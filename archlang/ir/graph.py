@@ -45,6 +45,7 @@ class Node(BaseModel):
     inputs: tuple[ValueRef, ...] = ()
     outputs: tuple[TensorType, ...] = ()
     scope: str = ""  # the innermost block instance this node belongs to ("" = top level)
+    vars: tuple[str, ...] = ()  # the spec's variable names for the outputs, where it named them
     span: Span
 
 
@@ -70,6 +71,7 @@ class Scope(BaseModel):
     inputs: tuple[ValueRef, ...] = ()  # tensor arguments, in parameter order
     input_names: tuple[str, ...] = ()
     outputs: tuple[ValueRef, ...] = ()  # returned tensors, in order
+    output_vars: tuple[str, ...] = ()  # the caller's variable names for them, where it named them
     span: Span
 
 

@@ -403,7 +403,8 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph) -> list[str]:
             nxt = inst0.items[idx + 1] if idx + 1 < len(inst0.items) else None
             if len(keys) == 1 and keys[0] not in names and uses[keys[0]] == 1 and len(call) <= 70 \
                     and isinstance(nxt, Node) and not isinstance(nxt.op, O.Output):
-                pref = child_local.split(".")[-1]
+                pref = (it.scope.output_vars[0] if it.scope and it.scope.output_vars else "") \
+                    or child_local.split(".")[-1]
                 pending[keys[0]] = (call, comment, first_in or "x" if pref.isdigit() else pref)
                 continue
             var_names = []
@@ -411,7 +412,9 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph) -> list[str]:
                 if key in names:  # returned one of its inputs unchanged
                     var_names.append(f"_{j}")
                     continue
-                pref = first_in if (j == 0 and first_in and is_dead(first_in, idx)) else child_local.split(".")[-1]
+                hint = it.scope.output_vars[j] if it.scope and j < len(it.scope.output_vars) else ""
+                pref = hint or (first_in if (j == 0 and first_in and is_dead(first_in, idx))
+                                else child_local.split(".")[-1])
                 if pref.isdigit():
                     pref = first_in or "x"
                 v = fresh(pref, idx)
@@ -452,20 +455,24 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph) -> list[str]:
             plan.helpers.add(h)
         if isinstance(node.op, O.Output):
             continue
-        ctx.ins = [ref_code(r) for r in node.inputs]
+        if rule.reuses_input or (isinstance(node.op, O.PosEmbed) and node.op.kind == "learned"):
+            flush([], idx)
+        ctx.ins = [ref_code(r, bare=True) for r in node.inputs]
         expr = rule.forward(ctx)
         types = [[n.outputs[k] for n in same] for k in range(len(node.outputs))]
         comment = "  # " + ", ".join(shape_comment(t, dims_series) for t in types)
         keys = [(node.name, k) for k in range(len(node.outputs))]
         if len(keys) == 1 and uses[keys[0]] == 1 and len(expr) <= 70:
-            pref = local.split(".")[-1]
+            pref = (node.vars[0] if node.vars and node.vars[0] else local.split(".")[-1])
             pending[keys[0]] = (expr, comment, "x" if pref.isdigit() else pref)
             continue
         first_in = names.get((node.inputs[0].node, node.inputs[0].index)) if node.inputs else None
         var_names = []
         for k, key in enumerate(keys):
-            pref = local.split(".")[-1]
-            if k == 0 and first_in and is_dead(first_in, idx) and len(keys) == 1 and first_in in live_names:
+            pref = node.vars[k] if k < len(node.vars) and node.vars[k] else local.split(".")[-1]
+            hinted = k < len(node.vars) and bool(node.vars[k])
+            if not hinted and k == 0 and first_in and is_dead(first_in, idx) and len(keys) == 1 \
+                    and first_in in live_names:
                 pref = first_in
             if pref.isdigit():
                 pref = "x"

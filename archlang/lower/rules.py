@@ -44,6 +44,11 @@ class Ctx:
     def x(self) -> str:
         return self.ins[0]
 
+    def p(self, i: int = 0) -> str:
+        """Input ``i`` as an operand: parenthesised when it is a compound expression."""
+        e = self.ins[i]
+        return f"({e})" if any(op in e for op in (" + ", " - ", " * ", " / ", " @ ")) else e
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -52,6 +57,8 @@ class Rule:
     helpers: tuple[str, ...] = ()
     #  True when the node's value is a Parameter (accessed as `self.name`, not called)
     parameter: bool = False
+    #  True when the forward code mentions an input twice (so inputs must be variables)
+    reuses_input: bool = False
 
 
 LOWER_RULES: dict[type[O.OpBase], Rule] = {}
@@ -158,7 +165,8 @@ LOWER_RULES[O.Embedding] = Rule(
 
 LOWER_RULES[O.PrependToken] = Rule(
     forward=lambda c: f"torch.cat([{c.mod}.expand({c.x()}.shape[0], -1, -1), {c.x()}], dim=1)",
-    module=lambda c: f"_trunc_normal(1, 1, {c.init_attr('dim')})", helpers=("_trunc_normal",), parameter=True)
+    module=lambda c: f"_trunc_normal(1, 1, {c.init_attr('dim')})", helpers=("_trunc_normal",), parameter=True,
+    reuses_input=True)
 
 
 def _pos_forward(c: Ctx) -> str:
@@ -168,8 +176,8 @@ def _pos_forward(c: Ctx) -> str:
         return _call(c)
     n = c.in_types[0].shape[1]
     if isinstance(n, int) and c.const("length") and n == op.length:
-        return f"{c.x()} + {c.mod}"
-    return f"{c.x()} + {c.mod}[:, : {c.x()}.shape[1]]"
+        return f"{c.p()} + {c.mod}"
+    return f"{c.p()} + {c.mod}[:, : {c.p()}.shape[1]]"
 
 
 def _pos_mod(c: Ctx) -> str:
@@ -181,7 +189,7 @@ def _pos_mod(c: Ctx) -> str:
 
 
 LOWER_RULES[O.PosEmbed] = Rule(forward=_pos_forward, module=_pos_mod,
-                               helpers=("_trunc_normal", "SinusoidalPositions"))
+                               helpers=("_trunc_normal", "SinusoidalPositions"), reuses_input=True)
 
 
 def _pos_is_param(op: O.OpBase) -> bool:
@@ -237,21 +245,21 @@ def _act(c: Ctx) -> str:
 
 LOWER_RULES[O.Activation] = Rule(forward=_act)
 LOWER_RULES[O.Glu] = Rule(forward=lambda c: f"F.glu({c.x()}, dim={c.fwd_attr('dim')})")
-LOWER_RULES[O.Softmax] = Rule(forward=lambda c: f"{c.x()}.softmax(dim={c.fwd_attr('dim')})")
+LOWER_RULES[O.Softmax] = Rule(forward=lambda c: f"{c.p()}.softmax(dim={c.fwd_attr('dim')})")
 LOWER_RULES[O.Dropout] = Rule(forward=lambda c: _call(c) if _maybe(c) else c.x(),
                               module=lambda c: f"nn.Dropout({c.init_attr('p')})" if _maybe(c) else None)
 LOWER_RULES[O.DropPath] = Rule(forward=lambda c: _call(c) if _maybe(c) else c.x(),
                                module=lambda c: f"DropPath({c.init_attr('p')})" if _maybe(c) else None,
                                helpers=("DropPath",))
 LOWER_RULES[O.Binary] = Rule(
-    forward=lambda c: f"{c.ins[0]} {dict(add='+', sub='-', mul='*', div='/')[c.op.fn]} {c.ins[1]}")  # type: ignore[attr-defined]
-LOWER_RULES[O.Matmul] = Rule(forward=lambda c: f"{c.ins[0]} @ {c.ins[1]}")
+    forward=lambda c: f"{c.ins[0]} {dict(add='+', sub='-', mul='*', div='/')[c.op.fn]} {c.p(1)}")  # type: ignore[attr-defined]
+LOWER_RULES[O.Matmul] = Rule(forward=lambda c: f"{c.p(0)} @ {c.p(1)}")
 
 
 def _scale(c: Ctx) -> str:
     op = c.op
     assert isinstance(op, O.Scale)
-    out = c.x()
+    out = c.p()
     if not (c.const("factor") and op.factor == 1.0):
         out = f"{out} * {c.fwd_attr('factor')}"
     if not (c.const("offset") and op.offset == 0.0):
@@ -271,7 +279,7 @@ def _mean(c: Ctx) -> str:
     keep = ", keepdim=True" if c.op.keepdim else ""  # type: ignore[attr-defined]
     dims = c.op.dims  # type: ignore[attr-defined]
     d = c.fwd_attr("dims") if not c.const("dims") else (str(dims[0]) if len(dims) == 1 else str(tuple(dims)))
-    return f"{c.x()}.mean(dim={d}{keep})"
+    return f"{c.p()}.mean(dim={d}{keep})"
 
 
 LOWER_RULES[O.Mean] = Rule(forward=_mean)
@@ -279,7 +287,7 @@ LOWER_RULES[O.Pool2d] = Rule(
     forward=lambda c: f"F.{c.op.kind}_pool2d({c.x()}, {c.fwd_attr('kernel')}, {c.fwd_attr('stride')}, "  # type: ignore[attr-defined]
                       f"{c.fwd_attr('padding')})")
 LOWER_RULES[O.Take] = Rule(forward=lambda c: _take(c))
-LOWER_RULES[O.SliceOp] = Rule(forward=lambda c: f"{c.x()}.narrow({c.fwd_attr('dim')}, {c.fwd_attr('start')}, "
+LOWER_RULES[O.SliceOp] = Rule(forward=lambda c: f"{c.p()}.narrow({c.fwd_attr('dim')}, {c.fwd_attr('start')}, "
                                                 f"{c.fwd_attr('stop')} - {c.fwd_attr('start')})")
 
 
@@ -287,8 +295,8 @@ def _take(c: Ctx) -> str:
     op = c.op
     assert isinstance(op, O.Take)
     if c.const("dim") and c.const("index") and op.dim in (1, -c.in_types[0].rank + 1):
-        return f"{c.x()}[:, {op.index}]"
-    return f"{c.x()}.select({c.fwd_attr('dim')}, {c.fwd_attr('index')})"
+        return f"{c.p()}[:, {op.index}]"
+    return f"{c.p()}.select({c.fwd_attr('dim')}, {c.fwd_attr('index')})"
 
 
 def _rearrange(c: Ctx) -> str:
@@ -304,7 +312,7 @@ def _rearrange(c: Ctx) -> str:
         v = next(iter(vals))
         return v if len(vals) == 1 and isinstance(v, int) and not isinstance(v, Dim) else None
 
-    code = c.x()
+    code = c.p()
     # 1. split composite input groups, last first so earlier dims keep their index
     for i in reversed(range(len(op.lhs))):
         group = op.lhs[i]

@@ -54,12 +54,13 @@ def _syntax_diag(err: UnexpectedInput, file: str, text: str) -> Diagnostic:
     if isinstance(err, UnexpectedCharacters):
         ch = text[err.pos_in_stream] if err.pos_in_stream < len(text) else "?"
         span = Span(file=file, line=line, col=col, end_line=line, end_col=col + 1)
-        return Diagnostic("E0103", f"invalid character `{ch}`", span,
+        shown = f"`{ch}`" if ch.isprintable() and not ch.isspace() else f"U+{ord(ch):04X}"
+        return Diagnostic("E0103", f"invalid character {shown}", span,
                           help="names are letters, digits and `_`; strings use double quotes")
     expected = sorted({_describe(t) for t in getattr(err, "expected", ()) or ()})
     help_ = f"expected {', '.join(expected[:8])}" + (" ..." if len(expected) > 8 else "") if expected else None
     if isinstance(err, UnexpectedEOF) or (isinstance(err, UnexpectedToken) and err.token.type == "$END"):
-        lines = text.splitlines() or [""]
+        lines = text.rstrip("\r\n").split("\n")
         last = len(lines)
         span = Span(file=file, line=last, col=len(lines[-1]) + 1, end_line=last, end_col=len(lines[-1]) + 2)
         unclosed = _unclosed(text)
@@ -105,7 +106,7 @@ def _unclosed(text: str) -> list[tuple[str, int, int]]:
     """Brackets still open at the end of ``text`` (ignoring comments and strings)."""
     stack: list[tuple[str, int, int]] = []
     pairs = {")": "(", "]": "[", "}": "{"}
-    for lineno, line in enumerate(text.splitlines(), 1):
+    for lineno, line in enumerate(text.split("\n"), 1):
         in_str = False
         for col, ch in enumerate(line, 1):
             if ch == '"':

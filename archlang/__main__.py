@@ -1,0 +1,5 @@
+"""`python -m archlang` runs the `archc` command line."""
+
+from archlang.cli import main
+
+main()

@@ -1,0 +1,348 @@
+"""Property tests: the checker never crashes, whatever it is given.
+
+Two sources of input: (a) random but syntactically plausible programs built from the grammar
+(archs and blocks with parameters, `in`/`out`, assignments calling real ops from
+``SURFACE`` with random arguments, `for`/`if`, labels, lists, arithmetic, adapters), and
+(b) mutations of the shipped specs (tokens and lines deleted, duplicated or swapped, numbers
+changed, random characters inserted, random `--set` overrides). The property: checking
+returns diagnostics and never raises; every diagnostic has a catalogued code and, when it
+has a span, the span's line exists in the file it names.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from archlang.check import check_spec
+from archlang.check.program import Program, load
+from archlang.check.surface import SURFACE
+from archlang.diagnostics import CODES, Sources, render_json, render_text
+
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+SPEC_TEXTS = {p.name: p.read_text() for p in sorted(SPECS.glob("*.arch"))}
+
+FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+KEYWORDS = {"use", "arch", "block", "in", "out", "for", "if", "elif", "else", "then", "return", "require",
+            "adapt", "on", "freeze", "unfreeze", "true", "false", "and", "or", "not"}
+
+
+# ----------------------------------------------------------------------------- the property
+
+
+def _line_count(sources: Sources, file: str) -> int:
+    n = 0
+    while sources.line(file, n + 1) is not None:
+        n += 1
+    return n
+
+
+def assert_well_behaved(prog: Program, arch: str | None = None, sets: list[str] | None = None) -> None:
+    """Check ``prog`` and assert the result is made of well-formed diagnostics only."""
+    result = check_spec(prog, arch, sets or [])  # must not raise
+    for d in result.diagnostics:
+        assert d.code in CODES, f"uncatalogued code {d.code}: {d.message}"
+        assert d.message, d
+        if d.span is not None:
+            n = _line_count(prog.sources, d.span.file)
+            assert 1 <= d.span.line <= n, f"{d.code} {d.message}: line {d.span.line} of {d.span.file} ({n} lines)"
+            assert d.span.col >= 1, d
+        for note in d.notes:
+            if note.span is not None:
+                assert 1 <= note.span.line <= _line_count(prog.sources, note.span.file), note
+    # rendering never fails either
+    render_text(result.diagnostics, prog.sources)
+    render_json(result.diagnostics)
+    if result.graph is not None:
+        result.graph.param_count()
+
+
+def check_text(text: str, arch_index: int = 0, sets: list[str] | None = None) -> None:
+    prog = load("<mutant>", text=text)
+    archs = [a.name for a in prog.main_archs()]
+    arch = archs[arch_index % len(archs)] if archs else None
+    assert_well_behaved(prog, arch, sets)
+
+
+# ----------------------------------------------------------------------------- (a) programs from the grammar
+
+NAMES = ["x", "y", "h", "t", "a", "b", "dim", "heads", "depth", "img", "i", "j", "s", "k", "B", "N", "D", "C",
+         "widths", "fc", "attn", "blocks", "stage"]
+STRINGS = ["gelu", "relu", "tanh", "b n d -> b d n", "b h w c -> b (h w) c", "b (h p) w c -> b h (p w c)",
+           "b c h w -> b (h w) c", "blocks.*.attn.q", "*", "", "none"]
+
+names = st.sampled_from(NAMES) | st.from_regex(r"[a-z_][a-z0-9_]{0,6}", fullmatch=True).filter(
+    lambda s: s not in KEYWORDS)
+ints = st.integers(min_value=-3, max_value=4100).map(str) | st.sampled_from(["0", "1", "2", "3", "4", "7", "16", "64"])
+floats = st.sampled_from(["0.0", "0.1", "0.5", "1.5", "4.0", "1e-6", "2.5e3"])
+strings = st.sampled_from(STRINGS).map(lambda s: f'"{s}"')
+literals = ints | floats | strings | st.sampled_from(["true", "false"])
+ops = st.sampled_from(sorted(SURFACE))
+BUILTIN_CALLS = ["len", "sum", "min", "max", "abs", "int", "float", "round", "range", "ceil", "floor"]
+
+
+def _expr(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    binop = st.tuples(children, st.sampled_from(["+", "-", "*", "/", "//", "%", "**", "@", "==", "!=", "<", ">=",
+                                                 "and", "or"]), children).map(lambda t: f"({t[0]} {t[1]} {t[2]})")
+    return st.one_of(
+        binop,
+        children.map(lambda e: f"-({e})"),
+        children.map(lambda e: f"(not {e})"),
+        st.tuples(children, children, children).map(lambda t: f"(if {t[0]} then {t[1]} else {t[2]})"),
+        st.lists(children, max_size=4).map(lambda xs: "[" + ", ".join(xs) + "]"),
+        st.tuples(children, children).map(lambda t: f"{t[0]}[{t[1]}]"),
+        st.tuples(names, children, children).map(lambda t: f"{t[0]}[{t[1]} .. {t[2]}]"),
+        st.tuples(names, st.sampled_from(["shape", "rank", "foo"])).map(lambda t: f"{t[0]}.{t[1]}"),
+        st.tuples(names, st.sampled_from(["shape"]), ints).map(lambda t: f"{t[0]}.{t[1]}[{t[2]}]"),
+        op_calls,
+        st.tuples(st.sampled_from(BUILTIN_CALLS), st.lists(children, max_size=2)).map(
+            lambda t: f"{t[0]}({', '.join(t[1])})"),
+        st.tuples(label, op_calls).map(lambda t: f"({t[0]}: {t[1]})"),
+    )
+
+
+label = st.one_of(names, st.tuples(names, names).map(lambda t: f"{t[0]}.{t[1]}"),
+                  st.tuples(names, st.sampled_from(["i", "j", "0", "1"]), names).map(
+                      lambda t: f"{t[0]}[{t[1]}].{t[2]}"))
+
+
+def op_call() -> st.SearchStrategy[str]:
+    """A call of a real op: its tensors positionally (usually `x`), then random keyword arguments."""
+    children = literals | names | st.tuples(names, st.sampled_from(["*", "+", "//", "-"]), ints).map(
+        lambda t: f"{t[0]} {t[1]} {t[2]}")
+
+    @st.composite
+    def build(draw: st.DrawFn) -> str:
+        s = SURFACE[draw(ops)]
+        pos = []
+        for tname in s.tensors:
+            if tname == "xs":
+                pos.append("[" + ", ".join(draw(st.lists(st.sampled_from(["x", "h", "y"]), min_size=1,
+                                                         max_size=3))) + "]")
+            else:
+                pos.append(draw(st.sampled_from(["x", "x", "h", "t", "y"]) | children))
+        n_pos = draw(st.integers(0, len(pos)))
+        args = pos[:n_pos]
+        kws = []
+        for a in s.args:
+            if draw(st.integers(0, 2)) == 0:
+                continue
+            value = draw(_arg_value(a.type) | children)
+            kws.append(f"{a.name} = {value}")
+        if s.extra_kwargs and draw(st.booleans()):
+            kws.append(f"{draw(st.sampled_from(['p', 'q', 'h', 'zz']))} = {draw(ints)}")
+        if draw(st.integers(0, 9)) == 0:
+            kws.append(f"{draw(names)} = {draw(children)}")
+        return f"{s.name}({', '.join([*args, *kws])})"
+
+    return build()
+
+
+def _arg_value(t: str) -> st.SearchStrategy[str]:
+    good = {
+        "int": st.sampled_from(["1", "2", "3", "4", "8", "16", "64", "dim", "heads", "0", "-1"]),
+        "float": st.sampled_from(["0.0", "0.1", "1e-6", "0.9", "1.5"]),
+        "bool": st.sampled_from(["true", "false"]),
+        "str": strings,
+        "pair": st.sampled_from(["1", "2", "3", "[2, 2]", "[1, 3]", "[0, 0]"]),
+        "ints": st.sampled_from(["[1]", "[1, 2]", "[-1]", "[0, 5]", "[]", "2"]),
+    }
+    return good.get(t, literals)
+
+
+op_calls = op_call()
+atoms = literals | names
+exprs = st.recursive(atoms, _expr, max_leaves=8)
+
+SHAPES = ["[B, 16, dim]", "[B, dim]", "[B, 3, img, img]", "[B, 14, 14, dim]", "int[B, N]", "[B, N, D]",
+          "[*, C]", "[B, H, W, C]", "[]", "[B, 2 * dim, 4]", "bool[B]"]
+shapes = st.sampled_from(SHAPES)
+value_types = st.sampled_from(["int", "float", "bool", "str", "[int]", "[float]"])
+
+
+def _stmt(children: st.SearchStrategy[list[str]]) -> st.SearchStrategy[list[str]]:
+    def indent(body: list[str]) -> str:
+        return "\n".join("  " + line for line in body)
+
+    return st.one_of(
+        st.tuples(names, children, exprs, exprs).map(
+            lambda t: [f"for {t[0]} in {t[2]} .. {t[3]} {{", indent(t[1]), "}"]),
+        st.tuples(exprs, children, st.lists(st.tuples(exprs, children), max_size=1),
+                  st.none() | children).map(
+            lambda t: [f"if {t[0]} {{", indent(t[1]),
+                       *[line for c, b in t[2] for line in (f"}} elif {c} {{", indent(b))],
+                       *(["} else {", indent(t[3])] if t[3] is not None else []), "}"]),
+    )
+
+
+simple_stmts = st.one_of(
+    st.tuples(names, exprs).map(lambda t: [f"{t[0]} = {t[1]}"]),
+    st.tuples(label, op_calls).map(lambda t: [f"x = {t[0]}: {t[1]}"]),
+    st.tuples(names, names, exprs).map(lambda t: [f"{t[0]}, {t[1]} = {t[2]}"]),
+    exprs.map(lambda e: [f"x = x + {e}"]),
+    st.tuples(label, op_calls).map(lambda t: [f"{t[0]}: {t[1]}"]),
+    st.tuples(exprs, st.none() | strings).map(lambda t: [f"require {t[0]}" + (f", {t[1]}" if t[1] else "")]),
+    st.tuples(names, shapes).map(lambda t: [f"in {t[0]}: {t[1]}"]),
+    st.tuples(names, st.none() | exprs).map(lambda t: [f"out {t[0]}" + (f" = {t[1]}" if t[1] else "")]),
+    exprs.map(lambda e: [f"return {e}"]),
+    st.tuples(st.sampled_from(["lora", "bitfit", "lorra"]), st.sampled_from(["r = 8", "r = 4, alpha = 16", ""]),
+              st.lists(strings, min_size=1, max_size=2)).map(
+        lambda t: [f"adapt {t[0]}({t[1]}) on {', '.join(t[2])}"]),
+    st.tuples(st.sampled_from(["freeze", "unfreeze"]), strings).map(lambda t: [f"{t[0]} {t[1]}"]),
+)
+stmt_lists = st.recursive(simple_stmts, lambda c: _stmt(st.lists(c, max_size=3).map(
+    lambda xs: [line for x in xs for line in x])), max_leaves=6)
+bodies = st.lists(stmt_lists, max_size=6).map(lambda xs: [line for x in xs for line in x])
+
+
+@st.composite
+def params(draw: st.DrawFn, tensors: bool) -> str:
+    out = []
+    used: set[str] = set()
+    if tensors:
+        for _ in range(draw(st.integers(0, 2))):
+            n = draw(st.sampled_from(["x", "y", "m"]))
+            if n not in used:
+                used.add(n)
+                out.append(f"{n}: {draw(shapes)}")
+    for _ in range(draw(st.integers(0, 3))):
+        n = draw(names)
+        if n in used:
+            continue
+        used.add(n)
+        t = draw(value_types)
+        default = draw(st.none() | exprs | _arg_value(t if not t.startswith("[") else "ints"))
+        out.append(f"{n}: {t}" + (f" = {default}" if default is not None else ""))
+    return ", ".join(out)
+
+
+@st.composite
+def programs(draw: st.DrawFn) -> str:
+    lines: list[str] = []
+    for u in draw(st.lists(st.sampled_from(["std.nn", "std.vision", "std.nope", "modules.missing"]), max_size=2)):
+        lines.append(f"use {u}")
+    block_names = []
+    for _ in range(draw(st.integers(0, 2))):
+        name = draw(st.sampled_from(["blk", "head", "mlp", "stage", "enc"]))
+        block_names.append(name)
+        body = draw(bodies)
+        ret = draw(st.sampled_from(["return x", "return relu(x)", "", "return x, x", f"return {name}(x)"]))
+        lines += [f"block {name}({draw(params(tensors=True))}) {{", *("  " + b for b in body),
+                  *([f"  {ret}"] if ret else []), "}"]
+    arch_names = []
+    for _ in range(draw(st.integers(1, 2))):
+        name = draw(st.sampled_from(["net", "model", "vit"]))
+        arch_names.append(name)
+        shape = draw(st.sampled_from(["[B, 16, 64]", "[B, 3, 32, 32]", "[B, 64]", "int[B, 16]", "[B, 8, 8, 32]"]))
+        body = draw(bodies)
+        calls = [f"  x = {b}(x)" for b in block_names if draw(st.booleans())]
+        out = draw(st.sampled_from(["  out y = x", "  out y = linear(x, 10)", "", "  out x"]))
+        lines += [f"arch {name}({draw(params(tensors=False))}) {{", f"  in x: {shape}", *calls,
+                  *("  " + b for b in body), *([out] if out else []), "}"]
+    if draw(st.booleans()):
+        base = draw(st.sampled_from(arch_names + ["missing"]))
+        kw = draw(st.sampled_from(["", "dim = 32", "depth = 2", "img = 64"]))
+        extra = draw(st.sampled_from(["", ' { adapt lora(r = 8) on "*" }', ' { freeze "x" }', " { x = 1 }"]))
+        lines.append(f"arch variant = {base}({kw}){extra}")
+    return "\n".join(lines) + "\n"
+
+
+@FAST
+@given(programs(), st.integers(0, 3))
+def test_generated_programs_never_crash(text: str, arch_index: int) -> None:
+    check_text(text, arch_index)
+
+
+@FAST
+@given(programs())
+def test_generated_programs_parse(text: str) -> None:
+    """The generator writes grammatical programs: no syntax error is ever reported."""
+    prog = load("<generated>", text=text)
+    syntax = [d for d in prog.diags if d.code.startswith("E01")]
+    assert not syntax, (text, [d.message for d in syntax])
+
+
+# ----------------------------------------------------------------------------- (b) mutations of the shipped specs
+
+TOKEN = re.compile(r"\s+|[A-Za-z_][A-Za-z0-9_]*|\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|\"[^\"\n]*\"|\.\.|\*\*|//|[=!<>]=|.")
+JUNK = list("{}()[],:;.=*+-/%@!<>\"#$'`\\?~&|^") + ["\t", "\f", "\r", "\x00", "é", "→", "\n", " "]
+NUMBERS = ["0", "1", "-1", "2", "3", "5", "7", "13", "99999999", "1e9", "0.5", "2.0", "4096", "10000000000"]
+
+
+@st.composite
+def mutants(draw: st.DrawFn) -> tuple[str, int, list[str]]:
+    name = draw(st.sampled_from(sorted(SPEC_TEXTS)))
+    text = SPEC_TEXTS[name]
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(["del_tok", "dup_tok", "swap_tok", "number", "insert", "del_line",
+                                     "dup_line", "swap_line", "replace_tok"]))
+        if kind.endswith("line"):
+            lines = text.split("\n")
+            i, j = draw(st.integers(0, len(lines) - 1)), draw(st.integers(0, len(lines) - 1))
+            if kind == "del_line":
+                del lines[i]
+            elif kind == "dup_line":
+                lines.insert(j, lines[i])
+            else:
+                lines[i], lines[j] = lines[j], lines[i]
+            text = "\n".join(lines)
+            continue
+        toks = [m.group(0) for m in TOKEN.finditer(text)]
+        real = [k for k, t in enumerate(toks) if not t.isspace()]
+        if not real:
+            break
+        i, j = draw(st.sampled_from(real)), draw(st.sampled_from(real))
+        if kind == "del_tok":
+            toks[i] = ""
+        elif kind == "dup_tok":
+            toks[i] = toks[i] + " " + toks[i]
+        elif kind == "swap_tok":
+            toks[i], toks[j] = toks[j], toks[i]
+        elif kind == "number":
+            nums = [k for k, t in enumerate(toks) if t[0].isdigit()]
+            if nums:
+                toks[draw(st.sampled_from(nums))] = draw(st.sampled_from(NUMBERS))
+        elif kind == "replace_tok":
+            toks[i] = draw(st.sampled_from([toks[j], "x", "B", "0", "[]", "(", "}", "if", "out", "for", "+",
+                                            "true", '"s"', "..", "**", "linear", "depths"]))
+        else:
+            toks[i] = toks[i] + draw(st.sampled_from(JUNK))
+        text = "".join(toks)
+    sets = draw(st.lists(st.sampled_from(["img=384", "img=0", "img=-4", "img=225", "depth=0", "depth=1",
+                                          "heads=0", "heads=7", "patch=0", "window=0", "window=1", "dim=1",
+                                          "depths=[2,2]", "depths=[]", "depths=[1.5]", "embed=97",
+                                          "layers=0", "res=0", "ff=0", "d=7", "drop_path_rate=2",
+                                          "mlp_ratio=0.001", "classes=0", "nope=1", "img", "img=", "=3",
+                                          "img=[1,", "heads=\"x\"", "img=1e12"]), max_size=2))
+    return text, draw(st.integers(0, 8)), sets
+
+
+@FAST
+@given(mutants())
+def test_mutated_specs_never_crash(case: tuple[str, int, list[str]]) -> None:
+    text, arch_index, sets = case
+    check_text(text, arch_index, sets)
+
+
+@FAST
+@given(st.sampled_from(sorted(SPEC_TEXTS)), st.integers(0, 8),
+       st.lists(st.sampled_from(["img=384", "img=0", "img=-4", "img=225", "img=32", "img=7", "depth=0", "heads=0",
+                                 "heads=7", "patch=0", "patch=1", "window=0", "window=1", "window=100", "dim=1",
+                                 "depths=[2,2]", "depths=[]", "depths=[0,0,0,0]", "heads=[1,1,1,1]", "embed=97",
+                                 "layers=0", "res=0", "res=1", "ff=0", "d=7", "src_vocab=0", "max_len=0",
+                                 "enc_layers=0", "drop=1.0", "mlp_ratio=0.001", "tokens_ratio=0", "classes=0",
+                                 "channels=0", "width=0"]), max_size=3))
+def test_overrides_never_crash(name: str, arch_index: int, sets: list[str]) -> None:
+    check_text(SPEC_TEXTS[name], arch_index, sets)
+
+
+def test_shipped_specs_are_clean() -> None:
+    for text in SPEC_TEXTS.values():
+        prog = load("<spec>", text=text)
+        for a in prog.main_archs():
+            r = check_spec(prog, a.name)
+            assert r.ok, [d.message for d in r.diagnostics if d.is_error]
