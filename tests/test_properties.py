@@ -200,9 +200,11 @@ bodies = st.lists(stmt_lists, max_size=6).map(lambda xs: [line for x in xs for l
 
 
 @st.composite
-def params(draw: st.DrawFn, tensors: bool) -> str:
+def params(draw: st.DrawFn, tensors: bool) -> tuple[str, list[str]]:
+    """A parameter list, and the names of its value parameters (for calls)."""
     out = []
     used: set[str] = set()
+    values = []
     if tensors:
         for _ in range(draw(st.integers(0, 2))):
             n = draw(st.sampled_from(["x", "y", "m"]))
@@ -214,39 +216,57 @@ def params(draw: st.DrawFn, tensors: bool) -> str:
         if n in used:
             continue
         used.add(n)
+        values.append(n)
         t = draw(value_types)
         default = draw(st.none() | exprs | _arg_value(t if not t.startswith("[") else "ints"))
         out.append(f"{n}: {t}" + (f" = {default}" if default is not None else ""))
-    return ", ".join(out)
+    return ", ".join(out), values
+
+
+def _unique(draw: st.DrawFn, pool: list[str], taken: list[str]) -> str:
+    """Mostly a fresh name from ``pool``; now and then a clash (to reach E0603)."""
+    fresh = [n for n in pool if n not in taken]
+    if fresh and draw(st.integers(0, 19)):
+        return draw(st.sampled_from(fresh))
+    return draw(st.sampled_from(pool))
 
 
 @st.composite
 def programs(draw: st.DrawFn) -> str:
     lines: list[str] = []
-    for u in draw(st.lists(st.sampled_from(["std.nn", "std.vision", "std.nope", "modules.missing"]), max_size=2)):
+    uses = st.sampled_from(["std.nn", "std.vision"]) | st.sampled_from(["std.nope", "modules.missing", "std.nn"])
+    for u in draw(st.lists(uses, max_size=2, unique=True)):
         lines.append(f"use {u}")
-    block_names = []
+    blocks: list[tuple[str, list[str]]] = []
     for _ in range(draw(st.integers(0, 2))):
-        name = draw(st.sampled_from(["blk", "head", "mlp", "stage", "enc"]))
-        block_names.append(name)
+        name = _unique(draw, ["blk", "head", "stage", "enc", "mlp"], [b for b, _ in blocks])
+        plist, values = draw(params(tensors=True))
+        blocks.append((name, values))
         body = draw(bodies)
-        ret = draw(st.sampled_from(["return x", "return relu(x)", "", "return x, x", f"return {name}(x)"]))
-        lines += [f"block {name}({draw(params(tensors=True))}) {{", *("  " + b for b in body),
-                  *([f"  {ret}"] if ret else []), "}"]
-    arch_names = []
+        ret = draw(st.sampled_from(["return x", "return relu(x)", "", "return x, x", f"return {name}(x)",
+                                    "return linear(x, 8)"]))
+        lines += [f"block {name}({plist}) {{", *("  " + b for b in body), *([f"  {ret}"] if ret else []), "}"]
+    arch_names: list[str] = []
     for _ in range(draw(st.integers(1, 2))):
-        name = draw(st.sampled_from(["net", "model", "vit"]))
+        name = _unique(draw, ["net", "model", "vit"], arch_names)
         arch_names.append(name)
         shape = draw(st.sampled_from(["[B, 16, 64]", "[B, 3, 32, 32]", "[B, 64]", "int[B, 16]", "[B, 8, 8, 32]"]))
         body = draw(bodies)
-        calls = [f"  x = {b}(x)" for b in block_names if draw(st.booleans())]
+        calls = []
+        for b, values in blocks:
+            if draw(st.booleans()):
+                kws = [f"{v} = {draw(_arg_value(draw(st.sampled_from(['int', 'float', 'bool', 'ints']))))}"
+                       for v in values if draw(st.integers(0, 3))]
+                calls.append(f"  x = {draw(label)}: {b}({', '.join(['x', *kws])})")
         out = draw(st.sampled_from(["  out y = x", "  out y = linear(x, 10)", "", "  out x"]))
-        lines += [f"arch {name}({draw(params(tensors=False))}) {{", f"  in x: {shape}", *calls,
-                  *("  " + b for b in body), *([out] if out else []), "}"]
+        plist, _ = draw(params(tensors=False))
+        lines += [f"arch {name}({plist}) {{", f"  in x: {shape}", *calls, *("  " + b for b in body),
+                  *([out] if out else []), "}"]
     if draw(st.booleans()):
-        base = draw(st.sampled_from(arch_names + ["missing"]))
+        base = draw(st.sampled_from([*arch_names, "missing"]))
         kw = draw(st.sampled_from(["", "dim = 32", "depth = 2", "img = 64"]))
-        extra = draw(st.sampled_from(["", ' { adapt lora(r = 8) on "*" }', ' { freeze "x" }', " { x = 1 }"]))
+        extra = draw(st.sampled_from(["", ' { adapt lora(r = 8) on "*" }', ' { freeze "x" }', " { x = 1 }",
+                                      ' { adapt bitfit() on "*.fc*", "blocks.*.attn.q" unfreeze "*" }']))
         lines.append(f"arch variant = {base}({kw}){extra}")
     return "\n".join(lines) + "\n"
 

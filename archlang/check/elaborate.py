@@ -314,6 +314,10 @@ class Elaborator:
                 ok = False
                 fr.env[p.name] = Binding(POISON, p.span, "error")
                 continue
+            if _has_poison(val):  # computed from a parameter that already failed
+                ok = False
+                fr.env[p.name] = Binding(POISON, p.span, "error")
+                continue
             fr.env[p.name] = Binding(val, span, f"parameter `{p.name}` = {show(val)} ({what})")
             params.append(ParamValue(name=p.name, type=str(p.annot), value=to_ir_value(val)))
         return params if ok else None
@@ -462,6 +466,7 @@ class Elaborator:
         else:
             val = self.eval(st.value, fr)
         if val is POISON:
+            fr.env[st.name] = Binding(POISON, st.span, "error")
             return None
         if not isinstance(val, Tensor):
             raise self.fail("E0405", f"output `{st.name}` must be a tensor, got {typed(val)}", st.span)
@@ -801,7 +806,7 @@ class Elaborator:
     def call_op(self, s: Surface, c: A.Call, fr: Frame, label: str | None, span: Span) -> Any:
         names = [*s.tensors, *(a.name for a in s.args)]
         bound, extras = self.bind_args(c, names, fr, s.name, s.extra_kwargs)
-        if any(v is POISON or (isinstance(v, list) and POISON in v) for v, _ in [*bound.values(), *extras.values()]):
+        if any(_has_poison(v) for v, _ in [*bound.values(), *extras.values()]):
             return POISON
         inputs: list[Tensor] = []
         input_spans: list[Span] = []
@@ -929,7 +934,7 @@ class Elaborator:
                             help="archlang unrolls blocks at compile time, so recursion never ends; use a `for` loop")
         names = [p.name for p in b.params]
         bound, _ = self.bind_args(c, names, fr, b.name)
-        if any(v is POISON for v, _ in bound.values()):
+        if any(_has_poison(v) for v, _ in bound.values()):
             return POISON
         path = self.full(fr, label) if label else self.auto_name(fr, b.name)
         self.claim(path, span)
@@ -1170,6 +1175,10 @@ def _selector_candidates(nodes: dict[str, Node]) -> list[str]:
 
 def _at(spans: tuple[Span, ...], k: int, default: Span) -> Span:
     return spans[k] if k < len(spans) else default
+
+
+def _has_poison(v: Any) -> bool:
+    return v is POISON or (isinstance(v, list | tuple) and any(_has_poison(x) for x in v))
 
 
 def _intify(v: Any) -> Any:

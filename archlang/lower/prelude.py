@@ -210,10 +210,10 @@ class LocalAttention(nn.Module):
 
         inside = F.unfold(x.new_ones(1, 1, H, W), self.kernel, padding=self.kernel // 2)  # [1, k2, HW]
         mask = (inside > 0).transpose(1, 2)[:, None, :, None, :]  # [1, 1, HW, 1, k2]
-        q = q.reshape(B, H * W, self.heads, 1, self.head_dim).permute(0, 2, 1, 3, 4)
-        out = F.scaled_dot_product_attention(q, neighbourhoods(k), neighbourhoods(v), attn_mask=mask,
-                                             dropout_p=self.attn_drop if self.training else 0.0)
-        out = out.squeeze(3).permute(0, 2, 1, 3).reshape(B, H, W, inner)
+        q = q.reshape(B, H * W, self.heads, 1, self.head_dim).permute(0, 2, 1, 3, 4) * self.head_dim ** -0.5
+        attn = (q @ neighbourhoods(k).transpose(-2, -1)).masked_fill(~mask, float("-inf"))  # [B, h, HW, 1, k2]
+        attn = F.dropout(attn.softmax(dim=-1), self.attn_drop, self.training)
+        out = (attn @ neighbourhoods(v)).squeeze(3).permute(0, 2, 1, 3).reshape(B, H, W, inner)
         return self.proj_drop(self.proj(out))
 
 
@@ -271,11 +271,8 @@ class PooledAttention(nn.Module):
         r_q = q[:, :, self.cls:].reshape(B, nh, qh, qw, hd)
         bh = torch.einsum("byhwc,hkc->byhwk", r_q, rh)
         bw = torch.einsum("byhwc,wkc->byhwk", r_q, rw)
-        a = attn[:, :, self.cls:, self.cls:].view(B, nh, qh, qw, kh, kw)
-        a = a + bh[:, :, :, :, :, None] + bw[:, :, :, :, None, :]
-        attn = attn.clone()
-        attn[:, :, self.cls:, self.cls:] = a.view(B, nh, qh * qw, kh * kw)
-        return attn
+        bias = (bh[:, :, :, :, :, None] + bw[:, :, :, :, None, :]).reshape(B, nh, qh * qw, kh * kw)
+        return attn + F.pad(bias, (self.cls, 0, self.cls, 0))  # no bias on the class tokens
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, _ = x.shape
