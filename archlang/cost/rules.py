@@ -1,0 +1,239 @@
+"""Cost rules: one per IR op, from the node's input/output types to its analytic cost.
+
+Takes: an op and its input/output tensor types (shapes of ``int | Dim``, so a free batch
+``B`` stays symbolic). Produces: an :class:`OpCost` whose counts are polynomials in the
+free sizes. Conventions:
+
+- ``flops`` counts what PyTorch's ``FlopCounterMode`` counts: 2 per multiply-add in
+  matmuls (linear, attention's QK^T and AV, ``@``) and convolutions; bias adds are not
+  counted, and attention is counted as the math SDPA backend computes it (full matrices,
+  also when causal).
+- ``other_flops`` estimates the rest: 1 per output element for elementwise ops, 5 per
+  element for norms, 3 per score for softmax.
+- ``saved`` estimates the elements autograd keeps for backward (inputs of linear/conv/norm
+  layers and activations, attention probabilities as the math backend keeps them).
+- ``attn_entries`` is the number of attention scores of the layer (batch x heads x the
+  entries of every head's matrices); ``attn_per_head`` those of one example and one head,
+  summed over windows; ``attn_global_per_head`` what one global matrix over the same tokens
+  would hold (shown beside windowed and local attention).
+
+``COST_RULES`` holds one rule per op class; a test fails when an op lacks one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from archlang.ir import ops as O
+from archlang.ir.dims import DimLike, add, mul, product
+from archlang.ir.types import TensorType
+
+
+@dataclass
+class OpCost:
+    flops: DimLike = 0
+    other_flops: DimLike = 0
+    saved: DimLike = 0  # elements saved for backward
+    attn_entries: DimLike = 0
+    attn_per_head: DimLike = 0
+    attn_global_per_head: DimLike = 0
+
+
+Rule = Callable[[O.OpBase, list[TensorType], tuple[TensorType, ...]], OpCost]
+COST_RULES: dict[type[O.OpBase], Rule] = {}
+
+
+def rule(*classes: type[O.OpBase]) -> Callable[[Rule], Rule]:
+    def deco(fn: Rule) -> Rule:
+        for c in classes:
+            COST_RULES[c] = fn
+        return fn
+    return deco
+
+
+def numel(t: TensorType) -> DimLike:
+    return product(t.shape)
+
+
+def s(*xs: DimLike) -> DimLike:
+    out: DimLike = 0
+    for x in xs:
+        out = add(out, x)
+    return out
+
+
+def m(*xs: DimLike) -> DimLike:
+    out: DimLike = 1
+    for x in xs:
+        out = mul(out, x)
+    return out
+
+
+def _free(op: O.OpBase, ins: list[TensorType], outs: tuple[TensorType, ...]) -> OpCost:
+    return OpCost()
+
+
+rule(O.Input, O.Output, O.Identity, O.Rearrange, O.Concat, O.Split, O.Take, O.SliceOp, O.Roll, O.Embedding)(_free)
+
+
+@rule(O.Linear)
+def _linear(op: O.Linear, ins, outs) -> OpCost:
+    rows = m(numel(ins[0]), 1) if op.in_features == 0 else _rows(ins[0], op.in_features)
+    return OpCost(flops=m(2, rows, op.in_features, op.out_features),
+                  other_flops=m(rows, op.out_features) if op.bias else 0, saved=numel(ins[0]))
+
+
+def _rows(t: TensorType, last: int) -> DimLike:
+    return product(t.shape[:-1])
+
+
+@rule(O.Conv2d)
+def _conv2d(op: O.Conv2d, ins, outs) -> OpCost:
+    out = outs[0]
+    spatial = m(out.shape[0], out.shape[2], out.shape[3])
+    k = op.kernel[0] * op.kernel[1]
+    return OpCost(flops=m(2, spatial, op.out_channels, op.in_channels // op.groups, k),
+                  other_flops=numel(out) if op.bias else 0, saved=numel(ins[0]))
+
+
+@rule(O.Conv1d)
+def _conv1d(op: O.Conv1d, ins, outs) -> OpCost:
+    out = outs[0]
+    return OpCost(flops=m(2, out.shape[0], out.shape[2], op.out_channels, op.in_channels // op.groups, op.kernel),
+                  other_flops=numel(out) if op.bias else 0, saved=numel(ins[0]))
+
+
+@rule(O.LayerNorm, O.BatchNorm, O.GroupNorm)
+def _norm(op: O.OpBase, ins, outs) -> OpCost:
+    return OpCost(other_flops=m(5, numel(outs[0])), saved=numel(ins[0]))
+
+
+@rule(O.PrependToken)
+def _prepend(op: O.PrependToken, ins, outs) -> OpCost:
+    return OpCost()
+
+
+@rule(O.PosEmbed)
+def _pos(op: O.PosEmbed, ins, outs) -> OpCost:
+    return OpCost(other_flops=numel(outs[0]))
+
+
+def _attn_core(batch: DimLike, heads: int, q_len: DimLike, k_len: DimLike, hd: int) -> OpCost:
+    scores = m(batch, heads, q_len, k_len)
+    return OpCost(flops=m(4, scores, hd), other_flops=m(4, scores), saved=scores,
+                  attn_entries=scores, attn_per_head=m(q_len, k_len), attn_global_per_head=m(q_len, k_len))
+
+
+def _proj(rows: DimLike, a: int, b: int, bias: bool) -> OpCost:
+    return OpCost(flops=m(2, rows, a, b), other_flops=m(rows, b) if bias else 0, saved=m(rows, a))
+
+
+def _sum(*costs: OpCost) -> OpCost:
+    out = OpCost()
+    for c in costs:
+        out.flops = add(out.flops, c.flops)
+        out.other_flops = add(out.other_flops, c.other_flops)
+        out.saved = add(out.saved, c.saved)
+        out.attn_entries = add(out.attn_entries, c.attn_entries)
+        out.attn_per_head = add(out.attn_per_head, c.attn_per_head)
+        out.attn_global_per_head = add(out.attn_global_per_head, c.attn_global_per_head)
+    return out
+
+
+@rule(O.Attention)
+def _attention(op: O.Attention, ins, outs) -> OpCost:
+    b, n, c = ins[0].shape
+    rows = m(b, n)
+    return _sum(_proj(rows, c, 3 * op.inner, op.qkv_bias), _attn_core(b, op.heads, n, n, op.head_dim),
+                _proj(rows, op.inner, c, op.proj_bias))
+
+
+@rule(O.CrossAttention)
+def _cross(op: O.CrossAttention, ins, outs) -> OpCost:
+    b, n, c = ins[0].shape
+    _, k_len, ck = ins[1].shape
+    inner = op.heads * op.head_dim
+    return _sum(_proj(m(b, n), c, inner, op.qkv_bias), _proj(m(b, k_len), ck, 2 * inner, op.qkv_bias),
+                _attn_core(b, op.heads, n, k_len, op.head_dim), _proj(m(b, n), inner, c, op.proj_bias))
+
+
+@rule(O.WindowAttention)
+def _window(op: O.WindowAttention, ins, outs) -> OpCost:
+    b = ins[0].shape[0]
+    hp, wp = op.grid[0] + op.pad[0], op.grid[1] + op.pad[1]
+    n = op.window[0] * op.window[1]
+    n_win = (hp // op.window[0]) * (wp // op.window[1])
+    rows = m(b, hp * wp)
+    core = _attn_core(m(b, n_win), op.heads, n, n, op.head_dim)
+    core.attn_per_head = n_win * n * n
+    core.attn_global_per_head = (op.grid[0] * op.grid[1]) ** 2
+    return _sum(_proj(rows, op.dim, 3 * op.inner, op.qkv_bias), core, _proj(rows, op.inner, op.dim, op.proj_bias))
+
+
+@rule(O.LocalAttention)
+def _local(op: O.LocalAttention, ins, outs) -> OpCost:
+    b, h, w, c = ins[0].shape
+    pixels = m(h, w)
+    k2 = op.kernel * op.kernel
+    core = _attn_core(m(b, pixels), op.heads, 1, k2, op.head_dim)
+    core.attn_per_head = m(pixels, k2)
+    core.attn_global_per_head = m(pixels, pixels)
+    rows = m(b, pixels)
+    return _sum(_proj(rows, c, 3 * op.inner, op.qkv_bias), core, _proj(rows, op.inner, c, op.proj_bias))
+
+
+@rule(O.PooledAttention)
+def _pooled(op: O.PooledAttention, ins, outs) -> OpCost:
+    b, n, c = ins[0].shape
+    hd = op.head_dim
+    qh, qw = op.out_grid()
+    kh, kw = op.kv_grid()
+    nq, nk = op.cls + qh * qw, op.cls + kh * kw
+    bh = m(b, op.heads)
+    pools = [
+        OpCost(flops=m(2, bh, gh * gw, hd, kern[0] * kern[1]))  # depthwise: 1 input channel per group
+        for (gh, gw), kern in (((qh, qw), op.kernel_q), ((kh, kw), op.kernel_kv), ((kh, kw), op.kernel_kv))
+    ]
+    rel = OpCost(flops=m(2, bh, qh * qw, hd, kh + kw)) if op.rel_pos else OpCost()
+    return _sum(_proj(m(b, n), c, 3 * op.dim_out, op.qkv_bias), *pools, rel,
+                _attn_core(b, op.heads, nq, nk, hd), _proj(m(b, nq), op.dim_out, op.dim_out, True))
+
+
+@rule(O.Activation, O.Binary, O.Scale)
+def _elementwise(op: O.OpBase, ins, outs) -> OpCost:
+    saved = numel(ins[0]) if isinstance(op, O.Activation) or (isinstance(op, O.Binary) and op.fn in ("mul", "div")) \
+        else 0
+    return OpCost(other_flops=numel(outs[0]), saved=saved)
+
+
+@rule(O.Glu)
+def _glu(op: O.Glu, ins, outs) -> OpCost:
+    return OpCost(other_flops=m(2, numel(outs[0])), saved=numel(ins[0]))
+
+
+@rule(O.Softmax)
+def _softmax(op: O.Softmax, ins, outs) -> OpCost:
+    return OpCost(other_flops=m(3, numel(outs[0])), saved=numel(outs[0]))
+
+
+@rule(O.Dropout, O.DropPath)
+def _dropout(op: O.OpBase, ins, outs) -> OpCost:
+    return OpCost(other_flops=numel(outs[0]))  # training only; the mask is counted by the report
+
+
+@rule(O.Matmul)
+def _matmul(op: O.Matmul, ins, outs) -> OpCost:
+    a = ins[0]
+    out = outs[0]
+    return OpCost(flops=m(2, numel(out), a.shape[-1]), saved=s(numel(ins[0]), numel(ins[1])))
+
+
+@rule(O.Mean)
+def _mean(op: O.Mean, ins, outs) -> OpCost:
+    return OpCost(other_flops=numel(ins[0]))
+
+
+@rule(O.Pool2d)
+def _pool(op: O.Pool2d, ins, outs) -> OpCost:
+    return OpCost(other_flops=m(numel(outs[0]), op.kernel[0] * op.kernel[1]), saved=numel(ins[0]))
