@@ -7,11 +7,18 @@ cheap: torch, sympy and graphviz load only in the functions that need them.
 
 from __future__ import annotations
 
+# The stage packages `archlang.check` and `archlang.cost` share their names with the API
+# functions `archlang.check()` and `archlang.cost()`. Import the packages first (both are
+# light: no torch, no sympy) so the functions bound below are what `archlang.check` and
+# `archlang.cost` name; the packages stay importable as `from archlang.cost import ...`.
+import archlang.check as _check_package  # noqa: F401
+import archlang.cost as _cost_package  # noqa: F401
 from archlang.api import (
     SpecError,
     arch_signatures,
     build,
     check,
+    cost,
     graph,
     load,
     load_timm_weights,
@@ -21,6 +28,6 @@ from archlang.api import (
 )
 from archlang.ir import Graph, Node, TensorType
 
-__all__ = ["Graph", "Node", "SpecError", "TensorType", "arch_signatures", "build", "check", "graph", "load",
+__all__ = ["Graph", "Node", "SpecError", "TensorType", "arch_signatures", "build", "check", "cost", "graph", "load",
            "load_timm_weights", "load_torch_transformer", "parse", "save"]
 __version__ = "0.1.0"

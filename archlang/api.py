@@ -47,16 +47,52 @@ def graph(spec: str | Path | Program, arch: str | None = None, **params: Any) ->
     return r.graph
 
 
-def build(spec: str | Path, arch: str | None = None, *, compile: bool = False, **params: Any):
+def cost(spec: str | Path, arch: str | None = None, *, batch: int = 1, dtype: str = "float32", train: bool = False,
+         sizes: dict[str, int] | None = None, **params: Any):
+    """The cost report of one arch, computed from the IR without torch.
+
+    ``.params``, ``.trainable_params``, ``.flops``, ``.activation_bytes``, ``.attention_bytes``,
+    ``.nodes`` (per node), ``.breakdown(depth)``, ``.formula(figure)`` (sympy), ``.to_json()``.
+    ``sizes`` gives free sizes other than the batch (``{"S": 128}``).
+    """
+    from archlang.cost import cost_graph
+
+    return cost_graph(graph(spec, arch, **params), batch=batch, dtype=dtype, train=train, sizes=sizes)
+
+
+class BudgetError(SpecError):
+    """The estimated memory of a model exceeds ``max_memory``; nothing was allocated."""
+
+
+def _parse_budget(max_memory: int | str) -> int:
+    if isinstance(max_memory, int):
+        return max_memory
+    from archlang.cli import parse_bytes
+
+    return parse_bytes(max_memory)
+
+
+def build(spec: str | Path, arch: str | None = None, *, compile: bool = False,
+          max_memory: int | str | None = None, batch: int = 1, train: bool = False, **params: Any):
     """Build the PyTorch model of one arch: ``archlang.build("specs/swin_t.arch", img=384)``.
 
     The module is executed from the same generated source that ``archc build`` writes; it
     carries ``arch_name`` and ``arch_params``. ``compile=True`` wraps it in
-    ``torch.compile(fullgraph=True)``.
+    ``torch.compile(fullgraph=True)``. ``max_memory`` ("16GiB" or bytes) refuses, before
+    allocating anything, a model whose estimated peak memory at ``batch`` (inference, or a
+    training step with ``train=True``) exceeds it.
     """
     from archlang.lower.build import instantiate
 
     g = graph(spec, arch, **params)
+    if max_memory is not None:
+        from archlang.cost import cost_graph
+        from archlang.cost.report import budget_diagnostic
+
+        diag = budget_diagnostic(cost_graph(g, batch=batch, train=train), _parse_budget(max_memory))
+        if diag is not None:
+            prog = load_source(spec)
+            raise BudgetError([diag], render_text([diag], prog.sources))
     model, _ = instantiate(g)
     model.archlang_graph = g
     model.archlang_spec_text = _spec_text(spec)

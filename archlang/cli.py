@@ -142,15 +142,29 @@ def ir(spec: Annotated[Path, typer.Argument(help="A .arch file.")], arch: ArchOp
 def build(spec: Annotated[Path, typer.Argument(help="A .arch file.")], arch: ArchOpt = None, set: SetOpt = None,
           out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("build"),
           compile: Annotated[bool, typer.Option("--compile", help="Also check that torch.compile(fullgraph=True) "
-                                                               "compiles the model (takes a while).")] = False) -> None:
-    """Generate a standalone PyTorch module, DIR/<arch>.py, and print a summary."""
+                                                               "compiles the model (takes a while).")] = False,
+          max_memory: Annotated[str | None, typer.Option("--max-memory", help="Refuse the model if its estimated "
+                                                         "peak memory exceeds this, e.g. 16GiB.")] = None,
+          batch: Annotated[int, typer.Option("--batch", "-b", help="Batch size for the cost report and "
+                                                                   "--max-memory.")] = 1,
+          train: Annotated[bool, typer.Option("--train", help="Budget a training step, not inference.")] = False
+          ) -> None:
+    """Generate a standalone PyTorch module, DIR/<arch>.py, with <arch>.cost.json beside it."""
     from archlang.check import check_spec
+    from archlang.cost import cost_graph
+    from archlang.cost.report import budget_diagnostic
 
     r = check_spec(_spec_files(spec)[0], arch, set or [])
     _print_diags(r.diagnostics, r.program.sources, "text")
     if r.graph is None:
         raise typer.Exit(_exit_code(r.diagnostics) or 1)
     g = r.graph
+    rep = cost_graph(g, batch=batch, train=train)
+    if max_memory is not None:
+        diag = budget_diagnostic(rep, parse_bytes(max_memory))
+        if diag is not None:
+            _print_diags([diag], r.program.sources, "text")
+            raise typer.Exit(1)
     from archlang.lower.codegen import generate
     from archlang.lower.rules import LoweringError
 
@@ -167,7 +181,11 @@ def build(spec: Annotated[Path, typer.Argument(help="A .arch file.")], arch: Arc
     typer.echo(f"{g.arch}  ({_human(g.param_count())} params, {g.param_count():,})")
     typer.echo(f"  in   {ins}")
     typer.echo(f"  out  {outs}")
+    cost_path = out / f"{g.arch}.cost.json"
+    cost_path.write_text(rep.json())
     typer.echo(f"  wrote {path}  (class {cls_name}; `from {g.arch} import build; model = build()`)")
+    typer.echo(f"  wrote {cost_path}  ({rep.flops / 1e9:.2f} GFLOP, peak ~{rep.peak_bytes()[0] / 2**20:.0f} MiB "
+               f"at batch {batch})")
     if compile:
         _compile_check(g, source)
     raise typer.Exit(0)
@@ -189,6 +207,89 @@ def _compile_check(g, source: str) -> None:
     with torch.no_grad():
         compiled(*inputs)
     typer.echo(f"  torch.compile(fullgraph=True): ok, no graph breaks ({time.perf_counter() - t0:.1f} s)")
+
+
+def parse_bytes(text: str) -> int:
+    """``16GiB``, ``512MB``, ``1.5e9`` -> bytes."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([KMGT]i?B?|B)?\s*", text)
+    if not m:
+        raise _usage(f"cannot read `{text}` as a size; write e.g. 16GiB or 512MB")
+    units = {None: 1, "B": 1, "K": 1e3, "KB": 1e3, "M": 1e6, "MB": 1e6, "G": 1e9, "GB": 1e9, "T": 1e12, "TB": 1e12,
+             "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+    return int(float(m.group(1)) * units[m.group(2)])
+
+
+def _parse_sizes(items: list[str] | None) -> dict[str, int]:
+    out = {}
+    for it in items or []:
+        k, _, v = it.partition("=")
+        if not v.strip().isdigit():
+            raise _usage(f"--size takes NAME=INT, e.g. --size S=128 (got `{it}`)")
+        out[k.strip()] = int(v)
+    return out
+
+
+@app.command()
+def cost(spec: Annotated[Path, typer.Argument(help="A .arch file.")], arch: ArchOpt = None, set: SetOpt = None,
+         batch: Annotated[int, typer.Option("--batch", "-b", help="Batch size.")] = 1,
+         dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.")] = "float32",
+         train: Annotated[bool, typer.Option("--train", help="Count a training step (saved activations, "
+                                                             "gradients, AdamW state).")] = False,
+         depth: Annotated[int, typer.Option("--depth", "-d", help="Levels of the hierarchy to show.")] = 1,
+         size: Annotated[list[str] | None, typer.Option("--size", help="Value of a free size, e.g. S=128.")] = None,
+         sweep: Annotated[str | None, typer.Option("--sweep", help="Vary a parameter: img=224,384,512.")] = None,
+         plot: Annotated[Path | None, typer.Option("--plot", help="With --sweep: draw curves to FILE.png|svg.")] = None,
+         as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False) -> None:
+    """Cost report before training: params, FLOPs, activation and attention memory, formulas."""
+    from rich.console import Console
+
+    from archlang.check import check_spec
+    from archlang.cost import cost_graph
+    from archlang.cost.sweep import growth as growth_fn
+    from archlang.cost.sweep import plot as plot_fn
+    from archlang.cost.sweep import size_param
+    from archlang.cost.sweep import sweep as sweep_fn
+    from archlang.cost.view import summary, sweep_table, table
+
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise _usage(f"--dtype is float32, bfloat16 or float16, not {dtype}")
+    if plot and not sweep:
+        raise _usage("--plot draws a sweep; add --sweep PARAM=V1,V2,...")
+    sizes = _parse_sizes(size)
+    r = check_spec(_spec_files(spec)[0], arch, set or [])
+    _print_diags([d for d in r.diagnostics if d.is_error], r.program.sources, "text")
+    if r.graph is None:
+        raise typer.Exit(_exit_code(r.diagnostics) or 1)
+    g = r.graph
+    rep = cost_graph(g, batch=batch, dtype=dtype, train=train, sizes=sizes)
+    console = Console(width=100)
+    kw = dict(batch=batch, dtype=dtype, train=train, sizes=sizes)
+    overrides = dict(a.split("=", 1) for a in (set or []))
+    if sweep:
+        param, _, vals = sweep.partition("=")
+        try:
+            values = [int(v) for v in vals.split(",") if v.strip()]
+        except ValueError:
+            raise _usage(f"--sweep takes PARAM=INT,INT,... (got `{sweep}`)") from None
+        rows = sweep_fn(r.program, g.arch, param.strip(), values, overrides, **kw)
+        if as_json:
+            typer.echo(json.dumps([{"value": v, **{k: x for k, x in rep_.to_json().items() if k != "nodes"}}
+                                   for v, rep_ in rows], indent=1))
+        else:
+            console.print(sweep_table(rows, param.strip()))
+        if plot:
+            typer.echo(f"wrote {plot_fn(rows, param.strip(), plot)}")
+        raise typer.Exit(0)
+    if as_json:
+        typer.echo(rep.json())
+        raise typer.Exit(0)
+    console.print(table(rep, depth))
+    sp = size_param({p.name: p.value for p in g.params})
+    gr = growth_fn(r.program, g.arch, sp, g.param(sp), overrides, **kw) if sp else None
+    console.print(summary(rep, gr, sp))
+    raise typer.Exit(0)
 
 
 @app.command()

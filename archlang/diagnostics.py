@@ -75,6 +75,8 @@ CODES: dict[str, str] = {
     "E0701": "bad --set",
     "E0702": "cannot read spec",
     "E0703": "bad adapter selector",
+    "E0801": "cannot lower to PyTorch",
+    "E0901": "estimated memory exceeds the budget",
     "W0501": "window clamped to the grid",
     "W0502": "grid padded to a multiple of the window",
 }

@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 
 from archlang.check import check_spec
 from archlang.check.program import Program, load
-from archlang.check.surface import SURFACE
+from archlang.check.surface import REQUIRED, SURFACE
 from archlang.diagnostics import CODES, Sources, render_json, render_text
+from archlang.ir.graph import Graph
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 SPEC_TEXTS = {p.name: p.read_text() for p in sorted(SPECS.glob("*.arch"))}
@@ -58,7 +59,9 @@ def assert_well_behaved(prog: Program, arch: str | None = None, sets: list[str] 
     render_text(result.diagnostics, prog.sources)
     render_json(result.diagnostics)
     if result.graph is not None:
-        result.graph.param_count()
+        g = result.graph
+        g.param_count()
+        assert Graph.model_validate_json(g.model_dump_json()) == g
 
 
 def check_text(text: str, arch_index: int = 0, sets: list[str] | None = None) -> None:
@@ -270,6 +273,42 @@ def programs(draw: st.DrawFn) -> str:
                                       ' { adapt bitfit() on "*.fc*", "blocks.*.attn.q" unfreeze "*" }']))
         lines.append(f"arch variant = {base}({kw}){extra}")
     return "\n".join(lines) + "\n"
+
+
+EDGE_VALUES = {
+    "int": ["-1", "0", "1", "2", "3", "4", "7", "8", "16", "1000000000", "1.5", "x.shape[1]", "B"],
+    "float": ["-0.5", "0.0", "0.5", "1.0", "1e30", "1e400", "2"],
+    "bool": ["true", "false", "0"],
+    "str": [f'"{s}"' for s in STRINGS] + ['"b c h w -> b (h w) c"', '"b n c -> b c n"', '"(b) c -> c b"',
+                                          '"b (h w) c -> b h w c"', '"a -> a -> a"', '"b c h w -> b (h w)"'],
+    "pair": ["-1", "0", "1", "2", "3", "[0, 1]", "[2, 3]", "[1]", "[1, 2, 3]", "[1.5, 2]"],
+    "ints": ["[]", "[0]", "[-1]", "[1, 2]", "[5]", "[0, 0]", "[4, 4]", "[16, 16]", "[2, -2]", "1"],
+}
+INPUT_SHAPES = ["[B, 8, 16, 16]", "[B, 16, 8]", "[B, 8]", "int[B, 16]", "[2, 4, 6, 6]", "[B, 14, 14, 8]",
+                "[B, 17, 8]", "[]", "[B, 0, 4]", "[B, 4, img, img]"]
+
+
+@st.composite
+def op_chains(draw: st.DrawFn) -> str:
+    """One to three real ops applied in turn to an input, every required argument given,
+    arguments drawn from edge values (0, negatives, wrong types, symbolic sizes)."""
+    lines = [f"  in x: {draw(st.sampled_from(INPUT_SHAPES))}"]
+    for _ in range(draw(st.integers(1, 3))):
+        s = SURFACE[draw(ops)]
+        args = ["[x, x]" if t == "xs" else "x" for t in s.tensors]
+        for a in s.args:
+            if a.default is REQUIRED or draw(st.booleans()):
+                args.append(f"{a.name} = {draw(st.sampled_from(EDGE_VALUES[a.type]))}")
+        if s.extra_kwargs and draw(st.booleans()):
+            args.append(f"{draw(st.sampled_from(['h', 'w', 'p', 'c']))} = {draw(st.sampled_from(EDGE_VALUES['int']))}")
+        lines.append(f"  x = {s.name}({', '.join(args)})")
+    return "arch net(img: int = 32) {\n" + "\n".join(lines) + "\n  out y = x\n}\n"
+
+
+@FAST
+@given(op_chains())
+def test_op_calls_with_edge_arguments_never_crash(text: str) -> None:
+    check_text(text)
 
 
 @FAST

@@ -19,7 +19,7 @@ from typing import Any
 
 from archlang.check.program import Program
 from archlang.check.shapes import ShapeError, infer
-from archlang.check.surface import REQUIRED, SURFACE, BuildCtx, BuildError, Surface
+from archlang.check.surface import REQUIRED, SURFACE, Arg, BuildCtx, BuildError, Surface
 from archlang.diagnostics import Diagnostic, DiagnosticError, Label, Severity, Span, did_you_mean
 from archlang.ir import ops as O
 from archlang.ir.dims import Dim, DimLike, add, div_exact, fmt, mul
@@ -502,6 +502,8 @@ class Elaborator:
 
     # -- expressions
     def eval(self, e: A.Expr, fr: Frame) -> Any:
+        if isinstance(e, A.FloatLit) and not math.isfinite(e.value):
+            raise self.fail("E0406", "number too large", e.span, help="numbers must be finite (below about 1.8e308)")
         if isinstance(e, A.IntLit | A.FloatLit | A.StrLit | A.BoolLit):
             return e.value
         if isinstance(e, A.Name):
@@ -643,7 +645,11 @@ class Elaborator:
         for v, side in ((a, e.left), (b, e.right)):
             if isinstance(v, bool) or not isinstance(v, int | float | Dim):
                 raise self.fail("E0401", f"`{op}` needs numbers, got {typed(v)}", side.span)
-        return self.arith(op, a, b, e)
+        r = self.arith(op, a, b, e)
+        if isinstance(r, float) and not math.isfinite(r):
+            raise self.fail("E0406", f"`{op}` gives a number too large to represent ({r})", e.span,
+                            help=f"with {show(a)} and {show(b)}")
+        return r
 
     def arith(self, op: str, a: Any, b: Any, e: A.BinOp) -> Any:
         sym = isinstance(a, Dim) or isinstance(b, Dim)
@@ -772,7 +778,10 @@ class Elaborator:
             if label:
                 raise self.fail("E0406", f"`{c.func}` computes a value at compile time and creates no node to label",
                                 span)
-            return self.call_builtin(c, fr)
+            r = self.call_builtin(c, fr)
+            if isinstance(r, float) and not math.isfinite(r):
+                raise self.fail("E0406", f"`{c.func}` gives a number too large to represent ({r})", c.span)
+            return r
         if c.func in self.prog.archs:
             raise self.fail("E0202", f"`{c.func}` is an arch; only blocks and ops can be called", c.func_span,
                             help="turn the shared part into a `block` and call it from both archs")
@@ -833,14 +842,18 @@ class Elaborator:
             if a.name in bound:
                 v, vspan = bound[a.name]
                 args[a.name] = self.coerce_arg(v, a.type, f"`{s.name}` argument `{a.name}`", vspan)
+                self.check_min(s, a, args[a.name], vspan)
             elif a.default is REQUIRED:
                 raise self.fail("E0402", f"`{s.name}` needs the argument `{a.name}` ({a.type})", c.func_span,
                                 help=f"e.g. `{s.name}({', '.join(s.tensors)}, {a.name} = ...)`")
             else:
                 args[a.name] = a.default
         for k, (v, vspan) in extras.items():
+            v = _intify(v)
             if isinstance(v, bool) or not isinstance(v, int | Dim):
-                raise self.fail("E0401", f"axis size `{k}` must be an int, got {type_name(v)}", vspan)
+                raise self.fail("E0401", f"axis size `{k}` must be an int, got {typed(v)}", vspan)
+            if isinstance(v, int) and v < 1:
+                raise self.fail("E0406", f"axis size `{k}` must be positive, got {v}", vspan)
             args[k] = v
         name = self.full(fr, label) if label else self.auto_name(fr, s.name)
         arg_spans = {k: sp for k, (_, sp) in [*bound.items(), *extras.items()]}
@@ -863,6 +876,18 @@ class Elaborator:
         for code, msg, help_ in ctx.notes:
             self.record(Diagnostic(code, msg, span, help=help_, severity=Severity.NOTE))
         return self.emit(op, inputs, s.name, label, span, fr, input_spans, name=name)
+
+    def check_min(self, s: Surface, a: Arg, v: Any, span: Span) -> None:
+        """Sizes, counts and strides of an op: an int (or each item of a pair/list) at least ``a.min``."""
+        if a.min is None:
+            return
+        items = v if isinstance(v, tuple) else (v,)
+        if all(not isinstance(x, int) or x >= a.min for x in items):
+            return
+        why = "sizes, counts and strides are positive" if a.min >= 1 else "it cannot be negative"
+        got = show(list(v)) if isinstance(v, tuple) else show(v)
+        raise self.fail("E0406", f"`{s.name}` argument `{a.name}` must be at least {a.min}, got {got}", span,
+                        help=f"{why}; `archc ops` lists the arguments of `{s.name}`")
 
     def coerce_arg(self, v: Any, t: str, what: str, span: Span) -> Any:
         if t == "tensor":

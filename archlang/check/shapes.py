@@ -65,6 +65,9 @@ def _norm_dim(dim: int, rank: int, what: str) -> int:
 
 def conv_out(n: DimLike, k: int, s: int, p: int, what: str) -> DimLike:
     """``floor((n + 2p - k) / s) + 1``; symbolic sizes must divide exactly."""
+    if k < 1 or s < 1 or p < 0:
+        raise ShapeError("E0406", f"{what}: kernel {k}, stride {s} and padding {p} must be positive "
+                         "(padding non-negative)")
     span = add(n, 2 * p - k)
     if isinstance(span, int):
         if span < 0:
@@ -227,8 +230,14 @@ def _pooled(op: O.PooledAttention, ins: list[TensorType]) -> tuple[TensorType, .
     return (TensorType(shape=(x.shape[0], op.cls + qh * qw, op.dim_out)),)
 
 
-for _cls in (O.Activation, O.Softmax, O.Dropout, O.DropPath, O.Identity, O.Scale):
+for _cls in (O.Activation, O.Dropout, O.DropPath, O.Identity, O.Scale):
     SHAPE_RULES[_cls] = _same
+
+
+@rule(O.Softmax)
+def _softmax(op: O.Softmax, ins: list[TensorType]) -> tuple[TensorType, ...]:
+    _norm_dim(op.dim, ins[0].rank, "softmax")
+    return (ins[0],)
 
 
 @rule(O.Roll)

@@ -34,6 +34,7 @@ class Arg:
     type: str  # int float bool str pair ints tensor tensors
     default: Any = REQUIRED
     doc: str = ""
+    min: int | None = None  # least value of an int (of each item of a pair/ints): sizes, counts, strides
 
 
 @dataclass
@@ -91,13 +92,14 @@ def _last(ctx: BuildCtx, x: TensorType, what: str) -> int:
 # ----------------------------------------------------------------------------- layers
 
 
-@op("linear", ("x",), (Arg("out", "int"), Arg("bias", "bool", True)), "Affine map of the last dim: [*, C] -> [*, out].")
+@op("linear", ("x",), (Arg("out", "int", min=1), Arg("bias", "bool", True)), "Affine map of the last dim: [*, C] -> [*, out].")
 def _linear(ctx, ins, a):
     return O.Linear(in_features=_last(ctx, ins[0], "linear"), out_features=a["out"], bias=a["bias"])
 
 
-@op("conv2d", ("x",), (Arg("out", "int"), Arg("kernel", "pair"), Arg("stride", "pair", 1), Arg("padding", "pair", 0),
-                       Arg("groups", "int", 1), Arg("bias", "bool", True), Arg("standardize", "bool", False)),
+@op("conv2d", ("x",), (Arg("out", "int", min=1), Arg("kernel", "pair", min=1), Arg("stride", "pair", 1, min=1),
+                       Arg("padding", "pair", 0, min=0), Arg("groups", "int", 1, min=1), Arg("bias", "bool", True),
+                       Arg("standardize", "bool", False)),
     "2-d convolution on [B, C, H, W]; `standardize` gives weight standardisation.")
 def _conv2d(ctx, ins, a):
     x = ins[0]
@@ -111,8 +113,8 @@ def _conv2d(ctx, ins, a):
                     padding=pair(a["padding"]), groups=a["groups"], bias=a["bias"], standardize=a["standardize"])
 
 
-@op("conv1d", ("x",), (Arg("out", "int"), Arg("kernel", "int"), Arg("stride", "int", 1), Arg("padding", "int", 0),
-                       Arg("groups", "int", 1), Arg("bias", "bool", True)),
+@op("conv1d", ("x",), (Arg("out", "int", min=1), Arg("kernel", "int", min=1), Arg("stride", "int", 1, min=1),
+                       Arg("padding", "int", 0, min=0), Arg("groups", "int", 1, min=1), Arg("bias", "bool", True)),
     "1-d convolution on [B, C, T].")
 def _conv1d(ctx, ins, a):
     x = ins[0]
@@ -139,7 +141,7 @@ def _batchnorm(ctx, ins, a):
     return O.BatchNorm(channels=_const(ctx, x.shape[1], "batchnorm channels"), eps=a["eps"], momentum=a["momentum"])
 
 
-@op("groupnorm", ("x",), (Arg("groups", "int"), Arg("eps", "float", 1e-5)), "GroupNorm over dim 1 of [B, C, ...].")
+@op("groupnorm", ("x",), (Arg("groups", "int", min=1), Arg("eps", "float", 1e-5)), "GroupNorm over dim 1 of [B, C, ...].")
 def _groupnorm(ctx, ins, a):
     x = ins[0]
     if x.rank < 2:
@@ -151,7 +153,7 @@ def _groupnorm(ctx, ins, a):
     return O.GroupNorm(groups=a["groups"], channels=c, eps=a["eps"])
 
 
-@op("embedding", ("idx",), (Arg("num", "int"), Arg("dim", "int")), "Table lookup: int[*] -> [*, dim].")
+@op("embedding", ("idx",), (Arg("num", "int", min=1), Arg("dim", "int", min=1)), "Table lookup: int[*] -> [*, dim].")
 def _embedding(ctx, ins, a):
     return O.Embedding(num=a["num"], dim=a["dim"])
 
@@ -163,7 +165,7 @@ def _prepend(ctx, ins, a):
     return O.PrependToken(dim=_last(ctx, ins[0], "prepend_token"))
 
 
-@op("learned_pos", ("x",), (Arg("max_len", "int", 0),), "Add a learned positional embedding to [B, N, D].")
+@op("learned_pos", ("x",), (Arg("max_len", "int", 0, min=0),), "Add a learned positional embedding to [B, N, D].")
 def _learned_pos(ctx, ins, a):
     x = ins[0]
     if x.rank != 3:
@@ -172,7 +174,7 @@ def _learned_pos(ctx, ins, a):
     return O.PosEmbed(kind="learned", length=n, dim=_last(ctx, x, "learned_pos"))
 
 
-@op("sinusoidal_pos", ("x",), (Arg("max_len", "int", 5000),), "Add the fixed sinusoidal encoding of Vaswani et al.")
+@op("sinusoidal_pos", ("x",), (Arg("max_len", "int", 5000, min=1),), "Add the fixed sinusoidal encoding of Vaswani et al.")
 def _sin_pos(ctx, ins, a):
     x = ins[0]
     if x.rank != 3:
@@ -182,7 +184,7 @@ def _sin_pos(ctx, ins, a):
 
 # ----------------------------------------------------------------------------- attention
 
-_ATTN_ARGS = (Arg("heads", "int"), Arg("head_dim", "int", 0), Arg("qkv_bias", "bool", True),
+_ATTN_ARGS = (Arg("heads", "int", min=1), Arg("head_dim", "int", 0, min=0), Arg("qkv_bias", "bool", True),
               Arg("proj_bias", "bool", True), Arg("attn_drop", "float", 0.0), Arg("proj_drop", "float", 0.0))
 
 
@@ -217,7 +219,7 @@ def _cross(ctx, ins, a):
     return O.CrossAttention(**c, context_dim=_last(ctx, ins[1], "cross_attention context"))
 
 
-@op("window_attention", ("x",), (*_ATTN_ARGS, Arg("window", "int"), Arg("shift", "int", 0)),
+@op("window_attention", ("x",), (*_ATTN_ARGS, Arg("window", "int", min=1), Arg("shift", "int", 0, min=0)),
     "Swin (shifted-)window attention on [B, H, W, C] with a relative position bias.")
 def _window(ctx, ins, a):
     x = ins[0]
@@ -253,7 +255,7 @@ def _window(ctx, ins, a):
                              shift=tuple(shifts), grid=(h, w), pad=pad)
 
 
-@op("local_attention", ("x",), (*_ATTN_ARGS, Arg("kernel", "int")),
+@op("local_attention", ("x",), (*_ATTN_ARGS, Arg("kernel", "int", min=1)),
     "Stand-alone self-attention on [B, H, W, C] over each pixel's kernel x kernel neighbourhood.")
 def _local(ctx, ins, a):
     if ins[0].rank != 4:
@@ -263,9 +265,10 @@ def _local(ctx, ins, a):
     return O.LocalAttention(**_common(ctx, _last(ctx, ins[0], "local_attention"), a), kernel=a["kernel"])
 
 
-@op("pooled_attention", ("x",), (Arg("heads", "int"), Arg("grid", "ints"), Arg("dim_out", "int", 0),
-                                 Arg("cls", "int", 0), Arg("kernel_q", "pair", 3), Arg("stride_q", "pair", 1),
-                                 Arg("kernel_kv", "pair", 3), Arg("stride_kv", "pair", 1),
+@op("pooled_attention", ("x",), (Arg("heads", "int", min=1), Arg("grid", "ints", min=1),
+                                 Arg("dim_out", "int", 0, min=0), Arg("cls", "int", 0, min=0),
+                                 Arg("kernel_q", "pair", 3, min=1), Arg("stride_q", "pair", 1, min=1),
+                                 Arg("kernel_kv", "pair", 3, min=1), Arg("stride_kv", "pair", 1, min=1),
                                  Arg("qkv_bias", "bool", True), Arg("residual_pooling", "bool", True),
                                  Arg("rel_pos", "bool", True)),
     "MViTv2 pooling attention on [B, cls + H*W, C] tokens laid out on `grid`.")
@@ -351,7 +354,7 @@ def _concat(ctx, ins, a):
     return O.Concat(dim=a["dim"])
 
 
-@op("split", ("x",), (Arg("sizes", "ints"), Arg("dim", "int", -1)), "Split `dim` into pieces of `sizes`.")
+@op("split", ("x",), (Arg("sizes", "ints", min=0), Arg("dim", "int", -1)), "Split `dim` into pieces of `sizes`.")
 def _split(ctx, ins, a):
     return O.Split(sizes=tuple(a["sizes"]), dim=a["dim"])
 
@@ -364,13 +367,13 @@ def _mean(ctx, ins, a):
 def _pool(kind: str):
     def build(ctx, ins, a):
         k = pair(a["kernel"])
-        s = pair(a["stride"]) if a["stride"] else k
+        s = tuple(st or kk for st, kk in zip(pair(a["stride"]), k, strict=True))  # stride 0: the kernel
         return O.Pool2d(kind=kind, kernel=k, stride=s, padding=pair(a["padding"]))
     return build
 
 
 for _k in ("max", "avg"):
-    op(f"{_k}_pool2d", ("x",), (Arg("kernel", "pair"), Arg("stride", "pair", 0), Arg("padding", "pair", 0)),
+    op(f"{_k}_pool2d", ("x",), (Arg("kernel", "pair", min=1), Arg("stride", "pair", 0, min=0), Arg("padding", "pair", 0, min=0)),
        f"{_k.capitalize()} pooling on [B, C, H, W] (stride defaults to the kernel).")(_pool(_k))
 
 

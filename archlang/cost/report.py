@@ -253,6 +253,39 @@ class CostReport:
         """The figure as a sympy expression in the free sizes (``B``, ``S``, ...)."""
         return to_sympy(self.symbolic(figure, node))
 
+    def local_formula(self, node: str):
+        """An attention layer's score-matrix bytes in its own sizes, with their values:
+        ``B*h*N**2*b`` (global), ``B*h*M**2*H*W*b`` (windows of M x M on an H x W grid),
+        ``B*h*R**2*H*W*b`` (local R x R), ``B*h*N*M*b`` (cross). Returns ``(expr, values)``."""
+        import sympy
+
+        op = self.graph.node(node).op
+        ins = [self.graph.type_of(r) for r in self.graph.node(node).inputs]
+        B, h, b = sympy.symbols("B h b", positive=True, integer=True)
+        values: dict[str, Any] = {"B": self.batch, "h": getattr(op, "heads", 1), "b": self.bytes_per}
+        if isinstance(op, O.WindowAttention):
+            H, W, M = sympy.symbols("H W M", positive=True, integer=True)
+            values |= {"H": op.grid[0] + op.pad[0], "W": op.grid[1] + op.pad[1], "M": op.window[0]}
+            return B * h * M**2 * H * W * b, values
+        if isinstance(op, O.LocalAttention):
+            H, W, R = sympy.symbols("H W R", positive=True, integer=True)
+            values |= {"H": ins[0].shape[1], "W": ins[0].shape[2], "R": op.kernel}
+            return B * h * R**2 * H * W * b, values
+        if isinstance(op, O.CrossAttention):
+            N, M = sympy.symbols("N M", positive=True, integer=True)
+            values |= {"N": ins[0].shape[1], "M": ins[1].shape[1]}
+            return B * h * N * M * b, values
+        if isinstance(op, O.Attention | O.PooledAttention):
+            N = sympy.Symbol("N", positive=True, integer=True)
+            values |= {"N": ins[0].shape[1]}
+            if isinstance(op, O.PooledAttention):
+                Nk = sympy.Symbol("N_kv", positive=True, integer=True)
+                values |= {"N": op.cls + op.out_grid()[0] * op.out_grid()[1],
+                           "N_kv": op.cls + op.kv_grid()[0] * op.kv_grid()[1]}
+                return B * h * N * Nk * b, values
+            return B * h * N**2 * b, values
+        raise KeyError(f"`{node}` is not an attention layer")
+
     def to_json(self) -> dict[str, Any]:
         peak_inf, at_inf = self.peak_inference_bytes()
         peak_train, at_train = self.peak_training_bytes()
@@ -304,3 +337,33 @@ def to_sympy(d: DimLike):
 def cost_graph(graph: Graph, batch: int = 1, dtype: str = "float32", train: bool = False,
                sizes: dict[str, int] | None = None) -> CostReport:
     return CostReport(graph, batch=batch, dtype=dtype, train=train, sizes=sizes)
+
+
+def budget_diagnostic(rep: CostReport, max_bytes: int):
+    """``None`` when the estimated peak fits ``max_bytes``; else an E0901 diagnostic naming
+    the node responsible for most of it, with its formula in the free sizes."""
+    from archlang.cost.view import human_bytes
+    from archlang.diagnostics import Diagnostic, Label
+
+    peak, at = rep.peak_bytes()
+    if peak <= max_bytes:
+        return None
+    if rep.train:
+        node = max(rep.nodes.values(), key=lambda n: n.saved_bytes + n.attention_bytes)
+        figure = "saved_bytes" if node.saved_bytes >= node.attention_bytes else "attention_bytes"
+    else:
+        node = rep.nodes[at]
+        figure = "attention_bytes" if node.attention_bytes >= node.activation_bytes else "activation_bytes"
+    share = getattr(node, figure)
+    span = rep.graph.node(node.name).span
+    notes = []
+    scope = next((sc for sc in rep.graph.scopes if sc.path == node.scope), None)
+    if scope is not None:
+        notes.append(Label(f"in `{scope.path}` (block `{scope.block}`), created here", scope.span))
+    what = "a training step" if rep.train else "inference"
+    return Diagnostic(
+        "E0901", f"{what} needs ~{human_bytes(peak)} at batch {rep.batch} ({rep.dtype}), over the budget of "
+                 f"{human_bytes(max_bytes)}", span,
+        notes=[*notes, Label(f"`{node.name}` ({node.op}) alone holds {human_bytes(share)} of {figure.replace('_', ' ')}: "
+                     f"{figure} = {rep.formula(figure, node.name)}")],
+        help="lower the batch, the input size or the width, use --dtype bfloat16, or raise --max-memory")
