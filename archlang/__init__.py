@@ -23,11 +23,13 @@ from archlang.api import (
     load,
     load_timm_weights,
     load_torch_transformer,
+    merge_adapters,
+    param_groups,
     parse,
     save,
 )
 from archlang.ir import Graph, Node, TensorType
 
 __all__ = ["Graph", "Node", "SpecError", "TensorType", "arch_signatures", "build", "check", "cost", "graph", "load",
-           "load_timm_weights", "load_torch_transformer", "parse", "save"]
+           "load_timm_weights", "load_torch_transformer", "merge_adapters", "param_groups", "parse", "save"]
 __version__ = "0.1.0"

@@ -138,6 +138,20 @@ def load_torch_transformer(model: Any, transformer: Any) -> Any:
     return _load(model, transformer)
 
 
+def merge_adapters(model: Any) -> Any:
+    """Fold LoRA updates into the base weights and remove the adapters (in place)."""
+    from archlang.lower.adapters import merge_adapters as _merge
+
+    return _merge(model)
+
+
+def param_groups(model: Any, weight_decay: float = 0.05) -> list[dict]:
+    """AdamW parameter groups of the trainable parameters, with timm's no-decay rules."""
+    from archlang.lower.adapters import param_groups as _groups
+
+    return _groups(model, weight_decay)
+
+
 def arch_signatures(prog: Program) -> list[tuple[str, list[str]]]:
     """Each arch of the main file with its parameters and effective defaults."""
     out = []

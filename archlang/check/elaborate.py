@@ -22,6 +22,7 @@ from archlang.check.shapes import ShapeError, infer
 from archlang.check.surface import REQUIRED, SURFACE, Arg, BuildCtx, BuildError, Surface
 from archlang.diagnostics import Diagnostic, DiagnosticError, Label, Severity, Span, did_you_mean
 from archlang.ir import ops as O
+from archlang.ir.adapters import lora_parts, matches
 from archlang.ir.dims import Dim, DimLike, add, div_exact, fmt, mul
 from archlang.ir.graph import AdapterTap, FreezeRule, Graph, Node, ParamValue, Scope, ValueRef
 from archlang.ir.types import TensorType
@@ -141,6 +142,7 @@ class Elaborator:
         self.outputs: list[str] = []
         self.adapt_stmts: list[A.Adapt] = []
         self.freeze_stmts: list[A.Freeze] = []
+        self.tap_order: dict[int, int] = {}  # statement -> position among adapt/freeze statements
         # (scope path, node, output index) -> the spec's variable name for that value in that scope
         self.var_hints: dict[tuple[str, str, int], str] = {}
         self.scope_parent: dict[str, str] = {}
@@ -420,11 +422,13 @@ class Elaborator:
             if not in_arch:
                 raise self.fail("E0406", "`adapt` belongs in an arch or variant body", st.span)
             self.adapt_stmts.append(st)
+            self.tap_order[id(st)] = len(self.tap_order)
             return None
         if isinstance(st, A.Freeze):
             if not in_arch:
                 raise self.fail("E0406", "`freeze`/`unfreeze` belong in an arch or variant body", st.span)
             self.freeze_stmts.append(st)
+            self.tap_order[id(st)] = len(self.tap_order)
             return None
         raise AssertionError(f"unhandled statement {st!r}")  # pragma: no cover
 
@@ -1149,6 +1153,10 @@ class Elaborator:
             targets: list[str] = []
             for k, sel in enumerate(st.selectors):
                 hits = _select(sel, linear_like)
+                if st.kind == "lora":
+                    hits = [h for h in hits if _lora_ok(h, linear_like)]
+                elif st.kind == "bitfit":
+                    hits = [h for h in hits if h in linear_like]
                 if not hits:
                     close = did_you_mean(sel, _selector_candidates(linear_like))
                     self.record(Diagnostic("E0703", f"selector \"{sel}\" matches no layer with weights",
@@ -1156,18 +1164,34 @@ class Elaborator:
                                            help=close or "selectors are glob patterns over node names, e.g. "
                                                          "\"blocks.*.attn.q\"; `archc ir` lists the names"))
                 targets.extend(h for h in hits if h not in targets)
+            if st.kind == "lora":
+                bad = [a.name for a in args if a.name not in ("r", "alpha", "dropout")]
+                if bad:
+                    self.record(Diagnostic("E0204", f"lora has no argument `{bad[0]}`", st.span,
+                                           help=did_you_mean(bad[0], ["r", "alpha", "dropout"])
+                                           or "lora(r = 8, alpha = 16, dropout = 0.0)"))
+                    continue
             taps.append(AdapterTap(kind=st.kind, args=tuple(args), selectors=st.selectors, targets=tuple(targets),
-                                   span=st.span))
+                                   index=self.tap_order.get(id(st), 0), span=st.span))
         rules = []
         for st in self.freeze_stmts:
             for k, sel in enumerate(st.selectors):
-                if sel != "*" and not _select(sel, linear_like):
+                if sel != "*" and not any(matches(sel, n) for n in linear_like):
                     self.record(Diagnostic("E0703", f"selector \"{sel}\" matches no layer with weights",
                                            _at(st.selector_spans, k, st.span),
                                            help=did_you_mean(sel, _selector_candidates(linear_like))
                                            or "`archc ir` lists the node names"))
-            rules.append(FreezeRule(freeze=st.freeze, selectors=st.selectors, span=st.span))
+            rules.append(FreezeRule(freeze=st.freeze, selectors=st.selectors, index=self.tap_order.get(id(st), 0),
+                                    span=st.span))
         return tuple(taps), tuple(rules)
+
+
+def _lora_ok(target: str, nodes: dict[str, Node]) -> bool:
+    """LoRA adapts linear projections: a linear node, or an attention's q/k/v/qkv/proj."""
+    if target in nodes:
+        return isinstance(nodes[target].op, O.Linear)
+    node, _, part = target.rpartition(".")
+    return node in nodes and part in lora_parts(nodes[node].op)
 
 
 def _select(sel: str, nodes: dict[str, Node]) -> list[str]:
@@ -1177,8 +1201,8 @@ def _select(sel: str, nodes: dict[str, Node]) -> list[str]:
     for name, n in nodes.items():
         if fnmatch.fnmatchcase(name, sel):
             out.append(name)
-        elif isinstance(n.op, O.Attention | O.WindowAttention | O.CrossAttention | O.LocalAttention):
-            for part in ("q", "k", "v", "qkv", "proj"):
+        else:
+            for part in lora_parts(n.op):
                 if fnmatch.fnmatchcase(f"{name}.{part}", sel):
                     out.append(f"{name}.{part}")
     return out
@@ -1190,8 +1214,7 @@ def _selector_candidates(nodes: dict[str, Node]) -> list[str]:
     out: set[str] = set()
     for name, n in nodes.items():
         names = [name]
-        if isinstance(n.op, O.Attention | O.WindowAttention | O.CrossAttention | O.LocalAttention):
-            names += [f"{name}.{part}" for part in ("q", "k", "v", "qkv", "proj")]
+        names += [f"{name}.{part}" for part in lora_parts(n.op)]
         for x in names:
             out.add(x)
             out.add(".".join("*" if seg.isdigit() else seg for seg in x.split(".")))

@@ -11,13 +11,13 @@ sympy expression. No torch here, and no tensors.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from archlang.cost.rules import COST_RULES, OpCost, numel
 from archlang.ir import ops as O
+from archlang.ir.adapters import param_table
 from archlang.ir.dims import Dim, DimLike, add, mul
 from archlang.ir.graph import Graph, Node
 
@@ -59,20 +59,13 @@ class NodeCost:
         return {k: v for k, v in self.__dict__.items() if k != "symbolic"}
 
 
-def trainable_params_by_node(graph: Graph) -> dict[str, int]:
-    """Trainable parameter count per node after the spec's freeze/unfreeze rules.
-
-    Rules apply in order; each selector is a glob over node names (``"*"`` is every node).
-    """
-    out: dict[str, int] = {}
-    for n in graph.nodes:
-        total = sum(_size(p.shape) for p in n.op.parameters())
-        trainable = True
-        for r in graph.freezes:
-            if any(fnmatch.fnmatchcase(n.name, sel) or fnmatch.fnmatchcase(n.name, sel.rstrip(".*"))
-                   for sel in r.selectors):
-                trainable = not r.freeze
-        out[n.name] = total if trainable else 0
+def params_by_node(graph: Graph) -> dict[str, tuple[int, int]]:
+    """(all, trainable) parameter counts per node, LoRA weights included; the semantics of
+    freeze/unfreeze/adapt are :mod:`archlang.ir.adapters`'s."""
+    out: dict[str, tuple[int, int]] = {n.name: (0, 0) for n in graph.nodes}
+    for p in param_table(graph):
+        total, train = out[p.node]
+        out[p.node] = (total + p.numel, train + (p.numel if p.trainable else 0))
     return out
 
 
@@ -96,13 +89,13 @@ class CostReport:
                        for s in d.symbols} - {"B"})
         self.sizes = {"B": batch, **{s: 128 for s in free}, **(sizes or {})}
         self.free_sizes = ["B", *free]
-        trainable = trainable_params_by_node(graph)
+        counts = params_by_node(graph)
         self.nodes: dict[str, NodeCost] = {}
         for n in graph.nodes:
-            self.nodes[n.name] = self._node(n, trainable[n.name])
+            self.nodes[n.name] = self._node(n, *counts[n.name])
 
     # -- per node
-    def _node(self, n: Node, trainable: int) -> NodeCost:
+    def _node(self, n: Node, params: int, trainable: int) -> NodeCost:
         ins = [self.graph.type_of(r) for r in n.inputs]
         c: OpCost = COST_RULES[type(n.op)](n.op, ins, n.outputs)
         act: DimLike = 0
@@ -121,7 +114,6 @@ class CostReport:
             "attention_global_bytes": mul(mul(mul(c.attn_global_per_head, heads), ins[0].shape[0]), bpe)
             if c.attn_entries else 0,
         }
-        params = sum(_size(p.shape) for p in n.op.parameters())
         ev = {k: _eval(v, self.sizes) for k, v in sym.items()}
         return NodeCost(name=n.name, op=n.op.op, scope=n.scope, params=params, trainable_params=trainable,
                         flops=ev["flops"], other_flops=ev["other_flops"], activation_bytes=ev["activation_bytes"],

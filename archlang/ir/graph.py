@@ -83,7 +83,8 @@ class AdapterTap(BaseModel):
     kind: Literal["lora", "bitfit"]
     args: tuple[ParamValue, ...] = ()
     selectors: tuple[str, ...]
-    targets: tuple[str, ...]  # matched node names (or node.param for logical q/k/v)
+    targets: tuple[str, ...]  # matched node names (or node.part for an attention's logical q/k/v)
+    index: int = 0  # position among the arch's adapt/freeze statements (they apply in order)
     span: Span
 
 
@@ -92,6 +93,7 @@ class FreezeRule(BaseModel):
 
     freeze: bool
     selectors: tuple[str, ...]
+    index: int = 0
     span: Span
 
 

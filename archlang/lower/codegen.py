@@ -142,7 +142,7 @@ def structure(inst: Inst) -> tuple:
     for it in inst.items:
         if isinstance(it, Node):
             wires = tuple(_wiring(inst, r, produced) for r in it.inputs)
-            out.append(("node", inst.local(it.name), it.op.op, wires, len(it.outputs)))
+            out.append(("node", inst.local(it.name), it.op.op, wires, len(it.outputs), _LORA.get(it.name)))
             for i in range(len(it.outputs)):
                 produced[(it.name, i)] = ("node", inst.local(it.name), i)
         else:
@@ -445,6 +445,9 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph) -> list[str]:
                   in_types=[graph.type_of(r) for r in node.inputs], out_types=node.outputs,
                   init_attr=init_attr, fwd_attr=fwd_attr)
         mod = rule.module(ctx)
+        if mod is not None and node.name in _LORA:
+            mod = _wrap_lora(mod, _LORA[node.name])
+            plan.helpers |= {"LoRA", "LoRALinear", "add_lora"}
         if mod is not None:
             tree.add(local, mod)
         for h in rule.helpers:
@@ -514,6 +517,15 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph) -> list[str]:
         if a in fwd_args_used:
             lines.append(f"        self.{a} = {a}")
     lines.extend(tree.lines())
+    if is_root and (rules := _trainability_rules(graph)):
+        plan.helpers.add("set_trainable")
+        lines.append("        # fine-tuning, as the spec says: LoRA weights train; these rules set the rest")
+        lines.append(f"        set_trainable(self, {rules!r})")
+    if is_root and (nwd := _no_weight_decay(graph)):
+        lines.append("")
+        lines.append("    def no_weight_decay(self) -> set[str]:")
+        lines.append('        """Parameters that take no weight decay (timm convention): tokens, positions, bias tables."""')
+        lines.append("        return {" + ", ".join(repr(n) for n in nwd) + "}")
     lines.append("")
     in_types = [graph.type_of(r) for r in in_refs] if not is_root else [n.outputs[0] for n in graph.input_nodes()]
     lines.append(f"    def forward(self, {', '.join(params)}):")
@@ -562,6 +574,46 @@ def _class_doc(plan: ClassPlan, is_root: bool, graph: Graph) -> str:
 # ----------------------------------------------------------------------------- prelude
 
 
+# ----------------------------------------------------------------------------- fine-tuning taps
+
+# node name -> ((projection attribute, fused blocks, ((part, (r, alpha, dropout)), ...)), ...),
+# filled per `generate` call
+_LORA: dict[str, tuple] = {}
+
+
+def _lora_config(graph: Graph) -> dict[str, tuple]:
+    from archlang.ir.adapters import lora_module, lora_targets
+
+    out: dict[str, tuple] = {}
+    for node_name, parts in lora_targets(graph).items():
+        node = graph.node(node_name)
+        by_attr: dict[str, tuple[tuple[str, ...], dict[str, tuple[int, float, float]]]] = {}
+        for part, spec in parts.items():
+            attr, sub, fused = lora_module(node, part)
+            by_attr.setdefault(attr, (fused, {}))[1][sub] = (spec.r, spec.alpha, spec.dropout)
+        out[node_name] = tuple((attr, fused, tuple(sorted(cfg.items()))) for attr, (fused, cfg) in sorted(by_attr.items()))
+    return out
+
+
+def _wrap_lora(mod: str, config: tuple) -> str:
+    for attr, fused, parts in config:
+        fused_arg = f", fused={fused!r}" if fused else ""
+        mod = f"add_lora({mod}, {attr!r}, {dict(parts)!r}{fused_arg})"
+    return mod
+
+
+def _trainability_rules(graph: Graph) -> list[tuple[str, tuple[str, ...]]]:
+    events = [(r.index, ("freeze" if r.freeze else "unfreeze", r.selectors)) for r in graph.freezes]
+    events += [(t.index, ("bitfit", t.selectors)) for t in graph.adapters if t.kind == "bitfit"]
+    return [e for _, e in sorted(events, key=lambda x: x[0])]
+
+
+def _no_weight_decay(graph: Graph) -> list[str]:
+    from archlang.ir.adapters import param_table
+
+    return sorted(p.name for p in param_table(graph) if p.role in ("token", "pos", "rel_pos"))
+
+
 def prelude_sources(names: set[str]) -> list[str]:
     """The source of the requested prelude definitions, in file order."""
     text = PRELUDE.read_text()
@@ -580,6 +632,8 @@ def generate(graph: Graph) -> tuple[str, str]:
     for n in graph.nodes:
         if type(n.op) not in LOWER_RULES:
             raise LoweringError(f"no lowering rule for op `{n.op.op}`")
+    _LORA.clear()
+    _LORA.update(_lora_config(graph))
     root = build_tree(graph)
     plans = plan_classes(root, graph.arch)
     root_plan = root.cls

@@ -288,3 +288,91 @@ class PooledAttention(nn.Module):
             x = x + q
         x = x.transpose(1, 2).reshape(B, -1, self.dim_out)
         return self.proj(x)
+
+
+class LoRA(nn.Module):
+    """A low-rank update ``B A`` scaled by alpha/r (Hu et al. 2021): A is Kaiming-initialised
+    and B starts at zero, so a tapped layer computes exactly what it did before training."""
+
+    def __init__(self, fan_in: int, fan_out: int, r: int, alpha: float, dropout: float = 0.0):
+        super().__init__()
+        self.scale = alpha / r
+        self.A = nn.Parameter(nn.init.kaiming_uniform_(torch.empty(r, fan_in), a=math.sqrt(5)))
+        self.B = nn.Parameter(torch.zeros(fan_out, r))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.dropout(x) @ self.A.t() @ self.B.t()) * self.scale
+
+    def delta_weight(self) -> torch.Tensor:
+        return (self.B @ self.A) * self.scale
+
+
+class LoRALinear(nn.Linear):
+    """An ``nn.Linear`` with LoRA updates on all its rows (``lora``) or on named row blocks of
+    a fused projection (``lora_q`` and ``lora_v`` of a qkv whose blocks are q, k, v)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.linear(x, self.weight, self.bias)
+        if not self.fused:
+            return y + self.lora(x)
+        size = self.out_features // len(self.fused)
+        deltas = [getattr(self, f"lora_{p}")(x) if p in self.parts else x.new_zeros(*x.shape[:-1], size)
+                  for p in self.fused]
+        return y + torch.cat(deltas, dim=-1)
+
+    @torch.no_grad()
+    def merged(self) -> nn.Linear:
+        """A plain ``nn.Linear`` with the updates folded into its weight."""
+        out = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        w = self.weight.detach().clone()
+        if not self.fused:
+            w += self.lora.delta_weight()
+        else:
+            size = self.out_features // len(self.fused)
+            for i, p in enumerate(self.fused):
+                if p in self.parts:
+                    w[i * size:(i + 1) * size] += getattr(self, f"lora_{p}").delta_weight()
+        out.weight.copy_(w)
+        if self.bias is not None:
+            out.bias.copy_(self.bias)
+        return out.to(self.weight.device)
+
+
+def add_lora(module: nn.Module, attr: str, lora: dict[str, tuple[int, float, float]],
+             fused: tuple[str, ...] = ()) -> nn.Module:
+    """Tap ``module.<attr>`` (the module itself when ``attr`` is "") with LoRA and return
+    ``module``. ``lora`` maps a part ("" for all rows, or a block of ``fused``) to
+    (r, alpha, dropout)."""
+    base = getattr(module, attr) if attr else module
+    tapped = LoRALinear.__new__(LoRALinear)
+    nn.Module.__init__(tapped)
+    tapped.in_features, tapped.out_features = base.in_features, base.out_features
+    tapped.weight, tapped.bias = base.weight, base.bias
+    tapped.fused, tapped.parts = tuple(fused), tuple(lora)
+    size = base.out_features // (len(fused) or 1)
+    for part, (r, alpha, dropout) in lora.items():
+        tapped.add_module(f"lora_{part}" if part else "lora", LoRA(base.in_features, size, r, alpha, dropout))
+    if attr:
+        setattr(module, attr, tapped)
+        return module
+    return tapped
+
+
+def set_trainable(model: nn.Module, rules: list[tuple[str, tuple[str, ...]]]) -> None:
+    """Apply the spec's fine-tuning rules in order (see archlang.ir.adapters): ``freeze`` /
+    ``unfreeze`` a glob over parameter names or their dotted prefixes, ``bitfit`` trains the
+    biases under it. LoRA weights always train."""
+    import fnmatch
+
+    def hit(name: str, selectors: tuple[str, ...]) -> bool:
+        parts = name.split(".")
+        prefixes = [".".join(parts[: i + 1]) for i in range(len(parts))]
+        return any(fnmatch.fnmatchcase(p, s) for p in prefixes for s in selectors)
+
+    for name, p in model.named_parameters():
+        if ".lora" in name:
+            continue
+        for action, selectors in rules:
+            if hit(name, selectors) and (action != "bitfit" or name.endswith("bias")):
+                p.requires_grad_(action != "freeze")

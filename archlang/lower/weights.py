@@ -30,15 +30,22 @@ class WeightImportError(ValueError):
         self.missing, self.unexpected, self.mismatched = missing, unexpected, mismatched
 
 
+def is_adapter_key(name: str) -> bool:
+    """LoRA weights (``...lora.A``, ``...lora_q.B``) are not in reference checkpoints."""
+    return any(part == "lora" or part.startswith("lora_") for part in name.split("."))
+
+
 def load_state_strict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> nn.Module:
+    """Load ``state`` so that every tensor is consumed and every model tensor filled, except
+    LoRA weights, which a reference cannot have and which stay at their initialisation."""
     ours = model.state_dict()
-    missing = sorted(k for k in ours if k not in state)
+    missing = sorted(k for k in ours if k not in state and not is_adapter_key(k))
     unexpected = sorted(k for k in state if k not in ours)
     mismatched = [(k, tuple(ours[k].shape), tuple(state[k].shape)) for k in ours
                   if k in state and tuple(ours[k].shape) != tuple(state[k].shape)]
     if missing or unexpected or mismatched:
         raise WeightImportError(missing, unexpected, mismatched)
-    model.load_state_dict(dict(state), strict=True)
+    model.load_state_dict({**{k: v for k, v in ours.items() if is_adapter_key(k)}, **state}, strict=True)
     return model
 
 
