@@ -13,6 +13,7 @@ from __future__ import annotations
 # `archlang.cost` name; the packages stay importable as `from archlang.cost import ...`.
 import archlang.check as _check_package  # noqa: F401
 import archlang.cost as _cost_package  # noqa: F401
+import archlang.render as _render_package  # noqa: F401  (same reason: `archlang.render()` is the function)
 from archlang.api import (
     SpecError,
     arch_signatures,
@@ -26,10 +27,11 @@ from archlang.api import (
     merge_adapters,
     param_groups,
     parse,
+    render,
     save,
 )
 from archlang.ir import Graph, Node, TensorType
 
 __all__ = ["Graph", "Node", "SpecError", "TensorType", "arch_signatures", "build", "check", "cost", "graph", "load",
-           "load_timm_weights", "load_torch_transformer", "merge_adapters", "param_groups", "parse", "save"]
+           "load_timm_weights", "load_torch_transformer", "merge_adapters", "param_groups", "parse", "render", "save"]
 __version__ = "0.1.0"

@@ -8,12 +8,15 @@ graphviz) are imported only by the functions that need them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from archlang.check import CheckResult, Program, check_spec, load_source
 from archlang.check.elaborate import Elaborator, Frame, show
 from archlang.diagnostics import Diagnostic, render_text
 from archlang.ir.graph import Graph
+
+if TYPE_CHECKING:
+    from archlang.render import Diagram
 from archlang.syntax import ast as A
 
 
@@ -58,6 +61,22 @@ def cost(spec: str | Path, arch: str | None = None, *, batch: int = 1, dtype: st
     from archlang.cost import cost_graph
 
     return cost_graph(graph(spec, arch, **params), batch=batch, dtype=dtype, train=train, sizes=sizes)
+
+
+def render(spec: str | Path, arch: str | None = None, *, depth: int | None = None, cost: bool | str = False,
+           collapse: bool = True, **params: Any) -> Diagram:
+    """The architecture diagram of one arch, drawn from its IR (torch is never imported).
+
+    Returns a :class:`~archlang.render.Diagram`: ``.dot`` (the DOT source), ``.save(path)``
+    (.svg, .png, .pdf or .dot, by suffix; needs Graphviz's ``dot`` except for .dot) and
+    ``_repr_svg_()`` for notebooks. ``depth`` counts the levels drawn open (default: the
+    deepest that fits one screen); ``cost=True`` colours nodes by their share of FLOPs
+    (``"memory"`` or ``"params"`` for those) and annotates params; ``collapse=False`` draws
+    every instance of repeated blocks.
+    """
+    from archlang.render import render_graph
+
+    return render_graph(graph(spec, arch, **params), depth, cost=cost, collapse=collapse)
 
 
 class BudgetError(SpecError):

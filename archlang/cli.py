@@ -2,7 +2,7 @@
 
 Takes: command-line arguments. Produces: reports on stdout, diagnostics on stderr, and
 exit codes 0 (clean), 1 (errors in the spec) and 2 (usage errors). ``check``, ``list``,
-``ir`` and ``ops`` never import torch.
+``ir``, ``render`` and ``ops`` never import torch.
 """
 
 from __future__ import annotations
@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from archlang.diagnostics import Diagnostic, Severity, Sources, render_json, render_text
+
+if TYPE_CHECKING:
+    from archlang.ir.graph import Graph
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="archlang: compile neural-architecture specs (.arch) to checked IR, costs, diagrams and PyTorch.")
@@ -186,9 +189,26 @@ def build(spec: Annotated[Path, typer.Argument(help="A .arch file.")], arch: Arc
     typer.echo(f"  wrote {path}  (class {cls_name}; `from {g.arch} import build; model = build()`)")
     typer.echo(f"  wrote {cost_path}  ({rep.flops / 1e9:.2f} GFLOP, peak ~{rep.peak_bytes()[0] / 2**20:.0f} MiB "
                f"at batch {batch})")
+    _write_diagram(g, out)
     if compile:
         _compile_check(g, source)
     raise typer.Exit(0)
+
+
+def _write_diagram(g: Graph, out: Path) -> None:
+    """Write DIR/<arch>.svg beside the module; a missing `dot` (or any drawing problem) never fails the build."""
+    try:
+        from archlang.render import INSTALL_HINT, dot_available, render_graph
+
+        diagram = render_graph(g)
+        if not dot_available():
+            path = diagram.save(out / f"{g.arch}.dot")
+            typer.echo(f"  wrote {path}  (no SVG: {INSTALL_HINT})")
+            return
+        path = diagram.save(out / f"{g.arch}.svg")
+        typer.echo(f"  wrote {path}  (diagram, depth {diagram.depth}; `archc render` for others)")
+    except Exception as e:  # the diagram is a by-product of the build
+        typer.echo(f"  no diagram: {type(e).__name__}: {e}")
 
 
 def _compile_check(g, source: str) -> None:
@@ -289,6 +309,48 @@ def cost(spec: Annotated[Path, typer.Argument(help="A .arch file.")], arch: Arch
     sp = size_param({p.name: p.value for p in g.params})
     gr = growth_fn(r.program, g.arch, sp, g.param(sp), overrides, **kw) if sp else None
     console.print(summary(rep, gr, sp))
+    raise typer.Exit(0)
+
+
+@app.command()
+def render(spec: Annotated[Path, typer.Argument(help="A .arch file.")], arch: ArchOpt = None, set: SetOpt = None,
+           out: Annotated[Path | None, typer.Option("--out", "-o", help="FILE.svg, .png, .pdf or .dot "
+                                                    "(default: <arch>.svg in the current folder).")] = None,
+           depth: Annotated[int | None, typer.Option("--depth", "-d", min=1, help=(
+               "Levels of the name hierarchy drawn open: 1 shows the top level (Swin-T: patch embedding, "
+               "four stages, head) with groups as boxes; each level more opens them (2: a stage's blocks, "
+               "3: a block's ops). Default: the deepest level whose drawing is at most 12 nodes tall, so it "
+               "fits one screen (Swin-T, ViT-B/16, MLP-Mixer: 1; the Transformer: 2)."))] = None,
+           cost: Annotated[bool, typer.Option("--cost", help="Colour nodes by their share of FLOPs "
+                                                             "(see --cost-by) and annotate params.")] = False,
+           cost_by: Annotated[str, typer.Option("--cost-by", help="With --cost: flops, memory (activations) "
+                                                                  "or params.")] = "flops",
+           no_collapse: Annotated[bool, typer.Option("--no-collapse", help="Draw every instance of repeated "
+                                                                           "blocks (no ×N boxes).")] = False,
+           dropout: Annotated[bool, typer.Option("--dropout", help="Also draw dropout and drop-path nodes "
+                                                                   "(identities at inference).")] = False) -> None:
+    """Draw the architecture from its IR: clusters for stages and blocks, ×N for repeats, shapes on edges."""
+    from archlang.check import check_spec
+    from archlang.render import INSTALL_HINT, dot_available, render_graph
+    from archlang.render.diagram import COST_METRICS, FORMATS
+
+    if cost_by not in COST_METRICS:
+        raise _usage(f"--cost-by is flops, memory or params, not {cost_by}")
+    if out is not None and out.suffix.lower() not in FORMATS:
+        raise _usage(f"cannot tell the format of {out}: use .svg, .png, .pdf or .dot")
+    r = check_spec(_spec_files(spec)[0], arch, set or [])
+    _print_diags([d for d in r.diagnostics if d.is_error], r.program.sources, "text")
+    if r.graph is None:
+        raise typer.Exit(_exit_code(r.diagnostics) or 1)
+    g = r.graph
+    diagram = render_graph(g, depth, cost=cost_by if cost else False, collapse=not no_collapse, dropout=dropout)
+    target = out if out is not None else Path(f"{g.arch}.svg")
+    if target.suffix.lower() not in (".dot", ".gv") and not dot_available():
+        path = diagram.save(target.with_suffix(".dot"))
+        typer.echo(f"wrote {path} (DOT only): {INSTALL_HINT}")
+        raise typer.Exit(0)
+    path = diagram.save(target)
+    typer.echo(f"wrote {path}  ({g.arch}, depth {diagram.depth} of {diagram.max_depth}, {diagram.node_count} nodes)")
     raise typer.Exit(0)
 
 

@@ -31,9 +31,19 @@ from archlang.syntax.parser import parse_expr
 
 MAX_NODES = 200_000
 MAX_LOOP = 100_000
+MAX_STEPS = 1_000_000  # statements executed while elaborating one arch (nested loops multiply)
+MAX_INT = 2**63 - 1  # compile-time integers beyond this are not sizes; bounding them keeps `**` from hanging
 BUILTINS = ("len", "sum", "min", "max", "abs", "int", "float", "round", "range", "ceil", "floor")
 
 # ----------------------------------------------------------------------------- values
+
+
+class _OutOfSteps(Exception):
+    """Aborts the whole elaboration (unlike DiagnosticError, which aborts one statement)."""
+
+    def __init__(self, diag: Diagnostic):
+        super().__init__(diag.message)
+        self.diag = diag
 
 
 class _Poison:
@@ -142,6 +152,7 @@ class Elaborator:
         self.outputs: list[str] = []
         self.adapt_stmts: list[A.Adapt] = []
         self.freeze_stmts: list[A.Freeze] = []
+        self.steps = 0
         self.tap_order: dict[int, int] = {}  # statement -> position among adapt/freeze statements
         # (scope path, node, output index) -> the spec's variable name for that value in that scope
         self.var_hints: dict[tuple[str, str, int], str] = {}
@@ -196,7 +207,11 @@ class Elaborator:
         params = self.bind_arch_params(base, chain, overrides, fr)
         if params is None:
             return None
-        self.exec_block_body(base.body, fr, in_arch=True)
+        try:
+            self.exec_block_body(base.body, fr, in_arch=True)
+        except _OutOfSteps as e:
+            self.record(e.diag)
+            return None
         for alias in reversed(chain[:-1]):
             assert isinstance(alias, A.ArchAlias)
             for st in alias.body:
@@ -280,7 +295,7 @@ class Elaborator:
             over[o.name] = o
         params: list[ParamValue] = []
         for p in base.params:
-            assert isinstance(p.annot, A.ValueType) or isinstance(p.annot, A.TensorAnnot)
+            assert isinstance(p.annot, A.ValueType | A.TensorAnnot)
             if isinstance(p.annot, A.TensorAnnot):
                 self.record(Diagnostic("E0401", f"arch parameter `{p.name}` cannot be a tensor", p.span,
                                        help="declare tensors with `in name: [dims]` inside the arch"))
@@ -350,6 +365,10 @@ class Elaborator:
         return [POISON] if precondition_failed else None
 
     def exec_stmt(self, st: A.Stmt, fr: Frame, in_arch: bool) -> list[Any] | None:
+        self.steps += 1
+        if self.steps > MAX_STEPS:
+            raise _OutOfSteps(Diagnostic("E0406", f"elaboration runs more than {MAX_STEPS} statements", st.span,
+                                         help="check the loop bounds; archlang unrolls every loop at compile time"))
         if isinstance(st, A.Assign):
             val = self.eval(st.value, fr)
             if len(st.targets) == 1:
@@ -506,8 +525,9 @@ class Elaborator:
 
     # -- expressions
     def eval(self, e: A.Expr, fr: Frame) -> Any:
-        if isinstance(e, A.FloatLit) and not math.isfinite(e.value):
-            raise self.fail("E0406", "number too large", e.span, help="numbers must be finite (below about 1.8e308)")
+        if isinstance(e, A.IntLit | A.FloatLit) and _too_large(e.value):
+            raise self.fail("E0406", "number too large", e.span,
+                            help="integers stay below 2**63 and numbers below about 1.8e308")
         if isinstance(e, A.IntLit | A.FloatLit | A.StrLit | A.BoolLit):
             return e.value
         if isinstance(e, A.Name):
@@ -640,6 +660,8 @@ class Elaborator:
             if op == "+" and isinstance(a, list) and isinstance(b, list):
                 return a + b
             if op == "*" and isinstance(a, list) and isinstance(b, int) and not isinstance(b, bool):
+                if len(a) * b > MAX_LOOP:
+                    raise self.fail("E0406", f"a list of {len(a) * b} items is too long", e.span)
                 return a * b
             raise self.fail("E0401", f"cannot apply `{op}` to {type_name(a)} and {type_name(b)}", e.span)
         if isinstance(a, str) or isinstance(b, str):
@@ -650,9 +672,10 @@ class Elaborator:
             if isinstance(v, bool) or not isinstance(v, int | float | Dim):
                 raise self.fail("E0401", f"`{op}` needs numbers, got {typed(v)}", side.span)
         r = self.arith(op, a, b, e)
-        if isinstance(r, float) and not math.isfinite(r):
-            raise self.fail("E0406", f"`{op}` gives a number too large to represent ({r})", e.span,
-                            help=f"with {show(a)} and {show(b)}")
+        if _too_large(r):
+            raise self.fail("E0406", f"`{op}` gives a number too large to represent", e.span,
+                            help=f"with {show(a)} and {show(b)}; integers stay below 2**63 and numbers below "
+                                 "about 1.8e308")
         return r
 
     def arith(self, op: str, a: Any, b: Any, e: A.BinOp) -> Any:
@@ -674,6 +697,9 @@ class Elaborator:
                 if op == "%":
                     return a % b
                 if op == "**":
+                    if isinstance(a, int) and isinstance(b, int) and b > 0 and abs(a) > 1 \
+                            and b * math.log2(abs(a)) > 64:
+                        raise OverflowError
                     r = a ** b
                     if isinstance(r, complex):
                         raise ZeroDivisionError
@@ -783,8 +809,9 @@ class Elaborator:
                 raise self.fail("E0406", f"`{c.func}` computes a value at compile time and creates no node to label",
                                 span)
             r = self.call_builtin(c, fr)
-            if isinstance(r, float) and not math.isfinite(r):
-                raise self.fail("E0406", f"`{c.func}` gives a number too large to represent ({r})", c.span)
+            if _too_large(r):
+                raise self.fail("E0406", f"`{c.func}` gives a number too large to represent", c.span,
+                                help="integers stay below 2**63 and numbers below about 1.8e308")
             return r
         if c.func in self.prog.archs:
             raise self.fail("E0202", f"`{c.func}` is an arch; only blocks and ops can be called", c.func_span,
@@ -1223,6 +1250,13 @@ def _selector_candidates(nodes: dict[str, Node]) -> list[str]:
 
 def _at(spans: tuple[Span, ...], k: int, default: Span) -> Span:
     return spans[k] if k < len(spans) else default
+
+
+def _too_large(v: Any) -> bool:
+    """A compile-time number the checker refuses: a non-finite float or an int beyond 2**63."""
+    if isinstance(v, float):
+        return not math.isfinite(v)
+    return isinstance(v, int) and abs(v) > MAX_INT
 
 
 def _has_poison(v: Any) -> bool:

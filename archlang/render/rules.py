@@ -1,0 +1,287 @@
+"""Drawing rules: one per IR op class, from an op to how its node looks in a diagram.
+
+Takes: an op (:mod:`archlang.ir.ops`) with the tensor types flowing in and out of its node.
+Produces: a :class:`Look`: a title in the words a paper would print ("W-MSA", "Linear",
+"LayerNorm"), detail lines with the op's key attributes (heads, window, shift, features,
+kernel...), a style kind (which colour and shape the node gets, see
+``archlang.render.dot.KIND_STYLE``) and whether the node is elided by default (dropout and
+drop-path are identities at inference; papers leave them out). ``DRAW_RULES`` holds one rule
+per op class; a test fails when an op class lacks one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from archlang.ir import ops as O
+from archlang.ir.dims import fmt_shape
+from archlang.ir.types import TensorType
+
+
+@dataclass(frozen=True)
+class Look:
+    """How one op node is drawn."""
+
+    title: str
+    detail: tuple[str, ...] = ()
+    kind: str = "op"  # a key of archlang.render.dot.KIND_STYLE
+    elide: bool = False  # hidden unless the caller asks for dropout/drop-path nodes
+
+
+Rule = Callable[[Any, list[TensorType], tuple[TensorType, ...]], Look]
+
+DRAW_RULES: dict[type[O.OpBase], Rule] = {}
+
+
+def _rule(*classes: type[O.OpBase]) -> Callable[[Rule], Rule]:
+    def deco(fn: Rule) -> Rule:
+        for cls in classes:
+            DRAW_RULES[cls] = fn
+        return fn
+    return deco
+
+
+def _pair(t: tuple[int, int]) -> str:
+    return str(t[0]) if t[0] == t[1] else f"{t[0]}×{t[1]}"
+
+
+def _square(t: tuple[int, int]) -> str:
+    return f"{t[0]}×{t[1]}"
+
+
+def _num(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def _type(t: TensorType) -> str:
+    return fmt_shape(t.shape) if t.dtype == "float" else f"{t.dtype}{fmt_shape(t.shape)}"
+
+
+# --------------------------------------------------------------------------- graph boundary
+
+
+@_rule(O.Input)
+def _input(op: O.Input, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
+    return Look(op.name, (_type(op.type),), "input")
+
+
+@_rule(O.Output)
+def _output(op: O.Output, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
+    return Look(op.name, tuple(_type(t) for t in ins), "output")
+
+
+# --------------------------------------------------------------------------- layers with weights
+
+
+@_rule(O.Linear)
+def _linear(op: O.Linear, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
+    bias = "" if op.bias else ", no bias"
+    return Look("Linear", (f"{op.in_features} → {op.out_features}{bias}",), "linear")
+
+
+@_rule(O.Conv2d)
+def _conv2d(op: O.Conv2d, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
+    title = "Conv2d (WS)" if op.standardize else "Conv2d"
+    kern = f"{_square(op.kernel)}"
+    if op.stride != (1, 1):
+        kern += f", stride {_pair(op.stride)}"
+    if op.padding != (0, 0):
+        kern += f", pad {_pair(op.padding)}"
+    chans = f"{op.in_channels} → {op.out_channels}"
+    if op.groups > 1:
+        chans += " depthwise" if op.groups == op.in_channels else f", {op.groups} groups"
+    return Look(title, (kern, chans), "linear")
+
+
+@_rule(O.Conv1d)
+def _conv1d(op: O.Conv1d, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
+    kern = f"kernel {op.kernel}" + (f", stride {op.stride}" if op.stride != 1 else "") \
+        + (f", pad {op.padding}" if op.padding else "")
+    chans = f"{op.in_channels} → {op.out_channels}"
+    if op.groups > 1:
+        chans += " depthwise" if op.groups == op.in_channels else f", {op.groups} groups"
+    return Look("Conv1d", (kern, chans), "linear")
+
+
+@_rule(O.LayerNorm)
+def _layernorm(op: O.LayerNorm, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
+    return Look("LayerNorm", () if op.affine else ("no affine",), "norm")
+
+
+@_rule(O.BatchNorm)
+def _batchnorm(op: O.BatchNorm, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
+    return Look("BatchNorm", (), "norm")
+
+
+@_rule(O.GroupNorm)
+def _groupnorm(op: O.GroupNorm, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
+    return Look("GroupNorm", (f"{op.groups} groups",), "norm")
+
+
+@_rule(O.Embedding)
+def _embedding(op: O.Embedding, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
+    return Look("Embedding", (f"{op.num} × {op.dim}",), "linear")
+
+
+@_rule(O.PrependToken)
+def _prepend(op: O.PrependToken, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
+    return Look("Prepend token", ("learned",), "position")
+
+
+@_rule(O.PosEmbed)
+def _pos(op: O.PosEmbed, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
+    return Look("Position embedding", (op.kind,), "position")
+
+
+# --------------------------------------------------------------------------- attention
+
+
+def _heads(op: Any) -> str:
+    return f"{op.heads} heads × {op.head_dim}"
+
+
+@_rule(O.Attention)
+def _attention(op: O.Attention, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
+    return Look("Masked multi-head attention" if op.causal else "Multi-head attention", (_heads(op),), "attention")
+
+
+@_rule(O.CrossAttention)
+def _cross(op: O.CrossAttention, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
+    return Look("Cross-attention", (_heads(op), "keys, values: context"), "attention")
+
+
+@_rule(O.WindowAttention)
+def _window(op: O.WindowAttention, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
+    shifted = any(op.shift)
+    detail = f"{op.heads} heads, window {_square(op.window)}"
+    second = f"shift {_pair(op.shift)}" if shifted else "no shift"
+    if any(op.pad):
+        second += f", pad {_pair(op.pad)}"
+    return Look("SW-MSA" if shifted else "W-MSA", (detail, second), "attention")
+
+
+@_rule(O.LocalAttention)
+def _local(op: O.LocalAttention, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
+    return Look("Local attention", (f"{op.heads} heads, {op.kernel}×{op.kernel} neighbourhood",), "attention")
+
+
+@_rule(O.PooledAttention)
+def _pooled(op: O.PooledAttention, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
+    detail = [f"{op.heads} heads, {op.dim} → {op.dim_out}"]
+    if op.stride_q != (1, 1) or op.stride_kv != (1, 1):
+        detail.append(f"stride q {_pair(op.stride_q)}, kv {_pair(op.stride_kv)}")
+    return Look("Pooling attention", tuple(detail), "attention")
+
+
+# --------------------------------------------------------------------------- parameter-free ops
+
+_ACT_NAMES = {"gelu": "GELU", "gelu_tanh": "GELU (tanh)", "relu": "ReLU", "silu": "SiLU", "tanh": "Tanh",
+              "sigmoid": "Sigmoid"}
+
+
+@_rule(O.Activation)
+def _activation(op: O.Activation, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
+    return Look(_ACT_NAMES[op.fn], (), "activation")
+
+
+@_rule(O.Glu)
+def _glu(op: O.Glu, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
+    return Look("GLU", () if op.dim == -1 else (f"dim {op.dim}",), "activation")
+
+
+@_rule(O.Softmax)
+def _softmax(op: O.Softmax, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
+    return Look("Softmax", () if op.dim == -1 else (f"dim {op.dim}",), "activation")
+
+
+@_rule(O.Dropout)
+def _dropout(op: O.Dropout, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
+    return Look("Dropout", (f"p = {_num(op.p)}",), "regulariser", elide=True)
+
+
+@_rule(O.DropPath)
+def _drop_path(op: O.DropPath, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
+    return Look("DropPath", (f"p = {_num(op.p)}",), "regulariser", elide=True)
+
+
+@_rule(O.Identity)
+def _identity(op: O.Identity, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
+    return Look("Identity", (), "regulariser", elide=True)
+
+
+_BINARY = {"add": "+", "sub": "−", "mul": "×", "div": "÷"}
+
+
+@_rule(O.Binary)
+def _binary(op: O.Binary, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
+    return Look(_BINARY[op.fn], (), "junction")
+
+
+@_rule(O.Scale)
+def _scale(op: O.Scale, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
+    parts = []
+    if op.factor != 1.0:
+        parts.append(f"× {_num(op.factor)}")
+    if op.offset:
+        parts.append(f"{'+' if op.offset > 0 else '−'} {_num(abs(op.offset))}")
+    return Look(" ".join(parts) or "× 1", (), "elementwise")
+
+
+@_rule(O.Rearrange)
+def _rearrange(op: O.Rearrange, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
+    return Look("Rearrange", (op.pattern().replace("->", "→"),), "reshape")
+
+
+@_rule(O.Concat)
+def _concat(op: O.Concat, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
+    return Look("Concat", (f"dim {op.dim}",), "reshape")
+
+
+@_rule(O.Split)
+def _split(op: O.Split, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
+    return Look("Split", (f"{', '.join(map(str, op.sizes))} on dim {op.dim}",), "reshape")
+
+
+@_rule(O.Mean)
+def _mean(op: O.Mean, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
+    dims = ", ".join(map(str, op.dims))
+    return Look("Mean", (f"over dim{'s' if len(op.dims) > 1 else ''} {dims}",), "reshape")
+
+
+@_rule(O.Pool2d)
+def _pool(op: O.Pool2d, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
+    title = "MaxPool" if op.kind == "max" else "AvgPool"
+    detail = _square(op.kernel) + (f", stride {_pair(op.stride)}" if op.stride != op.kernel else "")
+    return Look(title, (detail,), "reshape")
+
+
+def _index_expr(dim: int, index: str) -> str:
+    return "x[" + ":, " * dim + index + "]" if dim >= 0 else f"x[..., {index}" + ", :" * (-dim - 1) + "]"
+
+
+@_rule(O.Take)
+def _take(op: O.Take, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
+    return Look("Take", (_index_expr(op.dim, str(op.index)),), "reshape")
+
+
+@_rule(O.SliceOp)
+def _slice(op: O.SliceOp, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
+    return Look("Slice", (_index_expr(op.dim, f"{op.start}:{op.stop}"),), "reshape")
+
+
+@_rule(O.Roll)
+def _roll(op: O.Roll, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
+    return Look("Roll", (f"shifts {', '.join(map(str, op.shifts))} on dims {', '.join(map(str, op.dims))}",),
+                "reshape")
+
+
+@_rule(O.Matmul)
+def _matmul(op: O.Matmul, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
+    return Look("MatMul", (), "elementwise")
+
+
+def look(op: O.OpBase, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
+    """The :class:`Look` of one op, by its class's rule."""
+    return DRAW_RULES[type(op)](op, ins, outs)

@@ -1,0 +1,294 @@
+"""The diagram's hierarchy: groups from dotted node names and block scopes, and repeats.
+
+Takes: a checked IR :class:`~archlang.ir.Graph`. Produces: a tree whose items are node
+names, :class:`Group` (a block instance, or a container such as a stage ``layers.1``) and
+:class:`Repeat` (consecutive instances that are drawn once with a ``×N`` badge), with the
+levels that ``--depth`` counts.
+
+Hierarchy. A node name splits at dots into units, a list index staying with the unit before
+it: ``layers.1.blocks.0.mlp.fc1`` is ``layers.1`` / ``blocks.0`` / ``mlp`` / ``fc1``. Every
+proper prefix is a group: a block instance when ``Graph.scopes`` has that path, else a plain
+container. A container holding a single item is replaced by that item (``head.fc`` is drawn
+as its op, not as a ``head`` box holding one op). An item's *level* is its depth in this
+tree: for Swin-T, level 1 is the input, the patch embedding, the four stages ``layers.0..3``,
+the final norm, the pooling, the head and the output; level 2 the patch merging and the
+blocks of each stage; level 3 the ops of a block; level 4 the ops of its MLP. At depth ``d``
+the groups of level ``< d`` are drawn open (clusters) and those of level ``d`` as boxes.
+
+Collapse rule. Consecutive items ``xs.i, xs.i+1, ...`` of one list in one group form a run
+(a :class:`Repeat`) when
+
+1. they instantiate the same block (or are all plain containers);
+2. they chain: each reads the one before it, nothing but the next one reads an earlier one,
+   and any other tensor they read comes from the same place for all of them (every decoder
+   layer reads the encoder output ``encoder.norm``);
+3. they have the same structure: the same ops wired the same way with the same tensor and
+   weight shapes. Block instances may differ in the values of their arguments (Swin's
+   ``shift`` alternates 0, 3), containers must be identical. Dropout and drop-path rates
+   never count: they only regularise training, and stochastic depth gives every block its own.
+
+Drawn as a box, a run is one box ``swin_block ×6`` whose label lists every argument that
+differs between instances ("shift 0, 3 alternating"), so nothing differs silently. Drawn
+open (at a deeper depth), a run shows its first instance with the badge when all instances
+are identical (ViT: ``transformer_block ×12``); when they repeat with a period ``p`` and
+there are at least two periods, the first ``p`` instances are drawn inside a cluster badged
+``×N/p`` (Swin-T stage 3: ``blocks.0`` W-MSA and ``blocks.1`` SW-MSA, ``×3``, as the paper
+draws two successive blocks); otherwise every instance is drawn (Swin-T stage 1: its two
+blocks differ in shift). ``collapse=False`` draws every instance everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from archlang.ir import ops as O
+from archlang.ir.graph import Graph, Scope
+
+RATE_FIELDS = frozenset({"p", "attn_drop", "proj_drop"})  # op fields that only regularise training
+RATE_ARGS = frozenset({"dpr", "drop", "drop_path", "drop_rate", "drop_path_rate", "attn_drop", "proj_drop", "p"})
+
+
+def units(name: str) -> list[str]:
+    """``layers.1.blocks.0.attn`` -> ``["layers.1", "blocks.0", "attn"]``."""
+    out: list[str] = []
+    for seg in name.split("."):
+        if seg.isdigit() and out:
+            out[-1] = f"{out[-1]}.{seg}"
+        else:
+            out.append(seg)
+    return out
+
+
+def list_index(unit: str) -> tuple[str, int] | None:
+    """``blocks.3`` -> ``("blocks", 3)``; ``mlp`` -> ``None``."""
+    base, _, idx = unit.rpartition(".")
+    return (base, int(idx)) if base and idx.isdigit() else None
+
+
+@dataclass(eq=False)
+class Group:
+    """A block instance (``scope`` set) or a plain container of items."""
+
+    path: str
+    unit: str
+    scope: Scope | None
+    items: list[Item] = field(default_factory=list)
+    nodes: list[str] = field(default_factory=list)  # every node under it, in graph order
+
+    @property
+    def block(self) -> str | None:
+        return self.scope.block if self.scope is not None else None
+
+
+@dataclass(eq=False)
+class Repeat:
+    """Consecutive list items drawn once; see the module docstring for the rule."""
+
+    members: list[Group]
+    period: int  # how many instances an open drawing shows: 1 (identical), p (periodic), or all
+
+    @property
+    def count(self) -> int:
+        return len(self.members)
+
+    @property
+    def block(self) -> str | None:
+        return self.members[0].block
+
+    @property
+    def path(self) -> str:
+        return f"{self.members[0].path}-{self.last_index}"
+
+    @property
+    def last_index(self) -> int:
+        li = list_index(self.members[-1].unit)
+        assert li is not None
+        return li[1]
+
+    @property
+    def unit(self) -> str:
+        """``blocks.0–5``."""
+        return f"{self.members[0].unit}–{self.last_index}"
+
+    @property
+    def nodes(self) -> list[str]:
+        return [n for m in self.members for n in m.nodes]
+
+
+Item = Group | Repeat | str
+
+
+def build_tree(g: Graph) -> Group:
+    """The root group of ``g`` with its repeats found; see the module docstring."""
+    scopes = {s.path: s for s in g.scopes}
+    root = Group("", "", None)
+    groups: dict[str, Group] = {"": root}
+    for n in g.nodes:
+        parent, path = root, ""
+        for u in units(n.name)[:-1]:
+            path = f"{path}.{u}" if path else u
+            grp = groups.get(path)
+            if grp is None:
+                grp = groups[path] = Group(path, u, scopes.get(path))
+                parent.items.append(grp)
+            parent = grp
+        parent.items.append(n.name)
+    _fill_nodes(root)
+    _inline(root)
+    _Runs(g).find(root)
+    return root
+
+
+def _fill_nodes(grp: Group) -> list[str]:
+    for it in grp.items:
+        if isinstance(it, Group):
+            grp.nodes.extend(_fill_nodes(it))
+        else:
+            assert isinstance(it, str)
+            grp.nodes.append(it)
+    return grp.nodes
+
+
+def _inline(grp: Group) -> None:
+    for i, it in enumerate(grp.items):
+        if isinstance(it, Group):
+            _inline(it)
+            if it.scope is None and len(it.items) == 1:
+                grp.items[i] = it.items[0]
+
+
+def max_level(grp: Group, level: int = 0) -> int:
+    """The deepest level under ``grp`` (its items are at ``level + 1``)."""
+    deepest = level
+    for it in grp.items:
+        if isinstance(it, Group):
+            deepest = max(deepest, max_level(it, level + 1))
+        elif isinstance(it, Repeat):
+            deepest = max(deepest, *(max_level(m, level + 1) for m in it.members))
+        else:
+            deepest = max(deepest, level + 1)
+    return deepest
+
+
+def _op_key(op: O.OpBase, strict: bool) -> str:
+    if not strict:
+        return op.op + repr(tuple((p.name, p.shape) for p in op.parameters()))  # type: ignore[attr-defined]
+    data = op.model_dump(mode="json")
+    return json.dumps({k: v for k, v in data.items() if k not in RATE_FIELDS}, sort_keys=True)
+
+
+class _Runs:
+    """Finds the :class:`Repeat` runs of a tree (the collapse rule of the module docstring)."""
+
+    def __init__(self, g: Graph):
+        self.g = g
+        self.consumers: dict[str, list[str]] = {n.name: [] for n in g.nodes}
+        for n in g.nodes:
+            for r in n.inputs:
+                self.consumers[r.node].append(n.name)
+        self._sigs: dict[tuple[int, bool], tuple[object, ...]] = {}
+
+    def find(self, grp: Group) -> None:
+        for it in grp.items:
+            if isinstance(it, Group):
+                self.find(it)
+        out: list[Item] = []
+        i = 0
+        while i < len(grp.items):
+            it = grp.items[i]
+            if not isinstance(it, Group) or list_index(it.unit) is None:
+                out.append(it)
+                i += 1
+                continue
+            run = [it]
+            j = i + 1
+            while j < len(grp.items) and isinstance(grp.items[j], Group) and self._extends(run, grp.items[j]):  # type: ignore[arg-type]
+                run.append(grp.items[j])  # type: ignore[arg-type]
+                j += 1
+            out.append(Repeat(run, self._period(run)) if len(run) > 1 else it)
+            i = j
+        grp.items = out
+
+    def signature(self, grp: Group, strict: bool) -> tuple[object, ...]:
+        key = (id(grp), strict)
+        if key not in self._sigs:
+            cut = len(grp.path) + 1
+            inside = set(grp.nodes)
+            rows = []
+            for name in grp.nodes:
+                n = self.g.by_name[name]
+                ins = tuple((r.node[cut:], r.index) if r.node in inside else ("^", r.index) for r in n.inputs)
+                rows.append((name[cut:], _op_key(n.op, strict), tuple(str(t) for t in n.outputs), ins))
+            self._sigs[key] = tuple(rows)
+        return self._sigs[key]
+
+    def _external(self, grp: Group, prev: Group | None) -> tuple[tuple[str, int, str, int], ...]:
+        """Inputs of ``grp`` from outside it and outside ``prev``: (target, slot, source, index)."""
+        inside = set(grp.nodes)
+        before = set(prev.nodes) if prev is not None else set()
+        cut = len(grp.path) + 1
+        out = []
+        for name in grp.nodes:
+            for slot, r in enumerate(self.g.by_name[name].inputs):
+                if r.node not in inside and r.node not in before:
+                    out.append((name[cut:], slot, r.node, r.index))
+        return tuple(out)
+
+    def _extends(self, run: list[Group], cand: Group) -> bool:
+        first, prev = run[0], run[-1]
+        a, b = list_index(prev.unit), list_index(cand.unit)
+        if a is None or b is None or a[0] != b[0] or b[1] != a[1] + 1 or cand.block != first.block:
+            return False
+        strict = first.scope is None
+        if self.signature(cand, strict) != self.signature(first, strict):
+            return False
+        # chaining: prev's outside readers are all in cand; cand reads prev and nothing earlier in the run
+        cand_nodes = set(cand.nodes)
+        prev_nodes = set(prev.nodes)
+        for name in prev.nodes:
+            if any(c not in prev_nodes and c not in cand_nodes for c in self.consumers[name]):
+                return False
+        earlier = {n for m in run[:-1] for n in m.nodes}
+        reads_prev = False
+        for name in cand.nodes:
+            for r in self.g.by_name[name].inputs:
+                if r.node in earlier:
+                    return False
+                reads_prev = reads_prev or r.node in prev_nodes
+        if not reads_prev:
+            return False
+        # other inputs: the same sources for every instance
+        ext = self._external(cand, prev)
+        if len(run) >= 2:
+            return ext == self._external(run[1], run[0])
+        for target, slot, src, idx in ext:
+            node = self.g.by_name.get(first.path + "." + target)
+            if node is None or len(node.inputs) <= slot or (node.inputs[slot].node, node.inputs[slot].index) != (src, idx):
+                return False
+        return True
+
+    def _period(self, run: list[Group]) -> int:
+        sigs = [self.signature(m, True) for m in run]
+        n = len(run)
+        for p in range(1, n // 2 + 1):
+            if n % p == 0 and all(sigs[i] == sigs[i % p] for i in range(n)):
+                return p
+        return n
+
+
+def varying_args(rep: Repeat) -> dict[str, list[object]]:
+    """The block arguments whose values differ between a run's instances (rates aside)."""
+    out: dict[str, list[object]] = {}
+    scopes = [m.scope for m in rep.members]
+    if any(s is None for s in scopes):
+        return out
+    first = scopes[0]
+    assert first is not None
+    for i, a in enumerate(first.args):
+        if a.name in RATE_ARGS:
+            continue
+        vals = [s.args[i].value if i < len(s.args) else None for s in scopes]  # type: ignore[union-attr]
+        if any(v != vals[0] for v in vals):
+            out[a.name] = vals
+    return out
