@@ -14,10 +14,10 @@ from archlang.check import CheckResult, Program, check_spec, load_source
 from archlang.check.elaborate import Elaborator, Frame, show
 from archlang.diagnostics import Diagnostic, render_text
 from archlang.ir.graph import Graph
+from archlang.syntax import ast as A
 
 if TYPE_CHECKING:
     from archlang.render import Diagram
-from archlang.syntax import ast as A
 
 
 class SpecError(Exception):

@@ -328,7 +328,10 @@ def render(spec: Annotated[Path, typer.Argument(help="A .arch file.")], arch: Ar
            no_collapse: Annotated[bool, typer.Option("--no-collapse", help="Draw every instance of repeated "
                                                                            "blocks (no ×N boxes).")] = False,
            dropout: Annotated[bool, typer.Option("--dropout", help="Also draw dropout and drop-path nodes "
-                                                                   "(identities at inference).")] = False) -> None:
+                                                                   "(identities at inference).")] = False,
+           dpi: Annotated[int | None, typer.Option("--dpi", min=1, help="Resolution of a PNG "
+                                                                         "(Graphviz's default: 96).")] = None
+           ) -> None:
     """Draw the architecture from its IR: clusters for stages and blocks, ×N for repeats, shapes on edges."""
     from archlang.check import check_spec
     from archlang.render import INSTALL_HINT, dot_available, render_graph
@@ -349,7 +352,7 @@ def render(spec: Annotated[Path, typer.Argument(help="A .arch file.")], arch: Ar
         path = diagram.save(target.with_suffix(".dot"))
         typer.echo(f"wrote {path} (DOT only): {INSTALL_HINT}")
         raise typer.Exit(0)
-    path = diagram.save(target)
+    path = diagram.save(target, dpi=dpi)
     typer.echo(f"wrote {path}  ({g.arch}, depth {diagram.depth} of {diagram.max_depth}, {diagram.node_count} nodes)")
     raise typer.Exit(0)
 

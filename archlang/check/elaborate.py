@@ -873,7 +873,7 @@ class Elaborator:
             if a.name in bound:
                 v, vspan = bound[a.name]
                 args[a.name] = self.coerce_arg(v, a.type, f"`{s.name}` argument `{a.name}`", vspan)
-                self.check_min(s, a, args[a.name], vspan)
+                self.check_min(s, a, args[a.name], vspan, c, names, fr)
             elif a.default is REQUIRED:
                 raise self.fail("E0402", f"`{s.name}` needs the argument `{a.name}` ({a.type})", c.func_span,
                                 help=f"e.g. `{s.name}({', '.join(s.tensors)}, {a.name} = ...)`")
@@ -897,7 +897,14 @@ class Elaborator:
         def describe_input(i: int) -> str:
             return f"`{s.tensors[min(i, len(s.tensors) - 1)]}`: {inputs[i].type}, {inputs[i].origin}"
 
-        ctx = BuildCtx(describe_arg=describe_arg, describe_input=describe_input, node_name=name)
+        def lookup(ref: str) -> tuple[str, O.OpBase] | None:
+            for cand in (self.full(fr, ref), ref):
+                node = next((n for n in reversed(self.nodes) if n.name == cand), None)
+                if node is not None:
+                    return node.name, node.op
+            return None
+
+        ctx = BuildCtx(describe_arg=describe_arg, describe_input=describe_input, node_name=name, lookup=lookup)
         try:
             op = s.build(ctx, [t.type for t in inputs], args)
         except BuildError as err:
@@ -908,7 +915,15 @@ class Elaborator:
             self.record(Diagnostic(code, msg, span, help=help_, severity=Severity.NOTE))
         return self.emit(op, inputs, s.name, label, span, fr, input_spans, name=name)
 
-    def check_min(self, s: Surface, a: Arg, v: Any, span: Span) -> None:
+    def provenance(self, c: A.Call, names: list[str], arg: str, fr: Frame) -> list[Label]:
+        """Where an argument's value came from, when it is passed as a plain name (`stride = s`)."""
+        exprs = {**dict(zip(names, c.args, strict=False)), **{kw.name: kw.value for kw in c.kwargs}}
+        e = exprs.get(arg)
+        if isinstance(e, A.Name) and e.id in fr.env:
+            return [Label(fr.env[e.id].what, fr.env[e.id].span)]
+        return []
+
+    def check_min(self, s: Surface, a: Arg, v: Any, span: Span, c: A.Call, names: list[str], fr: Frame) -> None:
         """Sizes, counts and strides of an op: an int (or each item of a pair/list) at least ``a.min``."""
         if a.min is None:
             return
@@ -918,7 +933,8 @@ class Elaborator:
         why = "sizes, counts and strides are positive" if a.min >= 1 else "it cannot be negative"
         got = show(list(v)) if isinstance(v, tuple) else show(v)
         raise self.fail("E0406", f"`{s.name}` argument `{a.name}` must be at least {a.min}, got {got}", span,
-                        help=f"{why}; `archc ops` lists the arguments of `{s.name}`")
+                        help=f"{why}; `archc ops` lists the arguments of `{s.name}`",
+                        notes=self.provenance(c, names, a.name, fr))
 
     def coerce_arg(self, v: Any, t: str, what: str, span: Span) -> Any:
         if t == "tensor":

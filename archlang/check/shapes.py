@@ -230,6 +230,44 @@ def _pooled(op: O.PooledAttention, ins: list[TensorType]) -> tuple[TensorType, .
     return (TensorType(shape=(x.shape[0], op.cls + qh * qw, op.dim_out)),)
 
 
+@rule(O.ChannelScale)
+def _channel_scale(op: O.ChannelScale, ins: list[TensorType]) -> tuple[TensorType, ...]:
+    _min_rank(ins[0], 1, "channel_scale")
+    _eq(ins[0].shape[-1], op.dim, f"channel_scale over {op.dim} channels, got {fmt(ins[0].shape[-1])}")
+    return (ins[0],)
+
+
+@rule(O.Affine)
+def _affine(op: O.Affine, ins: list[TensorType]) -> tuple[TensorType, ...]:
+    _rank(ins[0], 3, "affine ([B, N, C])")
+    _eq(ins[0].shape[-1], op.dim, f"affine over {op.dim} channels, got {fmt(ins[0].shape[-1])}")
+    return (ins[0],)
+
+
+@rule(O.TiedLinear)
+def _tied(op: O.TiedLinear, ins: list[TensorType]) -> tuple[TensorType, ...]:
+    (x,) = ins
+    _min_rank(x, 1, "tied_linear")
+    _eq(x.shape[-1], op.in_features, f"tied_linear: the embedding width is {op.in_features}, the input has "
+        f"{fmt(x.shape[-1])}")
+    return (TensorType(shape=(*x.shape[:-1], op.out_features)),)
+
+
+@rule(O.LearnedTokens)
+def _learned_tokens(op: O.LearnedTokens, ins: list[TensorType]) -> tuple[TensorType, ...]:
+    _min_rank(ins[0], 1, "learned_tokens")
+    return (TensorType(shape=(ins[0].shape[0], op.n, op.dim)),)
+
+
+@rule(O.SpatialShift)
+def _spatial_shift(op: O.SpatialShift, ins: list[TensorType]) -> tuple[TensorType, ...]:
+    _rank(ins[0], 4, "spatial_shift ([B, H, W, C])")
+    c = ins[0].shape[3]
+    if isinstance(c, int) and c % 4:
+        raise ShapeError("E0501", f"spatial_shift moves 4 channel groups; {c} channels are not divisible by 4")
+    return (ins[0],)
+
+
 for _cls in (O.Activation, O.Dropout, O.DropPath, O.Identity, O.Scale):
     SHAPE_RULES[_cls] = _same
 

@@ -45,6 +45,8 @@ class BuildCtx:
     describe_input: Callable[[int], str]  # "x: [B, 56, 56, 96] (output of `patch_embed`)"
     node_name: str
     notes: list[tuple[str, str, str]] = field(default_factory=list)  # (code, message, help)
+    # finds an earlier node by name (relative to the current block first): (full name, op)
+    lookup: Callable[[str], tuple[str, O.OpBase] | None] = lambda name: None
 
 
 Builder = Callable[[BuildCtx, list[TensorType], dict[str, Any]], O.OpBase]
@@ -478,3 +480,41 @@ def _act_by_name(ctx, ins, a):
         raise BuildError("E0406", f"unknown activation \"{a['fn']}\"",
                          help=did_you_mean(a["fn"], _ACTS) or f"activations: {', '.join(_ACTS)}", arg="fn")
     return O.Activation(fn=a["fn"])
+
+
+@op("channel_scale", ("x",), (Arg("init", "float", 1.0),),
+    "Multiply the last dim by a learned vector (LayerScale; ResMLP's ls), initialised to `init`.")
+def _channel_scale(ctx, ins, a):
+    return O.ChannelScale(dim=_last(ctx, ins[0], "channel_scale"), init=a["init"])
+
+
+@op("affine", ("x",), (), "ResMLP's Affine norm on [B, N, C]: alpha * x + beta, per channel.")
+def _affine(ctx, ins, a):
+    return O.Affine(dim=_last(ctx, ins[0], "affine"))
+
+
+@op("learned_tokens", ("like",), (Arg("n", "int"), Arg("dim", "int")),
+    "n learned vectors for every example of `like`'s batch: [B, n, dim] (per-task queries).")
+def _learned_tokens(ctx, ins, a):
+    if a["n"] <= 0 or a["dim"] <= 0:
+        raise BuildError("E0406", "learned_tokens needs positive n and dim", arg="n")
+    return O.LearnedTokens(n=a["n"], dim=a["dim"])
+
+
+@op("spatial_shift", ("x",), (), "S2-MLP's shift of four channel groups by one pixel in four directions.")
+def _spatial_shift(ctx, ins, a):
+    return O.SpatialShift()
+
+
+@op("tied_linear", ("x",), (Arg("source", "str"),),
+    "A linear map sharing an embedding's table (a tied LM head): x @ E^T; `source` names the embedding.")
+def _tied_linear(ctx, ins, a):
+    found = ctx.lookup(a["source"])
+    if found is None:
+        raise BuildError("E0201", f"no node named `{a['source']}` before this one",
+                         help="name the embedding node, e.g. `tied_linear(x, \"wte\")` for `wte: embedding(...)`",
+                         arg="source")
+    name, emb = found
+    if not isinstance(emb, O.Embedding):
+        raise BuildError("E0401", f"`{name}` is a {emb.op}, not an embedding", arg="source")
+    return O.TiedLinear(source=name, in_features=emb.dim, out_features=emb.num)

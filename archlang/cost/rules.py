@@ -237,3 +237,17 @@ def _mean(op: O.Mean, ins, outs) -> OpCost:
 @rule(O.Pool2d)
 def _pool(op: O.Pool2d, ins, outs) -> OpCost:
     return OpCost(other_flops=m(numel(outs[0]), op.kernel[0] * op.kernel[1]), saved=numel(ins[0]))
+
+
+@rule(O.ChannelScale, O.Affine)
+def _channel(op: O.OpBase, ins, outs) -> OpCost:
+    return OpCost(other_flops=m(2 if isinstance(op, O.Affine) else 1, numel(outs[0])), saved=numel(ins[0]))
+
+
+@rule(O.TiedLinear)
+def _tied(op: O.TiedLinear, ins, outs) -> OpCost:
+    rows = product(ins[0].shape[:-1])
+    return OpCost(flops=m(2, rows, op.in_features, op.out_features), saved=numel(ins[0]))
+
+
+rule(O.LearnedTokens, O.SpatialShift)(_free)

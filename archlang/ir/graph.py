@@ -156,6 +156,12 @@ class Graph(BaseModel):
         return f"{self.arch}: in {ins} -> out {outs}; {len(self.nodes)} nodes"
 
     # -- views
+    def _repr_svg_(self) -> str | None:
+        """The architecture diagram (:mod:`archlang.render`) for notebooks; ``None`` without Graphviz."""
+        from archlang.render import render_graph
+
+        return render_graph(self)._repr_svg_()
+
     def to_networkx(self) -> nx.MultiDiGraph:
         """A networkx view: one vertex per node (attribute ``node``), one edge per input."""
         import networkx as nx

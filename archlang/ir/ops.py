@@ -200,6 +200,55 @@ class PosEmbed(OpBase):
         return ()
 
 
+class ChannelScale(OpBase):
+    """Multiply the last dim by a learned vector (LayerScale, ResMLP's ls): the node is the parameter."""
+
+    op: Literal["channel_scale"] = "channel_scale"
+    dim: int
+    init: float = 1.0
+
+    def parameters(self) -> tuple[ParamSpec, ...]:
+        return (ParamSpec(name="", shape=(self.dim,), role="norm"),)
+
+
+class Affine(OpBase):
+    """ResMLP's Affine norm: ``alpha * x + beta`` with learned per-channel alpha and beta."""
+
+    op: Literal["affine"] = "affine"
+    dim: int
+
+    def parameters(self) -> tuple[ParamSpec, ...]:
+        return (ParamSpec(name="alpha", shape=(1, 1, self.dim), role="norm"),
+                ParamSpec(name="beta", shape=(1, 1, self.dim), role="bias"))
+
+
+class TiedLinear(OpBase):
+    """A linear map whose weight is an embedding table's (a tied LM head): ``x @ E^T``."""
+
+    op: Literal["tied_linear"] = "tied_linear"
+    source: str  # the embedding node whose weight is shared
+    in_features: int
+    out_features: int
+
+
+class LearnedTokens(OpBase):
+    """``n`` learned vectors broadcast over the batch of ``like``: [B, n, dim] (task queries)."""
+
+    op: Literal["learned_tokens"] = "learned_tokens"
+    n: int
+    dim: int
+
+    def parameters(self) -> tuple[ParamSpec, ...]:
+        return (ParamSpec(name="", shape=(1, self.n, self.dim), role="token"),)
+
+
+class SpatialShift(OpBase):
+    """S2-MLP's spatial shift on [B, H, W, C]: four channel groups move one step right, left,
+    down and up (zeros enter at the border)."""
+
+    op: Literal["spatial_shift"] = "spatial_shift"
+
+
 # --------------------------------------------------------------------------- attention
 
 
@@ -474,7 +523,8 @@ OP_CLASSES: tuple[type[OpBase], ...] = (
     Input, Output, Linear, Conv2d, Conv1d, LayerNorm, BatchNorm, GroupNorm, Embedding,
     PrependToken, PosEmbed, Attention, CrossAttention, WindowAttention, LocalAttention,
     PooledAttention, Activation, Glu, Softmax, Dropout, DropPath, Binary, Scale, Rearrange,
-    Concat, Split, Mean, Pool2d, Take, SliceOp, Identity, Roll, Matmul,
+    Concat, Split, Mean, Pool2d, Take, SliceOp, Identity, Roll, Matmul, ChannelScale, Affine, TiedLinear,
+    LearnedTokens, SpatialShift,
 )
 
 Op = Annotated[
@@ -482,7 +532,8 @@ Op = Annotated[
         Input, Output, Linear, Conv2d, Conv1d, LayerNorm, BatchNorm, GroupNorm, Embedding,
         PrependToken, PosEmbed, Attention, CrossAttention, WindowAttention, LocalAttention,
         PooledAttention, Activation, Glu, Softmax, Dropout, DropPath, Binary, Scale, Rearrange,
-        Concat, Split, Mean, Pool2d, Take, SliceOp, Identity, Roll, Matmul,
+        Concat, Split, Mean, Pool2d, Take, SliceOp, Identity, Roll, Matmul, ChannelScale, Affine, TiedLinear,
+        LearnedTokens, SpatialShift,
     ],
     Field(discriminator="op"),
 ]

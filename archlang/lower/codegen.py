@@ -27,6 +27,11 @@ from archlang.lower.rules import LOWER_RULES, Ctx, LoweringError
 PRELUDE = Path(__file__).resolve().parent / "prelude.py"
 # attributes whose per-instance values the lowering rule handles itself (not constructor arguments)
 RULE_HANDLED = {("rearrange", "axes")}
+# attributes that change the code itself, not just a value: instances differing in them get
+# different classes
+STRUCTURAL = (("activation", "fn"), ("binary", "fn"), ("pos_embed", "kind"), ("conv2d", "standardize"),
+              ("rearrange", "lhs"), ("rearrange", "rhs"), ("tied_linear", "source"), ("pool2d", "kind"),
+              ("mean", "keepdim"))
 RESERVED = {"self", "torch", "nn", "F", "math", "x_"} | set(keyword.kwlist) | {"input", "len", "sum", "min", "max"}
 
 
@@ -142,7 +147,9 @@ def structure(inst: Inst) -> tuple:
     for it in inst.items:
         if isinstance(it, Node):
             wires = tuple(_wiring(inst, r, produced) for r in it.inputs)
-            out.append(("node", inst.local(it.name), it.op.op, wires, len(it.outputs), _LORA.get(it.name)))
+            shape_of_code = tuple(getattr(it.op, f) for op_name, f in STRUCTURAL if op_name == it.op.op)
+            out.append(("node", inst.local(it.name), it.op.op, wires, len(it.outputs), _LORA.get(it.name),
+                        shape_of_code))
             for i in range(len(it.outputs)):
                 produced[(it.name, i)] = ("node", inst.local(it.name), i)
         else:

@@ -76,6 +76,30 @@ class SinusoidalPositions(nn.Module):
         return x + self.pe[:, : x.shape[1]]
 
 
+class Affine(nn.Module):
+    """ResMLP's affine "norm": ``alpha * x + beta`` per channel (timm's Affine)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(1, 1, dim))
+        self.beta = nn.Parameter(torch.zeros(1, 1, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.beta, self.alpha, x)
+
+
+def spatial_shift(x: torch.Tensor) -> torch.Tensor:
+    """S2-MLP's spatial shift on [B, H, W, C]: channel quarters move right, left, down, up."""
+    B, H, W, C = x.shape
+    g = C // 4
+    out = torch.zeros_like(x)
+    out[:, :, 1:, :g] = x[:, :, :-1, :g]
+    out[:, :, :-1, g:2 * g] = x[:, :, 1:, g:2 * g]
+    out[:, 1:, :, 2 * g:3 * g] = x[:, :-1, :, 2 * g:3 * g]
+    out[:, :-1, :, 3 * g:] = x[:, 1:, :, 3 * g:]
+    return out
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with a fused qkv projection (timm's Attention), via SDPA."""
 

@@ -349,4 +349,25 @@ def _rearrange(c: Ctx) -> str:
 
 LOWER_RULES[O.Rearrange] = Rule(forward=_rearrange)
 
+LOWER_RULES[O.ChannelScale] = Rule(
+    forward=lambda c: f"{c.p()} * {c.mod}",
+    module=lambda c: f"nn.Parameter(torch.full(({c.init_attr('dim')},), {c.init_attr('init')}))", parameter=True)
+LOWER_RULES[O.Affine] = Rule(forward=_call, module=lambda c: f"Affine({c.init_attr('dim')})", helpers=("Affine",))
+LOWER_RULES[O.LearnedTokens] = Rule(
+    forward=lambda c: f"{c.mod}.expand({c.p()}.shape[0], -1, -1)",
+    module=lambda c: f"_trunc_normal(1, {c.init_attr('n')}, {c.init_attr('dim')})", helpers=("_trunc_normal",),
+    parameter=True)
+LOWER_RULES[O.SpatialShift] = Rule(forward=lambda c: f"spatial_shift({c.x()})", helpers=("spatial_shift",))
+
+
+def _tied(c: Ctx) -> str:
+    if not c.const("source"):
+        raise LoweringError("a tied head must name the same embedding in every instance of a block")
+    src = c.op.source  # type: ignore[attr-defined]
+    path = "self" + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in src.split("."))
+    return f"F.linear({c.x()}, {path}.weight)"
+
+
+LOWER_RULES[O.TiedLinear] = Rule(forward=_tied)
+
 __all__ = ["LOWER_RULES", "Ctx", "LoweringError", "Rule", "field"]

@@ -15,8 +15,8 @@ The pieces: :mod:`~archlang.render.rules` (one drawing rule per op class,
 """
 
 from archlang.render.diagram import (
-    INSTALL_HINT,
     HEIGHT_BUDGET,
+    INSTALL_HINT,
     Diagram,
     DotNotFound,
     DotNotFoundWarning,
@@ -26,5 +26,15 @@ from archlang.render.diagram import (
 )
 from archlang.render.rules import DRAW_RULES, Look
 
-__all__ = ["DRAW_RULES", "INSTALL_HINT", "HEIGHT_BUDGET", "Diagram", "DotNotFound", "DotNotFoundWarning", "Look",
-           "default_depth", "dot_available", "render_graph"]
+__all__ = [
+    "DRAW_RULES",
+    "HEIGHT_BUDGET",
+    "INSTALL_HINT",
+    "Diagram",
+    "DotNotFound",
+    "DotNotFoundWarning",
+    "Look",
+    "default_depth",
+    "dot_available",
+    "render_graph",
+]

@@ -274,7 +274,8 @@ class Scene:
         if level >= self.depth:
             box = self._box_id(rep.path)
             title = rep.block or (list_index(rep.members[0].unit) or ("", 0))[0]
-            lines = _wrap(self._args(rep.members[0], varying_args(rep)))
+            # arguments that differ while the ops do not (a shift clamped to 0) are not listed
+            lines = _wrap(self._args(rep.members[0], varying_args(rep) if rep.period > 1 else {}))
             if rep.block is None:
                 lines = [self._summary(rep.members[0].items)]
             label = _html(title, lines, badge=f"×{rep.count}", sub=rep.unit)

@@ -282,6 +282,40 @@ def _matmul(op: O.Matmul, ins: list[TensorType], outs: tuple[TensorType, ...]) -
     return Look("MatMul", (), "elementwise")
 
 
+# --------------------------------------------------------------------------- newer ops
+# Registered by class name so that a renamed or withdrawn op cannot break importing this
+# module; the test that every op class has a rule still catches a missing one.
+
+
+def _rule_named(*names: str) -> Callable[[Rule], Rule]:
+    return _rule(*(cls for cls in (getattr(O, n, None) for n in names) if isinstance(cls, type)))
+
+
+@_rule_named("ChannelScale")
+def _channel_scale(op: Any, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
+    return Look("LayerScale", (f"learned × per channel, init {_num(getattr(op, 'init', 1.0))}",), "elementwise")
+
+
+@_rule_named("Affine")
+def _affine(op: Any, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
+    return Look("Affine", ("α·x + β per channel",), "norm")
+
+
+@_rule_named("TiedLinear")
+def _tied_linear(op: Any, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
+    return Look("Linear (tied)", (f"{op.in_features} → {op.out_features}", f"weight of {op.source}"), "linear")
+
+
+@_rule_named("LearnedTokens")
+def _learned_tokens(op: Any, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
+    return Look("Learned tokens", (f"{op.n} × {op.dim}",), "position")
+
+
+@_rule_named("SpatialShift")
+def _spatial_shift(op: Any, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
+    return Look("Spatial shift", ("4 channel groups, ±1 in H and W",), "reshape")
+
+
 def look(op: O.OpBase, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
     """The :class:`Look` of one op, by its class's rule."""
     return DRAW_RULES[type(op)](op, ins, outs)

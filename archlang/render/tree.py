@@ -28,7 +28,9 @@ Collapse rule. Consecutive items ``xs.i, xs.i+1, ...`` of one list in one group 
    never count: they only regularise training, and stochastic depth gives every block its own.
 
 Drawn as a box, a run is one box ``swin_block ×6`` whose label lists every argument that
-differs between instances ("shift 0, 3 alternating"), so nothing differs silently. Drawn
+differs between instances ("shift 0, 3 alternating"), so nothing differs silently; when the
+instances' ops are identical all the same (Swin-T's last stage: on a 7×7 grid the window
+covers the grid and the shift of 3 is clamped to 0), the nominal difference is left out. Drawn
 open (at a deeper depth), a run shows its first instance with the badge when all instances
 are identical (ViT: ``transformer_block ×12``); when they repeat with a period ``p`` and
 there are at least two periods, the first ``p`` instances are drawn inside a cluster badged
