@@ -3,7 +3,6 @@ train, save/load, and every op has a lowering rule."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -136,7 +135,7 @@ def test_all_ops_forward_backward() -> None:
     torch.manual_seed(0)
     model = archlang.build("tests/specs/all_ops.arch")
     out = model(*example_inputs(model.archlang_graph))
-    assert set(out) == {"logits", "seq", "att"}
+    assert set(out) == {"vocab", "logits", "seq", "att"}
     sum(v.float().sum() for v in out.values()).backward()
     assert all(p.grad is not None for p in model.parameters())
 

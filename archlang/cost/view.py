@@ -7,7 +7,6 @@ renderables in human units (28.29 M, 8.98 GFLOP, 150 KiB) that fit 100 columns.
 from __future__ import annotations
 
 from rich.table import Table
-from rich.text import Text
 
 from archlang.cost.report import CostReport
 

@@ -437,16 +437,16 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph) -> list[str]:
         if isinstance(node.op, O.Input):
             continue
 
-        def init_attr(f: str, _local: str = local) -> str:
+        def init_attr(f: str, _local: str = local, _op: O.OpBase = node.op) -> str:
             key = (_local, f)
-            return plan.arg_of[key] if key in plan.arg_of else literal(_attr_value(node.op, f))
+            return plan.arg_of[key] if key in plan.arg_of else literal(_attr_value(_op, f))
 
-        def fwd_attr(f: str, _local: str = local) -> str:
+        def fwd_attr(f: str, _local: str = local, _op: O.OpBase = node.op) -> str:
             key = (_local, f)
             if key in plan.arg_of:
                 fwd_args_used.add(plan.arg_of[key])
                 return f"self.{plan.arg_of[key]}"
-            return literal(_attr_value(node.op, f))
+            return literal(_attr_value(_op, f))
 
         ctx = Ctx(ops=[n.op for n in same], ins=[], mod=access(local),
                   in_types=[graph.type_of(r) for r in node.inputs], out_types=node.outputs,

@@ -90,8 +90,7 @@ class Affine(nn.Module):
 
 def spatial_shift(x: torch.Tensor) -> torch.Tensor:
     """S2-MLP's spatial shift on [B, H, W, C]: channel quarters move right, left, down, up."""
-    B, H, W, C = x.shape
-    g = C // 4
+    g = x.shape[-1] // 4
     out = torch.zeros_like(x)
     out[:, :, 1:, :g] = x[:, :, :-1, :g]
     out[:, :, :-1, g:2 * g] = x[:, :, 1:, g:2 * g]
@@ -265,8 +264,8 @@ class PooledAttention(nn.Module):
         self.norm_k = nn.LayerNorm(hd, eps=1e-6)
         self.pool_v = nn.Conv2d(hd, hd, kernel_kv, stride=stride_kv, padding=pad_kv, groups=hd, bias=False)
         self.norm_v = nn.LayerNorm(hd, eps=1e-6)
-        self.q_grid = tuple((g + 2 * (k // 2) - k) // s + 1 for g, k, s in zip(grid, kernel_q, stride_q))
-        self.kv_grid = tuple((g + 2 * (k // 2) - k) // s + 1 for g, k, s in zip(grid, kernel_kv, stride_kv))
+        self.q_grid = tuple((g + 2 * (k // 2) - k) // s + 1 for g, k, s in zip(grid, kernel_q, stride_q, strict=True))
+        self.kv_grid = tuple((g + 2 * (k // 2) - k) // s + 1 for g, k, s in zip(grid, kernel_kv, stride_kv, strict=True))
         self.rel_pos = rel_pos
         if rel_pos:
             size_h, size_w = max(self.q_grid[0], self.kv_grid[0]), max(self.q_grid[1], self.kv_grid[1])
