@@ -201,7 +201,7 @@ class Scene:
     """The drawn items of one graph at one depth; :meth:`to_dot` writes them."""
 
     def __init__(self, g: Graph, root: Group, depth: int, *, collapse: bool = True, dropout: bool = False,
-                 costs: Costs | None = None, max_depth: int | None = None):
+                 costs: Costs | None = None, max_depth: int | None = None) -> None:
         self.g, self.depth, self.collapse, self.dropout, self.costs = g, depth, collapse, dropout, costs
         self.max_depth = max_depth
         self.body: list[DrawNode | Cluster] = []
@@ -274,10 +274,10 @@ class Scene:
         if level >= self.depth:
             box = self._box_id(rep.path)
             title = rep.block or (list_index(rep.members[0].unit) or ("", 0))[0]
-            # arguments that differ while the ops do not (a shift clamped to 0) are not listed
-            lines = _wrap(self._args(rep.members[0], varying_args(rep) if rep.period > 1 else {}))
             if rep.block is None:
                 lines = [self._summary(rep.members[0].items)]
+            else:  # arguments that differ while the ops do not (a shift clamped to 0) are not listed
+                lines = _wrap(self._args(rep.members[0], varying_args(rep) if rep.period > 1 else {}))
             label = _html(title, lines, badge=f"×{rep.count}", sub=rep.unit)
             self._add_node(DrawNode(box, label, {**KIND_STYLE["repeat"], "tooltip": rep.path}, "repeat"), body)
             for n in rep.nodes:

@@ -183,7 +183,7 @@ def _op_key(op: O.OpBase, strict: bool) -> str:
 class _Runs:
     """Finds the :class:`Repeat` runs of a tree (the collapse rule of the module docstring)."""
 
-    def __init__(self, g: Graph):
+    def __init__(self, g: Graph) -> None:
         self.g = g
         self.consumers: dict[str, list[str]] = {n.name: [] for n in g.nodes}
         for n in g.nodes:

@@ -1,0 +1,92 @@
+"""The course's families as specs: each checks, builds, runs forward and backward, and costs;
+references match exactly where they exist (GPT's block stack vs nn.TransformerEncoder,
+ResMLP vs timm); paper parameter counts where only the paper exists (S2-MLP)."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import archlang  # noqa: E402
+from archlang.lower.example import example_inputs  # noqa: E402
+
+SMALL = [
+    ("specs/gpt.arch", "gpt_mini", {}),
+    ("specs/bert.arch", "bert_mini", {}),
+    ("specs/igpt.arch", "igpt", {"res": 16, "layers": 2, "width": 64, "heads": 4, "vocab": 32}),
+    ("specs/resmlp_12.arch", "resmlp_12", {"img": 64, "depth": 2, "dim": 64}),
+    ("specs/s2mlp.arch", "s2mlp_wide", {"img": 56, "depth": 2, "dim": 64}),
+    ("specs/unit.arch", "unit_tiny", {}),
+]
+
+
+@pytest.mark.parametrize(("spec", "arch", "params"), SMALL, ids=[a for _, a, _ in SMALL])
+def test_builds_runs_backward_and_costs(spec: str, arch: str, params: dict) -> None:
+    torch.manual_seed(0)
+    model = archlang.build(spec, arch, **params)
+    out = model(*example_inputs(model.archlang_graph))
+    outs = out if isinstance(out, dict) else {"out": out}
+    sum(v.float().sum() for v in outs.values()).backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    rep = archlang.cost(spec, arch, **params)
+    assert rep.params == sum(p.numel() for p in model.parameters())
+    assert rep.flops > 0
+
+
+def test_gpt_block_stack_matches_torch_transformer_encoder() -> None:
+    from torch import nn
+
+    from archlang.lower.weights import torch_transformer_state
+
+    torch.manual_seed(0)
+    model = archlang.build("specs/gpt.arch", "gpt_mini").eval()
+    layer = nn.TransformerEncoderLayer(128, 4, 512, dropout=0.1, activation="gelu", batch_first=True,
+                                       norm_first=True)
+    ref = nn.TransformerEncoder(layer, 4, norm=nn.LayerNorm(128), enable_nested_tensor=False).eval()
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    renamed = {("h." + k.removeprefix("layers.")) if k.startswith("layers.") else k.replace("norm.", "ln_f."): v
+               for k, v in torch_transformer_state(ref.state_dict()).items()}
+    ours = model.state_dict()
+    assert set(renamed) == set(ours) - {"wte.weight", "wpe"}  # every block tensor is consumed
+    model.load_state_dict({**ours, **renamed}, strict=True)
+    tokens = torch.randint(0, 512, (2, 10))
+    with torch.no_grad():
+        emb = model.wte(tokens) + model.wpe[:, :10]
+        mask = nn.Transformer.generate_square_subsequent_mask(10)
+        want = nn.functional.linear(ref(emb, mask=mask, is_causal=True), model.wte.weight)
+        assert (model(tokens) - want).abs().max().item() <= 1e-4
+
+
+def test_gpt2_and_bert_sizes() -> None:
+    assert archlang.cost("specs/gpt.arch", "gpt2").params == 124_439_808  # GPT-2 small, tied head
+    # BERT-base encoder (HF BertModel without its pooler: 108,891,648) + the MLM transform (dense + LayerNorm)
+    assert archlang.cost("specs/bert.arch", "bert_base").params == 108_891_648 + 768 * 768 + 768 + 2 * 768
+
+
+def test_resmlp_matches_timm() -> None:
+    timm = pytest.importorskip("timm")
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    assert archlang.cost("specs/resmlp_12.arch").params == 15_350_872
+    ref = timm.create_model("resmlp_12_224").eval()
+    full = archlang.build("specs/resmlp_12.arch").eval()
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    archlang.load_timm_weights(full, ref.state_dict())
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert (full(x) - ref(x)).abs().max().item() <= 1e-4
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:
+        full(x[:1])
+    assert counter.get_total_flops() == archlang.cost("specs/resmlp_12.arch").flops
+
+
+def test_s2mlp_within_two_percent_of_the_paper() -> None:
+    params = archlang.cost("specs/s2mlp.arch").params
+    assert abs(params / 71e6 - 1) < 0.02  # S2-MLP-wide, Yu et al. 2022, Table 1: 71M
