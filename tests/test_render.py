@@ -192,6 +192,29 @@ def test_no_collapse_draws_every_instance(swin: archlang.Graph) -> None:
     assert [n for n in ns if n.startswith("layers.2.blocks")] == [f"layers.2.blocks.{i}" for i in range(6)]
 
 
+STACKS = """
+arch stacks(n: int = 3) {
+  in x: [B, 16]
+  for i in 0 .. n {
+    x = stages[i].a: linear(x, 16)
+    x = stages[i].b: linear(gelu(x), 16)
+  }
+  out y = head: linear(x, 4)
+}
+"""
+
+
+def test_containers_own_their_unlabelled_ops_and_collapse() -> None:
+    g = archlang.graph(STACKS)  # `gelu`, `gelu_1`, ... are named at the top level, between stages[i].a and .b
+    d1 = render_graph(g, 1).dot
+    assert list(nodes(d1)) == ["x", "stages.0-2", "head", "y"]
+    assert "Linear → GELU → Linear" in nodes(d1)["stages.0-2"] and "<b>×3</b>" in nodes(d1)["stages.0-2"]
+    d2 = render_graph(g, 2).dot
+    assert list(clusters(d2)) == ["cluster_stages.0"] and "<b>stages</b>" in clusters(d2)["cluster_stages.0"]
+    assert ("stages.0.a", "gelu") in edges(d2) and ("stages.0.b", "head") in edges(d2)
+    assert len(nodes(render_graph(g, 1, collapse=False).dot)) == 6  # no box feeds itself: no gelu between
+
+
 # --------------------------------------------------------------------------- edges
 
 

@@ -90,3 +90,22 @@ def test_resmlp_matches_timm() -> None:
 def test_s2mlp_within_two_percent_of_the_paper() -> None:
     params = archlang.cost("specs/s2mlp.arch").params
     assert abs(params / 71e6 - 1) < 0.02  # S2-MLP-wide, Yu et al. 2022, Table 1: 71M
+
+
+def test_conformer_runs_costs_and_compiles() -> None:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    small = {"layers": 2, "dim": 64, "vocab": 30}
+    model = archlang.build("specs/conformer.arch", **small).eval()
+    inputs = example_inputs(model.archlang_graph, batch=2, sizes={"T": 63})
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:
+        assert model(*inputs).shape == (2, 15, 31)  # x4 subsampling in time; vocabulary + blank
+    assert counter.get_total_flops() == archlang.cost("specs/conformer.arch", batch=2, sizes={"T": 63}, **small).flops
+    model.train()
+    model(*inputs).sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    sizes = {a: archlang.graph("specs/conformer.arch", a) for a in ("conformer_s", "conformer_m", "conformer_l")}
+    assert [(g.param("layers"), g.param("dim"), g.param("heads")) for g in sizes.values()] == [
+        (16, 144, 4), (16, 256, 4), (17, 512, 8)]  # the paper's encoder sizes (Table 1)

@@ -188,6 +188,12 @@ def _attention(op: O.Attention, ins: list[TensorType]) -> tuple[TensorType, ...]
     return (ins[0],)
 
 
+@rule(O.RelPosAttention)
+def _rel_pos(op: O.RelPosAttention, ins: list[TensorType]) -> tuple[TensorType, ...]:
+    _attn_in(op, ins[0], 3, "rel_pos_attention ([B, T, C])")
+    return (ins[0],)
+
+
 @rule(O.CrossAttention)
 def _cross(op: O.CrossAttention, ins: list[TensorType]) -> tuple[TensorType, ...]:
     x, ctx = ins

@@ -518,3 +518,9 @@ def _tied_linear(ctx, ins, a):
     if not isinstance(emb, O.Embedding):
         raise BuildError("E0401", f"`{name}` is a {emb.op}, not an embedding", arg="source")
     return O.TiedLinear(source=name, in_features=emb.dim, out_features=emb.num)
+
+
+@op("rel_pos_attention", ("x",), _ATTN_ARGS,
+    "Self-attention with Transformer-XL relative positional encoding (Conformer's MHSA).")
+def _rel_pos_attention(ctx, ins, a):
+    return O.RelPosAttention(**_common(ctx, _last(ctx, ins[0], "rel_pos_attention"), a))

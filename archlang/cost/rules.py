@@ -251,3 +251,14 @@ def _tied(op: O.TiedLinear, ins, outs) -> OpCost:
 
 
 rule(O.LearnedTokens, O.SpatialShift)(_free)
+
+
+@rule(O.RelPosAttention)
+def _rel_pos_attention(op: O.RelPosAttention, ins, outs) -> OpCost:
+    b, t, c = ins[0].shape
+    rows = m(b, t)
+    positions = s(m(2, t), -1)  # relative offsets T-1 .. -(T-1)
+    core = _attn_core(b, op.heads, t, t, op.head_dim)
+    pos_scores = OpCost(flops=m(2, b, op.heads, t, positions, op.head_dim))  # (q + v) @ p^T
+    return _sum(_proj(rows, c, 3 * op.inner, op.qkv_bias), OpCost(flops=m(2, positions, c, op.inner)), pos_scores,
+                core, _proj(rows, op.inner, c, op.proj_bias))

@@ -281,6 +281,19 @@ class Attention(_AttnCommon):
     causal: bool = False
 
 
+class RelPosAttention(_AttnCommon):
+    """Self-attention over ``[B, T, C]`` with Transformer-XL relative positional encoding
+    (Dai et al. 2019), as Conformer uses it: sinusoidal relative positions projected by
+    ``pos`` and two learned biases ``pos_bias_u`` (content) and ``pos_bias_v`` (position)."""
+
+    op: Literal["rel_pos_attention"] = "rel_pos_attention"
+
+    def parameters(self) -> tuple[ParamSpec, ...]:
+        return (*super().parameters(), ParamSpec(name="pos.weight", shape=(self.inner, self.dim)),
+                ParamSpec(name="pos_bias_u", shape=(self.heads, self.head_dim), role="rel_pos"),
+                ParamSpec(name="pos_bias_v", shape=(self.heads, self.head_dim), role="rel_pos"))
+
+
 class CrossAttention(OpBase):
     """Queries from ``x: [B, N, C]``, keys and values from ``context: [B, M, Ck]``."""
 
@@ -524,7 +537,7 @@ OP_CLASSES: tuple[type[OpBase], ...] = (
     PrependToken, PosEmbed, Attention, CrossAttention, WindowAttention, LocalAttention,
     PooledAttention, Activation, Glu, Softmax, Dropout, DropPath, Binary, Scale, Rearrange,
     Concat, Split, Mean, Pool2d, Take, SliceOp, Identity, Roll, Matmul, ChannelScale, Affine, TiedLinear,
-    LearnedTokens, SpatialShift,
+    LearnedTokens, SpatialShift, RelPosAttention,
 )
 
 Op = Annotated[
@@ -533,7 +546,7 @@ Op = Annotated[
         PrependToken, PosEmbed, Attention, CrossAttention, WindowAttention, LocalAttention,
         PooledAttention, Activation, Glu, Softmax, Dropout, DropPath, Binary, Scale, Rearrange,
         Concat, Split, Mean, Pool2d, Take, SliceOp, Identity, Roll, Matmul, ChannelScale, Affine, TiedLinear,
-        LearnedTokens, SpatialShift,
+        LearnedTokens, SpatialShift, RelPosAttention,
     ],
     Field(discriminator="op"),
 ]

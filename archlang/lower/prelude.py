@@ -118,6 +118,45 @@ class Attention(nn.Module):
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, -1)))
 
 
+def _rel_positions(length: int, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Sinusoidal encodings of the relative offsets length-1, ..., 0, ..., -(length-1): [2L-1, dim]."""
+    pos = torch.arange(length - 1, -length, -1, device=device, dtype=torch.float32)[:, None]
+    div = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    pe = torch.zeros(2 * length - 1, dim, device=device)
+    pe[:, 0::2] = torch.sin(pos * div)
+    pe[:, 1::2] = torch.cos(pos * div)[:, : dim // 2]
+    return pe.to(dtype)
+
+
+class RelPosAttention(nn.Module):
+    """Multi-head self-attention with Transformer-XL relative positions (Dai et al. 2019), the
+    MHSA module of Conformer: scores = (q + u) k^T + shift((q + v) p^T), p = pos(sinusoids)."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int, qkv_bias: bool = True, proj_bias: bool = True,
+                 attn_drop: float = 0.0, proj_drop: float = 0.0):
+        super().__init__()
+        self.heads, self.head_dim, self.attn_drop = heads, head_dim, attn_drop
+        self.qkv = nn.Linear(dim, 3 * heads * head_dim, bias=qkv_bias)
+        self.proj = nn.Linear(heads * head_dim, dim, bias=proj_bias)
+        self.pos = nn.Linear(dim, heads * head_dim, bias=False)
+        self.pos_bias_u = _trunc_normal(heads, head_dim)
+        self.pos_bias_v = _trunc_normal(heads, head_dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, T, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        p = self.pos(_rel_positions(T, C, x.device, x.dtype)).view(2 * T - 1, self.heads, self.head_dim)
+        content = (q + self.pos_bias_u[:, None]) @ k.transpose(-2, -1)  # [B, h, T, T]
+        position = (q + self.pos_bias_v[:, None]) @ p.permute(1, 2, 0)  # [B, h, T, 2T-1]
+        # relative shift: row i keeps offsets i - j for j = 0 .. T-1
+        position = torch.cat([position.new_zeros(B, self.heads, T, 1), position], dim=-1)
+        position = position.view(B, self.heads, 2 * T, T)[:, :, 1:].reshape(B, self.heads, T, 2 * T - 1)[..., :T]
+        attn = ((content + position) * self.head_dim ** -0.5).softmax(dim=-1)
+        x = F.dropout(attn, self.attn_drop, self.training) @ v
+        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, T, -1)))
+
+
 class CrossAttention(nn.Module):
     """Queries from ``x``, keys and values from ``context`` (encoder-decoder attention), via SDPA."""
 

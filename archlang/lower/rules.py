@@ -215,6 +215,9 @@ _COMMON = ["dim", "heads", "head_dim", "qkv_bias", "proj_bias", "attn_drop", "pr
 LOWER_RULES[O.Attention] = Rule(
     forward=_call, helpers=("Attention",),
     module=lambda c: f"Attention({_kwargs(c, [*_COMMON, 'causal'], _ATTN_DEFAULTS)})")
+LOWER_RULES[O.RelPosAttention] = Rule(
+    forward=_call, helpers=("RelPosAttention", "_rel_positions", "_trunc_normal"),
+    module=lambda c: f"RelPosAttention({_kwargs(c, _COMMON, _ATTN_DEFAULTS)})")
 LOWER_RULES[O.CrossAttention] = Rule(
     forward=_call, helpers=("CrossAttention",),
     module=lambda c: f"CrossAttention({_kwargs(c, ['dim', 'context_dim', *_COMMON[1:]], _ATTN_DEFAULTS)})")

@@ -211,6 +211,8 @@ class Scene:
         self.nodes: dict[str, DrawNode] = {}
         self.clusters: list[Cluster] = []
         self._repeats = 0
+        self.vnames = root.vnames or {n.name: n.name for n in g.nodes}
+        self.by_vname = {v: k for k, v in self.vnames.items()}
         self._looks = {n.name: look(n.op, [g.type_of(r) for r in n.inputs], n.outputs) for n in g.nodes}
         self._walk(root.items, 1, self.body)
         self.edges = self._edges()
@@ -245,7 +247,8 @@ class Scene:
         if level < self.depth:
             sub = grp.unit if grp.block and grp.block != grp.unit else ""
             if rep is not None:
-                label = _html(grp.block or grp.unit, badge=f"×{rep.count}", sub=rep.unit, inline=True)
+                title = grp.block or (list_index(grp.unit) or (grp.unit, 0))[0]
+                label = _html(title, badge=f"×{rep.count}", sub=rep.unit, inline=True)
                 cl = Cluster("cluster_" + grp.path, label, nodes=rep.nodes, level=level)
             else:
                 label = _html(grp.block or grp.unit, sub=sub, inline=True)
@@ -296,7 +299,7 @@ class Scene:
             for n in m.nodes:
                 self.member_of.setdefault(n, []).append((rid, k, p))
                 if k >= p:
-                    self.alias[n] = f"{target}.{n[cut:]}"
+                    self.alias[n] = self.by_vname[f"{target}.{self.vnames[n][cut:]}"]
         if p == 1:
             self._group(rep.members[0], level, body, rep=rep)
             return

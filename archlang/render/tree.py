@@ -8,8 +8,11 @@ levels that ``--depth`` counts.
 Hierarchy. A node name splits at dots into units, a list index staying with the unit before
 it: ``layers.1.blocks.0.mlp.fc1`` is ``layers.1`` / ``blocks.0`` / ``mlp`` / ``fc1``. Every
 proper prefix is a group: a block instance when ``Graph.scopes`` has that path, else a plain
-container. A container holding a single item is replaced by that item (``head.fc`` is drawn
-as its op, not as a ``head`` box holding one op). An item's *level* is its depth in this
+container. Unlabelled ops are named where they are written, so ``stages[i].b: linear(gelu(x))``
+puts ``gelu_1`` at the top level: a run of such ops whose inputs and readers all lie in one
+group is moved into that group (so a closed box never feeds itself). A container holding a
+single item is replaced by that item (``head.fc`` is drawn as its op, not as a ``head`` box
+holding one op). An item's *level* is its depth in this
 tree: for Swin-T, level 1 is the input, the patch embedding, the four stages ``layers.0..3``,
 the final norm, the pooling, the head and the output; level 2 the patch merging and the
 blocks of each stage; level 3 the ops of a block; level 4 the ops of its MLP. At depth ``d``
@@ -77,6 +80,7 @@ class Group:
     scope: Scope | None
     items: list[Item] = field(default_factory=list)
     nodes: list[str] = field(default_factory=list)  # every node under it, in graph order
+    vnames: dict[str, str] = field(default_factory=dict)  # the root's: node -> its name in the tree
 
     @property
     def block(self) -> str | None:
@@ -137,9 +141,70 @@ def build_tree(g: Graph) -> Group:
             parent = grp
         parent.items.append(n.name)
     _fill_nodes(root)
+    consumers: dict[str, list[str]] = {n.name: [] for n in g.nodes}
+    for n in g.nodes:
+        for r in n.inputs:
+            consumers[r.node].append(n.name)
+    _adopt(root, g, consumers, {n.name: i for i, n in enumerate(g.nodes)})
     _inline(root)
-    _Runs(g).find(root)
+    root.vnames = _vnames(root)
+    _Runs(g, root.vnames).find(root)
     return root
+
+
+def _adopt(grp: Group, g: Graph, consumers: dict[str, list[str]], index: dict[str, int]) -> None:
+    """Move runs of ``grp``'s own ops whose inputs and readers all lie in one child group into it."""
+    children = [it for it in grp.items if isinstance(it, Group)]
+    owner = {n: c for c in children for n in c.nodes}
+    leaves = [it for it in grp.items if isinstance(it, str)]
+    leafset = set(leaves)
+    parent = {n: n for n in leaves}
+
+    def find(x: str) -> str:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for n in leaves:
+        for r in g.by_name[n].inputs:
+            if r.node in leafset:
+                parent[find(n)] = find(r.node)
+    comps: dict[str, list[str]] = {}
+    for n in leaves:
+        comps.setdefault(find(n), []).append(n)
+    for comp in comps.values():
+        members = set(comp)
+        ins = {r.node for n in comp for r in g.by_name[n].inputs if r.node not in members}
+        outs = {c for n in comp for c in consumers[n] if c not in members}
+        owners = {id(owner[x]) if x in owner else None for x in ins | outs}
+        if not ins or not outs or len(owners) != 1 or None in owners:
+            continue
+        child = owner[next(iter(ins))]
+        grp.items = [it for it in grp.items if not (isinstance(it, str) and it in members)]
+        child.items = sorted([*child.items, *comp], key=lambda it: index[it if isinstance(it, str) else it.nodes[0]])
+        child.nodes = sorted([*child.nodes, *comp], key=index.__getitem__)
+    for it in grp.items:
+        if isinstance(it, Group):
+            _adopt(it, g, consumers, index)
+
+
+def _vnames(root: Group) -> dict[str, str]:
+    """Each node's name in the tree: its own, or ``<group>.~k`` for an op adopted by a group."""
+    out: dict[str, str] = {}
+
+    def walk(grp: Group) -> None:
+        k = 0
+        for it in grp.items:
+            if isinstance(it, Group):
+                walk(it)
+            elif not grp.path or it.startswith(grp.path + "."):
+                out[it] = it
+            else:
+                out[it] = f"{grp.path}.~{k}"
+                k += 1
+    walk(root)
+    return out
 
 
 def _fill_nodes(grp: Group) -> list[str]:
@@ -183,8 +248,10 @@ def _op_key(op: O.OpBase, strict: bool) -> str:
 class _Runs:
     """Finds the :class:`Repeat` runs of a tree (the collapse rule of the module docstring)."""
 
-    def __init__(self, g: Graph) -> None:
+    def __init__(self, g: Graph, vnames: dict[str, str]) -> None:
         self.g = g
+        self.vname = vnames
+        self.by_vname = {v: k for k, v in vnames.items()}
         self.consumers: dict[str, list[str]] = {n.name: [] for n in g.nodes}
         for n in g.nodes:
             for r in n.inputs:
@@ -218,10 +285,11 @@ class _Runs:
             cut = len(grp.path) + 1
             inside = set(grp.nodes)
             rows = []
+            vn = self.vname
             for name in grp.nodes:
                 n = self.g.by_name[name]
-                ins = tuple((r.node[cut:], r.index) if r.node in inside else ("^", r.index) for r in n.inputs)
-                rows.append((name[cut:], _op_key(n.op, strict), tuple(str(t) for t in n.outputs), ins))
+                ins = tuple((vn[r.node][cut:], r.index) if r.node in inside else ("^", r.index) for r in n.inputs)
+                rows.append((vn[name][cut:], _op_key(n.op, strict), tuple(str(t) for t in n.outputs), ins))
             self._sigs[key] = tuple(rows)
         return self._sigs[key]
 
@@ -234,7 +302,7 @@ class _Runs:
         for name in grp.nodes:
             for slot, r in enumerate(self.g.by_name[name].inputs):
                 if r.node not in inside and r.node not in before:
-                    out.append((name[cut:], slot, r.node, r.index))
+                    out.append((self.vname[name][cut:], slot, r.node, r.index))
         return tuple(out)
 
     def _extends(self, run: list[Group], cand: Group) -> bool:
@@ -265,7 +333,7 @@ class _Runs:
         if len(run) >= 2:
             return ext == self._external(run[1], run[0])
         for target, slot, src, idx in ext:
-            node = self.g.by_name.get(first.path + "." + target)
+            node = self.g.by_name.get(self.by_vname.get(first.path + "." + target, ""))
             if node is None or len(node.inputs) <= slot or (node.inputs[slot].node, node.inputs[slot].index) != (src, idx):
                 return False
         return True
