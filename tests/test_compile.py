@@ -20,6 +20,8 @@ SMALL = [
     ("specs/transformer.arch", None, {"enc_layers": 1, "dec_layers": 1, "d": 32, "heads": 4, "ff": 64,
                                       "src_vocab": 50, "tgt_vocab": 50, "max_len": 64}),
     ("specs/igpt.arch", "igpt", {"res": 4, "layers": 1, "width": 32, "heads": 4, "vocab": 16}),
+    ("specs/swinv2_t.arch", "swinv2_t", {"img": 64, "window": 4, "depths": [1, 2, 1, 1], "embed": 16,
+                                         "heads": [1, 2, 4, 8]}),
     ("tests/specs/all_ops.arch", None, {}),
 ]
 

@@ -109,3 +109,25 @@ def test_conformer_runs_costs_and_compiles() -> None:
     sizes = {a: archlang.graph("specs/conformer.arch", a) for a in ("conformer_s", "conformer_m", "conformer_l")}
     assert [(g.param("layers"), g.param("dim"), g.param("heads")) for g in sizes.values()] == [
         (16, 144, 4), (16, 256, 4), (17, 512, 8)]  # the paper's encoder sizes (Table 1)
+
+
+def test_swinv2_matches_timm() -> None:
+    timm = pytest.importorskip("timm")
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    assert archlang.cost("specs/swinv2_t.arch").params == 28_347_154
+    torch.manual_seed(0)
+    ours = archlang.build("specs/swinv2_t.arch").eval()
+    ref = timm.create_model("swinv2_tiny_window8_256").eval()
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    archlang.load_timm_weights(ours, ref.state_dict())
+    x = torch.randn(2, 3, 256, 256)
+    with torch.no_grad():
+        assert (ours(x) - ref(x)).abs().max().item() <= 1e-4
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:
+        ours(x[:1])
+    assert counter.get_total_flops() == archlang.cost("specs/swinv2_t.arch").flops

@@ -218,6 +218,9 @@ def _window(op: O.WindowAttention, ins: list[TensorType]) -> tuple[TensorType, .
     return (x,)
 
 
+SHAPE_RULES[O.WindowAttentionV2] = _window
+
+
 @rule(O.LocalAttention)
 def _local(op: O.LocalAttention, ins: list[TensorType]) -> tuple[TensorType, ...]:
     _attn_in(op, ins[0], 4, "local_attention ([B, H, W, C])")

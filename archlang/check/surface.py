@@ -524,3 +524,10 @@ def _tied_linear(ctx, ins, a):
     "Self-attention with Transformer-XL relative positional encoding (Conformer's MHSA).")
 def _rel_pos_attention(ctx, ins, a):
     return O.RelPosAttention(**_common(ctx, _last(ctx, ins[0], "rel_pos_attention"), a))
+
+
+@op("window_attention_v2", ("x",), (*_ATTN_ARGS, Arg("window", "int"), Arg("shift", "int", 0)),
+    "Swin-V2 (shifted-)window attention: cosine attention, learned logit scale, continuous position bias.")
+def _window_v2(ctx, ins, a):
+    v1 = _window(ctx, ins, a)
+    return O.WindowAttentionV2(**v1.model_dump(exclude={"op"}))

@@ -262,3 +262,10 @@ def _rel_pos_attention(op: O.RelPosAttention, ins, outs) -> OpCost:
     pos_scores = OpCost(flops=m(2, b, op.heads, t, positions, op.head_dim))  # (q + v) @ p^T
     return _sum(_proj(rows, c, 3 * op.inner, op.qkv_bias), OpCost(flops=m(2, positions, c, op.inner)), pos_scores,
                 core, _proj(rows, op.inner, c, op.proj_bias))
+
+
+@rule(O.WindowAttentionV2)
+def _window_v2(op: O.WindowAttentionV2, ins, outs) -> OpCost:
+    coords = (2 * op.window[0] - 1) * (2 * op.window[1] - 1)
+    cpb = OpCost(flops=m(2, coords, 2, op.cpb_hidden) + 2 * coords * op.cpb_hidden * op.heads)
+    return _sum(_window(op, ins, outs), cpb)

@@ -342,6 +342,28 @@ class WindowAttention(_AttnCommon):
         return tuple(out)
 
 
+class WindowAttentionV2(WindowAttention):
+    """Swin-V2 window attention (Liu et al. 2022): cosine similarity scaled by a learned,
+    clamped logit scale; a continuous position bias from a small MLP (``cpb_mlp``) on
+    log-spaced relative coordinates; q and v biases (no k bias)."""
+
+    op: Literal["window_attention_v2"] = "window_attention_v2"  # type: ignore[assignment]
+    cpb_hidden: int = 512
+
+    def parameters(self) -> tuple[ParamSpec, ...]:
+        c, h = self.dim, self.heads
+        out = [ParamSpec(name="logit_scale", shape=(h, 1, 1), role="rel_pos"),
+               ParamSpec(name="cpb_mlp.0.weight", shape=(self.cpb_hidden, 2)),
+               ParamSpec(name="cpb_mlp.0.bias", shape=(self.cpb_hidden,), role="bias"),
+               ParamSpec(name="cpb_mlp.2.weight", shape=(h, self.cpb_hidden)),
+               ParamSpec(name="qkv.weight", shape=(3 * self.inner, c))]
+        if self.qkv_bias:
+            out += [ParamSpec(name="q_bias", shape=(self.inner,), role="bias"),
+                    ParamSpec(name="v_bias", shape=(self.inner,), role="bias")]
+        out += list(_prefix("proj", _wb(c, self.inner, self.proj_bias)))
+        return tuple(out)
+
+
 class LocalAttention(_AttnCommon):
     """Stand-alone local self-attention on ``[B, H, W, C]``: each pixel attends to its
     ``kernel`` x ``kernel`` neighbourhood (zero-padded at the borders, masked out)."""
@@ -537,7 +559,7 @@ OP_CLASSES: tuple[type[OpBase], ...] = (
     PrependToken, PosEmbed, Attention, CrossAttention, WindowAttention, LocalAttention,
     PooledAttention, Activation, Glu, Softmax, Dropout, DropPath, Binary, Scale, Rearrange,
     Concat, Split, Mean, Pool2d, Take, SliceOp, Identity, Roll, Matmul, ChannelScale, Affine, TiedLinear,
-    LearnedTokens, SpatialShift, RelPosAttention,
+    LearnedTokens, SpatialShift, RelPosAttention, WindowAttentionV2,
 )
 
 Op = Annotated[
@@ -546,7 +568,7 @@ Op = Annotated[
         PrependToken, PosEmbed, Attention, CrossAttention, WindowAttention, LocalAttention,
         PooledAttention, Activation, Glu, Softmax, Dropout, DropPath, Binary, Scale, Rearrange,
         Concat, Split, Mean, Pool2d, Take, SliceOp, Identity, Roll, Matmul, ChannelScale, Affine, TiedLinear,
-        LearnedTokens, SpatialShift, RelPosAttention,
+        LearnedTokens, SpatialShift, RelPosAttention, WindowAttentionV2,
     ],
     Field(discriminator="op"),
 ]

@@ -248,6 +248,65 @@ class WindowAttention(nn.Module):
         return x
 
 
+def _log_spaced_coords(wh: int, ww: int) -> torch.Tensor:
+    """Swin-V2's relative coordinates, scaled to [-8, 8] and log-spaced: [1, 2wh-1, 2ww-1, 2]."""
+    h = torch.arange(-(wh - 1), wh, dtype=torch.float32) / max(wh - 1, 1)
+    w = torch.arange(-(ww - 1), ww, dtype=torch.float32) / max(ww - 1, 1)
+    table = torch.stack(torch.meshgrid(h, w, indexing="ij")).permute(1, 2, 0).unsqueeze(0) * 8
+    return torch.sign(table) * torch.log2(table.abs() + 1.0) / math.log2(8)
+
+
+class WindowAttentionV2(WindowAttention):
+    """Swin-V2 window attention (Liu et al. 2022): cosine attention with a learned logit scale
+    and a continuous relative position bias from a small MLP on log-spaced coordinates."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int, window: tuple[int, int], grid: tuple[int, int],
+                 shift: tuple[int, int] = (0, 0), pad: tuple[int, int] = (0, 0), qkv_bias: bool = True,
+                 proj_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0):
+        super().__init__(dim, heads, head_dim, window, grid, shift, pad, qkv_bias=False, proj_bias=proj_bias,
+                         attn_drop=attn_drop, proj_drop=proj_drop)
+        del self.relative_position_bias_table
+        inner = heads * head_dim
+        self.logit_scale = nn.Parameter(torch.full((heads, 1, 1), math.log(10.0)))
+        self.cpb_mlp = nn.Sequential(nn.Linear(2, 512), nn.ReLU(inplace=True), nn.Linear(512, heads, bias=False))
+        self.q_bias = nn.Parameter(torch.zeros(inner)) if qkv_bias else None
+        self.v_bias = nn.Parameter(torch.zeros(inner)) if qkv_bias else None
+        self.register_buffer("relative_coords_table", _log_spaced_coords(*self.window), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, H, W, C = x.shape
+        (wh, ww), (sh, sw), (ph, pw) = self.window, self.shift, self.pad
+        if sh or sw:
+            x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
+        if ph or pw:
+            x = F.pad(x, (0, 0, 0, pw, 0, ph))
+        Hp, Wp = H + ph, W + pw
+        n = wh * ww
+        x = x.view(B, Hp // wh, wh, Wp // ww, ww, C).permute(0, 1, 3, 2, 4, 5).reshape(-1, n, C)
+        bias = None
+        if self.q_bias is not None:
+            bias = torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
+        qkv = F.linear(x, self.qkv.weight, bias)
+        q, k, v = qkv.reshape(-1, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
+        attn = attn * torch.clamp(self.logit_scale, max=math.log(1.0 / 0.01)).exp()
+        table = self.cpb_mlp(self.relative_coords_table).view(-1, self.heads)
+        rel = table[self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1)
+        attn = attn + 16 * torch.sigmoid(rel).unsqueeze(0)
+        if self.attn_mask is not None:
+            nw = self.attn_mask.shape[0]
+            attn = attn.view(-1, nw, self.heads, n, n) + self.attn_mask.unsqueeze(1).unsqueeze(0)
+            attn = attn.view(-1, self.heads, n, n)
+        attn = F.dropout(attn.softmax(dim=-1), self.attn_drop, self.training)
+        x = self.proj_drop(self.proj((attn @ v).transpose(1, 2).reshape(-1, n, self.heads * self.head_dim)))
+        x = x.view(B, Hp // wh, Wp // ww, wh, ww, C).permute(0, 1, 3, 2, 4, 5).reshape(B, Hp, Wp, C)
+        if ph or pw:
+            x = x[:, :H, :W, :].contiguous()
+        if sh or sw:
+            x = torch.roll(x, shifts=(sh, sw), dims=(1, 2))
+        return x
+
+
 class LocalAttention(nn.Module):
     """Stand-alone self-attention (Ramachandran et al. 2019) on ``[B, H, W, C]``: each pixel's
     query attends to the keys and values of its k x k neighbourhood; positions beyond the

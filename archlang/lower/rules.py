@@ -224,6 +224,10 @@ LOWER_RULES[O.CrossAttention] = Rule(
 LOWER_RULES[O.WindowAttention] = Rule(
     forward=_call, helpers=("WindowAttention", "_relative_position_index", "_shift_mask", "_trunc_normal"),
     module=lambda c: f"WindowAttention({_kwargs(c, [*_COMMON, 'window', 'grid', 'shift', 'pad'], _ATTN_DEFAULTS)})")
+LOWER_RULES[O.WindowAttentionV2] = Rule(
+    forward=_call, helpers=("WindowAttentionV2", "WindowAttention", "_relative_position_index", "_shift_mask",
+                            "_trunc_normal", "_log_spaced_coords"),
+    module=lambda c: f"WindowAttentionV2({_kwargs(c, [*_COMMON, 'window', 'grid', 'shift', 'pad'], _ATTN_DEFAULTS)})")
 LOWER_RULES[O.LocalAttention] = Rule(
     forward=_call, helpers=("LocalAttention",),
     module=lambda c: f"LocalAttention({_kwargs(c, [*_COMMON, 'kernel'], _ATTN_DEFAULTS)})")

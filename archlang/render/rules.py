@@ -296,6 +296,12 @@ def _rel_pos_attention(op: Any, ins: list[TensorType], outs: tuple[TensorType, .
     return Look("Rel-pos multi-head attention", (_heads(op), "Transformer-XL positions"), "attention")
 
 
+@_rule_named("WindowAttentionV2")
+def _window_v2(op: Any, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
+    base = _window(op, ins, outs)
+    return Look(f"{base.title} v2", (*base.detail, "cosine attention, log-CPB"), "attention")
+
+
 @_rule_named("ChannelScale")
 def _channel_scale(op: Any, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
     return Look("LayerScale", (f"learned × per channel, init {_num(getattr(op, 'init', 1.0))}",), "elementwise")
