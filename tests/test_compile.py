@@ -22,6 +22,7 @@ SMALL = [
     ("specs/igpt.arch", "igpt", {"res": 4, "layers": 1, "width": 32, "heads": 4, "vocab": 16}),
     ("specs/swinv2_t.arch", "swinv2_t", {"img": 64, "window": 4, "depths": [1, 2, 1, 1], "embed": 16,
                                          "heads": [1, 2, 4, 8]}),
+    ("specs/mvitv2_t.arch", "mvitv2_t", {"img": 64, "embed": 16, "depths": [1, 1, 1, 1], "heads": [1, 1, 2, 2]}),
     ("tests/specs/all_ops.arch", None, {}),
 ]
 

@@ -59,6 +59,8 @@ def literal(v: Any) -> str:
 
 
 def _attr_value(op: O.OpBase, name: str) -> Any:
+    if name.startswith("axis:") and isinstance(op, O.Rearrange):  # one rearrange axis size
+        return next(a.size for a in op.axes if a.name == name[5:])
     v = getattr(op, name)
     if isinstance(v, tuple) and v and hasattr(v[0], "model_dump"):
         return tuple(tuple(x.model_dump().values()) for x in v)
@@ -171,6 +173,10 @@ def fields_of(inst: Inst) -> dict[tuple[str, str], Any]:
             for f in type(it.op).model_fields:
                 if f != "op" and (it.op.op, f) not in RULE_HANDLED:
                     vals[(inst.local(it.name), f)] = _attr_value(it.op, f)
+            if isinstance(it.op, O.Rearrange):  # concrete axis sizes may become arguments
+                for a in it.op.axes:
+                    if isinstance(a.size, int):
+                        vals[(inst.local(it.name), f"axis:{a.name}")] = a.size
         else:
             for k, v in it.ctor.items():
                 vals[(inst.local(it.path), k)] = v
@@ -517,6 +523,8 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph) -> list[str]:
         lines.append(f"    input_names = {tuple(graph.inputs)!r}")
         lines.append(f"    output_names = {tuple(graph.outputs)!r}")
         lines.append("")
+    body_text = "\n".join([*tree.lines(), *body, *(f"self.{a}" for a in fwd_args_used)])
+    plan.args = [a for a in plan.args if re.search(rf"\b{re.escape(a)}\b", body_text)]  # drop unused ones
     sig = ", ".join(["self", *plan.args])
     lines.append(f"    def __init__({sig}):")
     lines.append("        super().__init__()")

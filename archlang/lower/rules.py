@@ -38,8 +38,8 @@ class Ctx:
         return self.ops[0]
 
     def const(self, name: str) -> bool:
-        first = getattr(self.ops[0], name)
-        return all(getattr(o, name) == first for o in self.ops)
+        first = _get(self.ops[0], name)
+        return all(_get(o, name) == first for o in self.ops)
 
     def x(self) -> str:
         return self.ins[0]
@@ -48,6 +48,12 @@ class Ctx:
         """Input ``i`` as an operand: parenthesised when it is a compound expression."""
         e = self.ins[i]
         return f"({e})" if any(op in e for op in (" + ", " - ", " * ", " / ", " @ ")) else e
+
+
+def _get(op: O.OpBase, name: str) -> object:
+    if name.startswith("axis:") and isinstance(op, O.Rearrange):
+        return next((a.size for a in op.axes if a.name == name[5:]), None)
+    return getattr(op, name)
 
 
 @dataclass(frozen=True)
@@ -326,10 +332,14 @@ def _rearrange(c: Ctx) -> str:
         if len(group) == 1:
             continue
         free = [n for n in group if fixed(n) is None]
-        if len(free) > 1:
-            raise LoweringError(f"rearrange group ({' '.join(group)}) has {len(free)} sizes that vary; give all "
-                                "but one of them as constants")
-        parts = ["-1" if (n in free or (not free and n == group[0])) else str(fixed(n)) for n in group]
+        symbolic = [n for n in free if any(not isinstance(sz[n], int) for sz in sizes)]
+        if len(symbolic) > 1:
+            raise LoweringError(f"rearrange group ({' '.join(group)}) has {len(symbolic)} symbolic sizes; give all "
+                                "but one of them")
+        # one size is -1 (a symbolic one if any); the others are literals or constructor arguments
+        inferred = symbolic[0] if symbolic else (free[-1] if free else group[0])
+        parts = ["-1" if n == inferred else (str(fixed(n)) if fixed(n) is not None else c.fwd_attr(f"axis:{n}"))
+                 for n in group]
         code = f"{code}.unflatten({i}, ({', '.join(parts)}))"
     elem = [n for g in op.lhs for n in g]
     order = [n for g in op.rhs for n in g]
