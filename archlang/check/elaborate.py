@@ -157,6 +157,7 @@ class Elaborator:
         # (scope path, node, output index) -> the spec's variable name for that value in that scope
         self.var_hints: dict[tuple[str, str, int], str] = {}
         self.scope_parent: dict[str, str] = {}
+        self.scope_spans: dict[str, Span] = {}  # block instance path -> call site
 
     # -- diagnostics
     def fail(self, code: str, message: str, span: Span | None, help: str | None = None,
@@ -172,10 +173,20 @@ class Elaborator:
     def full(self, fr: Frame, local: str) -> str:
         return f"{fr.path}.{local}" if fr.path else local
 
-    def claim(self, name: str, span: Span) -> None:
+    def claim(self, name: str, span: Span, fr: Frame | None = None) -> None:
         if name in self.taken:
             raise self.fail("E0604", f"the name `{name}` is already used in this graph", span,
                             help="give this call a different label", notes=[Label("first used here", self.taken[name])])
+        # a name inside another block instance's scope would be nested in a layer it does not belong to
+        inside = fr.path if fr is not None else ""
+        parts = name.split(".")
+        for i in range(1, len(parts)):
+            prefix = ".".join(parts[:i])
+            if prefix in self.scope_spans and not (inside == prefix or inside.startswith(prefix + ".")):
+                raise self.fail("E0604", f"`{name}` would sit inside the block instance `{prefix}`", span,
+                                help=f"`{prefix}` is a block call; label this node outside it, e.g. "
+                                     f"`{prefix.replace('.', '_')}_{parts[-1]}`",
+                                notes=[Label(f"`{prefix}` is created here", self.scope_spans[prefix])])
         self.taken[name] = span
 
     def auto_name(self, fr: Frame, base: str) -> str:
@@ -792,7 +803,7 @@ class Elaborator:
             sp = input_spans[err.input_index] if err.input_index is not None and err.input_index < len(input_spans) \
                 else span
             raise self.fail(err.code, err.message, sp, help=err.help, notes=notes) from None
-        self.claim(name, span)
+        self.claim(name, span, fr)
         self.add_node(name, op, inputs, outs, span, fr)
         tensors = tuple(Tensor(ValueRef(node=name, index=i), t, f"output of `{name}` at {span}")
                         for i, t in enumerate(outs))
@@ -1009,7 +1020,7 @@ class Elaborator:
         if any(_has_poison(v) for v, _ in bound.values()):
             return POISON
         path = self.full(fr, label) if label else self.auto_name(fr, b.name)
-        self.claim(path, span)
+        self.claim(path, span, fr)
         env: dict[str, Binding] = {}
         # tensors first (they bind dims), then values in order (defaults may use dims)
         for p in b.params:
@@ -1048,6 +1059,7 @@ class Elaborator:
         dim_names = {d.id for p in tensor_params for d in p.annot.dims if isinstance(d, A.Name)}
         scope_index = len(self.scopes)
         self.scope_parent[path] = fr.path
+        self.scope_spans[path] = span
         self.scopes.append(Scope(
             path=path, block=b.name, span=span,
             args=tuple(ParamValue(name=p.name, type=str(p.annot), value=to_ir_value(env[p.name].value))
