@@ -20,6 +20,7 @@ from archlang.ir import ops as O
 from archlang.ir.adapters import param_table
 from archlang.ir.dims import Dim, DimLike, add, mul
 from archlang.ir.graph import Graph, Node
+from archlang.ir.graph import name_levels as levels
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 ADAM_STATE_BYTES = 8  # two fp32 moments per trainable parameter
@@ -300,16 +301,6 @@ class CostReport:
 
     def json(self) -> str:
         return json.dumps(self.to_json(), indent=1)
-
-
-def levels(name: str) -> list[str]:
-    out: list[str] = []
-    for part in name.split("."):
-        if part.isdigit() and out:
-            out[-1] = f"{out[-1]}.{part}"
-        else:
-            out.append(part)
-    return out
 
 
 def to_sympy(d: DimLike):

@@ -28,6 +28,18 @@ DimT = Union[int, Dim]  # noqa: UP007
 Value = TypeAliasType("Value", Union[bool, int, float, str, tuple["Value", ...]])  # noqa: UP007
 
 
+def name_levels(name: str) -> list[str]:
+    """The levels of a hierarchical name; an index joins its parent:
+    ``layers.1.blocks.0.attn`` -> ``["layers.1", "blocks.0", "attn"]``."""
+    out: list[str] = []
+    for part in name.split("."):
+        if part.isdigit() and out:
+            out[-1] = f"{out[-1]}.{part}"
+        else:
+            out.append(part)
+    return out
+
+
 class ValueRef(BaseModel):
     """Output ``index`` of node ``node``."""
 

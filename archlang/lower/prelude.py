@@ -230,22 +230,27 @@ class WindowAttention(nn.Module):
         Hp, Wp = H + ph, W + pw
         n = wh * ww
         x = x.view(B, Hp // wh, wh, Wp // ww, ww, C).permute(0, 1, 3, 2, 4, 5).reshape(-1, n, C)
-        q, k, v = self.qkv(x).reshape(-1, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        bias = bias.view(n, n, -1).permute(2, 0, 1).unsqueeze(0)  # [1, heads, n, n]
-        if self.attn_mask is not None:
-            nw = self.attn_mask.shape[0]
-            bias = (bias.unsqueeze(1) + self.attn_mask.view(1, nw, 1, n, n)).expand(B, -1, -1, -1, -1)
-            bias = bias.reshape(-1, self.heads, n, n)
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
-                                           dropout_p=self.attn_drop if self.training else 0.0)
-        x = self.proj_drop(self.proj(x.transpose(1, 2).reshape(-1, n, self.heads * self.head_dim)))
+        x = self.proj_drop(self.proj(self.attend(x)))  # attention inside each window: [B * windows, n, C]
         x = x.view(B, Hp // wh, Wp // ww, wh, ww, C).permute(0, 1, 3, 2, 4, 5).reshape(B, Hp, Wp, C)
         if ph or pw:
             x = x[:, :H, :W, :].contiguous()
         if sh or sw:
             x = torch.roll(x, shifts=(sh, sw), dims=(1, 2))
         return x
+
+    def attend(self, x: torch.Tensor) -> torch.Tensor:
+        """Multi-head attention inside windows: [B * windows, n, C] -> [B * windows, n, heads * head_dim]."""
+        n = x.shape[1]
+        q, k, v = self.qkv(x).reshape(-1, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        bias = bias.view(n, n, -1).permute(2, 0, 1).unsqueeze(0)  # [1, heads, n, n]
+        if self.attn_mask is not None:
+            nw = self.attn_mask.shape[0]
+            bias = (bias.unsqueeze(1) + self.attn_mask.view(1, nw, 1, n, n)).expand(x.shape[0] // nw, -1, -1, -1, -1)
+            bias = bias.reshape(-1, self.heads, n, n)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
+                                           dropout_p=self.attn_drop if self.training else 0.0)
+        return x.transpose(1, 2).reshape(-1, n, self.heads * self.head_dim)
 
 
 def _log_spaced_coords(wh: int, ww: int) -> torch.Tensor:
@@ -273,21 +278,13 @@ class WindowAttentionV2(WindowAttention):
         self.v_bias = nn.Parameter(torch.zeros(inner)) if qkv_bias else None
         self.register_buffer("relative_coords_table", _log_spaced_coords(*self.window), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, H, W, C = x.shape
-        (wh, ww), (sh, sw), (ph, pw) = self.window, self.shift, self.pad
-        if sh or sw:
-            x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
-        if ph or pw:
-            x = F.pad(x, (0, 0, 0, pw, 0, ph))
-        Hp, Wp = H + ph, W + pw
-        n = wh * ww
-        x = x.view(B, Hp // wh, wh, Wp // ww, ww, C).permute(0, 1, 3, 2, 4, 5).reshape(-1, n, C)
+    def attend(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[1]
         bias = None
         if self.q_bias is not None:
             bias = torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
-        qkv = F.linear(x, self.qkv.weight, bias)
-        q, k, v = qkv.reshape(-1, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = F.linear(x, self.qkv.weight, bias).reshape(-1, n, 3, self.heads, self.head_dim) \
+            .permute(2, 0, 3, 1, 4).unbind(0)
         attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
         attn = attn * torch.clamp(self.logit_scale, max=math.log(1.0 / 0.01)).exp()
         table = self.cpb_mlp(self.relative_coords_table).view(-1, self.heads)
@@ -298,13 +295,7 @@ class WindowAttentionV2(WindowAttention):
             attn = attn.view(-1, nw, self.heads, n, n) + self.attn_mask.unsqueeze(1).unsqueeze(0)
             attn = attn.view(-1, self.heads, n, n)
         attn = F.dropout(attn.softmax(dim=-1), self.attn_drop, self.training)
-        x = self.proj_drop(self.proj((attn @ v).transpose(1, 2).reshape(-1, n, self.heads * self.head_dim)))
-        x = x.view(B, Hp // wh, Wp // ww, wh, ww, C).permute(0, 1, 3, 2, 4, 5).reshape(B, Hp, Wp, C)
-        if ph or pw:
-            x = x[:, :H, :W, :].contiguous()
-        if sh or sw:
-            x = torch.roll(x, shifts=(sh, sw), dims=(1, 2))
-        return x
+        return (attn @ v).transpose(1, 2).reshape(-1, n, self.heads * self.head_dim)
 
 
 class LocalAttention(nn.Module):

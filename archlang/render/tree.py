@@ -48,21 +48,13 @@ import json
 from dataclasses import dataclass, field
 
 from archlang.ir import ops as O
-from archlang.ir.graph import Graph, Scope
+from archlang.ir.graph import Graph, Scope, name_levels
 
 RATE_FIELDS = frozenset({"p", "attn_drop", "proj_drop"})  # op fields that only regularise training
 RATE_ARGS = frozenset({"dpr", "drop", "drop_path", "drop_rate", "drop_path_rate", "attn_drop", "proj_drop", "p"})
 
 
-def units(name: str) -> list[str]:
-    """``layers.1.blocks.0.attn`` -> ``["layers.1", "blocks.0", "attn"]``."""
-    out: list[str] = []
-    for seg in name.split("."):
-        if seg.isdigit() and out:
-            out[-1] = f"{out[-1]}.{seg}"
-        else:
-            out.append(seg)
-    return out
+units = name_levels  # ``layers.1.blocks.0.attn`` -> ``["layers.1", "blocks.0", "attn"]``
 
 
 def list_index(unit: str) -> tuple[str, int] | None:
