@@ -153,3 +153,25 @@ def test_mvitv2_matches_timm() -> None:
     with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:
         ours(x[:1])
     assert counter.get_total_flops() == archlang.cost("specs/mvitv2_t.arch").flops
+
+
+def test_vit_hybrid_r26_s32_matches_timm() -> None:
+    timm = pytest.importorskip("timm")
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    assert archlang.cost("specs/vit_s_r26_s32.arch").params == 36_431_912
+    torch.manual_seed(0)
+    ours = archlang.build("specs/vit_s_r26_s32.arch").eval()
+    ref = timm.create_model("vit_small_r26_s32_224").eval()
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    archlang.load_timm_weights(ours, ref.state_dict())
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert (ours(x) - ref(x)).abs().max().item() <= 1e-4
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:
+        ours(x[:1])
+    assert counter.get_total_flops() == archlang.cost("specs/vit_s_r26_s32.arch").flops

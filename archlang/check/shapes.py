@@ -108,8 +108,9 @@ def _conv2d(op: O.Conv2d, ins: list[TensorType]) -> tuple[TensorType, ...]:
     (x,) = ins
     _rank(x, 4, "conv2d ([B, C, H, W])")
     _eq(x.shape[1], op.in_channels, f"conv2d expects {op.in_channels} channels, got {fmt(x.shape[1])}")
-    h = conv_out(x.shape[2], op.kernel[0], op.stride[0], op.padding[0], "conv2d")
-    w = conv_out(x.shape[3], op.kernel[1], op.stride[1], op.padding[1], "conv2d")
+    l_, r_, t_, b_ = op.pad
+    h = conv_out(add(x.shape[2], t_ + b_), op.kernel[0], op.stride[0], op.padding[0], "conv2d")
+    w = conv_out(add(x.shape[3], l_ + r_), op.kernel[1], op.stride[1], op.padding[1], "conv2d")
     return (TensorType(shape=(x.shape[0], op.out_channels, h, w)),)
 
 
@@ -392,8 +393,9 @@ def _mean(op: O.Mean, ins: list[TensorType]) -> tuple[TensorType, ...]:
 def _pool(op: O.Pool2d, ins: list[TensorType]) -> tuple[TensorType, ...]:
     (x,) = ins
     _rank(x, 4, f"{op.kind}_pool2d ([B, C, H, W])")
-    h = conv_out(x.shape[2], op.kernel[0], op.stride[0], op.padding[0], "pool2d")
-    w = conv_out(x.shape[3], op.kernel[1], op.stride[1], op.padding[1], "pool2d")
+    l_, r_, t_, b_ = op.pad
+    h = conv_out(add(x.shape[2], t_ + b_), op.kernel[0], op.stride[0], op.padding[0], "pool2d")
+    w = conv_out(add(x.shape[3], l_ + r_), op.kernel[1], op.stride[1], op.padding[1], "pool2d")
     return (TensorType(shape=(x.shape[0], x.shape[1], h, w)),)
 
 

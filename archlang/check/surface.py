@@ -101,8 +101,9 @@ def _linear(ctx, ins, a):
 
 @op("conv2d", ("x",), (Arg("out", "int", min=1), Arg("kernel", "pair", min=1), Arg("stride", "pair", 1, min=1),
                        Arg("padding", "pair", 0, min=0), Arg("groups", "int", 1, min=1), Arg("bias", "bool", True),
-                       Arg("standardize", "bool", False)),
-    "2-d convolution on [B, C, H, W]; `standardize` gives weight standardisation.")
+                       Arg("standardize", "bool", False), Arg("std_eps", "float", 1e-6), Arg("same", "bool", False)),
+    "2-d convolution on [B, C, H, W]; `standardize` gives weight standardisation (eps `std_eps`); "
+    "`same` pads as TensorFlow's SAME (asymmetric when needed).")
 def _conv2d(ctx, ins, a):
     x = ins[0]
     if x.rank != 4:
@@ -111,8 +112,20 @@ def _conv2d(ctx, ins, a):
     if c % a["groups"] or a["out"] % a["groups"]:
         raise BuildError("E0501", f"conv2d groups = {a['groups']} must divide in ({c}) and out ({a['out']}) channels",
                          arg="groups")
-    return O.Conv2d(in_channels=c, out_channels=a["out"], kernel=pair(a["kernel"]), stride=pair(a["stride"]),
-                    padding=pair(a["padding"]), groups=a["groups"], bias=a["bias"], standardize=a["standardize"])
+    k, st = pair(a["kernel"]), pair(a["stride"])
+    return O.Conv2d(in_channels=c, out_channels=a["out"], kernel=k, stride=st,
+                    padding=pair(a["padding"]), groups=a["groups"], bias=a["bias"], standardize=a["standardize"],
+                    std_eps=a["std_eps"], pad=same_pad(ctx, x, k, st) if a["same"] else (0, 0, 0, 0))
+
+
+def same_pad(ctx: BuildCtx, x: TensorType, kernel: tuple[int, int], stride: tuple[int, int]) -> tuple[int, int, int, int]:
+    """TensorFlow's SAME padding (left, right, top, bottom): output = ceil(input / stride)."""
+    pads = []
+    for n_, k, s_ in ((x.shape[3], kernel[1], stride[1]), (x.shape[2], kernel[0], stride[0])):
+        n = _const(ctx, n_, "a spatial size with same padding")
+        total = max((-(-n // s_) - 1) * s_ + k - n, 0)
+        pads += [total // 2, total - total // 2]
+    return (pads[0], pads[1], pads[2], pads[3])
 
 
 @op("conv1d", ("x",), (Arg("out", "int", min=1), Arg("kernel", "int", min=1), Arg("stride", "int", 1, min=1),
@@ -370,13 +383,15 @@ def _pool(kind: str):
     def build(ctx, ins, a):
         k = pair(a["kernel"])
         s = tuple(st or kk for st, kk in zip(pair(a["stride"]), k, strict=True))  # stride 0: the kernel
-        return O.Pool2d(kind=kind, kernel=k, stride=s, padding=pair(a["padding"]))
+        return O.Pool2d(kind=kind, kernel=k, stride=s, padding=pair(a["padding"]),
+                        pad=same_pad(ctx, ins[0], k, s) if a["same"] else (0, 0, 0, 0))
     return build
 
 
 for _k in ("max", "avg"):
-    op(f"{_k}_pool2d", ("x",), (Arg("kernel", "pair", min=1), Arg("stride", "pair", 0, min=0), Arg("padding", "pair", 0, min=0)),
-       f"{_k.capitalize()} pooling on [B, C, H, W] (stride defaults to the kernel).")(_pool(_k))
+    op(f"{_k}_pool2d", ("x",), (Arg("kernel", "pair", min=1), Arg("stride", "pair", 0, min=0),
+                                Arg("padding", "pair", 0, min=0), Arg("same", "bool", False)),
+       f"{_k.capitalize()} pooling on [B, C, H, W] (stride defaults to the kernel; `same`: TF SAME padding).")(_pool(_k))
 
 
 @op("take", ("x",), (Arg("index", "int"), Arg("dim", "int", 1)), "Select one index along `dim` (x[:, 0]).")

@@ -93,6 +93,8 @@ class Conv2d(OpBase):
     groups: int = 1
     bias: bool = True
     standardize: bool = False
+    std_eps: float = 1e-6
+    pad: tuple[int, int, int, int] = (0, 0, 0, 0)  # extra (left, right, top, bottom) zeros: TF "same"
 
     def parameters(self) -> tuple[ParamSpec, ...]:
         w = ParamSpec(name="weight", shape=(self.out_channels, self.in_channels // self.groups, *self.kernel))
@@ -517,6 +519,7 @@ class Pool2d(OpBase):
     kernel: tuple[int, int]
     stride: tuple[int, int]
     padding: tuple[int, int] = (0, 0)
+    pad: tuple[int, int, int, int] = (0, 0, 0, 0)  # extra (left, right, top, bottom): TF "same", -inf for max
 
 
 class Take(OpBase):

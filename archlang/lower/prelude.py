@@ -244,13 +244,13 @@ class WindowAttention(nn.Module):
         q, k, v = self.qkv(x).reshape(-1, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         bias = bias.view(n, n, -1).permute(2, 0, 1).unsqueeze(0)  # [1, heads, n, n]
-        if self.attn_mask is not None:
+        if self.attn_mask is not None:  # windows differ: fold them into the head axis, broadcast over B
             nw = self.attn_mask.shape[0]
-            bias = (bias.unsqueeze(1) + self.attn_mask.view(1, nw, 1, n, n)).expand(x.shape[0] // nw, -1, -1, -1, -1)
-            bias = bias.reshape(-1, self.heads, n, n)
+            bias = (bias + self.attn_mask.unsqueeze(1)).reshape(1, nw * self.heads, n, n)
+            q, k, v = (t.reshape(-1, nw * self.heads, n, self.head_dim) for t in (q, k, v))
         x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
                                            dropout_p=self.attn_drop if self.training else 0.0)
-        return x.transpose(1, 2).reshape(-1, n, self.heads * self.head_dim)
+        return x.reshape(-1, self.heads, n, self.head_dim).transpose(1, 2).reshape(-1, n, self.heads * self.head_dim)
 
 
 def _log_spaced_coords(wh: int, ww: int) -> torch.Tensor:

@@ -125,15 +125,25 @@ def _conv2d_mod(c: Ctx) -> str:
     if not c.const("standardize"):
         raise LoweringError("standardize must be the same in every instance of a block")
     kw = _conv_kwargs(c, {"stride": (1, 1), "padding": (0, 0), "groups": 1, "bias": True})
+    if c.op.standardize and not (c.const("std_eps") and c.op.std_eps == 1e-6):  # type: ignore[attr-defined]
+        kw = (kw + ", " if kw else "") + f"eps={c.init_attr('std_eps')}"
     return (f"{cls}({c.init_attr('in_channels')}, {c.init_attr('out_channels')}, {_pair(c, 'kernel')}"
             + (f", {kw}" if kw else "") + ")")
+
+
+def _padded(c: Ctx, value: str = "") -> str:
+    """The input with TF-same padding applied first, when the op has any."""
+    if c.const("pad") and not any(c.op.pad):  # type: ignore[attr-defined]
+        return c.x()
+    extra = f", value={value}" if value else ""
+    return f"F.pad({c.x()}, {c.fwd_attr('pad')}{extra})"
 
 
 def _conv2d_helpers(c: Ctx) -> tuple[str, ...]:
     return ("StdConv2d",) if c.op.standardize else ()  # type: ignore[attr-defined]
 
 
-LOWER_RULES[O.Conv2d] = Rule(forward=_call, module=_conv2d_mod, helpers=("StdConv2d",))
+LOWER_RULES[O.Conv2d] = Rule(forward=lambda c: f"{c.mod}({_padded(c)})", module=_conv2d_mod, helpers=("StdConv2d",))
 
 
 def _conv1d_mod(c: Ctx) -> str:
@@ -296,9 +306,13 @@ def _mean(c: Ctx) -> str:
 
 
 LOWER_RULES[O.Mean] = Rule(forward=_mean)
-LOWER_RULES[O.Pool2d] = Rule(
-    forward=lambda c: f"F.{c.op.kind}_pool2d({c.x()}, {c.fwd_attr('kernel')}, {c.fwd_attr('stride')}, "  # type: ignore[attr-defined]
-                      f"{c.fwd_attr('padding')})")
+def _pool_forward(c: Ctx) -> str:
+    kind = c.op.kind  # type: ignore[attr-defined]
+    x = _padded(c, 'float("-inf")' if kind == "max" else "")
+    return f"F.{kind}_pool2d({x}, {c.fwd_attr('kernel')}, {c.fwd_attr('stride')}, {c.fwd_attr('padding')})"
+
+
+LOWER_RULES[O.Pool2d] = Rule(forward=_pool_forward)
 LOWER_RULES[O.Take] = Rule(forward=lambda c: _take(c))
 LOWER_RULES[O.SliceOp] = Rule(forward=lambda c: f"{c.p()}.narrow({c.fwd_attr('dim')}, {c.fwd_attr('start')}, "
                                                 f"{c.fwd_attr('stop')} - {c.fwd_attr('start')})")
