@@ -175,3 +175,22 @@ def test_vit_hybrid_r26_s32_matches_timm() -> None:
     with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:
         ours(x[:1])
     assert counter.get_total_flops() == archlang.cost("specs/vit_s_r26_s32.arch").flops
+
+
+def test_cyclemlp_matches_the_paper_and_runs() -> None:
+    b1 = archlang.cost("specs/cyclemlp_b1.arch")
+    assert abs(b1.params / 15.2e6 - 1) < 0.02  # Chen et al. 2022, Table 1: CycleMLP-B1 15.2M
+    assert abs(b1.flops / 2 / 2.1e9 - 1) < 0.02  # and 2.1G multiply-adds
+    assert abs(archlang.cost("specs/cyclemlp_b1.arch", "cyclemlp_b2").params / 26.8e6 - 1) < 0.02
+    model = archlang.build("specs/cyclemlp_b1.arch", img=64)
+    model(torch.randn(2, 3, 64, 64)).sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_channel_shift_is_the_cycle_pattern() -> None:
+    from archlang.lower.prelude import channel_shift
+
+    x = torch.arange(4.0).view(1, 4, 1, 1).expand(1, 4, 1, 3).clone()  # value = row index; 3 channels
+    got = channel_shift(x, 1, 3)[0, :, 0, :]
+    # channel i reads row + (i + 1) % 3 - 1: offsets 0, +1, -1; zeros past the border
+    assert got.tolist() == [[0, 1, 0], [1, 2, 0], [2, 3, 1], [3, 0, 2]]

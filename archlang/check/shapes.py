@@ -222,6 +222,14 @@ def _window(op: O.WindowAttention, ins: list[TensorType]) -> tuple[TensorType, .
 SHAPE_RULES[O.WindowAttentionV2] = _window
 
 
+@rule(O.ChannelShift)
+def _channel_shift(op: O.ChannelShift, ins: list[TensorType]) -> tuple[TensorType, ...]:
+    _rank(ins[0], 4, "channel_shift ([B, H, W, C])")
+    if op.dim not in (1, 2):
+        raise ShapeError("E0304", f"channel_shift shifts along dim 1 (H) or 2 (W), not {op.dim}")
+    return (ins[0],)
+
+
 @rule(O.LocalAttention)
 def _local(op: O.LocalAttention, ins: list[TensorType]) -> tuple[TensorType, ...]:
     _attn_in(op, ins[0], 4, "local_attention ([B, H, W, C])")

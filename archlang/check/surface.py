@@ -546,3 +546,9 @@ def _rel_pos_attention(ctx, ins, a):
 def _window_v2(ctx, ins, a):
     v1 = _window(ctx, ins, a)
     return O.WindowAttentionV2(**v1.model_dump(exclude={"op"}))
+
+
+@op("channel_shift", ("x",), (Arg("dim", "int"), Arg("size", "int", 3, min=1)),
+    "CycleMLP's cycle pattern on [B, H, W, C]: channel i reads offset (i + 1) % size - size // 2 along dim 1 or 2.")
+def _channel_shift(ctx, ins, a):
+    return O.ChannelShift(dim=a["dim"], size=a["size"])

@@ -269,3 +269,6 @@ def _window_v2(op: O.WindowAttentionV2, ins, outs) -> OpCost:
     coords = (2 * op.window[0] - 1) * (2 * op.window[1] - 1)
     cpb = OpCost(flops=m(2, coords, 2, op.cpb_hidden) + 2 * coords * op.cpb_hidden * op.heads)
     return _sum(_window(op, ins, outs), cpb)
+
+
+rule(O.ChannelShift)(_free)

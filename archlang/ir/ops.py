@@ -251,6 +251,15 @@ class SpatialShift(OpBase):
     op: Literal["spatial_shift"] = "spatial_shift"
 
 
+class ChannelShift(OpBase):
+    """CycleMLP's cycle pattern on [B, H, W, C]: channel i reads its neighbour at offset
+    ``(i + 1) % size - size // 2`` along ``dim`` (1 = H, 2 = W), zeros past the border."""
+
+    op: Literal["channel_shift"] = "channel_shift"
+    dim: int
+    size: int
+
+
 # --------------------------------------------------------------------------- attention
 
 
@@ -562,7 +571,7 @@ OP_CLASSES: tuple[type[OpBase], ...] = (
     PrependToken, PosEmbed, Attention, CrossAttention, WindowAttention, LocalAttention,
     PooledAttention, Activation, Glu, Softmax, Dropout, DropPath, Binary, Scale, Rearrange,
     Concat, Split, Mean, Pool2d, Take, SliceOp, Identity, Roll, Matmul, ChannelScale, Affine, TiedLinear,
-    LearnedTokens, SpatialShift, RelPosAttention, WindowAttentionV2,
+    LearnedTokens, SpatialShift, RelPosAttention, WindowAttentionV2, ChannelShift,
 )
 
 Op = Annotated[
@@ -571,7 +580,7 @@ Op = Annotated[
         PrependToken, PosEmbed, Attention, CrossAttention, WindowAttention, LocalAttention,
         PooledAttention, Activation, Glu, Softmax, Dropout, DropPath, Binary, Scale, Rearrange,
         Concat, Split, Mean, Pool2d, Take, SliceOp, Identity, Roll, Matmul, ChannelScale, Affine, TiedLinear,
-        LearnedTokens, SpatialShift, RelPosAttention, WindowAttentionV2,
+        LearnedTokens, SpatialShift, RelPosAttention, WindowAttentionV2, ChannelShift,
     ],
     Field(discriminator="op"),
 ]

@@ -99,6 +99,24 @@ def spatial_shift(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def channel_shift(x: torch.Tensor, dim: int, size: int) -> torch.Tensor:
+    """CycleMLP's cycle pattern: channel i reads position p + (i + 1) % size - size // 2 along
+    ``dim`` of [B, H, W, C] (zeros past the border), as CycleFC's fixed deformable offsets do."""
+    out = torch.zeros_like(x)
+    n = x.shape[dim]
+    for r in range(size):
+        s = (r + 1) % size - size // 2
+        src = x[..., r::size]
+        if s > 0:
+            part = torch.cat([src.narrow(dim, s, n - s), src.new_zeros(*src.shape[:dim], s, *src.shape[dim + 1:])], dim)
+        elif s < 0:
+            part = torch.cat([src.new_zeros(*src.shape[:dim], -s, *src.shape[dim + 1:]), src.narrow(dim, 0, n + s)], dim)
+        else:
+            part = src
+        out[..., r::size] = part
+    return out
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with a fused qkv projection (timm's Attention), via SDPA."""
 

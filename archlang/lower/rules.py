@@ -388,6 +388,8 @@ LOWER_RULES[O.LearnedTokens] = Rule(
     forward=lambda c: f"{c.mod}.expand({c.p()}.shape[0], -1, -1)",
     module=lambda c: f"_trunc_normal(1, {c.init_attr('n')}, {c.init_attr('dim')})", helpers=("_trunc_normal",),
     parameter=True)
+LOWER_RULES[O.ChannelShift] = Rule(
+    forward=lambda c: f"channel_shift({c.x()}, {c.fwd_attr('dim')}, {c.fwd_attr('size')})", helpers=("channel_shift",))
 LOWER_RULES[O.SpatialShift] = Rule(forward=lambda c: f"spatial_shift({c.x()})", helpers=("spatial_shift",))
 
 
