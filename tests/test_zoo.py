@@ -194,3 +194,15 @@ def test_channel_shift_is_the_cycle_pattern() -> None:
     got = channel_shift(x, 1, 3)[0, :, 0, :]
     # channel i reads row + (i + 1) % 3 - 1: offsets 0, +1, -1; zeros past the border
     assert got.tolist() == [[0, 1, 0], [1, 2, 0], [2, 3, 1], [3, 0, 2]]
+
+
+def test_gpt_and_transformer_flops_equal_flop_counter() -> None:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    for spec, arch in (("specs/gpt.arch", "gpt_mini"), ("specs/bert.arch", "bert_mini")):
+        model = archlang.build(spec, arch).eval()
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:
+            model(*example_inputs(model.archlang_graph, batch=2, sizes={"S": 12, "T": 12}))
+        assert counter.get_total_flops() == archlang.cost(spec, arch, batch=2, sizes={"S": 12, "T": 12}).flops
