@@ -8,6 +8,7 @@ The grammar lives in ``grammars/archlang.lark``; the LALR tables are cached on d
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 from lark import Lark, Token, Transformer, Tree, v_args
@@ -395,8 +396,53 @@ class _Builder(Transformer):
         return list(c)
 
 
+def _cache_path(text: str, file: str) -> Path | None:
+    """Where the AST of ``text`` (named ``file``) is cached, keyed by content and grammar."""
+    import hashlib
+    import os
+
+    root = os.environ.get("ARCHLANG_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "archlang")
+    if root in ("0", "off"):
+        return None
+    key = hashlib.sha1(f"{AST_VERSION}\0{file}\0{GRAMMAR.stat().st_mtime_ns}\0{text}".encode()).hexdigest()
+    return Path(root) / "ast" / f"{key}.pickle"
+
+
+AST_VERSION = 1  # bump when the AST classes change
+CACHE_ENTRIES = 256
+
+
 def parse_text(text: str, file: str = "<input>") -> A.Module:
-    """Parse ``text``; raise :class:`DiagnosticError` on a syntax error."""
+    """Parse ``text`` (through an on-disk cache of ASTs keyed by content: parsing is the
+    slowest part of checking); raise :class:`DiagnosticError` on a syntax error."""
+    import pickle
+
+    path = _cache_path(text, file)
+    if path is not None and path.is_file():
+        try:
+            with path.open("rb") as f:
+                module = pickle.load(f)
+            if isinstance(module, A.Module):
+                return module
+        except Exception:
+            pass
+    module = _parse_uncached(text, file)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            with tmp.open("wb") as f:
+                pickle.dump(module, f, protocol=pickle.HIGHEST_PROTOCOL)
+            tmp.replace(path)
+            entries = sorted(path.parent.glob("*.pickle"), key=lambda p: p.stat().st_mtime)
+            for old in entries[:-CACHE_ENTRIES]:  # keep the cache small: newest entries only
+                old.unlink(missing_ok=True)
+        except OSError:
+            pass
+    return module
+
+
+def _parse_uncached(text: str, file: str) -> A.Module:
     try:
         tree = _parser().parse(text)
     except UnexpectedInput as err:
