@@ -307,7 +307,7 @@ def cost(spec: Annotated[Path, typer.Argument(help="A .arch file.")], arch: Arch
         raise typer.Exit(0)
     console.print(table(rep, depth))
     sp = size_param({p.name: p.value for p in g.params})
-    gr = growth_fn(r.program, g.arch, sp, g.param(sp), overrides, **kw) if sp else None
+    gr = growth_fn(r.program, g.arch, sp, g.param(sp), overrides, base=rep, **kw) if sp else None
     console.print(summary(rep, gr, sp))
     raise typer.Exit(0)
 

@@ -169,3 +169,26 @@ def test_budget_guard() -> None:
     assert "error[E0901]" in r.output and "blocks.0.attn" in r.output and "17179869184*B" in r.output
     with pytest.raises(archlang.api.BudgetError):
         archlang.build("specs/igpt.arch", "igpt_l", max_memory="16GiB")
+
+
+@pytest.mark.parametrize(("spec", "arch"), [("specs/swin_t.arch", "swin_t"), ("specs/vit_b16.arch", "vit_b16")])
+def test_saved_activations_match_autograd(spec: str, arch: str) -> None:
+    """Training saved-activation bytes within 3% of what autograd keeps (unique storages,
+    parameters excluded), at batch 2."""
+    torch = pytest.importorskip("torch")
+    from archlang.lower.example import example_inputs
+
+    model = archlang.build(spec, arch).train()
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    kept: dict[int, int] = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            kept[storage.data_ptr()] = max(kept.get(storage.data_ptr(), 0), storage.nbytes())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(*example_inputs(model.archlang_graph, batch=2))
+    estimated = archlang.cost(spec, arch, batch=2, train=True).saved_bytes
+    assert abs(estimated / sum(kept.values()) - 1) < 0.03

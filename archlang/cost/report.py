@@ -103,14 +103,16 @@ class CostReport:
         if not isinstance(n.op, O.Output | O.Identity):
             for t in n.outputs:
                 act = add(act, numel(t))
-        saved = c.saved
-        if self.train and isinstance(n.op, O.Dropout | O.DropPath) and n.op.p > 0:
-            saved = add(saved, numel(n.outputs[0]))  # the mask (counted at the dtype's width)
         heads = getattr(n.op, "heads", 1)
         bpe = self.bytes_per
+        saved_bytes = mul(c.saved, bpe)
+        if self.train and isinstance(n.op, O.Dropout) and n.op.p > 0:
+            saved_bytes = add(saved_bytes, numel(n.outputs[0]))  # the keep-mask, one byte per element
+        if self.train and isinstance(n.op, O.DropPath) and n.op.p > 0:
+            saved_bytes = add(saved_bytes, mul(n.outputs[0].shape[0], bpe))  # one scale per sample
         sym = {
             "flops": c.flops, "other_flops": c.other_flops,
-            "activation_bytes": mul(act, bpe), "saved_bytes": mul(saved, bpe) if self.train else 0,
+            "activation_bytes": mul(act, bpe), "saved_bytes": saved_bytes if self.train else 0,
             "attention_entries": c.attn_entries, "attention_bytes": mul(c.attn_entries, bpe),
             "attention_global_bytes": mul(mul(mul(c.attn_global_per_head, heads), ins[0].shape[0]), bpe)
             if c.attn_entries else 0,

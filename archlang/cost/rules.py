@@ -57,16 +57,25 @@ def numel(t: TensorType) -> DimLike:
 
 
 def s(*xs: DimLike) -> DimLike:
-    out: DimLike = 0
+    """Sum; constants are added first so that symbolic terms are combined once."""
+    const = sum(x for x in xs if isinstance(x, int))
+    out: DimLike = const
     for x in xs:
-        out = add(out, x)
+        if not isinstance(x, int):
+            out = add(out, x)
     return out
 
 
 def m(*xs: DimLike) -> DimLike:
-    out: DimLike = 1
+    """Product; constants are multiplied first (symbolic arithmetic is the slow path)."""
+    const = 1
     for x in xs:
-        out = mul(out, x)
+        if isinstance(x, int):
+            const *= x
+    out: DimLike = const
+    for x in xs:
+        if not isinstance(x, int):
+            out = mul(out, x)
     return out
 
 
@@ -106,7 +115,14 @@ def _conv1d(op: O.Conv1d, ins, outs) -> OpCost:
 
 @rule(O.LayerNorm, O.BatchNorm, O.GroupNorm)
 def _norm(op: O.OpBase, ins, outs) -> OpCost:
-    return OpCost(other_flops=m(5, numel(outs[0])), saved=numel(ins[0]))
+    x = ins[0]
+    if isinstance(op, O.LayerNorm):  # input, and a mean and a reciprocal std per row
+        stats = m(2, product(x.shape[:-1]))
+    elif isinstance(op, O.GroupNorm):
+        stats = m(2, x.shape[0], op.groups)
+    else:
+        stats = m(2, op.channels)
+    return OpCost(other_flops=m(5, numel(outs[0])), saved=s(numel(x), stats))
 
 
 @rule(O.PrependToken)
@@ -141,12 +157,21 @@ def _sum(*costs: OpCost) -> OpCost:
     return out
 
 
+def _fused_saved(rows_q: DimLike, rows_kv: DimLike, inner: int, heads: int) -> DimLike:
+    """What autograd keeps for SDPA's fused kernel: q, k, v (their projections' outputs), the
+    output and the log-sum-exp per query and head; never the score matrix."""
+    return s(m(rows_q, inner), m(rows_kv, 2 * inner), m(rows_q, inner), m(rows_q, heads))
+
+
 @rule(O.Attention)
 def _attention(op: O.Attention, ins, outs) -> OpCost:
     b, n, c = ins[0].shape
     rows = m(b, n)
-    return _sum(_proj(rows, c, 3 * op.inner, op.qkv_bias), _attn_core(b, op.heads, n, n, op.head_dim),
-                _proj(rows, op.inner, c, op.proj_bias))
+    out = _sum(_proj(rows, c, 3 * op.inner, op.qkv_bias), _attn_core(b, op.heads, n, n, op.head_dim),
+               _proj(rows, op.inner, c, op.proj_bias))
+    # SDPA's output is laid out [B, N, heads, head_dim]: the projection's input is a view of it
+    out.saved = s(m(rows, c), _fused_saved(rows, rows, op.inner, op.heads))
+    return out
 
 
 @rule(O.CrossAttention)
@@ -154,8 +179,10 @@ def _cross(op: O.CrossAttention, ins, outs) -> OpCost:
     b, n, c = ins[0].shape
     _, k_len, ck = ins[1].shape
     inner = op.heads * op.head_dim
-    return _sum(_proj(m(b, n), c, inner, op.qkv_bias), _proj(m(b, k_len), ck, 2 * inner, op.qkv_bias),
-                _attn_core(b, op.heads, n, k_len, op.head_dim), _proj(m(b, n), inner, c, op.proj_bias))
+    out = _sum(_proj(m(b, n), c, inner, op.qkv_bias), _proj(m(b, k_len), ck, 2 * inner, op.qkv_bias),
+               _attn_core(b, op.heads, n, k_len, op.head_dim), _proj(m(b, n), inner, c, op.proj_bias))
+    out.saved = s(m(b, n, c), m(b, k_len, ck), _fused_saved(m(b, n), m(b, k_len), inner, op.heads))
+    return out
 
 
 @rule(O.WindowAttention)
@@ -168,7 +195,12 @@ def _window(op: O.WindowAttention, ins, outs) -> OpCost:
     core = _attn_core(m(b, n_win), op.heads, n, n, op.head_dim)
     core.attn_per_head = n_win * n * n
     core.attn_global_per_head = (op.grid[0] * op.grid[1]) ** 2
-    return _sum(_proj(rows, op.dim, 3 * op.inner, op.qkv_bias), core, _proj(rows, op.inner, op.dim, op.proj_bias))
+    out = _sum(_proj(rows, op.dim, 3 * op.inner, op.qkv_bias), core, _proj(rows, op.inner, op.dim, op.proj_bias))
+    # the additive mask (relative position bias, plus the shift mask per window) is kept once,
+    # broadcast over the batch
+    mask = op.heads * n * n * (n_win if any(op.shift) else 1)
+    out.saved = s(m(rows, op.dim), _fused_saved(rows, rows, op.inner, op.heads), m(rows, op.inner), mask)
+    return out
 
 
 @rule(O.LocalAttention)

@@ -41,9 +41,11 @@ def sweep(prog: Program, arch: str | None, param: str, values: list[int], sets: 
 
 
 def growth(prog: Program, arch: str | None, param: str, value: int, sets: dict[str, Any] | None = None,
-           **kw: Any) -> dict[str, float]:
-    """Each figure's ratio when the input side doubles (``param`` -> 2 x ``param``)."""
-    (_, a), (_, b) = sweep(prog, arch, param, [value, 2 * value], sets, **kw)
+           base: CostReport | None = None, **kw: Any) -> dict[str, float]:
+    """Each figure's ratio when the input side doubles (``param`` -> 2 x ``param``); ``base``
+    is the report at ``value`` when the caller already has it."""
+    a = base if base is not None else report_at(prog, arch, {**(sets or {}), param: value}, **kw)
+    b = report_at(prog, arch, {**(sets or {}), param: 2 * value}, **kw)
     out = {}
     for f in ("params", "flops", "activation_bytes", "attention_bytes"):
         x, y = getattr(a, f), getattr(b, f)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from archlang.cost.report import CostReport
+from archlang.ir.dims import fmt
 
 
 def human_count(n: float, unit: str = "") -> str:
@@ -75,7 +76,8 @@ def summary(rep: CostReport, growth: dict[str, float] | None = None, size_param:
     tr, _ = rep.peak_training_bytes()
     t.add_row("peak memory", f"inference ~{human_bytes(inf)} (at `{at}`); a training step with AdamW "
                              f"~{human_bytes(tr)} (weights, grads, optimizer state, saved activations)")
-    t.add_row("formulas", f"FLOPs = {rep.formula('flops')}; attention bytes = {rep.formula('attention_bytes')}")
+    t.add_row("formulas", f"FLOPs = {fmt(rep.symbolic('flops'))}; "
+                          f"attention bytes = {fmt(rep.symbolic('attention_bytes'))}")
     if growth and size_param:
         g = ", ".join(f"{k.replace('_bytes', '')} x{v:.3g}" for k, v in growth.items() if v == v)
         t.add_row(f"{size_param} x2", g)

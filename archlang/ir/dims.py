@@ -46,7 +46,9 @@ class Dim(BaseModel):
         if len(items) == 1 and items[0][0] == ():
             c = items[0][1]
             return int(c) if c.denominator == 1 else _FractionalConst(c)
-        return Dim(terms=tuple(Term(num=c.numerator, den=c.denominator, powers=p) for p, c in items))
+        # model_construct: these values are built from validated parts, and this is the hot path
+        return Dim.model_construct(terms=tuple(Term.model_construct(num=c.numerator, den=c.denominator, powers=p)
+                                               for p, c in items))
 
     def _map(self) -> dict[Power, Fraction]:
         return {t.powers: Fraction(t.num, t.den) for t in self.terms}
@@ -179,7 +181,12 @@ def fmt_shape(shape: tuple[DimLike, ...]) -> str:
 
 
 def product(dims: tuple[DimLike, ...] | list[DimLike]) -> DimLike:
-    out: DimLike = 1
+    const = 1
     for d in dims:
-        out = mul(out, d)
+        if isinstance(d, int):
+            const *= d
+    out: DimLike = const
+    for d in dims:
+        if not isinstance(d, int):
+            out = mul(out, d)
     return out
