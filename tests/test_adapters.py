@@ -130,3 +130,29 @@ def test_lora_must_target_linear_projections() -> None:
     errors = [d for d in diags if d.is_error]
     assert [d.code for d in errors] == ["E0703"]
     assert "xattn" in errors[0].message
+
+
+def test_selectors_by_op_kind() -> None:
+    spec = """
+use swin_t
+arch kinds = swin_t() {
+  freeze "*"
+  adapt lora(r = 4, alpha = 8) on "window_attention:layers.[23].*.q", "linear:*.mlp.fc1"
+  unfreeze "layernorm:*"
+}
+"""
+    from pathlib import Path
+
+    tmp = Path("specs") / "_kinds_test.arch"
+    tmp.write_text(spec)
+    try:
+        rep = archlang.cost(tmp, "kinds", **SMALL_SWIN)
+        model = archlang.build(tmp, "kinds", **SMALL_SWIN)
+    finally:
+        tmp.unlink()
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert any(n.startswith("layers.2.") and ".qkv.lora_q." in n for n in names)
+    assert not any(n.startswith(("layers.0.", "layers.1.")) and ".qkv.lora" in n for n in names)
+    assert any(n.endswith("mlp.fc1.lora.A") for n in names)
+    assert all(".lora" in n or "norm" in n for n in names)  # only adapters and LayerNorms train
+    assert rep.trainable_params == requires_grad_count(model)

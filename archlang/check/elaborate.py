@@ -22,7 +22,7 @@ from archlang.check.shapes import ShapeError, infer
 from archlang.check.surface import REQUIRED, SURFACE, Arg, BuildCtx, BuildError, Surface
 from archlang.diagnostics import Diagnostic, DiagnosticError, Label, Severity, Span, did_you_mean
 from archlang.ir import ops as O
-from archlang.ir.adapters import lora_parts, matches
+from archlang.ir.adapters import lora_parts, matches, split_kind
 from archlang.ir.dims import Dim, DimLike, add, div_exact, fmt, mul
 from archlang.ir.graph import AdapterTap, FreezeRule, Graph, Node, ParamValue, Scope, ValueRef
 from archlang.ir.types import TensorType
@@ -1231,7 +1231,7 @@ class Elaborator:
         rules = []
         for st in self.freeze_stmts:
             for k, sel in enumerate(st.selectors):
-                if sel != "*" and not any(matches(sel, n) for n in linear_like):
+                if sel != "*" and not any(matches(sel, n, nd.op.op) for n, nd in linear_like.items()):
                     self.record(Diagnostic("E0703", f"selector \"{sel}\" matches no layer with weights",
                                            _at(st.selector_spans, k, st.span),
                                            help=did_you_mean(sel, _selector_candidates(linear_like))
@@ -1252,8 +1252,11 @@ def _lora_ok(target: str, nodes: dict[str, Node]) -> bool:
 def _select(sel: str, nodes: dict[str, Node]) -> list[str]:
     """Glob ``sel`` over node names; ``attn.q``/``.k``/``.v`` address an attention's logical
     projections (even when the lowered projection is a fused qkv)."""
+    kind, sel = split_kind(sel)  # "window_attention:*.q": only nodes of that op kind
     out = []
     for name, n in nodes.items():
+        if kind is not None and n.op.op != kind:
+            continue
         if fnmatch.fnmatchcase(name, sel):
             out.append(name)
         else:

@@ -9,7 +9,8 @@ Semantics, applied in statement order:
 - every base parameter starts trainable;
 - ``freeze "sel"`` / ``unfreeze "sel"`` set the parameters under every node whose name (or a
   dotted prefix of it) matches the glob ``sel``: ``"*"`` is all, ``"head"`` and ``"head.*"``
-  are the head, ``"layers.3"`` the last Swin stage;
+  are the head, ``"layers.3"`` the last Swin stage; ``"kind:glob"`` also requires the op kind
+  (``"linear:*"`` every linear layer, ``"layernorm:layers.[23].*"`` the norms of two stages);
 - ``adapt bitfit() on "sel"`` makes the biases under ``sel`` trainable (BitFit);
 - ``adapt lora(r, alpha, dropout) on "sel"`` adds a low-rank update ``B A`` (scale alpha/r)
   to each selected linear projection — a linear node, or an attention's logical ``q``,
@@ -60,9 +61,19 @@ def prefixes(name: str) -> list[str]:
     return [".".join(parts[: i + 1]) for i in range(len(parts))]
 
 
-def matches(sel: str, name: str) -> bool:
-    """A selector matches a name when it globs the name or one of its dotted prefixes."""
-    return any(fnmatch.fnmatchcase(p, sel) for p in prefixes(name))
+def split_kind(sel: str) -> tuple[str | None, str]:
+    """``"linear:layers.3.*"`` -> ("linear", "layers.3.*"): a selector may name an op kind."""
+    kind, colon, glob = sel.partition(":")
+    return (kind, glob) if colon else (None, sel)
+
+
+def matches(sel: str, name: str, kind: str | None = None) -> bool:
+    """A selector matches a name when it globs the name or one of its dotted prefixes, and,
+    when it names an op kind (``"linear:*"``), the node is of that kind."""
+    want, glob = split_kind(sel)
+    if want is not None and want != kind:
+        return False
+    return any(fnmatch.fnmatchcase(p, glob) for p in prefixes(name))
 
 
 def lora_spec(tap: AdapterTap) -> LoraSpec:
@@ -140,12 +151,12 @@ def param_table(graph: Graph) -> list[ParamInfo]:
                     [(t.index, "tap", t) for t in graph.adapters], key=lambda e: e[0])
     for _, kind, ev in events:
         if kind == "rule":
-            for name, _node, _role, _shape in base:
-                if any(matches(sel, name) for sel in ev.selectors):
+            for name, node, _role, _shape in base:
+                if any(matches(sel, name, node.op.op) for sel in ev.selectors):
                     trainable[name] = not ev.freeze
         elif ev.kind == "bitfit":
-            for name, _node, role, _shape in base:
-                if role == "bias" and any(matches(sel, name) for sel in ev.selectors):
+            for name, node, role, _shape in base:
+                if role == "bias" and any(matches(sel, name, node.op.op) for sel in ev.selectors):
                     trainable[name] = True
     out = [ParamInfo(name, node.name, shape, role, trainable[name]) for name, node, role, shape in base]
     for node_name, parts in lora_targets(graph).items():

@@ -618,8 +618,21 @@ def _wrap_lora(mod: str, config: tuple) -> str:
 
 
 def _trainability_rules(graph: Graph) -> list[tuple[str, tuple[str, ...]]]:
-    events = [(r.index, ("freeze" if r.freeze else "unfreeze", r.selectors)) for r in graph.freezes]
-    events += [(t.index, ("bitfit", t.selectors)) for t in graph.adapters if t.kind == "bitfit"]
+    """The spec's freeze/unfreeze/bitfit rules in order; selectors that name an op kind
+    (``"linear:*"``) are resolved here to the node names they match."""
+    from archlang.ir.adapters import matches, split_kind
+
+    def resolve(selectors: tuple[str, ...]) -> tuple[str, ...]:
+        out: list[str] = []
+        for sel in selectors:
+            if split_kind(sel)[0] is None:
+                out.append(sel)
+            else:
+                out += [n.name for n in graph.nodes if n.op.parameters() and matches(sel, n.name, n.op.op)]
+        return tuple(out)
+
+    events = [(r.index, ("freeze" if r.freeze else "unfreeze", resolve(r.selectors))) for r in graph.freezes]
+    events += [(t.index, ("bitfit", resolve(t.selectors))) for t in graph.adapters if t.kind == "bitfit"]
     return [e for _, e in sorted(events, key=lambda x: x[0])]
 
 
