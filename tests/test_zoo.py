@@ -66,27 +66,6 @@ def test_gpt2_and_bert_sizes() -> None:
     assert archlang.cost("specs/bert.arch", "bert_base").params == 108_891_648 + 768 * 768 + 768 + 2 * 768
 
 
-def test_resmlp_matches_timm() -> None:
-    timm = pytest.importorskip("timm")
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    from torch.utils.flop_counter import FlopCounterMode
-
-    assert archlang.cost("specs/resmlp_12.arch").params == 15_350_872
-    ref = timm.create_model("resmlp_12_224").eval()
-    full = archlang.build("specs/resmlp_12.arch").eval()
-    with torch.no_grad():
-        for p in ref.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    archlang.load_timm_weights(full, ref.state_dict())
-    x = torch.randn(2, 3, 224, 224)
-    with torch.no_grad():
-        assert (full(x) - ref(x)).abs().max().item() <= 1e-4
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:
-        full(x[:1])
-    assert counter.get_total_flops() == archlang.cost("specs/resmlp_12.arch").flops
-
-
 def test_s2mlp_within_two_percent_of_the_paper() -> None:
     params = archlang.cost("specs/s2mlp.arch").params
     assert abs(params / 71e6 - 1) < 0.02  # S2-MLP-wide, Yu et al. 2022, Table 1: 71M
@@ -109,72 +88,6 @@ def test_conformer_runs_costs_and_compiles() -> None:
     sizes = {a: archlang.graph("specs/conformer.arch", a) for a in ("conformer_s", "conformer_m", "conformer_l")}
     assert [(g.param("layers"), g.param("dim"), g.param("heads")) for g in sizes.values()] == [
         (16, 144, 4), (16, 256, 4), (17, 512, 8)]  # the paper's encoder sizes (Table 1)
-
-
-def test_swinv2_matches_timm() -> None:
-    timm = pytest.importorskip("timm")
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    from torch.utils.flop_counter import FlopCounterMode
-
-    assert archlang.cost("specs/swinv2_t.arch").params == 28_347_154
-    torch.manual_seed(0)
-    ours = archlang.build("specs/swinv2_t.arch").eval()
-    ref = timm.create_model("swinv2_tiny_window8_256").eval()
-    with torch.no_grad():
-        for p in ref.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    archlang.load_timm_weights(ours, ref.state_dict())
-    x = torch.randn(2, 3, 256, 256)
-    with torch.no_grad():
-        assert (ours(x) - ref(x)).abs().max().item() <= 1e-4
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:
-        ours(x[:1])
-    assert counter.get_total_flops() == archlang.cost("specs/swinv2_t.arch").flops
-
-
-def test_mvitv2_matches_timm() -> None:
-    timm = pytest.importorskip("timm")
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    from torch.utils.flop_counter import FlopCounterMode
-
-    assert archlang.cost("specs/mvitv2_t.arch").params == 24_173_320
-    torch.manual_seed(0)
-    ours = archlang.build("specs/mvitv2_t.arch").eval()
-    ref = timm.create_model("mvitv2_tiny").eval()
-    with torch.no_grad():
-        for p in ref.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    archlang.load_timm_weights(ours, ref.state_dict())
-    x = torch.randn(2, 3, 224, 224)
-    with torch.no_grad():
-        assert (ours(x) - ref(x)).abs().max().item() <= 1e-4
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:
-        ours(x[:1])
-    assert counter.get_total_flops() == archlang.cost("specs/mvitv2_t.arch").flops
-
-
-def test_vit_hybrid_r26_s32_matches_timm() -> None:
-    timm = pytest.importorskip("timm")
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    from torch.utils.flop_counter import FlopCounterMode
-
-    assert archlang.cost("specs/vit_s_r26_s32.arch").params == 36_431_912
-    torch.manual_seed(0)
-    ours = archlang.build("specs/vit_s_r26_s32.arch").eval()
-    ref = timm.create_model("vit_small_r26_s32_224").eval()
-    with torch.no_grad():
-        for p in ref.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    archlang.load_timm_weights(ours, ref.state_dict())
-    x = torch.randn(2, 3, 224, 224)
-    with torch.no_grad():
-        assert (ours(x) - ref(x)).abs().max().item() <= 1e-4
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:
-        ours(x[:1])
-    assert counter.get_total_flops() == archlang.cost("specs/vit_s_r26_s32.arch").flops
 
 
 def test_cyclemlp_matches_the_paper_and_runs() -> None:
@@ -206,3 +119,33 @@ def test_gpt_and_transformer_flops_equal_flop_counter() -> None:
         with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:
             model(*example_inputs(model.archlang_graph, batch=2, sizes={"S": 12, "T": 12}))
         assert counter.get_total_flops() == archlang.cost(spec, arch, batch=2, sizes={"S": 12, "T": 12}).flops
+
+
+@pytest.mark.parametrize(("spec", "timm_name", "params", "size"), [
+    ("specs/resmlp_12.arch", "resmlp_12_224", 15_350_872, 224),
+    ("specs/swinv2_t.arch", "swinv2_tiny_window8_256", 28_347_154, 256),
+    ("specs/mvitv2_t.arch", "mvitv2_tiny", 24_173_320, 224),
+    ("specs/vit_s_r26_s32.arch", "vit_small_r26_s32_224", 36_431_912, 224),
+])
+def test_matches_timm_with_exact_flops(spec: str, timm_name: str, params: int, size: int) -> None:
+    """Params equal, timm's weights load strictly, outputs agree, FLOPs equal FlopCounterMode."""
+    timm = pytest.importorskip("timm")
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    rep = archlang.cost(spec)
+    assert rep.params == params
+    torch.manual_seed(0)
+    ours = archlang.build(spec).eval()
+    ref = timm.create_model(timm_name).eval()
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    archlang.load_timm_weights(ours, ref.state_dict())
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        assert (ours(x) - ref(x)).abs().max().item() <= 1e-4
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:
+        ours(x[:1])
+    assert counter.get_total_flops() == rep.flops
