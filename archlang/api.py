@@ -86,9 +86,12 @@ class BudgetError(SpecError):
 def _parse_budget(max_memory: int | str) -> int:
     if isinstance(max_memory, int):
         return max_memory
-    from archlang.cli import parse_bytes
+    from archlang.units import parse_bytes
 
-    return parse_bytes(max_memory)
+    n = parse_bytes(max_memory)
+    if n is None:
+        raise ValueError(f"max_memory: cannot read `{max_memory}` as a size; write e.g. \"16GiB\"")
+    return n
 
 
 def build(spec: str | Path, arch: str | None = None, *, compile: bool = False,

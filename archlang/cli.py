@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from archlang.diagnostics import Diagnostic, Severity, Sources, render_json, render_text
+from archlang.units import human_count
+from archlang.units import parse_bytes as _parse_bytes
 
 if TYPE_CHECKING:
     from archlang.ir.graph import Graph
@@ -98,7 +100,7 @@ def check(spec: Annotated[Path, typer.Argument(help="A .arch file or a folder of
                     ins = ", ".join(f"{k}: {v}" for k, v in entry["inputs"].items())
                     outs = ", ".join(f"{k}: {v}" for k, v in entry["outputs"].items())
                     typer.echo(f"ok  {g.arch:<20} in {ins} -> out {outs}  ({len(g.nodes)} nodes, "
-                               f"{_human(g.param_count())} params)")
+                               f"{human_count(g.param_count(), sep='')} params)")
             elif r.arch is not None:
                 report.append({"file": str(f), "arch": r.arch, "ok": False})
         diags = _dedupe(diags)
@@ -181,7 +183,7 @@ def build(spec: Annotated[Path, typer.Argument(help="A .arch file.")], arch: Arc
     path.write_text(source)
     ins = ", ".join(f"{n.op.name}: {n.outputs[0]}" for n in g.input_nodes())
     outs = ", ".join(f"{n.op.name}: {g.type_of(n.inputs[0])}" for n in g.output_nodes())
-    typer.echo(f"{g.arch}  ({_human(g.param_count())} params, {g.param_count():,})")
+    typer.echo(f"{g.arch}  ({human_count(g.param_count(), sep='')} params, {g.param_count():,})")
     typer.echo(f"  in   {ins}")
     typer.echo(f"  out  {outs}")
     cost_path = out / f"{g.arch}.cost.json"
@@ -230,15 +232,11 @@ def _compile_check(g, source: str) -> None:
 
 
 def parse_bytes(text: str) -> int:
-    """``16GiB``, ``512MB``, ``1.5e9`` -> bytes."""
-    import re
-
-    m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([KMGT]i?B?|B)?\s*", text)
-    if not m:
+    """``16GiB``, ``512MB``, ``1.5e9`` -> bytes, or a usage error."""
+    n = _parse_bytes(text)
+    if n is None:
         raise _usage(f"cannot read `{text}` as a size; write e.g. 16GiB or 512MB")
-    units = {None: 1, "B": 1, "K": 1e3, "KB": 1e3, "M": 1e6, "MB": 1e6, "G": 1e9, "GB": 1e9, "T": 1e12, "TB": 1e12,
-             "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
-    return int(float(m.group(1)) * units[m.group(2)])
+    return n
 
 
 def _parse_sizes(items: list[str] | None) -> dict[str, int]:
@@ -376,13 +374,6 @@ def _lit(v: object) -> str:
     if isinstance(v, str):
         return f'"{v}"'
     return str(v)
-
-
-def _human(n: float) -> str:
-    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{unit}"
-    return str(int(n))
 
 
 def main() -> None:

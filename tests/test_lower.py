@@ -85,7 +85,7 @@ def test_torch_transformer_parity() -> None:
     full = archlang.graph("specs/transformer.arch")
     core = sum(p.numel() for p in nn.Transformer().parameters())
     assert core == 44_140_544
-    assert sum(_numel(n) for n in full.nodes if n.name.startswith(("encoder.", "decoder."))) == core
+    assert sum(n.op.param_count() for n in full.nodes if n.name.startswith(("encoder.", "decoder."))) == core
 
     ours = archlang.build("specs/transformer.arch", enc_layers=2, dec_layers=2, src_vocab=50, tgt_vocab=60).eval()
     ref = nn.Transformer(d_model=512, nhead=8, num_encoder_layers=2, num_decoder_layers=2, dim_feedforward=2048,
@@ -102,16 +102,6 @@ def test_torch_transformer_parity() -> None:
         mask = nn.Transformer.generate_square_subsequent_mask(5)
         want = ours.generator(ref(se, te, tgt_mask=mask, tgt_is_causal=True))
     assert (got - want).abs().max().item() <= 1e-4
-
-
-def _numel(node) -> int:
-    total = 0
-    for p in node.op.parameters():
-        n = 1
-        for d in p.shape:
-            n *= d
-        total += n
-    return total
 
 
 def test_strict_import_lists_keys() -> None:

@@ -110,7 +110,7 @@ def show(v: Any) -> str:
         return "true" if v else "false"
     if isinstance(v, Tensor):
         return f"tensor {v.type}"
-    if isinstance(v, list):
+    if isinstance(v, list | tuple):
         return "[" + ", ".join(show(x) for x in v) + "]"
     if isinstance(v, str):
         return f'"{v}"'
@@ -1401,7 +1401,7 @@ def parse_overrides(sets: list[str] | dict[str, Any], sources) -> tuple[list[Ove
         fname = f"<--set #{i + 1}>"
         if isinstance(item, tuple):
             key, val = item
-            text = _literal(val)
+            text = show(val)
             line = f"{key}={text}"
         else:
             line = item
@@ -1419,16 +1419,6 @@ def parse_overrides(sets: list[str] | dict[str, Any], sources) -> tuple[list[Ove
         out.append(Override(key, text.strip(), Span(file=fname, line=1, col=col, end_line=1,
                                                     end_col=max(col + 1, len(line) + 1)), key_span))
     return out, diags
-
-
-def _literal(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return f'"{v}"'
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(_literal(x) for x in v) + "]"
-    return repr(v)
 
 
 def elaborate(prog: Program, arch: str, overrides: list[Override] | None = None

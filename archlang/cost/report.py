@@ -70,13 +70,6 @@ def params_by_node(graph: Graph) -> dict[str, tuple[int, int]]:
     return out
 
 
-def _size(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
-
-
 class CostReport:
     """Figures for one graph at one batch size and dtype; see the module docstring."""
 
@@ -327,8 +320,8 @@ def cost_graph(graph: Graph, batch: int = 1, dtype: str = "float32", train: bool
 def budget_diagnostic(rep: CostReport, max_bytes: int):
     """``None`` when the estimated peak fits ``max_bytes``; else an E0901 diagnostic naming
     the node responsible for most of it, with its formula in the free sizes."""
-    from archlang.cost.view import human_bytes
     from archlang.diagnostics import Diagnostic, Label
+    from archlang.units import human_bytes
 
     peak, at = rep.peak_bytes()
     if peak <= max_bytes:

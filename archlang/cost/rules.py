@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from archlang.ir import ops as O
-from archlang.ir.dims import DimLike, add, mul, product
+from archlang.ir.dims import DimLike, add, product
 from archlang.ir.types import TensorType
 
 
@@ -67,16 +67,7 @@ def s(*xs: DimLike) -> DimLike:
 
 
 def m(*xs: DimLike) -> DimLike:
-    """Product; constants are multiplied first (symbolic arithmetic is the slow path)."""
-    const = 1
-    for x in xs:
-        if isinstance(x, int):
-            const *= x
-    out: DimLike = const
-    for x in xs:
-        if not isinstance(x, int):
-            out = mul(out, x)
-    return out
+    return product(xs)
 
 
 def _free(op: O.OpBase, ins: list[TensorType], outs: tuple[TensorType, ...]) -> OpCost:

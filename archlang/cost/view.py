@@ -10,21 +10,7 @@ from rich.table import Table
 
 from archlang.cost.report import CostReport
 from archlang.ir.dims import fmt
-
-
-def human_count(n: float, unit: str = "") -> str:
-    for suffix, div in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= div:
-            return f"{n / div:.2f} {suffix}{unit}"
-    return f"{int(n)} {unit}".rstrip()
-
-
-def human_bytes(n: float) -> str:
-    for suffix, div in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(n) >= div:
-            v = n / div
-            return f"{v:.0f} {suffix}" if v == int(v) else f"{v:.2f} {suffix}"
-    return f"{int(n)} B"
+from archlang.units import human_bytes, human_count
 
 
 def table(rep: CostReport, depth: int = 1) -> Table:

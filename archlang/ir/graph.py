@@ -153,14 +153,8 @@ class Graph(BaseModel):
             yield n, n.op
 
     def param_count(self) -> int:
-        total = 0
-        for n in self.nodes:
-            for p in n.op.parameters():
-                size = 1
-                for d in p.shape:
-                    size *= d
-                total += size
-        return total
+        """Parameters of the base layers (LoRA weights aside: see ``archlang.ir.adapters``)."""
+        return sum(n.op.param_count() for n in self.nodes)
 
     def summary(self) -> str:
         ins = ", ".join(f"{n.op.name}: {n.outputs[0]}" for n in self.input_nodes())

@@ -28,6 +28,13 @@ class ParamSpec(BaseModel):
     shape: tuple[int, ...]
     role: Literal["weight", "bias", "norm", "embedding", "token", "pos", "rel_pos"] = "weight"
 
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
 
 class BufferSpec(BaseModel):
     """A non-learned tensor computed at construction (masks, index tables, sinusoids)."""
@@ -44,6 +51,9 @@ class OpBase(BaseModel):
 
     def parameters(self) -> tuple[ParamSpec, ...]:
         return ()
+
+    def param_count(self) -> int:
+        return sum(p.numel for p in self.parameters())
 
     def buffers(self) -> tuple[BufferSpec, ...]:
         return ()

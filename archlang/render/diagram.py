@@ -110,13 +110,7 @@ def graph_costs(g: Graph, metric: str = "flops") -> Costs:
         raise ValueError(f"cost metric is one of {', '.join(COST_METRICS)}, not {metric!r}")
     params: dict[str, int] = {}
     for n in g.nodes:
-        total = 0
-        for p in n.op.parameters():
-            size = 1
-            for d in p.shape:
-                size *= d
-            total += size
-        params[n.name] = total
+        params[n.name] = n.op.param_count()
     if metric == "params":
         return Costs(params, params, "params", f"{human(sum(params.values()))} params")
     try:

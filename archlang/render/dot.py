@@ -33,6 +33,7 @@ from archlang.ir.graph import Graph
 from archlang.ir.types import TensorType
 from archlang.render.rules import look
 from archlang.render.tree import RATE_ARGS, Group, Item, Repeat, list_index, varying_args
+from archlang.units import human_count
 
 FONT = "Helvetica,Arial,sans-serif"
 BADGE = "#b45309"
@@ -108,10 +109,7 @@ class Costs:
 
 
 def human(n: float) -> str:
-    for suffix, div in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{suffix}"
-    return str(int(n))
+    return human_count(n, sep="")  # e.g. 28.29M
 
 
 def _fmt_value(v: Any) -> str:
