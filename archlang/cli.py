@@ -152,7 +152,9 @@ def build(spec: Annotated[Path, typer.Argument(help="A .arch file.")], arch: Arc
                                                          "peak memory exceeds this, e.g. 16GiB.")] = None,
           batch: Annotated[int, typer.Option("--batch", "-b", help="Batch size for the cost report and "
                                                                    "--max-memory.")] = 1,
-          train: Annotated[bool, typer.Option("--train", help="Budget a training step, not inference.")] = False
+          train: Annotated[bool, typer.Option("--train", help="Budget a training step, not inference.")] = False,
+          dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16, for the cost "
+                                                             "report and --max-memory.")] = "float32",
           ) -> None:
     """Generate a standalone PyTorch module, DIR/<arch>.py, with <arch>.cost.json beside it."""
     from archlang.check import check_spec
@@ -164,7 +166,9 @@ def build(spec: Annotated[Path, typer.Argument(help="A .arch file.")], arch: Arc
     if r.graph is None:
         raise typer.Exit(_exit_code(r.diagnostics) or 1)
     g = r.graph
-    rep = cost_graph(g, batch=batch, train=train)
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise _usage(f"--dtype is float32, bfloat16 or float16, not {dtype}")
+    rep = cost_graph(g, batch=batch, train=train, dtype=dtype)
     if max_memory is not None:
         diag = budget_diagnostic(rep, parse_bytes(max_memory))
         if diag is not None:

@@ -260,7 +260,8 @@ def _window(ctx, ins, a):
     if (wins[0] != win or wins[1] != win) or (shift and shifts != [shift, shift]):
         ctx.notes.append(("W0501", f"window {win} covers the whole {h}x{w} grid of `{ctx.node_name}`: "
                           f"window -> {wins[0]}x{wins[1]}, shift {shift} -> {shifts[0]}",
-                          "this is Swin's clamping rule; set a smaller window to keep windows inside the grid"))
+                          "Swin's rule (and timm's): a window that covers the whole grid has nothing to shift; "
+                          "expected in the last stage, nothing to change"))
     pad = tuple((ww - g % ww) % ww for g, ww in zip((h, w), wins, strict=True))
     if any(pad):
         ctx.notes.append(("W0502", f"window {wins[0]}x{wins[1]} does not divide the {h}x{w} grid of "

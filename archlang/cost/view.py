@@ -44,6 +44,10 @@ def summary(rep: CostReport, growth: dict[str, float] | None = None, size_param:
     t = Table.grid(padding=(0, 2))
     t.add_column(style="bold", no_wrap=True)
     t.add_column(overflow="fold")
+    free = [k for k in rep.free_sizes if k != "B"]
+    if free:
+        t.add_row("sizes", ", ".join(f"{k} = {rep.sizes[k]}" for k in free)
+                  + " (free sizes of the inputs; set them with --size " + f"{free[0]}=...)")
     t.add_row("params", f"{rep.params:,} ({human_count(rep.params)}): {rep.trainable_params:,} trainable, "
                         f"{rep.frozen_params:,} frozen")
     t.add_row("FLOPs", f"{rep.flops:,} ({human_count(rep.flops, 'FLOP')}) in matmul, conv and attention; "
