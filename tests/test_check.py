@@ -355,3 +355,17 @@ def test_ast_cache_gives_the_same_ast(tmp_path, monkeypatch) -> None:
     assert len(list((tmp_path / "ast").glob("*.pickle"))) == 1
     assert parse_text(text, "spec.arch") == first  # read back from the cache
     assert parse_text(text, "other.arch").file == "other.arch"  # the file name is part of the key
+
+
+def test_networkx_view() -> None:
+    pytest.importorskip("networkx")
+    import networkx as nx
+
+    g = check_spec(SPECS / "transformer.arch").graph
+    assert g is not None
+    view = g.to_networkx()
+    assert view.number_of_nodes() == len(g.nodes)
+    assert nx.is_directed_acyclic_graph(view)
+    # every decoder layer reads the final encoder output
+    readers = {v for _, v in view.out_edges("encoder.norm")}
+    assert {f"decoder.layers.{i}.multihead_attn" for i in range(6)} <= readers

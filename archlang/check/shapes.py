@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from archlang.ir import ops as O
-from archlang.ir.dims import DimLike, add, div_exact, fmt, fmt_shape, mul, product
+from archlang.ir.dims import DimLike, add, div_exact, fmt, mul, product
 from archlang.ir.types import TensorType
 
 
@@ -425,10 +425,6 @@ def _slice(op: O.SliceOp, ins: list[TensorType]) -> tuple[TensorType, ...]:
     if op.start < 0 or op.stop < op.start or (isinstance(n, int) and op.stop > n):
         raise ShapeError("E0304", f"slice {op.start}..{op.stop} is out of range for dim {op.dim} of {x}")
     return (TensorType(shape=(*x.shape[:d], op.stop - op.start, *x.shape[d + 1:]), dtype=x.dtype),)
-
-
-def describe(shape: tuple[DimLike, ...]) -> str:
-    return fmt_shape(shape)
 
 
 __all__ = ["SHAPE_RULES", "ShapeError", "broadcast", "conv_out", "infer", "mul"]

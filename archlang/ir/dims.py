@@ -168,10 +168,6 @@ def div_exact(a: DimLike, b: int) -> DimLike | None:
     return mul(a, Fraction(1, b))  # type: ignore[return-value]
 
 
-def is_const(d: DimLike) -> bool:
-    return isinstance(d, int)
-
-
 def fmt(d: DimLike) -> str:
     return str(d)
 

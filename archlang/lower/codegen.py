@@ -22,7 +22,7 @@ from archlang.ir import ops as O
 from archlang.ir.dims import Dim, fmt
 from archlang.ir.graph import Graph, Node, Scope, ValueRef
 from archlang.ir.types import TensorType
-from archlang.lower.rules import LOWER_RULES, Ctx, LoweringError
+from archlang.lower.rules import LOWER_RULES, Ctx, LoweringError, helpers_of
 
 PRELUDE = Path(__file__).resolve().parent / "prelude.py"
 # attributes whose per-instance values the lowering rule handles itself (not constructor arguments)
@@ -463,12 +463,7 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph) -> list[str]:
             plan.helpers |= {"LoRA", "LoRALinear", "add_lora"}
         if mod is not None:
             tree.add(local, mod)
-        for h in rule.helpers:
-            if h == "StdConv2d" and not (isinstance(node.op, O.Conv2d) and node.op.standardize):
-                continue
-            if h == "SinusoidalPositions" and not (isinstance(node.op, O.PosEmbed) and node.op.kind == "sinusoidal"):
-                continue
-            plan.helpers.add(h)
+        plan.helpers.update(helpers_of(rule, ctx))
         if isinstance(node.op, O.Output):
             continue
         if rule.reuses_input or (isinstance(node.op, O.PosEmbed) and node.op.kind == "learned"):

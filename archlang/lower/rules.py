@@ -60,14 +60,18 @@ def _get(op: O.OpBase, name: str) -> object:
 class Rule:
     forward: Callable[[Ctx], str]
     module: Callable[[Ctx], str | None] = lambda c: None
-    helpers: tuple[str, ...] = ()
-    #  True when the node's value is a Parameter (accessed as `self.name`, not called)
-    parameter: bool = False
+    #  prelude definitions the code uses: a tuple, or a function of the context when it depends
+    #  on the op (a weight-standardised conv needs StdConv2d, a plain one does not)
+    helpers: tuple[str, ...] | Callable[[Ctx], tuple[str, ...]] = ()
     #  True when the forward code mentions an input twice (so inputs must be variables)
     reuses_input: bool = False
 
 
 LOWER_RULES: dict[type[O.OpBase], Rule] = {}
+
+
+def helpers_of(rule_: Rule, c: Ctx) -> tuple[str, ...]:
+    return rule_.helpers(c) if callable(rule_.helpers) else rule_.helpers
 
 
 def rule(cls: type[O.OpBase], **kw) -> Callable[[Callable[[Ctx], str]], Callable[[Ctx], str]]:
@@ -139,11 +143,8 @@ def _padded(c: Ctx, value: str = "") -> str:
     return f"F.pad({c.x()}, {c.fwd_attr('pad')}{extra})"
 
 
-def _conv2d_helpers(c: Ctx) -> tuple[str, ...]:
-    return ("StdConv2d",) if c.op.standardize else ()  # type: ignore[attr-defined]
-
-
-LOWER_RULES[O.Conv2d] = Rule(forward=lambda c: f"{c.mod}({_padded(c)})", module=_conv2d_mod, helpers=("StdConv2d",))
+LOWER_RULES[O.Conv2d] = Rule(forward=lambda c: f"{c.mod}({_padded(c)})", module=_conv2d_mod,
+                             helpers=lambda c: ("StdConv2d",) if c.op.standardize else ())  # type: ignore[attr-defined]
 
 
 def _conv1d_mod(c: Ctx) -> str:
@@ -181,7 +182,7 @@ LOWER_RULES[O.Embedding] = Rule(
 
 LOWER_RULES[O.PrependToken] = Rule(
     forward=lambda c: f"torch.cat([{c.mod}.expand({c.x()}.shape[0], -1, -1), {c.x()}], dim=1)",
-    module=lambda c: f"_trunc_normal(1, 1, {c.init_attr('dim')})", helpers=("_trunc_normal",), parameter=True,
+    module=lambda c: f"_trunc_normal(1, 1, {c.init_attr('dim')})", helpers=("_trunc_normal",),
     reuses_input=True)
 
 
@@ -205,11 +206,8 @@ def _pos_mod(c: Ctx) -> str:
 
 
 LOWER_RULES[O.PosEmbed] = Rule(forward=_pos_forward, module=_pos_mod,
-                               helpers=("_trunc_normal", "SinusoidalPositions"), reuses_input=True)
-
-
-def _pos_is_param(op: O.OpBase) -> bool:
-    return isinstance(op, O.PosEmbed) and op.kind == "learned"
+                               helpers=lambda c: ("SinusoidalPositions",) if c.op.kind == "sinusoidal"  # type: ignore[attr-defined]
+                               else ("_trunc_normal",), reuses_input=True)
 
 
 # ----------------------------------------------------------------------------- attention
@@ -382,12 +380,11 @@ LOWER_RULES[O.Rearrange] = Rule(forward=_rearrange)
 
 LOWER_RULES[O.ChannelScale] = Rule(
     forward=lambda c: f"{c.p()} * {c.mod}",
-    module=lambda c: f"nn.Parameter(torch.full(({c.init_attr('dim')},), {c.init_attr('init')}))", parameter=True)
+    module=lambda c: f"nn.Parameter(torch.full(({c.init_attr('dim')},), {c.init_attr('init')}))")
 LOWER_RULES[O.Affine] = Rule(forward=_call, module=lambda c: f"Affine({c.init_attr('dim')})", helpers=("Affine",))
 LOWER_RULES[O.LearnedTokens] = Rule(
     forward=lambda c: f"{c.mod}.expand({c.p()}.shape[0], -1, -1)",
-    module=lambda c: f"_trunc_normal(1, {c.init_attr('n')}, {c.init_attr('dim')})", helpers=("_trunc_normal",),
-    parameter=True)
+    module=lambda c: f"_trunc_normal(1, {c.init_attr('n')}, {c.init_attr('dim')})", helpers=("_trunc_normal",))
 LOWER_RULES[O.ChannelShift] = Rule(
     forward=lambda c: f"channel_shift({c.x()}, {c.fwd_attr('dim')}, {c.fwd_attr('size')})", helpers=("channel_shift",))
 LOWER_RULES[O.SpatialShift] = Rule(forward=lambda c: f"spatial_shift({c.x()})", helpers=("spatial_shift",))
