@@ -142,7 +142,7 @@ def _wiring(inst: Inst, ref: ValueRef, produced: dict[tuple[str, int], tuple]) -
     raise LoweringError(f"`{inst.path}` reads `{ref.node}`, which is outside the block")
 
 
-def structure(inst: Inst) -> tuple:
+def structure(inst: Inst, lora: dict[str, tuple]) -> tuple:
     """The structure of an instance: items, op kinds and wiring, but not attribute values."""
     produced: dict[tuple[str, int], tuple] = {}
     out = []
@@ -150,7 +150,7 @@ def structure(inst: Inst) -> tuple:
         if isinstance(it, Node):
             wires = tuple(_wiring(inst, r, produced) for r in it.inputs)
             shape_of_code = tuple(getattr(it.op, f) for op_name, f in STRUCTURAL if op_name == it.op.op)
-            out.append(("node", inst.local(it.name), it.op.op, wires, len(it.outputs), _LORA.get(it.name),
+            out.append(("node", inst.local(it.name), it.op.op, wires, len(it.outputs), lora.get(it.name),
                         shape_of_code))
             for i in range(len(it.outputs)):
                 produced[(it.name, i)] = ("node", inst.local(it.name), i)
@@ -183,7 +183,7 @@ def fields_of(inst: Inst) -> dict[tuple[str, str], Any]:
     return vals
 
 
-def plan_classes(root: Inst, arch: str) -> list[ClassPlan]:
+def plan_classes(root: Inst, arch: str, lora: dict[str, tuple]) -> list[ClassPlan]:
     """Group instances bottom-up into classes; decide each class's constructor arguments."""
     depth: dict[int, list[Inst]] = defaultdict(list)
 
@@ -199,7 +199,7 @@ def plan_classes(root: Inst, arch: str) -> list[ClassPlan]:
     for d in sorted(depth, reverse=True):
         groups: dict[tuple, list[Inst]] = {}
         for inst in depth[d]:
-            key = (inst.scope.block if inst.scope else f"arch:{arch}", structure(inst))
+            key = (inst.scope.block if inst.scope else f"arch:{arch}", structure(inst, lora))
             groups.setdefault(key, []).append(inst)
         for (block, _), insts in groups.items():
             base = camel(arch) if block.startswith("arch:") else camel(block)
@@ -327,7 +327,7 @@ def shape_comment(types: list[TensorType], dims: dict[str, list[int]] | None = N
     return "[" + ", ".join(per_pos) + "]"
 
 
-def gen_class(plan: ClassPlan, is_root: bool, graph: Graph) -> list[str]:
+def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tuple]) -> list[str]:
     insts = plan.instances
     inst0 = insts[0]
     fwd_args_used: set[str] = set()
@@ -458,8 +458,8 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph) -> list[str]:
                   in_types=[graph.type_of(r) for r in node.inputs], out_types=node.outputs,
                   init_attr=init_attr, fwd_attr=fwd_attr)
         mod = rule.module(ctx)
-        if mod is not None and node.name in _LORA:
-            mod = _wrap_lora(mod, _LORA[node.name])
+        if mod is not None and node.name in lora:
+            mod = _wrap_lora(mod, lora[node.name])
             plan.helpers |= {"LoRA", "LoRALinear", "add_lora"}
         if mod is not None:
             tree.add(local, mod)
@@ -586,12 +586,8 @@ def _class_doc(plan: ClassPlan, is_root: bool, graph: Graph) -> str:
 
 # ----------------------------------------------------------------------------- fine-tuning taps
 
-# node name -> ((projection attribute, fused blocks, ((part, (r, alpha, dropout)), ...)), ...),
-# filled per `generate` call
-_LORA: dict[str, tuple] = {}
-
-
 def _lora_config(graph: Graph) -> dict[str, tuple]:
+    """node name -> ((projection attribute, fused blocks, ((part, (r, alpha, dropout)), ...)), ...)."""
     from archlang.ir.adapters import lora_module, lora_targets
 
     out: dict[str, tuple] = {}
@@ -655,16 +651,15 @@ def generate(graph: Graph) -> tuple[str, str]:
     for n in graph.nodes:
         if type(n.op) not in LOWER_RULES:
             raise LoweringError(f"no lowering rule for op `{n.op.op}`")
-    _LORA.clear()
-    _LORA.update(_lora_config(graph))
+    lora = _lora_config(graph)
     root = build_tree(graph)
-    plans = plan_classes(root, graph.arch)
+    plans = plan_classes(root, graph.arch, lora)
     root_plan = root.cls
     assert root_plan is not None
     blocks = []
     helpers: set[str] = set()
     for plan in plans:
-        code = gen_class(plan, plan is root_plan, graph)
+        code = gen_class(plan, plan is root_plan, graph, lora)
         helpers |= plan.helpers
         blocks.append("\n".join(code))
     uses_container = any("_container(" in b for b in blocks)
