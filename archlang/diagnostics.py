@@ -132,6 +132,13 @@ class Sources:
     def add(self, name: str, text: str) -> None:
         self._texts[name] = text
 
+    def items(self) -> list[tuple[str, str]]:
+        """Every (file name, text) pair, in the order the files were read."""
+        return list(self._texts.items())
+
+    def get(self, name: str) -> str | None:
+        return self._texts.get(name)
+
     def line(self, name: str, lineno: int) -> str | None:
         text = self._texts.get(name)
         if text is None:

@@ -7,9 +7,6 @@ from pathlib import Path
 
 import pytest
 
-# Tests parse thousands of generated programs: keep them out of the user's AST cache.
-os.environ.setdefault("ARCHLANG_CACHE", "off")
-
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
 

@@ -346,17 +346,6 @@ def test_did_you_mean() -> None:
     assert did_you_mean("zzz", ["width", "depth"]) is None
 
 
-def test_ast_cache_gives_the_same_ast(tmp_path, monkeypatch) -> None:
-    from archlang.syntax.parser import parse_text
-
-    monkeypatch.setenv("ARCHLANG_CACHE", str(tmp_path))
-    text = (ROOT / "specs" / "swin_t.arch").read_text()
-    first = parse_text(text, "spec.arch")
-    assert len(list((tmp_path / "ast").glob("*.pickle"))) == 1
-    assert parse_text(text, "spec.arch") == first  # read back from the cache
-    assert parse_text(text, "other.arch").file == "other.arch"  # the file name is part of the key
-
-
 def test_networkx_view() -> None:
     pytest.importorskip("networkx")
     import networkx as nx
