@@ -83,39 +83,103 @@ class BudgetError(SpecError):
     """The estimated memory of a model exceeds ``max_memory``; nothing was allocated."""
 
 
-def _parse_budget(max_memory: int | str) -> int:
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine can give a new model now (Linux ``MemAvailable``, else
+    the free physical pages), or ``None`` when the system does not say."""
+    import os
+
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def budget_bytes(max_memory: int | str | None) -> int | None:
+    """The budget in bytes: ``"auto"`` is the memory available now, ``None`` or ``"off"`` is no
+    budget, an int is bytes, a string needs a unit (``"16GiB"``, ``"512MB"``)."""
+    if max_memory is None or (isinstance(max_memory, str) and max_memory.strip().lower() in ("off", "none")):
+        return None
+    if isinstance(max_memory, str) and max_memory.strip().lower() == "auto":
+        return available_memory()
+    if isinstance(max_memory, bool) or not isinstance(max_memory, int | str):
+        raise ValueError(f"max_memory: expected bytes (int) or a size such as \"16GiB\", got {max_memory!r}")
     if isinstance(max_memory, int):
+        if max_memory < 1:
+            raise ValueError(f"max_memory: {max_memory} bytes is no budget; give at least one byte or \"off\"")
         return max_memory
-    from archlang.units import parse_bytes
+    from archlang.units import parse_bytes, size_error
 
     n = parse_bytes(max_memory)
     if n is None:
-        raise ValueError(f"max_memory: cannot read `{max_memory}` as a size; write e.g. \"16GiB\"")
+        raise ValueError(f"max_memory: {size_error(max_memory)}")
     return n
 
 
+def _check_common(batch: int, dtype: str) -> None:
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be an integer of at least 1, got {batch!r}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype is one of {', '.join(DTYPES)}, not {dtype!r}")
+
+
+def _check_budget(g: Graph, max_memory: int | str | None = "auto", *, batch: int = 1, train: bool = False,
+                  dtype: str = "float32", sources=None) -> None:
+    """Raise :class:`BudgetError` (E0901, naming the node and its formula) when the estimated
+    peak of ``g`` exceeds ``max_memory`` (see :func:`budget_bytes`); nothing is allocated."""
+    _check_common(batch, dtype)
+    limit = budget_bytes(max_memory)
+    if limit is None:
+        return
+    from archlang.cost import cost_graph
+    from archlang.cost.report import budget_diagnostic
+
+    diag = budget_diagnostic(cost_graph(g, batch=batch, train=train, dtype=dtype), limit)
+    if diag is None:
+        return
+    if max_memory == "auto":
+        diag.help = (f"{diag.help}; the default budget is the memory available now ({_human(limit)}): "
+                     "pass max_memory (\"64GiB\", or \"off\" for none) to change it")
+    from archlang.diagnostics import Sources
+
+    raise BudgetError([diag], render_text([diag], sources or Sources()))
+
+
+def _human(n: int) -> str:
+    from archlang.units import human_bytes
+
+    return human_bytes(n)
+
+
 def build(spec: str | Path, arch: str | None = None, *, compile: bool = False,
-          max_memory: int | str | None = None, batch: int = 1, train: bool = False, **params: Any):
+          max_memory: int | str | None = "auto", batch: int = 1, train: bool = False, dtype: str = "float32",
+          **params: Any):
     """Build the PyTorch model of one arch: ``archlang.build("specs/swin_t.arch", img=384)``.
 
     The module is executed from the same generated source that ``archc build`` writes; it
     carries ``arch_name`` and ``arch_params``. ``compile=True`` wraps it in
-    ``torch.compile(fullgraph=True)``. ``max_memory`` ("16GiB" or bytes) refuses, before
-    allocating anything, a model whose estimated peak memory at ``batch`` (inference, or a
-    training step with ``train=True``) exceeds it.
+    ``torch.compile(fullgraph=True)``. ``dtype`` ("float32", "bfloat16", "float16") is the
+    dtype the model is built in. Before anything is allocated, a model whose estimated peak
+    memory at ``batch`` (inference, or a training step with ``train=True``), counting
+    parameters, buffers, activations and attention in ``dtype``, exceeds ``max_memory`` is
+    refused with :class:`BudgetError`: by default the budget is the memory available now;
+    give bytes or a size ("16GiB"), or ``None``/"off" for no budget.
     """
     from archlang.lower.build import instantiate
 
+    _check_common(batch, dtype)
     g = graph(spec, arch, **params)
-    if max_memory is not None:
-        from archlang.cost import cost_graph
-        from archlang.cost.report import budget_diagnostic
-
-        diag = budget_diagnostic(cost_graph(g, batch=batch, train=train), _parse_budget(max_memory))
-        if diag is not None:
-            prog = load_source(spec)
-            raise BudgetError([diag], render_text([diag], prog.sources))
-    model, _ = instantiate(g)
+    _check_budget(g, max_memory, batch=batch, train=train, dtype=dtype, sources=load_source(spec).sources)
+    model, _ = instantiate(g, dtype=dtype) if dtype != "float32" else instantiate(g)
     model.archlang_graph = g
     model.archlang_spec_text = _spec_text(spec)
     if compile:
@@ -139,11 +203,13 @@ def save(model: Any, path: str | Path) -> Path:
     return _save(model, path)
 
 
-def load(path: str | Path) -> Any:
-    """Rebuild a model saved by :func:`save` and load its weights."""
+def load(path: str | Path, **kwargs: Any) -> Any:
+    """Rebuild a model saved by :func:`save` from its spec (parsed and checked again, never
+    from code or names in the file), check it against the file, and load its weights;
+    ``max_memory`` as for :func:`build`."""
     from archlang.lower.io import load as _load
 
-    return _load(path)
+    return _load(path, **kwargs)
 
 
 def load_timm_weights(model: Any, timm_state_dict: Any) -> Any:

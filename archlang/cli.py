@@ -16,7 +16,6 @@ import typer
 
 from archlang.diagnostics import Diagnostic, Severity, Sources, render_json, render_text
 from archlang.units import human_count
-from archlang.units import parse_bytes as _parse_bytes
 
 if TYPE_CHECKING:
     from archlang.ir.graph import Graph
@@ -37,14 +36,33 @@ def _usage(message: str) -> typer.Exit:
 
 
 def _spec_files(path: Path) -> list[Path]:
+    """The spec files of a command that takes a file or a folder (every .arch file in it)."""
     if path.is_dir():
-        files = sorted(path.glob("*.arch"))
+        files = sorted(p for p in path.glob("*.arch") if p.is_file())
         if not files:
             raise _usage(f"no .arch files in {path}")
         return files
     if not path.exists():
         raise _usage(f"no such file: {path}")
     return [path]
+
+
+def _one_spec(path: Path, command: str) -> Path:
+    """The spec file of a command that takes exactly one."""
+    if path.is_dir():
+        raise _usage(f"`archc {command}` takes one spec file, and {path} is a folder; "
+                     f"`archc check {path}` checks every spec in it")
+    if not path.exists():
+        raise _usage(f"no such file: {path}")
+    return path
+
+
+def _need(module: str, extra: str, what: str) -> None:
+    """A usage error naming the install command when an optional dependency is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise _usage(f"{what} needs {module}, which is not installed: pip install '{extra}'")
 
 
 def _print_diags(diags: list[Diagnostic], sources: Sources, fmt: str) -> None:
@@ -83,7 +101,8 @@ def check(spec: Annotated[Path, typer.Argument(help="A .arch file or a folder of
         raise _usage(f"--format is text or json, not {format}")
     all_diags: list[Diagnostic] = []
     report = []
-    for f in _spec_files(spec):
+    files = _spec_files(spec)
+    for f in files:
         prog = load(f)
         names = [arch] if arch else [a.name for a in prog.main_archs()] or [None]
         diags: list[Diagnostic] = []
@@ -109,6 +128,8 @@ def check(spec: Annotated[Path, typer.Argument(help="A .arch file or a folder of
         all_diags.extend(diags)
     if format == "json":
         typer.echo(json.dumps({"archs": report, "diagnostics": json.loads(render_json(all_diags))}, indent=2))
+    elif spec.is_dir():
+        typer.echo(f"checked {len(files)} spec file{'s' if len(files) != 1 else ''} in {spec}", err=True)
     raise typer.Exit(_exit_code(all_diags))
 
 
@@ -136,7 +157,7 @@ def ir(spec: Annotated[Path, typer.Argument(help="A .arch file.")], arch: ArchOp
     """Print the elaborated IR of one arch as JSON."""
     from archlang.check import check_spec
 
-    r = check_spec(_spec_files(spec)[0], arch, set or [])
+    r = check_spec(_one_spec(spec, "ir"), arch, set or [])
     _print_diags([d for d in r.diagnostics if d.is_error], r.program.sources, "text")
     if r.graph is None:
         raise typer.Exit(_exit_code(r.diagnostics) or 1)
@@ -148,32 +169,41 @@ def build(spec: Annotated[Path, typer.Argument(help="A .arch file.")], arch: Arc
           out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("build"),
           compile: Annotated[bool, typer.Option("--compile", help="Also check that torch.compile(fullgraph=True) "
                                                                "compiles the model (takes a while).")] = False,
-          max_memory: Annotated[str | None, typer.Option("--max-memory", help="Refuse the model if its estimated "
-                                                         "peak memory exceeds this, e.g. 16GiB.")] = None,
-          batch: Annotated[int, typer.Option("--batch", "-b", help="Batch size for the cost report and "
-                                                                   "--max-memory.")] = 1,
+          max_memory: Annotated[str, typer.Option("--max-memory", help="Refuse the model if its estimated peak "
+                                                  "memory exceeds this, e.g. 16GiB; `auto` (the default) is the "
+                                                  "memory available now, `off` is no limit.")] = "auto",
+          batch: Annotated[int, typer.Option("--batch", "-b", min=1, help="Batch size for the cost report and "
+                                                                          "--max-memory.")] = 1,
           train: Annotated[bool, typer.Option("--train", help="Budget a training step, not inference.")] = False,
-          dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16, for the cost "
-                                                             "report and --max-memory.")] = "float32",
+          dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16: the dtype of the "
+                                                             "model, the cost report and --max-memory.")] = "float32",
           ) -> None:
     """Generate a standalone PyTorch module, DIR/<arch>.py, with <arch>.cost.json beside it."""
+    from archlang.api import BudgetError, _check_budget, budget_bytes
     from archlang.check import check_spec
     from archlang.cost import cost_graph
-    from archlang.cost.report import budget_diagnostic
 
-    r = check_spec(_spec_files(spec)[0], arch, set or [])
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise _usage(f"--dtype is float32, bfloat16 or float16, not {dtype}")
+    try:
+        budget_bytes(max_memory)
+    except ValueError as e:
+        raise _usage(f"--max-memory: {str(e).removeprefix('max_memory: ')}") from None
+    if out.exists() and not out.is_dir():
+        raise _usage(f"--out {out} is a file; give a folder for the generated module")
+    if compile:
+        _need("torch", ".[torch]", "--compile")
+    r = check_spec(_one_spec(spec, "build"), arch, set or [])
     _print_diags(r.diagnostics, r.program.sources, "text")
     if r.graph is None:
         raise typer.Exit(_exit_code(r.diagnostics) or 1)
     g = r.graph
-    if dtype not in ("float32", "bfloat16", "float16"):
-        raise _usage(f"--dtype is float32, bfloat16 or float16, not {dtype}")
+    try:
+        _check_budget(g, max_memory, batch=batch, train=train, dtype=dtype, sources=r.program.sources)
+    except BudgetError as e:
+        _print_diags(e.diagnostics, r.program.sources, "text")
+        raise typer.Exit(1) from None
     rep = cost_graph(g, batch=batch, train=train, dtype=dtype)
-    if max_memory is not None:
-        diag = budget_diagnostic(rep, parse_bytes(max_memory))
-        if diag is not None:
-            _print_diags([diag], r.program.sources, "text")
-            raise typer.Exit(1)
     from archlang.lower.codegen import generate
     from archlang.lower.rules import LoweringError
 
@@ -182,16 +212,19 @@ def build(spec: Annotated[Path, typer.Argument(help="A .arch file.")], arch: Arc
     except LoweringError as e:
         typer.echo(f"error[E0801]: cannot lower `{g.arch}` to PyTorch: {e}", err=True)
         raise typer.Exit(1) from None
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{g.arch}.py"
-    path.write_text(source)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"{g.arch}.py"
+        path.write_text(source)
+        cost_path = out / f"{g.arch}.cost.json"
+        cost_path.write_text(rep.json())
+    except OSError as e:
+        raise _usage(f"cannot write to {out}: {e.strerror or e}") from None
     ins = ", ".join(f"{n.op.name}: {n.outputs[0]}" for n in g.input_nodes())
     outs = ", ".join(f"{n.op.name}: {g.type_of(n.inputs[0])}" for n in g.output_nodes())
     typer.echo(f"{g.arch}  ({human_count(g.param_count(), sep='')} params, {g.param_count():,})")
     typer.echo(f"  in   {ins}")
     typer.echo(f"  out  {outs}")
-    cost_path = out / f"{g.arch}.cost.json"
-    cost_path.write_text(rep.json())
     typer.echo(f"  wrote {path}  (class {cls_name}; `from {g.arch} import build; model = build()`)")
     typer.echo(f"  wrote {cost_path}  ({rep.flops / 1e9:.2f} GFLOP, peak ~{rep.peak_bytes()[0] / 2**20:.0f} MiB "
                f"at batch {batch})")
@@ -235,27 +268,37 @@ def _compile_check(g, source: str) -> None:
     typer.echo(f"  torch.compile(fullgraph=True): ok, no graph breaks ({time.perf_counter() - t0:.1f} s)")
 
 
-def parse_bytes(text: str) -> int:
-    """``16GiB``, ``512MB``, ``1.5e9`` -> bytes, or a usage error."""
-    n = _parse_bytes(text)
-    if n is None:
-        raise _usage(f"cannot read `{text}` as a size; write e.g. 16GiB or 512MB")
-    return n
-
-
 def _parse_sizes(items: list[str] | None) -> dict[str, int]:
     out = {}
     for it in items or []:
         k, _, v = it.partition("=")
-        if not v.strip().isdigit():
-            raise _usage(f"--size takes NAME=INT, e.g. --size S=128 (got `{it}`)")
+        v = v.strip()
+        if not k.strip().isidentifier() or not v.isdigit() or len(v) > 18 or int(v) < 1:
+            raise _usage(f"--size takes NAME=INT with INT at least 1, e.g. --size S=128 (got `{it[:60]}`)")
         out[k.strip()] = int(v)
     return out
 
 
+def _parse_sweep(sweep: str, params: list[str]) -> tuple[str, list[int]]:
+    from archlang.diagnostics import did_you_mean
+
+    param, eq, vals = sweep.partition("=")
+    param = param.strip()
+    if not eq or not vals.strip():
+        raise _usage(f"--sweep takes PARAM=INT,INT,..., e.g. --sweep img=224,384 (got `{sweep[:60]}`)")
+    if param not in params:
+        hint = did_you_mean(param, params)
+        raise _usage(f"--sweep: the arch has no parameter `{param[:40]}`"
+                     + (f"; {hint}" if hint else f" (parameters: {', '.join(params)})"))
+    items = [v.strip() for v in vals.split(",")]
+    if len(items) > 64 or not all(v.isdigit() and len(v) <= 18 and int(v) >= 1 for v in items):
+        raise _usage(f"--sweep takes up to 64 positive integers, e.g. --sweep {param}=224,384 (got `{sweep[:60]}`)")
+    return param, [int(v) for v in items]
+
+
 @app.command()
 def cost(spec: Annotated[Path, typer.Argument(help="A .arch file.")], arch: ArchOpt = None, set: SetOpt = None,
-         batch: Annotated[int, typer.Option("--batch", "-b", help="Batch size.")] = 1,
+         batch: Annotated[int, typer.Option("--batch", "-b", min=1, help="Batch size.")] = 1,
          dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.")] = "float32",
          train: Annotated[bool, typer.Option("--train", help="Count a training step (saved activations, "
                                                              "gradients, AdamW state).")] = False,
@@ -279,37 +322,56 @@ def cost(spec: Annotated[Path, typer.Argument(help="A .arch file.")], arch: Arch
         raise _usage(f"--dtype is float32, bfloat16 or float16, not {dtype}")
     if plot and not sweep:
         raise _usage("--plot draws a sweep; add --sweep PARAM=V1,V2,...")
+    if plot:
+        _need("matplotlib", "matplotlib", "--plot")
+        if plot.suffix.lower() not in (".png", ".svg", ".pdf"):
+            raise _usage(f"--plot writes .png, .svg or .pdf, not {plot.name}")
+        if not plot.parent.is_dir():
+            raise _usage(f"--plot: no folder {plot.parent}")
     sizes = _parse_sizes(size)
-    r = check_spec(_spec_files(spec)[0], arch, set or [])
+    r = check_spec(_one_spec(spec, "cost"), arch, set or [])
     _print_diags([d for d in r.diagnostics if d.is_error], r.program.sources, "text")
     if r.graph is None:
         raise typer.Exit(_exit_code(r.diagnostics) or 1)
     g = r.graph
+    free = sorted({s_ for n in g.nodes for t in n.outputs for d in t.shape if not isinstance(d, int)
+                   for s_ in d.symbols} - {"B"})
+    for k in sizes:
+        if k not in free:
+            from archlang.diagnostics import did_you_mean
+
+            hint = did_you_mean(k, free)
+            raise _usage(f"--size: `{g.arch}` has no free size `{k}`"
+                         + (f"; {hint}" if hint else f" (its free sizes: {', '.join(free) or 'none but B'}; "
+                                                     "the batch is --batch)"))
     rep = cost_graph(g, batch=batch, dtype=dtype, train=train, sizes=sizes)
     console = Console(width=100)
     kw = dict(batch=batch, dtype=dtype, train=train, sizes=sizes)
     overrides = dict(a.split("=", 1) for a in (set or []))
     if sweep:
-        param, _, vals = sweep.partition("=")
+        param, values = _parse_sweep(sweep, [p.name for p in g.params])
         try:
-            values = [int(v) for v in vals.split(",") if v.strip()]
-        except ValueError:
-            raise _usage(f"--sweep takes PARAM=INT,INT,... (got `{sweep}`)") from None
-        rows = sweep_fn(r.program, g.arch, param.strip(), values, overrides, **kw)
+            rows = sweep_fn(r.program, g.arch, param, values, overrides, **kw)
+        except ValueError as e:  # a value of the sweep that does not check: its diagnostics
+            typer.echo(f"--sweep {param}: a value does not check:\n{e}", err=True)
+            raise typer.Exit(1) from None
         if as_json:
             typer.echo(json.dumps([{"value": v, **{k: x for k, x in rep_.to_json().items() if k != "nodes"}}
                                    for v, rep_ in rows], indent=1))
         else:
-            console.print(sweep_table(rows, param.strip()))
+            console.print(sweep_table(rows, param))
         if plot:
-            typer.echo(f"wrote {plot_fn(rows, param.strip(), plot)}")
+            typer.echo(f"wrote {plot_fn(rows, param, plot)}")
         raise typer.Exit(0)
     if as_json:
         typer.echo(rep.json())
         raise typer.Exit(0)
     console.print(table(rep, depth))
     sp = size_param({p.name: p.value for p in g.params})
-    gr = growth_fn(r.program, g.arch, sp, g.param(sp), overrides, base=rep, **kw) if sp else None
+    try:
+        gr = growth_fn(r.program, g.arch, sp, g.param(sp), overrides, base=rep, **kw) if sp else None
+    except ValueError:  # twice the size does not check (a window that no longer divides...): no growth line
+        gr = None
     console.print(summary(rep, gr, sp))
     raise typer.Exit(0)
 
@@ -343,7 +405,11 @@ def render(spec: Annotated[Path, typer.Argument(help="A .arch file.")], arch: Ar
         raise _usage(f"--cost-by is flops, memory or params, not {cost_by}")
     if out is not None and out.suffix.lower() not in FORMATS:
         raise _usage(f"cannot tell the format of {out}: use .svg, .png, .pdf or .dot")
-    r = check_spec(_spec_files(spec)[0], arch, set or [])
+    if out is not None and not out.parent.is_dir():
+        raise _usage(f"--out: no folder {out.parent}")
+    if out is not None and out.is_dir():
+        raise _usage(f"--out {out} is a folder; give a file such as {out / 'model.svg'}")
+    r = check_spec(_one_spec(spec, "render"), arch, set or [])
     _print_diags([d for d in r.diagnostics if d.is_error], r.program.sources, "text")
     if r.graph is None:
         raise typer.Exit(_exit_code(r.diagnostics) or 1)
@@ -381,10 +447,24 @@ def _lit(v: object) -> str:
 
 
 def main() -> None:
+    """Run ``archc``. Bad input ends in a diagnostic or a usage error; an exception that
+    escapes a command is a bug in archlang, reported in one line (``ARCHLANG_TRACEBACK=1``
+    shows the traceback)."""
+    import os
+
     try:
         app()
     except KeyboardInterrupt:  # pragma: no cover
         sys.exit(130)
+    except RecursionError:
+        typer.echo("error: the input is nested too deeply to process", err=True)
+        sys.exit(2)
+    except Exception as e:  # pragma: no cover - a bug, not bad input
+        if os.environ.get("ARCHLANG_TRACEBACK"):
+            raise
+        typer.echo(f"error: internal error in archlang ({type(e).__name__}: {str(e)[:200]}); this is a bug, "
+                   "please report it with the spec (ARCHLANG_TRACEBACK=1 shows where)", err=True)
+        sys.exit(3)
 
 
 __all__ = ["Severity", "app", "main"]

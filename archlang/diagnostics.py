@@ -157,6 +157,9 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
     return f"did you mean `{matches[0]}`?" if matches else None
 
 
+MAX_QUOTED = 120  # characters of a source line quoted under a diagnostic
+
+
 def render_text(diags: Sequence[Diagnostic], sources: Sources) -> str:
     """Render diagnostics in the rustc/Elm layout, followed by a summary line."""
     out: list[str] = []
@@ -167,12 +170,17 @@ def render_text(diags: Sequence[Diagnostic], sources: Sources) -> str:
             gutter = " " * len(str(d.span.line))
             out.append(f"{gutter}--> {d.span}")
             if src is not None:
-                src = src.replace("\t", " ")
+                src = "".join(ch if ch.isprintable() else " " for ch in src.replace("\t", " "))
                 end = d.span.end_col if d.span.end_line == d.span.line else len(src) + 1
-                width = max(1, end - d.span.col)
+                col, width = d.span.col, max(1, end - d.span.col)
+                if len(src) > MAX_QUOTED:  # quote a window around the span, not a whole huge line
+                    lo = max(0, col - 1 - 20)
+                    src = ("..." if lo else "") + src[lo:lo + MAX_QUOTED] + "..."
+                    col = col - lo + (3 if lo else 0)
+                    width = min(width, MAX_QUOTED - (col - 1) + 3)
                 out.append(f"{gutter} |")
                 out.append(f"{d.span.line} | {src}")
-                out.append(f"{gutter} | {' ' * (d.span.col - 1)}{'^' * width}")
+                out.append(f"{gutter} | {' ' * (col - 1)}{'^' * max(1, width)}")
         for n in d.notes:
             where = f" (at {n.span})" if n.span else ""
             out.append(f"  = note: {n.message}{where}")

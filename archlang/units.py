@@ -26,16 +26,27 @@ def human_bytes(n: float) -> str:
     return f"{int(n)} B"
 
 
-_UNITS = {None: 1, "B": 1, "K": 1e3, "KB": 1e3, "M": 1e6, "MB": 1e6, "G": 1e9, "GB": 1e9, "T": 1e12, "TB": 1e12,
+_UNITS = {"B": 1, "K": 1e3, "KB": 1e3, "M": 1e6, "MB": 1e6, "G": 1e9, "GB": 1e9, "T": 1e12, "TB": 1e12,
           "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
 
 
 def parse_bytes(text: str) -> int | None:
-    """``16GiB``, ``512MB``, ``1.5e9`` -> bytes; ``None`` when ``text`` is not a size."""
-    m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([KMGT]i?B?|B)?\s*", text)
-    if not m:
+    """``16GiB``, ``512MB``, ``1.5GB``, ``100B`` -> bytes; ``None`` when ``text`` is not a size.
+
+    The unit is required: ``16`` alone could mean bytes or gigabytes, so it is not a size."""
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)\s*([KMGT]i?B?|B)\s*", text[:100])
+    if not m or len(text) > 100:
         return None
     try:
-        return int(float(m.group(1)) * _UNITS[m.group(2)])
-    except ValueError:
+        n = float(m.group(1)) * _UNITS[m.group(2)]
+    except (ValueError, OverflowError):
         return None
+    return int(n) if 1 <= n < 2**80 else None
+
+
+def size_error(text: str) -> str:
+    """Why ``text`` is not a size, with the fix."""
+    shown = text if len(text) <= 40 else text[:37] + "..."
+    if re.fullmatch(r"\s*[0-9.eE+-]+\s*", text[:100]):
+        return f"`{shown}` has no unit; write e.g. {shown.strip()}GiB (units: B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
+    return f"cannot read `{shown}` as a size; write e.g. 16GiB or 512MB"

@@ -23,16 +23,21 @@ from archlang.check.surface import REQUIRED, SURFACE, Arg, BuildCtx, BuildError,
 from archlang.diagnostics import Diagnostic, DiagnosticError, Label, Severity, Span, did_you_mean
 from archlang.ir import ops as O
 from archlang.ir.adapters import lora_parts, matches, split_kind
-from archlang.ir.dims import Dim, DimLike, add, div_exact, fmt, mul
+from archlang.ir.dims import Dim, DimLike, DimTooLarge, add, div_exact, fmt, mul, product
 from archlang.ir.graph import AdapterTap, FreezeRule, Graph, Node, ParamValue, Scope, ValueRef
 from archlang.ir.types import TensorType
 from archlang.syntax import ast as A
 from archlang.syntax.parser import parse_expr
 
-MAX_NODES = 200_000
+MAX_NODES = 150_000
 MAX_LOOP = 100_000
 MAX_STEPS = 1_000_000  # statements executed while elaborating one arch (nested loops multiply)
 MAX_INT = 2**63 - 1  # compile-time integers beyond this are not sizes; bounding them keeps `**` from hanging
+MAX_STR = 10_000  # characters of a compile-time string
+MAX_LIST = 100_000  # items of a compile-time list, nested lists counted in full
+MAX_DIM_TERMS = 16  # terms of one symbolic size (`img/4`, `2*B*S + 1`)
+MAX_DIM_DEGREE = 8  # total degree of a symbolic size (`B*S` is 2)
+MAX_NUMEL_TERMS = 256  # terms of a tensor's element count, the product of its dims (the cost model multiplies it)
 BUILTINS = ("len", "sum", "min", "max", "abs", "int", "float", "round", "range", "ceil", "floor")
 
 # ----------------------------------------------------------------------------- values
@@ -317,8 +322,9 @@ class Elaborator:
                     o = over[p.name]
                     try:
                         expr = parse_expr(o.text)
-                    except DiagnosticError:
-                        raise self.fail("E0701", f"`--set {o.name}={o.text}`: `{o.text}` is not a value", o.span,
+                    except DiagnosticError as err:
+                        why = f" ({err.diag.message})" if err.diag.code in ("E0406", "E0701") else ""
+                        raise self.fail("E0701", f"`--set {o.name}={_short(o.text, 40)}`: not a value{why}", o.span,
                                         help=f"write a literal of type {p.annot}, e.g. --set {o.name}="
                                              f"{_example(p.annot)}") from None
                     val = self.eval(expr, Frame(env={}, path=""))
@@ -375,6 +381,24 @@ class Elaborator:
                 return ret
         return [POISON] if precondition_failed else None
 
+    def project_loop(self, st: A.For, done: int, left: int, steps0: int, nodes0: int) -> None:
+        """After ``done`` iterations of a loop, refuse it at once when going on at the same
+        rate would pass the node or step limit: a spec with `layers = 65537` fails in
+        milliseconds, not after building 200,000 nodes."""
+        if left <= 0:
+            return
+        nodes = len(self.nodes) + (len(self.nodes) - nodes0) * left // done
+        if nodes > MAX_NODES:
+            raise _OutOfSteps(Diagnostic(
+                "E0406", f"this loop would make about {nodes:,} nodes, more than the limit of {MAX_NODES:,}",
+                st.span, help=f"each of its {done + left:,} iterations adds about "
+                              f"{(len(self.nodes) - nodes0) // done:,} nodes; check the loop bounds"))
+        steps = self.steps + (self.steps - steps0) * left // done
+        if steps > MAX_STEPS:
+            raise _OutOfSteps(Diagnostic(
+                "E0406", f"this loop would run about {steps:,} statements, more than the limit of {MAX_STEPS:,}",
+                st.span, help="check the loop bounds; archlang unrolls every loop at compile time"))
+
     def exec_stmt(self, st: A.Stmt, fr: Frame, in_arch: bool) -> list[Any] | None:
         self.steps += 1
         if self.steps > MAX_STEPS:
@@ -416,12 +440,15 @@ class Elaborator:
                 if not isinstance(v, int) or isinstance(v, bool):
                     raise self.fail("E0401", f"loop bounds are integers, got {typed(v)}", e.span)
             if hi - lo > MAX_LOOP:
-                raise self.fail("E0406", f"loop of {hi - lo} iterations is too long", st.span)
+                raise self.fail("E0406", f"loop of {hi - lo:,} iterations is too long", st.span,
+                                help=f"a loop runs at most {MAX_LOOP:,} times; archlang unrolls every loop")
+            steps0, nodes0 = self.steps, len(self.nodes)
             for i in range(lo, hi):
                 fr.env[st.var] = Binding(i, st.span, f"loop index `{st.var}` = {i}")
                 ret = self.exec_block_body(st.body, fr, in_arch)
                 if ret is not None:
                     return ret
+                self.project_loop(st, i - lo + 1, hi - i - 1, steps0, nodes0)
             return None
         if isinstance(st, A.If):
             for cond, body in st.branches:
@@ -549,7 +576,8 @@ class Elaborator:
                 raise self.unknown_name(e.id, e.span, fr)
             return b.value
         if isinstance(e, A.ListLit):
-            return [self.eval(x, fr) for x in e.items]
+            items = [self.eval(x, fr) for x in e.items]
+            return POISON if any(x is POISON for x in items) else self.check_list(items, e.span)
         if isinstance(e, A.UnaryOp):
             v = self.eval(e.operand, fr)
             if v is POISON:
@@ -628,6 +656,45 @@ class Elaborator:
                             help="tensors have `.shape` and `.rank`")
         raise AssertionError(f"unhandled expression {e!r}")  # pragma: no cover
 
+    def check_list(self, v: list, span: Span) -> list:
+        """Refuse a compile-time list holding more than :data:`MAX_LIST` items in all (nested
+        lists count in full: `l = [l, l]` doubles), counting no further than the limit."""
+        todo, seen = [v], 0
+        while todo:
+            items = todo.pop()
+            seen += len(items)
+            if seen > MAX_LIST:
+                raise self.fail("E0406", f"a list of more than {MAX_LIST:,} items (nested lists counted in full)",
+                                span, help=f"compile-time lists hold at most {MAX_LIST:,} items")
+            todo.extend(x for x in items if isinstance(x, list))
+        self.steps += seen // 64  # building big lists is work too: it counts toward the step limit
+        return v
+
+    def check_dim(self, d: Dim, span: Span, what: str = "the symbolic size") -> None:
+        if len(d.terms) > MAX_DIM_TERMS or d.degree > MAX_DIM_DEGREE:
+            raise self.fail("E0406", f"{what} `{_short(fmt(d))}` has {len(d.terms)} terms of degree up to "
+                                     f"{d.degree}", span,
+                            help=f"a size is a polynomial of at most {MAX_DIM_TERMS} terms and degree "
+                                 f"{MAX_DIM_DEGREE} in the free sizes; give them values with --set")
+
+    def check_outputs(self, name: str, outs: tuple[TensorType, ...], span: Span) -> None:
+        """Every dim of a tensor is a size of at least 1, and its element count stays a small polynomial."""
+        for t in outs:
+            for k, d in enumerate(t.shape):
+                if isinstance(d, int) and d < 1:
+                    raise self.fail("E0406", f"dim {k} of `{name}` would be {d}: {t}", span,
+                                    help="every dim of a tensor is at least 1; check the sizes, strides and "
+                                         "slices that lead here")
+                if isinstance(d, Dim):
+                    self.check_dim(d, span, f"dim {k} of `{name}`")
+            try:
+                n = product(t.shape)
+            except DimTooLarge:
+                n = None
+            if n is None or (isinstance(n, Dim) and len(n.terms) > MAX_NUMEL_TERMS):
+                raise self.fail("E0406", f"the element count of `{name}` ({t}) is too large a polynomial", span,
+                                help="give the free sizes values with --set")
+
     def unknown_name(self, name: str, span: Span, fr: Frame) -> DiagnosticError:
         hint = did_you_mean(name, list(fr.env))
         return self.fail("E0201", f"unknown name `{name}`", span,
@@ -669,20 +736,31 @@ class Elaborator:
             return eq if op == "==" else not eq
         if isinstance(a, list) or isinstance(b, list):
             if op == "+" and isinstance(a, list) and isinstance(b, list):
-                return a + b
+                return self.check_list(a + b, e.span)
             if op == "*" and isinstance(a, list) and isinstance(b, int) and not isinstance(b, bool):
-                if len(a) * b > MAX_LOOP:
-                    raise self.fail("E0406", f"a list of {len(a) * b} items is too long", e.span)
-                return a * b
+                if len(a) * b > MAX_LIST:
+                    raise self.fail("E0406", f"a list of {len(a) * b:,} items is too long", e.span,
+                                    help=f"compile-time lists hold at most {MAX_LIST:,} items")
+                return self.check_list(a * b, e.span)
             raise self.fail("E0401", f"cannot apply `{op}` to {type_name(a)} and {type_name(b)}", e.span)
         if isinstance(a, str) or isinstance(b, str):
             if op == "+" and isinstance(a, str) and isinstance(b, str):
+                if len(a) + len(b) > MAX_STR:
+                    raise self.fail("E0406", f"a string of {len(a) + len(b):,} characters is too long", e.span,
+                                    help=f"compile-time strings hold at most {MAX_STR:,} characters")
                 return a + b
             raise self.fail("E0401", f"cannot apply `{op}` to {type_name(a)} and {type_name(b)}", e.span)
         for v, side in ((a, e.left), (b, e.right)):
             if isinstance(v, bool) or not isinstance(v, int | float | Dim):
                 raise self.fail("E0401", f"`{op}` needs numbers, got {typed(v)}", side.span)
-        r = self.arith(op, a, b, e)
+        try:
+            r = self.arith(op, a, b, e)
+        except DimTooLarge as err:
+            raise self.fail("E0406", f"`{op}` gives a symbolic size too large to handle: {err}", e.span,
+                            help="sizes are polynomials of a few terms in the free sizes; give them values "
+                                 "with --set") from None
+        if isinstance(r, Dim):
+            self.check_dim(r, e.span)
         if _too_large(r):
             raise self.fail("E0406", f"`{op}` gives a number too large to represent", e.span,
                             help=f"with {show(a)} and {show(b)}; integers stay below 2**63 and numbers below "
@@ -798,11 +876,15 @@ class Elaborator:
         types = [t.type for t in inputs]
         try:
             outs = infer(op, types)
+        except DimTooLarge as err:
+            raise self.fail("E0406", f"the output shape is too large a polynomial: {err}", span,
+                            help="give the free sizes values with --set") from None
         except ShapeError as err:
             notes = [Label(f"input {i} is {t.type}: {t.origin}", None) for i, t in enumerate(inputs)]
             sp = input_spans[err.input_index] if err.input_index is not None and err.input_index < len(input_spans) \
                 else span
             raise self.fail(err.code, err.message, sp, help=err.help, notes=notes) from None
+        self.check_outputs(name, outs, span)
         self.claim(name, span, fr)
         self.add_node(name, op, inputs, outs, span, fr)
         tensors = tuple(Tensor(ValueRef(node=name, index=i), t, f"output of `{name}` at {span}")
@@ -935,7 +1017,15 @@ class Elaborator:
         return []
 
     def check_min(self, s: Surface, a: Arg, v: Any, span: Span, c: A.Call, names: list[str], fr: Frame) -> None:
-        """Sizes, counts and strides of an op: an int (or each item of a pair/list) at least ``a.min``."""
+        """Sizes, counts and strides of an op: an int (or each item of a pair/list) at least ``a.min``;
+        a float in its domain (``a.range``)."""
+        if a.range is not None and isinstance(v, int | float) and not isinstance(v, bool):
+            ok = v > 0 if a.range == "positive" else 0 <= v <= 1
+            if not ok:
+                what = "greater than 0" if a.range == "positive" else "between 0 and 1"
+                raise self.fail("E0406", f"`{s.name}` argument `{a.name}` must be {what}, got {show(v)}", span,
+                                help=f"`archc ops` lists the arguments of `{s.name}`",
+                                notes=self.provenance(c, names, a.name, fr))
         if a.min is None:
             return
         items = v if isinstance(v, tuple) else (v,)
@@ -1288,6 +1378,10 @@ def _too_large(v: Any) -> bool:
     if isinstance(v, float):
         return not math.isfinite(v)
     return isinstance(v, int) and abs(v) > MAX_INT
+
+
+def _short(text: str, n: int = 60) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
 
 
 def _has_poison(v: Any) -> bool:

@@ -35,6 +35,7 @@ class Arg:
     default: Any = REQUIRED
     doc: str = ""
     min: int | None = None  # least value of an int (of each item of a pair/ints): sizes, counts, strides
+    range: str | None = None  # a float's domain: "positive" (> 0: eps) or "prob" (0 to 1: rates, momentum)
 
 
 @dataclass
@@ -101,7 +102,7 @@ def _linear(ctx, ins, a):
 
 @op("conv2d", ("x",), (Arg("out", "int", min=1), Arg("kernel", "pair", min=1), Arg("stride", "pair", 1, min=1),
                        Arg("padding", "pair", 0, min=0), Arg("groups", "int", 1, min=1), Arg("bias", "bool", True),
-                       Arg("standardize", "bool", False), Arg("std_eps", "float", 1e-6), Arg("same", "bool", False)),
+                       Arg("standardize", "bool", False), Arg("std_eps", "float", 1e-6, range="positive"), Arg("same", "bool", False)),
     "2-d convolution on [B, C, H, W]; `standardize` gives weight standardisation (eps `std_eps`); "
     "`same` pads as TensorFlow's SAME (asymmetric when needed).")
 def _conv2d(ctx, ins, a):
@@ -143,12 +144,12 @@ def _conv1d(ctx, ins, a):
                     padding=a["padding"], groups=a["groups"], bias=a["bias"])
 
 
-@op("layernorm", ("x",), (Arg("eps", "float", 1e-5), Arg("affine", "bool", True)), "LayerNorm over the last dim.")
+@op("layernorm", ("x",), (Arg("eps", "float", 1e-5, range="positive"), Arg("affine", "bool", True)), "LayerNorm over the last dim.")
 def _layernorm(ctx, ins, a):
     return O.LayerNorm(dim=_last(ctx, ins[0], "layernorm"), eps=a["eps"], affine=a["affine"])
 
 
-@op("batchnorm", ("x",), (Arg("eps", "float", 1e-5), Arg("momentum", "float", 0.1)), "BatchNorm over dim 1 of [B, C, ...].")
+@op("batchnorm", ("x",), (Arg("eps", "float", 1e-5, range="positive"), Arg("momentum", "float", 0.1, range="prob")), "BatchNorm over dim 1 of [B, C, ...].")
 def _batchnorm(ctx, ins, a):
     x = ins[0]
     if x.rank < 2:
@@ -156,7 +157,7 @@ def _batchnorm(ctx, ins, a):
     return O.BatchNorm(channels=_const(ctx, x.shape[1], "batchnorm channels"), eps=a["eps"], momentum=a["momentum"])
 
 
-@op("groupnorm", ("x",), (Arg("groups", "int", min=1), Arg("eps", "float", 1e-5)), "GroupNorm over dim 1 of [B, C, ...].")
+@op("groupnorm", ("x",), (Arg("groups", "int", min=1), Arg("eps", "float", 1e-5, range="positive")), "GroupNorm over dim 1 of [B, C, ...].")
 def _groupnorm(ctx, ins, a):
     x = ins[0]
     if x.rank < 2:
@@ -200,7 +201,7 @@ def _sin_pos(ctx, ins, a):
 # ----------------------------------------------------------------------------- attention
 
 _ATTN_ARGS = (Arg("heads", "int", min=1), Arg("head_dim", "int", 0, min=0), Arg("qkv_bias", "bool", True),
-              Arg("proj_bias", "bool", True), Arg("attn_drop", "float", 0.0), Arg("proj_drop", "float", 0.0))
+              Arg("proj_bias", "bool", True), Arg("attn_drop", "float", 0.0, range="prob"), Arg("proj_drop", "float", 0.0, range="prob"))
 
 
 def _heads(ctx: BuildCtx, dim: int, a: dict[str, Any]) -> int:
@@ -338,12 +339,12 @@ def _prob(a: dict[str, Any]) -> float:
     return p
 
 
-@op("dropout", ("x",), (Arg("p", "float", 0.0),), "Dropout (training only).")
+@op("dropout", ("x",), (Arg("p", "float", 0.0, range="prob"),), "Dropout (training only).")
 def _dropout(ctx, ins, a):
     return O.Dropout(p=_prob(a))
 
 
-@op("drop_path", ("x",), (Arg("p", "float", 0.0),), "Stochastic depth on a residual branch (training only).")
+@op("drop_path", ("x",), (Arg("p", "float", 0.0, range="prob"),), "Stochastic depth on a residual branch (training only).")
 def _drop_path(ctx, ins, a):
     return O.DropPath(p=_prob(a))
 

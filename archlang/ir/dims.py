@@ -17,6 +17,18 @@ from pydantic import BaseModel, ConfigDict
 
 Power = tuple[tuple[str, int], ...]  # sorted (symbol, exponent) pairs; () is the constant monomial
 
+# Hard bounds on one polynomial, so that arithmetic on sizes can never run away (``(B+1)**2**30``).
+# The checker refuses far smaller sizes (a shape's dim has at most a few terms); these only
+# guarantee that no caller hangs or fills the memory.
+MAX_TERMS = 4096
+MAX_DEGREE = 64
+MAX_COEFF_BITS = 256
+
+
+class DimTooLarge(ValueError):
+    """A symbolic size grew beyond :data:`MAX_TERMS` terms, degree :data:`MAX_DEGREE` or
+    coefficients of :data:`MAX_COEFF_BITS` bits."""
+
 
 class Term(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -41,6 +53,13 @@ class Dim(BaseModel):
     @staticmethod
     def _from_map(m: dict[Power, Fraction]) -> DimLike:
         items = sorted((p, c) for p, c in m.items() if c != 0)
+        if len(items) > MAX_TERMS:
+            raise DimTooLarge(f"a symbolic size of {len(items)} terms (the limit is {MAX_TERMS})")
+        for p, c in items:
+            if sum(e for _, e in p) > MAX_DEGREE:
+                raise DimTooLarge(f"a symbolic size of degree {sum(e for _, e in p)} (the limit is {MAX_DEGREE})")
+            if c.numerator.bit_length() > MAX_COEFF_BITS or c.denominator.bit_length() > MAX_COEFF_BITS:
+                raise DimTooLarge(f"a symbolic size with a coefficient beyond 2**{MAX_COEFF_BITS}")
         if not items:
             return 0
         if len(items) == 1 and items[0][0] == ():
@@ -54,6 +73,10 @@ class Dim(BaseModel):
         return {t.powers: Fraction(t.num, t.den) for t in self.terms}
 
     # -- inspection
+    @property
+    def degree(self) -> int:
+        return max(sum(e for _, e in t.powers) for t in self.terms)
+
     @property
     def symbols(self) -> set[str]:
         return {s for t in self.terms for s, _ in t.powers}
@@ -146,9 +169,12 @@ def add(a: DimLike, b: DimLike) -> DimLike:
 def mul(a: DimLike | Fraction, b: DimLike | Fraction) -> DimLike:
     if isinstance(a, int) and isinstance(b, int):
         return a * b
+    ma, mb = _as_map(a), _as_map(b)
+    if len(ma) * len(mb) > MAX_TERMS * 4:
+        raise DimTooLarge(f"a product of symbolic sizes of {len(ma)} and {len(mb)} terms")
     m: dict[Power, Fraction] = {}
-    for pa, ca in _as_map(a).items():
-        for pb, cb in _as_map(b).items():
+    for pa, ca in ma.items():
+        for pb, cb in mb.items():
             p = _mono_mul(pa, pb)
             m[p] = m.get(p, Fraction(0)) + ca * cb
     return Dim._from_map(m)

@@ -406,6 +406,7 @@ class _Builder(Transformer):
 
 
 MAX_SOURCE_CHARS = 2_000_000  # a spec (or one `use`d module) larger than this is refused unparsed
+MAX_SET_CHARS = 1_000  # characters of one --set value
 MAX_INT_DIGITS = 40  # integer literals: sizes fit in 64 bits; more digits is a typo or an attack
 
 
@@ -449,7 +450,15 @@ def _parse_uncached(text: str, file: str) -> A.Module:
 
 def parse_expr(text: str, file: str = "<--set>") -> A.Expr:
     """Parse a single expression (used for ``--set key=value`` values)."""
-    module = parse_text(f"arch __set__() {{ __v__ = {text}\n}}", file)
+    span = Span(file=file, line=1, col=1, end_line=1, end_col=2)
+    if len(text) > MAX_SET_CHARS:
+        raise DiagnosticError(Diagnostic("E0701", f"a value of {len(text):,} characters", span,
+                                         help=f"--set values have at most {MAX_SET_CHARS:,} characters"))
+    try:
+        module = parse_text(f"arch __set__() {{ __v__ = {text}\n}}", file)
+    except RecursionError:
+        raise DiagnosticError(Diagnostic("E0701", "the value is nested too deeply", span,
+                                         help="write a literal, e.g. --set img=384 or --set depths=[2,2,6,2]")) from None
     arch = module.archs[0]
     assert isinstance(arch, A.ArchDef)
     stmt = arch.body[0] if arch.body else None
