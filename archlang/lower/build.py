@@ -1,8 +1,9 @@
 """Turn generated source into a live ``nn.Module``, and write it to disk.
 
-Takes: an IR graph. Produces: the generated module's source (via :mod:`.codegen`), a
-Python module object executed from that same source (so the in-process model and the
-written file are the same code), and the model instance.
+Takes: an IR graph, and the dtype (and optionally the device) to build in. Produces: the
+generated module's source (via :mod:`.codegen`), a Python module object executed from that
+same source (so the in-process model and the written file are the same code), and the
+model instance, constructed directly in that dtype (``device="meta"`` allocates nothing).
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ import hashlib
 import importlib.util
 import sys
 import types
+from contextlib import contextmanager
 from pathlib import Path
 
 from archlang.ir.graph import Graph
 from archlang.lower.codegen import generate
+
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 def load_source(source: str, name: str) -> types.ModuleType:
@@ -32,11 +36,49 @@ def load_source(source: str, name: str) -> types.ModuleType:
     return module
 
 
-def instantiate(graph: Graph):
-    """Generate, load and instantiate the model for ``graph``; returns ``(model, source)``."""
+def torch_dtype(dtype: str):
+    import torch
+
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype `{dtype}`: choose one of {', '.join(DTYPES)}")
+    return getattr(torch, dtype)
+
+
+@contextmanager
+def _constructing(dtype: str, device: str | None):
+    """Factory functions create ``dtype`` floats (on ``device``) while the model is built."""
+    import torch
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch_dtype(dtype))
+    try:
+        if device is None:
+            yield
+        else:
+            with torch.device(device):
+                yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def instantiate(graph: Graph, dtype: str = "float32", device: str | None = None):
+    """Generate, load and instantiate the model for ``graph``; returns ``(model, source)``.
+
+    Parameters and floating-point buffers are created in ``dtype`` ("float32", "bfloat16",
+    "float16") as the model is constructed, not cast afterwards, so the peak memory is the
+    model's size in that dtype; integer buffers (index tables) stay integers. ``device``
+    ("meta", "cuda", ...) is where the tensors are created (default: torch's default).
+    """
+    target = torch_dtype(dtype)
     source, cls_name = generate(graph)
     module = load_source(source, graph.arch)
-    model = getattr(module, cls_name)()
+    with _constructing(dtype, device):
+        model = getattr(module, cls_name)()
+    # a helper may compute a small table in float32 explicitly (for accuracy); keep one dtype
+    for mod in model.modules():
+        for name, buf in list(mod._buffers.items()):
+            if buf is not None and buf.is_floating_point() and buf.dtype != target:
+                mod._buffers[name] = buf.to(target)
     model.archlang_source = source
     return model, source
 

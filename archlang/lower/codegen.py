@@ -11,7 +11,7 @@ match). Submodules are named after the IR hierarchy, so ``state_dict`` keys equa
 from __future__ import annotations
 
 import ast
-import keyword
+import math
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -22,7 +22,21 @@ from archlang.ir import ops as O
 from archlang.ir.dims import Dim, fmt
 from archlang.ir.graph import Graph, Node, Scope, ValueRef
 from archlang.ir.types import TensorType
-from archlang.lower.rules import LOWER_RULES, Ctx, LoweringError, helpers_of
+from archlang.lower.rules import (
+    LOWER_RULES,
+    MAX_INDEX_GAP,
+    Ctx,
+    LoweringError,
+    access,
+    attr,
+    camel,
+    comment_text,
+    doc,
+    helpers_of,
+    ident,
+    is_index,
+    state_key,
+)
 
 PRELUDE = Path(__file__).resolve().parent / "prelude.py"
 # attributes whose per-instance values the lowering rule handles itself (not constructor arguments)
@@ -32,25 +46,13 @@ RULE_HANDLED = {("rearrange", "axes")}
 STRUCTURAL = (("activation", "fn"), ("binary", "fn"), ("pos_embed", "kind"), ("conv2d", "standardize"),
               ("rearrange", "lhs"), ("rearrange", "rhs"), ("tied_linear", "source"), ("pool2d", "kind"),
               ("mean", "keepdim"))
-RESERVED = {"self", "torch", "nn", "F", "math", "x_"} | set(keyword.kwlist) | {"input", "len", "sum", "min", "max"}
-
-
-def camel(name: str) -> str:
-    return "".join(p[:1].upper() + p[1:] for p in re.split(r"[_\W]+", name) if p) or "Block"
-
-
-def ident(name: str) -> str:
-    s = re.sub(r"\W", "_", name)
-    if not s or s[0].isdigit():
-        s = f"v{s}"
-    return f"{s}_" if s in RESERVED else s
 
 
 def literal(v: Any) -> str:
     if isinstance(v, bool | int | str):
         return repr(v)
     if isinstance(v, float):
-        return repr(v)
+        return repr(v) if math.isfinite(v) else f"float({repr(v)!r})"
     if isinstance(v, tuple):
         return "(" + ", ".join(literal(x) for x in v) + ("," if len(v) == 1 else "") + ")"
     if isinstance(v, Dim):
@@ -196,6 +198,7 @@ def plan_classes(root: Inst, arch: str, lora: dict[str, tuple]) -> list[ClassPla
     walk(root, 0)
     plans: list[ClassPlan] = []
     names: Counter[str] = Counter()
+    taken: set[str] = set()
     for d in sorted(depth, reverse=True):
         groups: dict[tuple, list[Inst]] = {}
         for inst in depth[d]:
@@ -205,6 +208,10 @@ def plan_classes(root: Inst, arch: str, lora: dict[str, tuple]) -> list[ClassPla
             base = camel(arch) if block.startswith("arch:") else camel(block)
             names[base] += 1
             name = base if names[base] == 1 else f"{base}{names[base]}"
+            while name in taken:  # `Mlp2` may also be the name of a block called `mlp2`
+                names[base] += 1
+                name = f"{base}{names[base]}"
+            taken.add(name)
             plan = ClassPlan(name=name, block=block, instances=insts)
             _choose_args(plan)
             for inst in insts:
@@ -267,7 +274,7 @@ class ModuleTree:
         self.root: dict[str, Any] = {}
 
     def add(self, local: str, code: str) -> None:
-        parts = local.split(".")
+        parts = [p if is_index(p) else attr(p) for p in local.split(".")]
         d = self.root
         for p in parts[:-1]:
             nxt = d.setdefault(p, {})
@@ -282,8 +289,11 @@ class ModuleTree:
     def expr(d: dict[str, Any], indent: str) -> str:
         keys = list(d)
         inner = indent + "    "
-        if all(k.isdigit() for k in keys):
+        if all(is_index(k) for k in keys):
             n = max(int(k) for k in keys) + 1
+            if n - len(keys) > MAX_INDEX_GAP:
+                raise LoweringError(f"index {n - 1} leaves {n - len(keys):,} empty entries in a module list "
+                                    f"(at most {MAX_INDEX_GAP:,})")
             items = [d.get(str(i), "nn.Identity()") for i in range(n)]
             parts = [ModuleTree.expr(x, inner) if isinstance(x, dict) else x for x in items]
             return "nn.ModuleList([\n" + "".join(f"{inner}{p},\n" for p in parts) + f"{indent}])"
@@ -296,13 +306,6 @@ class ModuleTree:
             code = self.expr(v, "        ") if isinstance(v, dict) else v
             out.append(f"        self.{k} = {code}")
         return out
-
-
-def access(local: str) -> str:
-    out = "self"
-    for p in local.split("."):
-        out += f"[{p}]" if p.isdigit() else f".{p}"
-    return out
 
 
 def shape_comment(types: list[TensorType], dims: dict[str, list[int]] | None = None) -> str:
@@ -335,10 +338,10 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
     # value names in forward
     names: dict[tuple[str, int], str] = {}
     if is_root:
-        params = [ident(n) for n in graph.inputs]
+        params = _distinct([ident(n) for n in graph.inputs])
     else:
         assert inst0.scope is not None
-        params = [ident(n) for n in inst0.scope.input_names]
+        params = _distinct([ident(n) for n in inst0.scope.input_names])
     in_refs = [ValueRef(node=n) for n in graph.inputs] if is_root else list(inst0.inputs)
     for r, p in zip(in_refs, params, strict=False):
         names.setdefault((r.node, r.index), p)
@@ -408,9 +411,9 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
             args = ", ".join(ref_code(r, bare=True) for r in it.inputs)
             call = f"{access(child_local)}({args})"
             outs = it.outputs
-            comment = "  # " + ", ".join(
+            comment = "  # " + comment_text(", ".join(
                 shape_comment([i2.cls and _child_out_type(graph, i2, k) for i2 in _matching_children(insts, child_local)],
-                              dims_series) for k in range(len(outs)))
+                              dims_series) for k in range(len(outs))))
             keys = [(r.node, r.index) for r in outs]
             first_in = names.get((it.inputs[0].node, it.inputs[0].index)) if it.inputs else None
             nxt = inst0.items[idx + 1] if idx + 1 < len(inst0.items) else None
@@ -471,7 +474,7 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
         ctx.ins = [ref_code(r, bare=True) for r in node.inputs]
         expr = rule.forward(ctx)
         types = [[n.outputs[k] for n in same] for k in range(len(node.outputs))]
-        comment = "  # " + ", ".join(shape_comment(t, dims_series) for t in types)
+        comment = "  # " + comment_text(", ".join(shape_comment(t, dims_series) for t in types))
         keys = [(node.name, k) for k in range(len(node.outputs))]
         if len(keys) == 1 and uses[keys[0]] == 1 and len(expr) <= 70:
             pref = (node.vars[0] if node.vars and node.vars[0] else local.split(".")[-1])
@@ -509,8 +512,7 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
 
     # assemble
     lines = [f"class {plan.name}(nn.Module):"]
-    doc = _class_doc(plan, is_root, graph)
-    lines.append(f'    """{doc}"""')
+    lines.append(f'    """{doc(_class_doc(plan, is_root, graph))}"""')
     lines.append("")
     if is_root:
         lines.append(f"    arch_name = {graph.arch!r}")
@@ -541,12 +543,22 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
     lines.append(f"    def forward(self, {', '.join(params)}):")
     for p, t in zip(params, in_types, strict=False):
         if is_root:
-            lines.append(f"        # {p}: {t}")
+            lines.append(f"        # {comment_text(f'{p}: {t}')}")
         else:
             series = [graph.type_of(i.inputs[params.index(p)]) for i in insts]
-            lines.append(f"        # {p}: {shape_comment(series, dims_series)}")
+            lines.append(f"        # {comment_text(f'{p}: {shape_comment(series, dims_series)}')}")
     lines.extend(body)
     return lines
+
+
+def _distinct(names: list[str]) -> list[str]:
+    """Parameter names, made distinct where mangling made two equal."""
+    out: list[str] = []
+    for n in names:
+        while n in out:
+            n = f"{n}_"
+        out.append(n)
+    return out
 
 
 def _needs_parens(expr: str) -> bool:
@@ -602,9 +614,9 @@ def _lora_config(graph: Graph) -> dict[str, tuple]:
 
 
 def _wrap_lora(mod: str, config: tuple) -> str:
-    for attr, fused, parts in config:
+    for proj, fused, parts in config:
         fused_arg = f", fused={fused!r}" if fused else ""
-        mod = f"add_lora({mod}, {attr!r}, {dict(parts)!r}{fused_arg})"
+        mod = f"add_lora({mod}, {proj!r}, {dict(parts)!r}{fused_arg})"
     return mod
 
 
@@ -619,7 +631,7 @@ def _trainability_rules(graph: Graph) -> list[tuple[str, tuple[str, ...]]]:
             if split_kind(sel)[0] is None:
                 out.append(sel)
             else:
-                out += [n.name for n in graph.nodes if n.op.parameters() and matches(sel, n.name, n.op.op)]
+                out += [state_key(n.name) for n in graph.nodes if n.op.parameters() and matches(sel, n.name, n.op.op)]
         return tuple(out)
 
     events = [(r.index, ("freeze" if r.freeze else "unfreeze", resolve(r.selectors))) for r in graph.freezes]
@@ -630,7 +642,7 @@ def _trainability_rules(graph: Graph) -> list[tuple[str, tuple[str, ...]]]:
 def _no_weight_decay(graph: Graph) -> list[str]:
     from archlang.ir.adapters import param_table
 
-    return sorted(p.name for p in param_table(graph) if p.role in ("token", "pos", "rel_pos"))
+    return sorted(state_key(p.name) for p in param_table(graph) if p.role in ("token", "pos", "rel_pos"))
 
 
 def prelude_sources(names: set[str]) -> list[str]:
@@ -667,11 +679,11 @@ def generate(graph: Graph) -> tuple[str, str]:
         helpers.add("_container")
     params = ", ".join(f"{p.name}={literal(p.value)}" for p in graph.params)
     header = [
-        f'"""{graph.arch}: a PyTorch model generated by archlang from {graph.file}.',
+        f'"""{doc(graph.arch)}: a PyTorch model generated by archlang from {doc(graph.file)}.',
         "",
-        f"Parameters: {params}.",
-        "Inputs: " + ", ".join(f"{n.op.name}: {n.outputs[0]}" for n in graph.input_nodes()) + ".",
-        "Outputs: " + ", ".join(f"{n.op.name}: {graph.type_of(n.inputs[0])}" for n in graph.output_nodes()) + ".",
+        doc(f"Parameters: {params}."),
+        doc("Inputs: " + ", ".join(f"{n.op.name}: {n.outputs[0]}" for n in graph.input_nodes()) + "."),
+        doc("Outputs: " + ", ".join(f"{n.op.name}: {graph.type_of(n.inputs[0])}" for n in graph.output_nodes()) + "."),
         "Regenerate with `archc build`; this file imports only torch and the standard library.",
         '"""',
         "",
@@ -688,7 +700,7 @@ def generate(graph: Graph) -> tuple[str, str]:
     if src_helpers:
         parts.append("\n\n\n".join(src_helpers))
     parts.extend(blocks)
-    parts.append(f"def build() -> {root_plan.name}:\n    \"\"\"A freshly initialised `{graph.arch}`.\"\"\"\n"
+    parts.append(f"def build() -> {root_plan.name}:\n    \"\"\"A freshly initialised `{doc(graph.arch)}`.\"\"\"\n"
                  f"    return {root_plan.name}()")
     source = "\n\n\n".join(p.rstrip() for p in parts) + "\n"
     return source, root_plan.name

@@ -9,8 +9,13 @@ when an op lacks one. Helper layers named in ``helpers`` are copied from the pre
 
 from __future__ import annotations
 
+import ast
+import builtins
+import keyword
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from archlang.ir import ops as O
 from archlang.ir.dims import Dim
@@ -19,6 +24,109 @@ from archlang.ir.types import TensorType
 
 class LoweringError(Exception):
     pass
+
+
+# ----------------------------------------------------------------------------- names in generated code
+#
+# Every name taken from the IR that generated code writes as Python (variables, arguments,
+# attributes, class names) passes through `ident`; every other text goes through `repr`
+# (strings), `doc` (docstrings) or `comment_text` (comments).
+
+PRELUDE = Path(__file__).resolve().parent / "prelude.py"
+
+
+def _prelude_names() -> set[str]:
+    tree = ast.parse(PRELUDE.read_text())
+    return {n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.ClassDef)}
+
+
+# Names generated code must not rebind. Module level and inside functions: what the code
+# itself refers to (torch, F, builtins, the prelude helpers, keywords).
+RESERVED = frozenset({"self", "torch", "nn", "F", "math", "x_", "build", "annotations"} | set(keyword.kwlist)
+                     | set(dir(builtins)) | _prelude_names())
+# Attributes of a generated module: what nn.Module itself defines, and what codegen adds.
+ATTR_RESERVED = frozenset(set(keyword.kwlist) | {
+    "T_destination", "add_module", "apply", "bfloat16", "buffers", "call_super_init", "children", "compile",
+    "cpu", "cuda", "double", "dump_patches", "eval", "extra_repr", "float", "forward", "get_buffer",
+    "get_extra_state", "get_parameter", "get_submodule", "half", "ipu", "load_state_dict", "modules", "mtia",
+    "named_buffers", "named_children", "named_modules", "named_parameters", "parameters",
+    "register_backward_hook", "register_buffer", "register_forward_hook", "register_forward_pre_hook",
+    "register_full_backward_hook", "register_full_backward_pre_hook", "register_load_state_dict_post_hook",
+    "register_load_state_dict_pre_hook", "register_module", "register_parameter",
+    "register_state_dict_post_hook", "register_state_dict_pre_hook", "requires_grad_", "set_extra_state",
+    "set_submodule", "share_memory", "state_dict", "to", "to_empty", "train", "type", "xpu", "zero_grad",
+    "training", "arch_name", "arch_params", "input_names", "output_names", "no_weight_decay"})
+_NOT_WORD = re.compile(r"[^A-Za-z0-9_]")
+MAX_INDEX_GAP = 10_000  # missing entries a ModuleList may be padded with (nn.Identity) before it is refused
+
+
+def ident(name: str, reserved: frozenset[str] | set[str] = RESERVED) -> str:
+    """THE way a name from the IR becomes a Python identifier in generated code: the result
+    matches ``[A-Za-z_][A-Za-z0-9_]*``, is not a keyword and is not in ``reserved``. Names that
+    already qualify come back unchanged; others are mangled (``_`` for other characters, a
+    ``v`` before a leading digit, a trailing ``_`` while reserved)."""
+    s = _NOT_WORD.sub("_", name)
+    if not s or s[0].isdigit():
+        s = f"v{s}"
+    while s in reserved or keyword.iskeyword(s):
+        s = f"{s}_"
+    return s
+
+
+def attr(name: str) -> str:
+    """A submodule or parameter attribute name (one level of a node's dotted name)."""
+    if name.startswith("_"):  # nn.Module keeps its own state in underscored attributes
+        name = f"v{name}"
+    return ident(name, ATTR_RESERVED)
+
+
+def is_index(part: str) -> bool:
+    """A level of a dotted name that indexes a ModuleList (``blocks.3``)."""
+    return part.isascii() and part.isdigit() and len(part) <= 9
+
+
+def camel(name: str) -> str:
+    """A class name from a block or arch name (``swin_block`` -> ``SwinBlock``), through :func:`ident`."""
+    return ident("".join(p[:1].upper() + p[1:] for p in re.split(r"[^A-Za-z0-9]+", name) if p) or "Block")
+
+
+def comment_text(text: str) -> str:
+    """Text for a ``#`` comment (shapes, names): one line of printable characters, no quotes
+    or backslashes (a name altered to carry code reads as ``__import__(?os?)``)."""
+    return "".join(ch if (ch.isprintable() and ch not in "\"'\\`") else "?" for ch in text)
+
+
+def doc(text: str) -> str:
+    """Text for the body of a ``\"\"\"docstring\"\"\"``: the string literal evaluates to ``text``
+    (backslashes, quotes and unprintable characters escaped; everything else kept as written)."""
+    out = []
+    for ch in text:
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == '"':
+            out.append('\\"')
+        elif not ch.isprintable():
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+
+
+def state_key(name: str) -> str:
+    """The state_dict / named_parameters name that generated code gives node ``name``."""
+    return ".".join(p if is_index(p) else attr(p) for p in name.split("."))
+
+
+def access(local: str, root: str = "self") -> str:
+    """Code that reaches the submodule at dotted path ``local``: ``self.layers[0].attn``."""
+    out = root
+    for p in local.split("."):
+        out += f"[{int(p)}]" if is_index(p) else f".{attr(p)}"
+    return out
+
+
 
 
 @dataclass
@@ -116,11 +224,18 @@ def _conv_kwargs(c: Ctx, defaults: dict[str, object]) -> str:
     return ", ".join(parts)
 
 
+def _int(v: object) -> str:
+    """An integer written into code; anything else is refused (a graph altered after checking)."""
+    if type(v) is not int:
+        raise LoweringError(f"expected an integer, got {v!r:.60}")
+    return str(v)
+
+
 def _pair(c: Ctx, name: str) -> str:
     """A square (k, k) attribute written as k, as people write kernel sizes."""
     v = getattr(c.op, name)
     if c.const(name) and isinstance(v, tuple) and len(v) == 2 and v[0] == v[1]:
-        return str(v[0])
+        return _int(v[0])
     return c.init_attr(name)
 
 
@@ -254,6 +369,7 @@ LOWER_RULES[O.PooledAttention] = Rule(
 
 # ----------------------------------------------------------------------------- parameter-free
 
+_BINARY = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
 _ACT = {"gelu": "F.gelu({x})", "gelu_tanh": "F.gelu({x}, approximate=\"tanh\")", "relu": "F.relu({x})",
         "silu": "F.silu({x})", "tanh": "torch.tanh({x})", "sigmoid": "torch.sigmoid({x})"}
 
@@ -261,7 +377,13 @@ _ACT = {"gelu": "F.gelu({x})", "gelu_tanh": "F.gelu({x}, approximate=\"tanh\")",
 def _act(c: Ctx) -> str:
     if not c.const("fn"):
         raise LoweringError("the activation must be the same in every instance of a block")
-    return _ACT[c.op.fn].format(x=c.x())  # type: ignore[attr-defined]
+    return _ACT[_choice(c.op.fn, _ACT)].format(x=c.x())  # type: ignore[attr-defined]
+
+
+def _choice(v: object, allowed) -> str:
+    if not isinstance(v, str) or v not in allowed:
+        raise LoweringError(f"unknown choice {v!r:.60}")
+    return v
 
 
 LOWER_RULES[O.Activation] = Rule(forward=_act)
@@ -273,7 +395,7 @@ LOWER_RULES[O.DropPath] = Rule(forward=lambda c: _call(c) if _maybe(c) else c.x(
                                module=lambda c: f"DropPath({c.init_attr('p')})" if _maybe(c) else None,
                                helpers=("DropPath",))
 LOWER_RULES[O.Binary] = Rule(
-    forward=lambda c: f"{c.ins[0]} {dict(add='+', sub='-', mul='*', div='/')[c.op.fn]} {c.p(1)}")  # type: ignore[attr-defined]
+    forward=lambda c: f"{c.ins[0]} {_BINARY[_choice(c.op.fn, _BINARY)]} {c.p(1)}")  # type: ignore[attr-defined]
 LOWER_RULES[O.Matmul] = Rule(forward=lambda c: f"{c.p(0)} @ {c.p(1)}")
 
 
@@ -299,13 +421,14 @@ LOWER_RULES[O.Split] = Rule(forward=lambda c: f"torch.split({c.x()}, {c.fwd_attr
 def _mean(c: Ctx) -> str:
     keep = ", keepdim=True" if c.op.keepdim else ""  # type: ignore[attr-defined]
     dims = c.op.dims  # type: ignore[attr-defined]
-    d = c.fwd_attr("dims") if not c.const("dims") else (str(dims[0]) if len(dims) == 1 else str(tuple(dims)))
+    d = c.fwd_attr("dims") if not c.const("dims") else (
+        _int(dims[0]) if len(dims) == 1 else "(" + ", ".join(_int(x) for x in dims) + ")")
     return f"{c.p()}.mean(dim={d}{keep})"
 
 
 LOWER_RULES[O.Mean] = Rule(forward=_mean)
 def _pool_forward(c: Ctx) -> str:
-    kind = c.op.kind  # type: ignore[attr-defined]
+    kind = _choice(c.op.kind, ("max", "avg"))  # type: ignore[attr-defined]
     x = _padded(c, 'float("-inf")' if kind == "max" else "")
     return f"F.{kind}_pool2d({x}, {c.fwd_attr('kernel')}, {c.fwd_attr('stride')}, {c.fwd_attr('padding')})"
 
@@ -320,7 +443,7 @@ def _take(c: Ctx) -> str:
     op = c.op
     assert isinstance(op, O.Take)
     if c.const("dim") and c.const("index") and op.dim in (1, -c.in_types[0].rank + 1):
-        return f"{c.p()}[:, {op.index}]"
+        return f"{c.p()}[:, {_int(op.index)}]"
     return f"{c.p()}.select({c.fwd_attr('dim')}, {c.fwd_attr('index')})"
 
 
@@ -394,8 +517,7 @@ def _tied(c: Ctx) -> str:
     if not c.const("source"):
         raise LoweringError("a tied head must name the same embedding in every instance of a block")
     src = c.op.source  # type: ignore[attr-defined]
-    path = "self" + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in src.split("."))
-    return f"F.linear({c.x()}, {path}.weight)"
+    return f"F.linear({c.x()}, {access(src)}.weight)"
 
 
 LOWER_RULES[O.TiedLinear] = Rule(forward=_tied)
