@@ -324,7 +324,7 @@ class Elaborator:
                         expr = parse_expr(o.text)
                     except DiagnosticError as err:
                         why = f" ({err.diag.message})" if err.diag.code in ("E0406", "E0701") else ""
-                        raise self.fail("E0701", f"`--set {o.name}={_short(o.text, 40)}`: not a value{why}", o.span,
+                        raise self.fail("E0701", f"`--set {o.name}={_short(o.text, 40)}`: `{_short(o.text, 40)}` is not a value{why}", o.span,
                                         help=f"write a literal of type {p.annot}, e.g. --set {o.name}="
                                              f"{_example(p.annot)}") from None
                     val = self.eval(expr, Frame(env={}, path=""))

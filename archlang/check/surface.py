@@ -121,6 +121,8 @@ def _conv2d(ctx, ins, a):
 
 def same_pad(ctx: BuildCtx, x: TensorType, kernel: tuple[int, int], stride: tuple[int, int]) -> tuple[int, int, int, int]:
     """TensorFlow's SAME padding (left, right, top, bottom): output = ceil(input / stride)."""
+    if x.rank != 4:
+        raise BuildError("E0302", f"`same` padding is for [B, C, H, W], got {x}")
     pads = []
     for n_, k, s_ in ((x.shape[3], kernel[1], stride[1]), (x.shape[2], kernel[0], stride[0])):
         n = _const(ctx, n_, "a spatial size with same padding")
