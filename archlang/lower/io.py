@@ -255,44 +255,20 @@ def _compare_header(model: nn.Module, f: Any, dtype: str) -> None:
 
 
 def _check_memory(graph: Graph, prog: Program, max_memory: int | str | None, dtype: str) -> None:
-    if max_memory is None:
-        return
+    """The budget of :func:`archlang.build` (default: the memory available now), at batch 1."""
     from archlang import api
 
-    check = getattr(api, "_check_budget", None)
     try:
-        if check is not None:
-            check(graph, max_memory, batch=1, train=False, dtype=dtype)
-            return
-        from archlang.cost import cost_graph
-        from archlang.cost.report import budget_diagnostic
-        from archlang.diagnostics import render_text
-
-        limit = _fallback_budget(max_memory)
-        diag = budget_diagnostic(cost_graph(graph, batch=1, dtype=dtype), limit)
-        if diag is not None:
-            raise api.BudgetError([diag], render_text([diag], prog.sources))
+        api._check_budget(graph, max_memory, batch=1, train=False, dtype=dtype, sources=prog.sources)
     except api.SpecError as e:
         raise LoadError(f"the model does not fit the memory budget:\n{e}", e.diagnostics) from None
-
-
-def _fallback_budget(max_memory: int | str) -> int:
-    import os
-
-    from archlang.api import _parse_budget
-
-    if max_memory == "auto":
-        try:
-            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (ValueError, OSError, AttributeError):
-            return 2**62
-    return _parse_budget(max_memory)
 
 
 def load(path: str | Path, *, max_memory: int | str | None = "auto") -> nn.Module:
     """Rebuild a model saved by :func:`save` from its stored spec and load its weights.
 
-    ``max_memory`` ("16GiB", bytes, ``"auto"`` or ``None`` for no limit) refuses, before
+    ``max_memory`` ("16GiB", bytes, ``"auto"``: the memory available now, or ``None``/"off"
+    for no limit; see :func:`archlang.api.budget_bytes`) refuses, before
     allocating the model, one whose estimated inference peak at batch 1 exceeds it.
     Raises :class:`LoadError` for any file it will not load.
     """
