@@ -192,3 +192,17 @@ def test_saved_activations_match_autograd(spec: str, arch: str) -> None:
         model(*example_inputs(model.archlang_graph, batch=2))
     estimated = archlang.cost(spec, arch, batch=2, train=True).saved_bytes
     assert abs(estimated / sum(kept.values()) - 1) < 0.03
+
+
+def test_buffers_in_the_report_json_and_summary() -> None:
+    """Swin-T's relative-position indices (int64) and shift masks: in the JSON, the summary's
+    "buffers" row, and both peaks (parameters and buffers are resident)."""
+    r = CliRunner().invoke(app, ["cost", "specs/swin_t.arch", "--json"])
+    data = json.loads(r.output)
+    assert data["buffer_bytes"] == 1_114_064 and data["param_bytes"] == 28_288_354 * 4
+    assert sum(n["buffer_bytes"] for n in data["nodes"]) == data["buffer_bytes"]
+    rep = archlang.cost("specs/swin_t.arch")
+    assert rep.peak_inference_bytes()[0] > rep.param_bytes + rep.buffer_bytes
+    assert rep.formula("buffer_bytes") == 1_114_064
+    r = CliRunner().invoke(app, ["cost", "specs/swin_t.arch"])
+    assert r.exit_code == 0 and "buffers" in r.output and "1,114,064 bytes" in r.output

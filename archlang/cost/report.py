@@ -3,15 +3,24 @@
 Takes: a checked IR graph, a batch size, a dtype, training or inference, and values for
 the free sizes other than the batch (sequence lengths). Produces: a :class:`CostReport`
 with parameters (trainable / frozen), FLOPs as FlopCounterMode counts them, other FLOPs,
-activation bytes, bytes saved for backward, attention-matrix entries and bytes, and peak
-memory estimates for inference and for one AdamW training step. Every figure is also a
-polynomial in the free sizes (``B``, ``S``...), which :meth:`CostReport.formula` turns into a
-sympy expression. No torch here, and no tensors.
+activation bytes, bytes saved for backward, attention-matrix entries and bytes, the bytes of
+the buffers the built model registers (sinusoid tables, masks, index tables), and peak
+memory estimates for inference and for one AdamW training step (both hold the parameters
+and buffers in the build dtype). Every figure is also a polynomial in the free sizes (``B``,
+``S``...), which :meth:`CostReport.formula` turns into a sympy expression. No torch here,
+and no tensors.
+
+Time is linear in the number of nodes: nodes with the same op and tensor types (the
+repeated blocks of a deep model) share one evaluation of their cost rule, and totals add
+each distinct formula once, times its count.
 """
 
 from __future__ import annotations
 
+import gc
 import json
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +34,7 @@ from archlang.ir.graph import name_levels as levels
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 ADAM_STATE_BYTES = 8  # two fp32 moments per trainable parameter
 FIGURES = ("params", "trainable_params", "flops", "other_flops", "activation_bytes", "saved_bytes",
-           "attention_entries", "attention_bytes", "attention_global_bytes")
+           "attention_entries", "attention_bytes", "attention_global_bytes", "buffer_bytes")
 
 
 def _eval(d: DimLike, sizes: dict[str, int]) -> int:
@@ -54,10 +63,14 @@ class NodeCost:
     attention_per_head: int
     attention_global_per_head: int
     attention_global_bytes: int
+    buffer_bytes: int = 0  # buffers the lowering registers, floating ones in the build dtype
     symbolic: dict[str, DimLike] = field(default_factory=dict, repr=False)
+    #  bytes this node saves for backward in a training step, also in an inference report
+    #  (which then reports saved_bytes = 0); the training peak of any report uses it
+    saved_train_bytes: int = field(default=0, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "symbolic"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("symbolic", "saved_train_bytes")}
 
 
 def params_by_node(graph: Graph) -> dict[str, tuple[int, int]]:
@@ -77,20 +90,45 @@ class CostReport:
                  sizes: dict[str, int] | None = None):
         if dtype not in DTYPE_BYTES:
             raise ValueError(f"dtype is one of {', '.join(DTYPE_BYTES)}, not {dtype!r}")
+        _check_size("batch", batch)
+        for k, v in (sizes or {}).items():
+            _check_size(f"the free size {k}", v)
         self.graph, self.batch, self.dtype, self.train = graph, batch, dtype, train
         self.bytes_per = DTYPE_BYTES[dtype]
         free = sorted({s for n in graph.nodes for t in n.outputs for d in t.shape if isinstance(d, Dim)
                        for s in d.symbols} - {"B"})
         self.sizes = {"B": batch, **{s: 128 for s in free}, **(sizes or {})}
         self.free_sizes = ["B", *free]
-        counts = params_by_node(graph)
         self.nodes: dict[str, NodeCost] = {}
-        for n in graph.nodes:
-            self.nodes[n.name] = self._node(n, *counts[n.name])
+        memo: dict[tuple, tuple[dict[str, DimLike], dict[str, int]]] = {}
+        with _gc_paused():
+            counts = params_by_node(graph)
+            for n in graph.nodes:
+                self.nodes[n.name] = self._node(n, *counts[n.name], memo)
 
     # -- per node
-    def _node(self, n: Node, params: int, trainable: int) -> NodeCost:
-        ins = [self.graph.type_of(r) for r in n.inputs]
+    def _node(self, n: Node, params: int, trainable: int, memo: dict | None = None) -> NodeCost:
+        ins = tuple(self.graph.type_of(r) for r in n.inputs)
+        key: tuple | None = (type(n.op), n.op, ins, n.outputs)
+        try:
+            hit = memo.get(key) if memo is not None else None
+        except TypeError:  # an op with an unhashable attribute: evaluate it alone
+            key, hit = None, None
+        if hit is None:
+            hit = self._figures(n, list(ins))
+            if memo is not None and key is not None:
+                memo[key] = hit
+        sym, ev = hit
+        return NodeCost(name=n.name, op=n.op.op, scope=n.scope, params=params, trainable_params=trainable,
+                        flops=ev["flops"], other_flops=ev["other_flops"], activation_bytes=ev["activation_bytes"],
+                        saved_bytes=ev["saved_bytes"], attention_entries=ev["attention_entries"],
+                        attention_bytes=ev["attention_bytes"], attention_per_head=ev["attention_per_head"],
+                        attention_global_per_head=ev["attention_global_per_head"],
+                        attention_global_bytes=ev["attention_global_bytes"], buffer_bytes=ev["buffer_bytes"],
+                        symbolic={**sym, "params": params}, saved_train_bytes=ev["saved_train_bytes"])
+
+    def _figures(self, n: Node, ins: list) -> tuple[dict[str, DimLike], dict[str, int]]:
+        """A node's figures from its op and tensor types alone: (symbolic, evaluated)."""
         c: OpCost = COST_RULES[type(n.op)](n.op, ins, n.outputs)
         act: DimLike = 0
         if not isinstance(n.op, O.Output | O.Identity):
@@ -99,9 +137,9 @@ class CostReport:
         heads = getattr(n.op, "heads", 1)
         bpe = self.bytes_per
         saved_bytes = mul(c.saved, bpe)
-        if self.train and isinstance(n.op, O.Dropout) and n.op.p > 0:
+        if isinstance(n.op, O.Dropout) and n.op.p > 0:
             saved_bytes = add(saved_bytes, numel(n.outputs[0]))  # the keep-mask, one byte per element
-        if self.train and isinstance(n.op, O.DropPath) and n.op.p > 0:
+        if isinstance(n.op, O.DropPath) and n.op.p > 0:
             saved_bytes = add(saved_bytes, mul(n.outputs[0].shape[0], bpe))  # one scale per sample
         sym = {
             "flops": c.flops, "other_flops": c.other_flops,
@@ -109,15 +147,13 @@ class CostReport:
             "attention_entries": c.attn_entries, "attention_bytes": mul(c.attn_entries, bpe),
             "attention_global_bytes": mul(mul(mul(c.attn_global_per_head, heads), ins[0].shape[0]), bpe)
             if c.attn_entries else 0,
+            "buffer_bytes": c.buffer_bytes(bpe),
         }
         ev = {k: _eval(v, self.sizes) for k, v in sym.items()}
-        return NodeCost(name=n.name, op=n.op.op, scope=n.scope, params=params, trainable_params=trainable,
-                        flops=ev["flops"], other_flops=ev["other_flops"], activation_bytes=ev["activation_bytes"],
-                        saved_bytes=ev["saved_bytes"], attention_entries=ev["attention_entries"],
-                        attention_bytes=ev["attention_bytes"],
-                        attention_per_head=_eval(c.attn_per_head, self.sizes),
-                        attention_global_per_head=_eval(c.attn_global_per_head, self.sizes),
-                        attention_global_bytes=ev["attention_global_bytes"], symbolic={**sym, "params": params})
+        ev["saved_train_bytes"] = ev["saved_bytes"] if self.train else _eval(saved_bytes, self.sizes)
+        ev["attention_per_head"] = _eval(c.attn_per_head, self.sizes)
+        ev["attention_global_per_head"] = _eval(c.attn_global_per_head, self.sizes)
+        return sym, ev
 
     # -- totals
     def _total(self, key: str) -> int:
@@ -163,44 +199,79 @@ class CostReport:
     def attention_global_bytes(self) -> int:
         return self._total("attention_global_bytes")
 
+    @property
+    def buffer_bytes(self) -> int:
+        """Bytes of every buffer the built model registers (floating ones in the build dtype)."""
+        return self._total("buffer_bytes")
+
+    @property
+    def param_bytes(self) -> int:
+        """Bytes of the parameters in the build dtype (LoRA weights included)."""
+        return self.params * self.bytes_per
+
     def attention_layers(self) -> list[NodeCost]:
         return [n for n in self.nodes.values() if n.attention_entries]
 
     # -- memory
-    def peak_inference_bytes(self) -> tuple[int, str]:
-        """Parameters plus the largest set of live activations (and the attention scores
-        being computed), walking the graph in order. Returns (bytes, node at the peak)."""
+    def resident_bytes(self) -> int:
+        """What the built model holds before any input: parameters and buffers, in the
+        build dtype (index buffers in int64)."""
+        return self.param_bytes + self.buffer_bytes
+
+    def inference_parts(self) -> dict[str, Any]:
+        """The inference peak, part by part: ``params`` and ``buffers`` (bytes, resident),
+        ``activations`` (the live activations at the peak, the peak node's output included)
+        and ``attention`` (the scores the peak node computes), their sum ``peak``, and the
+        node ``at`` the peak. One walk over the graph in order, linear in its nodes."""
         last_use: dict[str, int] = {}
         for i, n in enumerate(self.graph.nodes):
             for r in n.inputs:
                 last_use[r.node] = i
         live: dict[str, int] = {}
-        peak, at = 0, ""
+        total = 0  # sum of live.values(), kept up to date
+        peak, acts, attn = 0, 0, 0
+        at = self.graph.nodes[0].name if self.graph.nodes else ""
         for i, n in enumerate(self.graph.nodes):
             nc = self.nodes[n.name]
+            total += nc.activation_bytes - live.get(n.name, 0)
             live[n.name] = nc.activation_bytes
-            now = sum(live.values()) + nc.attention_bytes
+            now = total + nc.attention_bytes
             if now > peak:
-                peak, at = now, n.name
+                peak, at, acts, attn = now, n.name, total, nc.attention_bytes
             for r in n.inputs:
-                if last_use.get(r.node) == i:
-                    live.pop(r.node, None)
-        return self.params * self.bytes_per + peak, at
+                if last_use.get(r.node) == i and r.node in live:
+                    total -= live.pop(r.node)
+        params, buffers = self.param_bytes, self.buffer_bytes
+        return {"params": params, "buffers": buffers, "activations": acts, "attention": attn,
+                "peak": params + buffers + peak, "at": at}
+
+    def peak_inference_bytes(self) -> tuple[int, str]:
+        """Parameters and buffers plus the largest set of live activations (and the attention
+        scores being computed), walking the graph in order. Returns (bytes, node at the
+        peak); the node is never empty for a graph with nodes."""
+        parts = self.inference_parts()
+        return parts["peak"], parts["at"]
+
+    def training_parts(self) -> dict[str, Any]:
+        """The training-step peak, part by part: ``params`` (weights), ``grads`` and
+        ``optimizer`` (AdamW moments) for the trainable ones, ``buffers``, ``saved`` (for
+        backward), ``transient`` (the forward's largest activation plus attention), their sum
+        ``peak``, and ``largest``, the node that saves the most (or holds the most attention)."""
+        trainable = self.trainable_params
+        nodes = self.nodes.values()
+        saved = sum(n.saved_train_bytes for n in nodes)
+        transient = max((n.attention_bytes + n.activation_bytes for n in nodes), default=0)
+        largest = max(nodes, key=lambda n: (n.saved_train_bytes or n.attention_bytes), default=None)
+        parts = {"params": self.param_bytes, "grads": trainable * self.bytes_per,
+                 "optimizer": trainable * ADAM_STATE_BYTES, "buffers": self.buffer_bytes, "saved": saved,
+                 "transient": transient}
+        return {**parts, "peak": sum(parts.values()), "largest": largest.name if largest else ""}
 
     def peak_training_bytes(self) -> tuple[int, str]:
-        """Parameters + gradients + AdamW state for the trainable ones + everything saved
-        for backward + the forward's transient peak. Returns (bytes, largest saver)."""
-        trainable = self.trainable_params
-        weights = self.params * self.bytes_per + trainable * (self.bytes_per + ADAM_STATE_BYTES)
-        saved = sum(n.saved_bytes for n in self.nodes.values()) if self.train else \
-            sum(_eval(self._saved_sym(n), self.sizes) for n in self.graph.nodes)
-        transient = max((n.attention_bytes + n.activation_bytes for n in self.nodes.values()), default=0)
-        biggest = max(self.nodes.values(), key=lambda n: n.saved_bytes or n.attention_bytes).name
-        return weights + saved + transient, biggest
-
-    def _saved_sym(self, n: Node) -> DimLike:
-        ins = [self.graph.type_of(r) for r in n.inputs]
-        return mul(COST_RULES[type(n.op)](n.op, ins, n.outputs).saved, self.bytes_per)
+        """Parameters + gradients + AdamW state for the trainable ones + buffers + everything
+        saved for backward + the forward's transient peak. Returns (bytes, largest saver)."""
+        parts = self.training_parts()
+        return parts["peak"], parts["largest"]
 
     def peak_bytes(self) -> tuple[int, str]:
         return self.peak_training_bytes() if self.train else self.peak_inference_bytes()
@@ -229,13 +300,9 @@ class CostReport:
         if figure not in FIGURES:
             raise KeyError(f"figure is one of {', '.join(FIGURES)}, not {figure!r}")
         nodes = [self.nodes[node]] if node else list(self.nodes.values())
-        total: DimLike = 0
-        for n in nodes:
-            if figure == "trainable_params":
-                total = add(total, n.trainable_params)
-            else:
-                total = add(total, n.symbolic.get(figure, 0))
-        return total
+        if figure == "trainable_params":
+            return sum(n.trainable_params for n in nodes)
+        return sum_dims(n.symbolic.get(figure, 0) for n in nodes)
 
     def formula(self, figure: str, node: str | None = None):
         """The figure as a sympy expression in the free sizes (``B``, ``S``, ...)."""
@@ -275,6 +342,10 @@ class CostReport:
         raise KeyError(f"`{node}` is not an attention layer")
 
     def to_json(self) -> dict[str, Any]:
+        with _gc_paused():
+            return self._to_json()
+
+    def _to_json(self) -> dict[str, Any]:
         peak_inf, at_inf = self.peak_inference_bytes()
         peak_train, at_train = self.peak_training_bytes()
         return {
@@ -284,6 +355,7 @@ class CostReport:
             "activation_bytes": self.activation_bytes, "saved_bytes": self.saved_bytes,
             "attention_entries": self.attention_entries, "attention_bytes": self.attention_bytes,
             "attention_global_bytes": self.attention_global_bytes,
+            "param_bytes": self.param_bytes, "buffer_bytes": self.buffer_bytes,
             "peak_inference_bytes": peak_inf, "peak_inference_at": at_inf,
             "peak_training_bytes": peak_train, "peak_training_largest": at_train,
             "formulas": {k: str(self.formula(k)) for k in ("flops", "activation_bytes", "attention_bytes")},
@@ -296,6 +368,54 @@ class CostReport:
 
     def json(self) -> str:
         return json.dumps(self.to_json(), indent=1)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while many acyclic objects are made (a report of
+    100k nodes): its passes over the growing heap would otherwise cost more than the work."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def sum_dims(values: Iterable[DimLike]) -> DimLike:
+    """The sum of many sizes in time linear in their number: constants are added as ints,
+    and each distinct polynomial once, times how often it occurs (repeated blocks share
+    their figures' objects, so grouping by identity finds them)."""
+    const = 0
+    groups: dict[int, list] = {}
+    for v in values:
+        if isinstance(v, int):
+            const += v
+        else:
+            g = groups.get(id(v))
+            if g is None:
+                groups[id(v)] = [v, 1]
+            else:
+                g[1] += 1
+    total: DimLike = const
+    for v, k in groups.values():
+        total = add(total, mul(v, k))
+    return total
+
+
+MAX_SIZE = 2**60  # a batch or free size beyond this is a typo; bounded so every figure stays countable
+
+
+def _check_size(what: str, v: Any) -> None:
+    """A batch or free size is a whole number from 1 to :data:`MAX_SIZE`."""
+    tail = "" if what == "batch" else " (a free size, like the batch, must be at least 1)"
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"{what} must be a whole number at least 1, not {v!r}{tail}")
+    if v < 1:
+        raise ValueError(f"{what} must be at least 1, not {v}{tail}")
+    if v > MAX_SIZE:
+        raise ValueError(f"{what} must be at most 2**60 = {MAX_SIZE:,}, not {v:,}")
 
 
 def to_sympy(d: DimLike):
@@ -317,31 +437,82 @@ def cost_graph(graph: Graph, batch: int = 1, dtype: str = "float32", train: bool
     return CostReport(graph, batch=batch, dtype=dtype, train=train, sizes=sizes)
 
 
-def budget_diagnostic(rep: CostReport, max_bytes: int):
-    """``None`` when the estimated peak fits ``max_bytes``; else an E0901 diagnostic naming
-    the node responsible for most of it, with its formula in the free sizes."""
-    from archlang.diagnostics import Diagnostic, Label
+def param_and_buffer_bytes(rep: CostReport) -> int:
+    """Bytes the built model holds before any input (parameters and buffers in the build
+    dtype): the least a budget must allow, whatever the batch."""
+    return rep.resident_bytes()
+
+
+def _hb(n: int) -> str:
+    """Human bytes that never overflow (a batch of 10**400 still gets a message)."""
     from archlang.units import human_bytes
 
-    peak, at = rep.peak_bytes()
+    try:
+        return human_bytes(n)
+    except OverflowError:
+        return f"{n:.3e} B"
+
+
+_FIGURE_WORDS = {"params": "parameters", "buffer_bytes": "buffers", "saved_bytes": "bytes saved for backward",
+                 "attention_bytes": "attention bytes", "activation_bytes": "activation bytes"}
+
+
+def budget_diagnostic(rep: CostReport, max_bytes: int):
+    """``None`` when the estimated peak fits ``max_bytes``; else an E0901 diagnostic that
+    counts the parameters, buffers, activations and attention of the peak, and names the
+    node responsible for the largest part of it, with its formula in the free sizes.
+    Never raises for a report."""
+    from archlang.diagnostics import Diagnostic, Label
+
+    nodes = list(rep.nodes.values())
+    if rep.train:
+        parts = rep.training_parts()
+        weights = parts["params"] + parts["grads"] + parts["optimizer"]
+        acts = parts["saved"] + parts["transient"]
+        detail = (f"{_hb(parts['params'])} of parameters, {_hb(parts['grads'] + parts['optimizer'])} of gradients "
+                  f"and AdamW state, {_hb(parts['buffers'])} of buffers, {_hb(parts['saved'])} of activations "
+                  f"saved for backward and {_hb(parts['transient'])} of transient activations and attention")
+    else:
+        parts = rep.inference_parts()
+        weights, acts = parts["params"], parts["activations"] + parts["attention"]
+        detail = (f"{_hb(parts['params'])} of parameters, {_hb(parts['buffers'])} of buffers, "
+                  f"{_hb(parts['activations'])} of live activations and {_hb(parts['attention'])} of attention "
+                  f"matrices")
+    peak = parts["peak"]
     if peak <= max_bytes:
         return None
-    if rep.train:
-        node = max(rep.nodes.values(), key=lambda n: n.saved_bytes + n.attention_bytes)
+    node: NodeCost | None = None
+    figure, share = "", 0
+    if nodes and parts["buffers"] >= max(weights, acts):
+        node = max(nodes, key=lambda n: n.buffer_bytes)
+        figure, share = "buffer_bytes", node.buffer_bytes
+    elif nodes and weights > acts:
+        node = max(nodes, key=lambda n: n.params)
+        figure, share = "params", node.params * rep.bytes_per
+    elif nodes and rep.train:
+        node = max(nodes, key=lambda n: n.saved_bytes + n.attention_bytes)
         figure = "saved_bytes" if node.saved_bytes >= node.attention_bytes else "attention_bytes"
-    else:
-        node = rep.nodes[at]
+        share = getattr(node, figure)
+    elif nodes:
+        node = rep.nodes.get(parts["at"]) or nodes[0]
         figure = "attention_bytes" if node.attention_bytes >= node.activation_bytes else "activation_bytes"
-    share = getattr(node, figure)
-    span = rep.graph.node(node.name).span
-    notes = []
-    scope = next((sc for sc in rep.graph.scopes if sc.path == node.scope), None)
-    if scope is not None:
-        notes.append(Label(f"in `{scope.path}` (block `{scope.block}`), created here", scope.span))
+        share = getattr(node, figure)
+    notes: list = []
+    span = None
+    if node is not None:
+        gnode = rep.graph.by_name.get(node.name)
+        span = gnode.span if gnode is not None else None
+        scope = next((sc for sc in rep.graph.scopes if sc.path == node.scope), None)
+        if scope is not None:
+            notes.append(Label(f"in `{scope.path}` (block `{scope.block}`), created here", scope.span))
+        unit = f" (x {rep.bytes_per} bytes)" if figure == "params" else ""
+        notes.append(Label(f"`{node.name}` ({node.op}) alone holds {_hb(share)} of {_FIGURE_WORDS[figure]}: "
+                           f"{figure} = {rep.formula(figure, node.name)}{unit}"))
     what = "a training step" if rep.train else "inference"
+    hint = ("lower the batch, the input size or the width, use --dtype bfloat16, or raise --max-memory"
+            if figure != "buffer_bytes" else
+            "buffers are allocated when the model is built: shorten the table (e.g. max_len), use --dtype "
+            "bfloat16, or raise --max-memory")
     return Diagnostic(
-        "E0901", f"{what} needs ~{human_bytes(peak)} at batch {rep.batch} ({rep.dtype}), over the budget of "
-                 f"{human_bytes(max_bytes)}", span,
-        notes=[*notes, Label(f"`{node.name}` ({node.op}) alone holds {human_bytes(share)} of {figure.replace('_', ' ')}: "
-                     f"{figure} = {rep.formula(figure, node.name)}")],
-        help="lower the batch, the input size or the width, use --dtype bfloat16, or raise --max-memory")
+        "E0901", f"{what} needs ~{_hb(peak)} at batch {rep.batch} ({rep.dtype}): {detail}; over the budget of "
+                 f"{_hb(max_bytes)}", span, notes=notes, help=hint)

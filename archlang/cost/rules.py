@@ -16,6 +16,12 @@ free sizes. Conventions:
   entries of every head's matrices); ``attn_per_head`` those of one example and one head,
   summed over windows; ``attn_global_per_head`` what one global matrix over the same tokens
   would hold (shown beside windowed and local attention).
+- ``buffer_float`` and ``buffer_int64`` count the elements of the buffers the op's lowering
+  registers (``register_buffer`` in :mod:`archlang.lower.prelude`, and torch's own, such as
+  BatchNorm's running statistics), split by dtype: floating-point buffers take the build
+  dtype (``model.to(dtype)`` casts them), index tables stay int64 (8 bytes) whatever it is.
+  They are allocated when the model is built, before any input arrives: the sinusoidal
+  table of ``sinusoidal_pos(x, max_len = 4000000)`` over 160 channels is 2.56 GB in float32.
 
 ``COST_RULES`` holds one rule per op class; a test fails when an op lacks one.
 """
@@ -38,8 +44,15 @@ class OpCost:
     attn_entries: DimLike = 0
     attn_per_head: DimLike = 0
     attn_global_per_head: DimLike = 0
+    buffer_float: int = 0  # elements of floating-point buffers (build dtype)
+    buffer_int64: int = 0  # elements of int64 buffers (index tables)
+
+    def buffer_bytes(self, bytes_per: int) -> int:
+        """The op's buffers in bytes when floating-point tensors take ``bytes_per`` bytes."""
+        return self.buffer_float * bytes_per + self.buffer_int64 * INT64_BYTES
 
 
+INT64_BYTES = 8
 Rule = Callable[[O.OpBase, list[TensorType], tuple[TensorType, ...]], OpCost]
 COST_RULES: dict[type[O.OpBase], Rule] = {}
 
@@ -113,7 +126,10 @@ def _norm(op: O.OpBase, ins, outs) -> OpCost:
         stats = m(2, x.shape[0], op.groups)
     else:
         stats = m(2, op.channels)
-    return OpCost(other_flops=m(5, numel(outs[0])), saved=s(numel(x), stats))
+    # nn.BatchNorm*d registers running_mean and running_var (float) and num_batches_tracked (int64)
+    buffers = (2 * op.channels, 1) if isinstance(op, O.BatchNorm) else (0, 0)
+    return OpCost(other_flops=m(5, numel(outs[0])), saved=s(numel(x), stats), buffer_float=buffers[0],
+                  buffer_int64=buffers[1])
 
 
 @rule(O.PrependToken)
@@ -123,7 +139,9 @@ def _prepend(op: O.PrependToken, ins, outs) -> OpCost:
 
 @rule(O.PosEmbed)
 def _pos(op: O.PosEmbed, ins, outs) -> OpCost:
-    return OpCost(other_flops=numel(outs[0]))
+    # SinusoidalPositions registers the whole table, pe: [1, max_len, dim]; a learned one is a parameter
+    table = op.length * op.dim if op.kind == "sinusoidal" else 0
+    return OpCost(other_flops=numel(outs[0]), buffer_float=table)
 
 
 def _attn_core(batch: DimLike, heads: int, q_len: DimLike, k_len: DimLike, hd: int) -> OpCost:
@@ -145,6 +163,8 @@ def _sum(*costs: OpCost) -> OpCost:
         out.attn_entries = add(out.attn_entries, c.attn_entries)
         out.attn_per_head = add(out.attn_per_head, c.attn_per_head)
         out.attn_global_per_head = add(out.attn_global_per_head, c.attn_global_per_head)
+        out.buffer_float += c.buffer_float
+        out.buffer_int64 += c.buffer_int64
     return out
 
 
@@ -191,6 +211,10 @@ def _window(op: O.WindowAttention, ins, outs) -> OpCost:
     # broadcast over the batch
     mask = op.heads * n * n * (n_win if any(op.shift) else 1)
     out.saved = s(m(rows, op.dim), _fused_saved(rows, rows, op.inner, op.heads), m(rows, op.inner), mask)
+    # buffers: relative_position_index [n, n] (int64) and, for shifted windows, attn_mask
+    # [windows, n, n] (float; None, so no buffer, without a shift)
+    out.buffer_int64 = n * n
+    out.buffer_float = n_win * n * n if any(op.shift) else 0
     return out
 
 
@@ -290,7 +314,9 @@ def _rel_pos_attention(op: O.RelPosAttention, ins, outs) -> OpCost:
 @rule(O.WindowAttentionV2)
 def _window_v2(op: O.WindowAttentionV2, ins, outs) -> OpCost:
     coords = (2 * op.window[0] - 1) * (2 * op.window[1] - 1)
-    cpb = OpCost(flops=m(2, coords, 2, op.cpb_hidden) + 2 * coords * op.cpb_hidden * op.heads)
+    # relative_coords_table [1, 2wh-1, 2ww-1, 2] (float) beside the buffers of window attention
+    cpb = OpCost(flops=m(2, coords, 2, op.cpb_hidden) + 2 * coords * op.cpb_hidden * op.heads,
+                 buffer_float=coords * 2)
     return _sum(_window(op, ins, outs), cpb)
 
 

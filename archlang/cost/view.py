@@ -50,6 +50,8 @@ def summary(rep: CostReport, growth: dict[str, float] | None = None, size_param:
                   + " (free sizes of the inputs; set them with --size " + f"{free[0]}=...)")
     t.add_row("params", f"{rep.params:,} ({human_count(rep.params)}): {rep.trainable_params:,} trainable, "
                         f"{rep.frozen_params:,} frozen")
+    t.add_row("buffers", f"{human_bytes(rep.buffer_bytes)} ({rep.buffer_bytes:,} bytes) registered by the built model "
+                         "(position tables, masks, index tables), allocated before any input")
     t.add_row("FLOPs", f"{rep.flops:,} ({human_count(rep.flops, 'FLOP')}) in matmul, conv and attention; "
                        f"+{human_count(rep.other_flops)} elementwise, norm and softmax")
     t.add_row("activations", f"{human_bytes(rep.activation_bytes)} forward"
@@ -64,8 +66,9 @@ def summary(rep: CostReport, growth: dict[str, float] | None = None, size_param:
                                f"{big.attention_per_head:,} entries per head{glob}")
     inf, at = rep.peak_inference_bytes()
     tr, _ = rep.peak_training_bytes()
-    t.add_row("peak memory", f"inference ~{human_bytes(inf)} (at `{at}`); a training step with AdamW "
-                             f"~{human_bytes(tr)} (weights, grads, optimizer state, saved activations)")
+    t.add_row("peak memory", f"inference ~{human_bytes(inf)} (at `{at}`; {human_bytes(rep.resident_bytes())} of it "
+                             f"parameters and buffers); a training step with AdamW ~{human_bytes(tr)} (weights, "
+                             "buffers, grads, optimizer state, saved activations)")
     t.add_row("formulas", f"FLOPs = {fmt(rep.symbolic('flops'))}; "
                           f"attention bytes = {fmt(rep.symbolic('attention_bytes'))}")
     if growth and size_param:
