@@ -85,6 +85,27 @@ class Inst:
     def local(self, name: str) -> str:
         return name[len(self.path) + 1:] if self.path else name
 
+    def node_at(self, local: str) -> Node | None:
+        """The first node item named ``local`` (relative to this instance), in O(1)."""
+        return self._index()[0].get(local)
+
+    def children_at(self, local: str) -> list[Inst]:
+        """The child instances at ``local``."""
+        return self._index()[1].get(local, [])
+
+    def _index(self) -> tuple[dict[str, Node], dict[str, list[Inst]]]:
+        idx = self.__dict__.get("_idx")
+        if idx is None:
+            nodes: dict[str, Node] = {}
+            children: dict[str, list[Inst]] = {}
+            for it in self.items:
+                if isinstance(it, Node):
+                    nodes.setdefault(self.local(it.name), it)
+                else:
+                    children.setdefault(self.local(it.path), []).append(it)
+            idx = self.__dict__["_idx"] = (nodes, children)
+        return idx
+
     @property
     def inputs(self) -> tuple[ValueRef, ...]:
         return self.scope.inputs if self.scope else ()
@@ -98,17 +119,27 @@ def build_tree(g: Graph) -> Inst:
     root = Inst(path="", scope=None)
     insts: dict[str, Inst] = {"": root}
     by_path = {s.path: s for s in g.scopes}
+    chains: dict[str, list[str]] = {"": []}
+
+    def parent_path(path: str) -> str:
+        """The longest scope path that is a dotted prefix of ``path`` ("" for the top level)."""
+        i = path.rfind(".")
+        while i >= 0:
+            if path[:i] in by_path:
+                return path[:i]
+            i = path.rfind(".", 0, i)
+        return ""
 
     def chain(path: str) -> list[str]:
-        out = []
-        while path:
-            out.append(path)
-            parent = ""
-            for p in by_path:
-                if path.startswith(p + ".") and len(p) > len(parent):
-                    parent = p
-            path = parent
-        return out[::-1]
+        """The scope paths from the outermost down to ``path``."""
+        todo = []
+        while path not in chains:
+            todo.append(path)
+            path = parent_path(path)
+        for p in reversed(todo):
+            chains[p] = [*chains[path], p]
+            path = p
+        return chains[path]
 
     for n in g.nodes:
         parent = root
@@ -226,16 +257,20 @@ def _choose_args(plan: ClassPlan) -> None:
         return
     varying = [k for k in per_inst[0] if any(v.get(k) != per_inst[0][k] for v in per_inst[1:])]
     used: dict[str, list[Any]] = {}
+    # a block parameter or a dim whose value matches in every instance names the argument
+    candidates: list[str] = []
+    scope0 = plan.instances[0].scope
+    if scope0 is not None:
+        candidates = [p.name for p in scope0.args] + [p.name for p in scope0.dims]
+    scope_values = [_scope_values(i.scope) for i in plan.instances]
+    cand_series: dict[str, list[Any]] = {}
     for key in varying:
         values = [v[key] for v in per_inst]
         name = None
-        # a block parameter or a dim whose value matches in every instance names the argument
-        candidates = []
-        scope0 = plan.instances[0].scope
-        if scope0 is not None:
-            candidates = [p.name for p in scope0.args] + [p.name for p in scope0.dims]
         for cand in candidates:
-            cvals = [_scope_value(i.scope, cand) for i in plan.instances]
+            if cand not in cand_series:
+                cand_series[cand] = [sv.get(cand) for sv in scope_values]
+            cvals = cand_series[cand]
             if cvals == values:
                 name = ident(cand if cand not in ("B",) else "batch")
                 break
@@ -253,6 +288,14 @@ def _choose_args(plan: ClassPlan) -> None:
             plan.args.append(name)
     for inst, vals in zip(plan.instances, per_inst, strict=True):
         inst.ctor = {plan.arg_of[k]: vals[k] for k in varying}
+
+
+def _scope_values(scope: Scope | None) -> dict[str, Any]:
+    """Every parameter and dim of a block instance by name (the first, like :func:`_scope_value`)."""
+    out: dict[str, Any] = {}
+    for p in (*scope.args, *scope.dims) if scope is not None else ():
+        out.setdefault(p.name, p.value)
+    return out
 
 
 def _scope_value(scope: Scope | None, name: str) -> Any:
@@ -566,19 +609,14 @@ def _needs_parens(expr: str) -> bool:
 
 
 def _node_in(inst: Inst, local: str) -> Node:
-    for it in inst.items:
-        if isinstance(it, Node) and inst.local(it.name) == local:
-            return it
+    node = inst.node_at(local)
+    if node is not None:
+        return node
     raise LoweringError(f"instance `{inst.path}` has no node `{local}`")  # pragma: no cover
 
 
 def _matching_children(insts: list[Inst], child_local: str) -> list[Inst]:
-    out = []
-    for inst in insts:
-        for it in inst.items:
-            if isinstance(it, Inst) and inst.local(it.path) == child_local:
-                out.append(it)
-    return out
+    return [child for inst in insts for child in inst.children_at(child_local)]
 
 
 def _child_out_type(graph: Graph, child: Inst, k: int) -> TensorType:
@@ -640,9 +678,8 @@ def _trainability_rules(graph: Graph) -> list[tuple[str, tuple[str, ...]]]:
 
 
 def _no_weight_decay(graph: Graph) -> list[str]:
-    from archlang.ir.adapters import param_table
-
-    return sorted(state_key(p.name) for p in param_table(graph) if p.role in ("token", "pos", "rel_pos"))
+    return sorted(state_key(f"{n.name}.{p.name}" if p.name else n.name) for n in graph.nodes
+                  for p in n.op.parameters() if p.role in ("token", "pos", "rel_pos"))
 
 
 def prelude_sources(names: set[str]) -> list[str]:
