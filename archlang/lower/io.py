@@ -276,6 +276,7 @@ def load(path: str | Path, *, max_memory: int | str | None = "auto") -> nn.Modul
     from safetensors import safe_open
 
     from archlang.lower.build import instantiate
+    from archlang.lower.rules import LoweringError
 
     path = Path(path)
     try:
@@ -288,7 +289,10 @@ def load(path: str | Path, *, max_memory: int | str | None = "auto") -> nn.Modul
         m = _read_meta(f.metadata(), path)
         graph, prog = _rebuild_graph(m)
         dtype = m["dtype"]
-        meta_model, _ = instantiate(graph, dtype=dtype, device="meta")
+        try:
+            meta_model, _ = instantiate(graph, dtype=dtype, device="meta")
+        except LoweringError as e:
+            raise LoadError(f"the stored spec checks but cannot be lowered to PyTorch: {e}") from None
         _compare_header(meta_model, f, dtype)
         del meta_model
         _check_memory(graph, prog, max_memory, dtype)

@@ -77,6 +77,21 @@ def test_round_trip_reads_nothing_from_disk(here: Path) -> None:
     assert isinstance(archlang.load(again, max_memory="1GiB"), torch.nn.Module)
 
 
+def test_spec_given_as_text_and_a_spec_changed_before_saving(here: Path) -> None:
+    text = VIT.read_text()
+    model = archlang.build(text, "vit_digits", depth=1).eval()
+    loaded = load(save(model, here / "text.safetensors")).eval()
+    x = torch.randn(1, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    spec = here / "net.arch"
+    spec.write_text(text)
+    model = archlang.build(spec, "vit_digits", depth=1)
+    spec.write_text(text.replace("mlp_ratio = 2.0", "mlp_ratio = 3.0"))
+    with pytest.raises(ValueError, match="changed since the model was built"):
+        save(model, here / "changed.safetensors")
+
+
 def test_round_trip_with_a_local_module(here: Path) -> None:
     small = {"img": 64, "window": 4, "depths": [1, 1, 2, 1], "embed": 16, "heads": [1, 2, 4, 8]}
     path, model = _saved(here, ROOT / "specs/swin_t_lora.arch", **small)
@@ -102,6 +117,33 @@ def test_bfloat16_is_built_in_bfloat16(here: Path) -> None:
     assert {p.dtype for p in loaded.parameters()} == {torch.bfloat16}
     for (k, a), b in zip(model.state_dict().items(), loaded.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_built_in_the_dtype_not_cast(dtype: str) -> None:
+    """No float32 copy of a weight is ever created: the peak is the model in ``dtype``."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from archlang.lower.build import instantiate
+
+    class Record(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.float32: list[tuple[str, tuple[int, ...]]] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, tuple | list) else [out]:
+                if isinstance(t, torch.Tensor) and t.dtype == torch.float32 and t.numel() > 256:
+                    self.float32.append((str(func), tuple(t.shape)))
+            return out
+
+    g = archlang.graph(ROOT / "specs/resnet50.arch", img=64)
+    with Record() as rec:
+        model, _ = instantiate(g, dtype=dtype)
+    assert rec.float32 == []
+    assert {p.dtype for p in model.parameters()} == {getattr(torch, dtype)}
+    assert torch.get_default_dtype() == torch.float32  # restored
 
 
 def test_swinv2_buffers_follow_the_dtype() -> None:
