@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import re
 import sys
 import types
 from contextlib import contextmanager
@@ -84,6 +85,9 @@ def instantiate(graph: Graph, dtype: str = "float32", device: str | None = None)
 
 
 def write(graph: Graph, out_dir: Path) -> Path:
+    """Write the generated module to ``out_dir/<arch>.py``."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", graph.arch):
+        raise ValueError(f"arch name {graph.arch[:80]!r} is not an identifier, so it names no file")
     source, _ = generate(graph)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{graph.arch}.py"

@@ -171,6 +171,20 @@ def test_names_are_identifiers(name: str) -> None:
     assert "\n" not in comment_text(name) and eval('"""' + doc(name) + '"""') == name
 
 
+def test_module_list_gaps_are_bounded(tmp_path: Path) -> None:
+    """`blocks[99999999]` alone would pad a ModuleList with 10^8 identities: refused."""
+    from archlang.lower.build import write
+    from archlang.lower.rules import LoweringError
+
+    text = "arch gap(k: int = 99999999) {\n  in x: [B, 8]\n  out y = blocks[k]: linear(x, 8)\n}\n"
+    g = archlang.graph(text)
+    with pytest.raises(LoweringError, match="empty entries"):
+        generate(g)
+    assert "nn.ModuleList" in generate(archlang.graph(text, k=3))[0]
+    with pytest.raises(ValueError, match="not an identifier"):
+        write(g.model_copy(update={"arch": "../../evil"}), tmp_path)
+
+
 # ----------------------------------------------------------------------------- linear time
 
 
