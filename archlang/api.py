@@ -240,14 +240,16 @@ def param_groups(model: Any, weight_decay: float = 0.05) -> list[dict]:
     return _groups(model, weight_decay)
 
 
-def arch_signatures(prog: Program) -> list[tuple[str, list[str]]]:
-    """Each arch of the main file with its parameters and effective defaults."""
-    out = []
+def arch_signatures(prog: Program, *, bodies: bool = False) -> list[tuple]:
+    """Each arch of the main file with its parameters and effective defaults; with
+    ``bodies=True`` also the source lines of a variant's body (its freeze/adapt statements),
+    so that two variants of one base do not look identical."""
+    out: list[tuple] = []
     for a in prog.main_archs():
         el = Elaborator(prog)
         chain = el.alias_chain(a.name)
         if not chain:
-            out.append((a.name, ["<error>"]))
+            out.append((a.name, ["<error>"], []) if bodies else (a.name, ["<error>"]))
             continue
         base = chain[-1]
         assert isinstance(base, A.ArchDef)
@@ -264,7 +266,18 @@ def arch_signatures(prog: Program) -> list[tuple[str, list[str]]]:
             else:
                 shown.append(f"{p.name}: {p.annot} = {val}")
         label = a.name if isinstance(a, A.ArchDef) else f"{a.name} = {base.name}"
-        out.append((label, shown if params is not None else [*shown, "<error>"]))
+        shown = shown if params is not None else [*shown, "<error>"]
+        if not bodies:
+            out.append((label, shown))
+            continue
+        body: list[str] = []
+        for alias in (c for c in chain if isinstance(c, A.ArchAlias)):
+            for st in alias.body:
+                line = prog.sources.line(st.span.file, st.span.line) or ""
+                text = line[st.span.col - 1:] if st.span.end_line != st.span.line else \
+                    line[st.span.col - 1:st.span.end_col - 1]
+                body.append(text.strip() + ("" if alias is a else f"   (from {alias.name})"))
+        out.append((label, shown, body))
     return out
 
 

@@ -13,21 +13,63 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+import typer.core
 
 from archlang.diagnostics import Diagnostic, Severity, Sources, render_json, render_text
-from archlang.units import human_count
+from archlang.units import human_bytes, human_count
 
 if TYPE_CHECKING:
     from archlang.ir.graph import Graph
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+class _Command(typer.core.TyperCommand):
+    """A command whose usage line reads `archc build [OPTIONS] SPEC`, as POSIX tools write it."""
+
+    def collect_usage_pieces(self, ctx):  # type: ignore[no-untyped-def]
+        return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in super().collect_usage_pieces(ctx)]
+
+    def get_help_option(self, ctx):  # type: ignore[no-untyped-def]
+        return _flag(super().get_help_option(ctx))
+
+
+class _Group(typer.core.TyperGroup):
+    def get_help_option(self, ctx):  # type: ignore[no-untyped-def]
+        return _flag(super().get_help_option(ctx))
+
+
+def _flag(opt):  # type: ignore[no-untyped-def]
+    if opt is not None:
+        opt.metavar = ""  # `--help` is a flag: no `<bool>` in the type column
+    return opt
+
+
+app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="archlang: compile neural-architecture specs (.arch) to checked IR, costs, diagrams and PyTorch.")
 
-ArchOpt = Annotated[str | None, typer.Option("--arch", "-a", help="Which arch of the file (default: the one named "
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            v = version("archlang")
+        except PackageNotFoundError:  # pragma: no cover - running from a source tree
+            v = "unknown"
+        typer.echo(f"archc (archlang) {v}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", "-V", metavar="", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False,
+          verbose: Annotated[bool, typer.Option("--verbose", "-v", metavar="",
+                                                help="Also show notes that need no action.")] = False) -> None:
+    _Out.verbose = verbose
+
+
+ArchOpt = Annotated[str | None, typer.Option("--arch", "-a", metavar='NAME', help="Which arch of the file (default: the one named "
                                                                   "like the file, or the only one).")]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a parameter: --set img=384 "
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", metavar='KEY=VALUE', help="Override a parameter: --set img=384 "
                                                                       "(repeatable).")]
-FormatOpt = Annotated[str, typer.Option("--format", "-f", help="text or json.")]
+FormatOpt = Annotated[str, typer.Option("--format", "-f", metavar='text|json', help="text or json.")]
 
 
 def _usage(message: str) -> typer.Exit:
@@ -65,23 +107,123 @@ def _need(module: str, extra: str, what: str) -> None:
         raise _usage(f"{what} needs {module}, which is not installed: pip install '{extra}'")
 
 
+class _Out:
+    """How this run prints: verbosity (``-v`` shows notes), colour and the terminal width."""
+
+    verbose = False
+
+    @staticmethod
+    def colour(stream) -> bool:  # type: ignore[no-untyped-def]
+        import os
+
+        if os.environ.get("NO_COLOR"):
+            return False
+        if os.environ.get("FORCE_COLOR"):
+            return True
+        return bool(getattr(stream, "isatty", lambda: False)())
+
+    @staticmethod
+    def width() -> int:
+        import shutil
+
+        return max(40, shutil.get_terminal_size((100, 24)).columns)
+
+
+def _wrap(text: str, indent: int = 4) -> str:
+    """``text`` wrapped to the terminal width, continuation lines indented."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width=_Out.width(), subsequent_indent=" " * indent,
+                                    break_long_words=False, break_on_hyphens=False)) or text
+
+
+_STYLES = (("error", "bold red"), ("warning", "bold yellow"), ("note", "bold cyan"), ("help:", "bold green"))
+
+
+def _styled(text: str) -> str:
+    """Diagnostics with ANSI colour, as rustc prints them on a terminal."""
+    from rich.console import Console
+    from rich.text import Text
+
+    console = Console(force_terminal=True, color_system="standard", width=10_000, highlight=False)
+    out = []
+    for line in text.split("\n"):
+        t = Text(line)
+        stripped = line.lstrip()
+        for prefix, style in _STYLES:
+            if stripped.startswith(prefix):
+                head = line.find(":") + 1 if prefix != "help:" else line.find("help:") + 5
+                t.stylize(style, 0, head)
+                if prefix != "help:":
+                    t.stylize("bold", head)
+                break
+        else:
+            if stripped.startswith("-->") or (stripped[:1].isdigit() and " | " in line) or stripped.startswith("|"):
+                bar = line.find("|") + 1 if "|" in line else line.find("-->") + 3
+                t.stylize("bold blue", 0, bar)
+            if set(stripped.removeprefix("|").strip()) == {"^"}:
+                t.stylize("bold red", line.find("^"))
+            if stripped.startswith("= note:"):
+                t.stylize("bold", 0, line.find(":") + 1)
+        with console.capture() as cap:
+            console.print(t, end="")
+        out.append(cap.get())
+    return "\n".join(out)
+
+
 def _print_diags(diags: list[Diagnostic], sources: Sources, fmt: str) -> None:
-    if not diags:
-        return
+    """Errors and warnings on stderr; notes only with ``-v`` (they need no action)."""
     if fmt == "json":
         return
-    text = render_text(diags, sources)
-    typer.echo(text, err=True)
+    shown = [d for d in diags if _Out.verbose or d.severity is not Severity.NOTE]
+    if not shown:
+        return
+    text = render_text(shown, sources)
+    colour = _Out.colour(sys.stderr)
+    typer.echo(_styled(text) if colour else text, err=True, color=colour)
 
 
 def _dedupe(diags: list[Diagnostic]) -> list[Diagnostic]:
-    seen, out = set(), []
+    """One copy of each diagnostic; the `in arch` notes of its copies become one list."""
+    from archlang.diagnostics import Label
+
+    seen: dict[tuple, tuple[Diagnostic, list[str]]] = {}
     for d in diags:
         key = (d.code, d.message, str(d.span))
-        if key not in seen:
-            seen.add(key)
-            out.append(d)
+        archs = [n.message[len("in arch "):] for n in d.notes if n.message.startswith("in arch `")]
+        if key in seen:
+            seen[key][1].extend(a for a in archs if a not in seen[key][1])
+        else:
+            seen[key] = (d, archs)
+    out = []
+    for d, archs in seen.values():
+        if archs:
+            notes = [n for n in d.notes if not n.message.startswith("in arch `")]
+            what = "in arch" if len(archs) == 1 else "in archs"
+            d = Diagnostic(d.code, d.message, d.span, d.help, [*notes, Label(f"{what} {', '.join(archs)}")],
+                           d.severity)
+        out.append(d)
     return out
+
+
+def _about(diags: list[Diagnostic], arch: str | None) -> list[Diagnostic]:
+    """Warnings and notes say which arch they concern (a file's archs share its blocks);
+    :func:`_dedupe` merges the arch names of the same diagnostic."""
+    from archlang.diagnostics import Label
+
+    if arch is None:
+        return diags
+    return [d if d.is_error else Diagnostic(d.code, d.message, d.span, d.help,
+                                            [*d.notes, Label(f"in arch `{arch}`")], d.severity)
+            for d in diags]
+
+
+def _params(g: Graph) -> tuple[int, int]:
+    """All and trainable parameters, adapters included: the figures `archc cost` reports."""
+    from archlang.ir.adapters import param_table
+
+    table = param_table(g)
+    return sum(p.numel for p in table), sum(p.numel for p in table if p.trainable)
 
 
 def _exit_code(diags: list[Diagnostic]) -> int:
@@ -91,8 +233,8 @@ def _exit_code(diags: list[Diagnostic]) -> int:
     return 2 if all(d.code.startswith("E07") and d.code != "E0703" for d in errors) else 1
 
 
-@app.command()
-def check(spec: Annotated[Path, typer.Argument(help="A .arch file or a folder of them.")],
+@app.command(cls=_Command)
+def check(spec: Annotated[Path, typer.Argument(metavar="SPEC|DIR", help="A .arch file or a folder of them.")],
           arch: ArchOpt = None, set: SetOpt = None, format: FormatOpt = "text") -> None:
     """Parse, elaborate and shape-check a spec; print one summary line per arch."""
     from archlang.check import check_spec, load
@@ -108,18 +250,20 @@ def check(spec: Annotated[Path, typer.Argument(help="A .arch file or a folder of
         diags: list[Diagnostic] = []
         for name in names:
             r = check_spec(prog, name, set or [])
-            diags.extend(r.diagnostics)
+            diags.extend(_about(r.diagnostics, r.arch))  # merged per file below
             if r.graph is not None:
                 g = r.graph
-                entry = {"file": str(f), "arch": g.arch, "ok": True, "params": g.param_count(), "nodes": len(g.nodes),
+                params, trainable = _params(g)
+                entry = {"file": str(f), "arch": g.arch, "ok": True, "params": params, "trainable_params": trainable,
+                         "nodes": len(g.nodes),
                          "inputs": {n.op.name: str(n.outputs[0]) for n in g.input_nodes()},
                          "outputs": {n.op.name: str(g.type_of(n.inputs[0])) for n in g.output_nodes()}}
                 report.append(entry)
                 if format == "text":
                     ins = ", ".join(f"{k}: {v}" for k, v in entry["inputs"].items())
                     outs = ", ".join(f"{k}: {v}" for k, v in entry["outputs"].items())
-                    typer.echo(f"ok  {g.arch:<20} in {ins} -> out {outs}  ({len(g.nodes)} nodes, "
-                               f"{human_count(g.param_count(), sep='')} params)")
+                    typer.echo(_wrap(f"ok  {g.arch:<20} in {ins} -> out {outs}  ({len(g.nodes)} nodes, "
+                                     f"{human_count(params, sep='')} params)", indent=24))
             elif r.arch is not None:
                 report.append({"file": str(f), "arch": r.arch, "ok": False})
         diags = _dedupe(diags)
@@ -133,8 +277,8 @@ def check(spec: Annotated[Path, typer.Argument(help="A .arch file or a folder of
     raise typer.Exit(_exit_code(all_diags))
 
 
-@app.command("list")
-def list_(spec: Annotated[Path, typer.Argument(help="A .arch file or a folder of them.")]) -> None:
+@app.command("list", cls=_Command)
+def list_(spec: Annotated[Path, typer.Argument(metavar="SPEC|DIR", help="A .arch file or a folder of them.")]) -> None:
     """List the archs each spec defines, with their parameters and defaults."""
     from archlang.api import arch_signatures
     from archlang.check import load
@@ -147,13 +291,15 @@ def list_(spec: Annotated[Path, typer.Argument(help="A .arch file or a folder of
             code = 1
             continue
         typer.echo(f"{f}:")
-        for name, params in arch_signatures(prog):
-            typer.echo(f"  {name}({', '.join(params)})")
+        for name, params, body in arch_signatures(prog, bodies=True):
+            typer.echo(_wrap(f"  {name}({', '.join(params)})", indent=6))
+            for line in body:
+                typer.echo(_wrap(f"      {line}", indent=8))
     raise typer.Exit(code)
 
 
-@app.command()
-def ir(spec: Annotated[Path, typer.Argument(help="A .arch file.")], arch: ArchOpt = None, set: SetOpt = None) -> None:
+@app.command(cls=_Command)
+def ir(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch file.")], arch: ArchOpt = None, set: SetOpt = None) -> None:
     """Print the elaborated IR of one arch as JSON."""
     from archlang.check import check_spec
 
@@ -164,18 +310,18 @@ def ir(spec: Annotated[Path, typer.Argument(help="A .arch file.")], arch: ArchOp
     typer.echo(r.graph.model_dump_json(indent=1))
 
 
-@app.command()
-def build(spec: Annotated[Path, typer.Argument(help="A .arch file.")], arch: ArchOpt = None, set: SetOpt = None,
-          out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("build"),
-          compile: Annotated[bool, typer.Option("--compile", help="Also check that torch.compile(fullgraph=True) "
+@app.command(cls=_Command)
+def build(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch file.")], arch: ArchOpt = None, set: SetOpt = None,
+          out: Annotated[Path, typer.Option("--out", "-o", metavar='DIR', help="Output folder.")] = Path("build"),
+          compile: Annotated[bool, typer.Option("--compile", metavar="", help="Also check that torch.compile(fullgraph=True) "
                                                                "compiles the model (takes a while).")] = False,
-          max_memory: Annotated[str, typer.Option("--max-memory", help="Refuse the model if its estimated peak "
+          max_memory: Annotated[str, typer.Option("--max-memory", metavar='SIZE', help="Refuse the model if its estimated peak "
                                                   "memory exceeds this, e.g. 16GiB; `auto` (the default) is the "
                                                   "memory available now, `off` is no limit.")] = "auto",
-          batch: Annotated[int, typer.Option("--batch", "-b", min=1, help="Batch size for the cost report and "
+          batch: Annotated[int, typer.Option("--batch", "-b", metavar='N', min=1, help="Batch size for the cost report and "
                                                                           "--max-memory.")] = 1,
-          train: Annotated[bool, typer.Option("--train", help="Budget a training step, not inference.")] = False,
-          dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16: the dtype of the "
+          train: Annotated[bool, typer.Option("--train", metavar="", help="Budget a training step, not inference.")] = False,
+          dtype: Annotated[str, typer.Option("--dtype", metavar='DTYPE', help="float32, bfloat16 or float16: the dtype of the "
                                                              "model, the cost report and --max-memory.")] = "float32",
           ) -> None:
     """Generate a standalone PyTorch module, DIR/<arch>.py, with <arch>.cost.json beside it."""
@@ -222,11 +368,13 @@ def build(spec: Annotated[Path, typer.Argument(help="A .arch file.")], arch: Arc
         raise _usage(f"cannot write to {out}: {e.strerror or e}") from None
     ins = ", ".join(f"{n.op.name}: {n.outputs[0]}" for n in g.input_nodes())
     outs = ", ".join(f"{n.op.name}: {g.type_of(n.inputs[0])}" for n in g.output_nodes())
-    typer.echo(f"{g.arch}  ({human_count(g.param_count(), sep='')} params, {g.param_count():,})")
+    params, trainable = _params(g)
+    typer.echo(f"{g.arch}  ({human_count(params, sep='')} params, {params:,}"
+               + (f"; {trainable:,} trainable)" if trainable != params else ")"))
     typer.echo(f"  in   {ins}")
     typer.echo(f"  out  {outs}")
     typer.echo(f"  wrote {path}  (class {cls_name}; `from {g.arch} import build; model = build()`)")
-    typer.echo(f"  wrote {cost_path}  ({rep.flops / 1e9:.2f} GFLOP, peak ~{rep.peak_bytes()[0] / 2**20:.0f} MiB "
+    typer.echo(f"  wrote {cost_path}  ({human_count(rep.flops, 'FLOP')}, peak ~{human_bytes(rep.peak_bytes()[0])} "
                f"at batch {batch})")
     _write_diagram(g, out)
     if compile:
@@ -251,20 +399,32 @@ def _write_diagram(g: Graph, out: Path) -> None:
 
 
 def _compile_check(g, source: str) -> None:
+    """Compile the model with ``torch.compile(fullgraph=True)`` and run it once, saying so
+    first (it takes a while); torch's own log lines are kept unless compiling fails."""
+    import contextlib
+    import io
     import time
 
-    import torch
-
-    from archlang.lower.build import load_source
-    from archlang.lower.example import example_inputs
-
-    module = load_source(source, g.arch)
-    model = module.build().eval()
-    inputs = example_inputs(g, batch=1)
+    typer.echo("  compiling with torch.compile(fullgraph=True) (about a minute for a full-size model) ...")
+    log = io.StringIO()
     t0 = time.perf_counter()
-    compiled = torch.compile(model, fullgraph=True)
-    with torch.no_grad():
-        compiled(*inputs)
+    try:
+        with contextlib.redirect_stderr(log), contextlib.redirect_stdout(log):
+            import torch
+
+            from archlang.lower.build import load_source
+            from archlang.lower.example import example_inputs
+
+            module = load_source(source, g.arch)
+            model = module.build().eval()
+            inputs = example_inputs(g, batch=1)
+            compiled = torch.compile(model, fullgraph=True)
+            with torch.no_grad():
+                compiled(*inputs)
+    except Exception as e:  # a graph break or a compiler error: say what torch said
+        typer.echo(log.getvalue()[-4000:], err=True)
+        typer.echo(f"error[E0801]: torch.compile(fullgraph=True) failed: {type(e).__name__}: {str(e)[:500]}", err=True)
+        raise typer.Exit(1) from None
     typer.echo(f"  torch.compile(fullgraph=True): ok, no graph breaks ({time.perf_counter() - t0:.1f} s)")
 
 
@@ -296,17 +456,17 @@ def _parse_sweep(sweep: str, params: list[str]) -> tuple[str, list[int]]:
     return param, [int(v) for v in items]
 
 
-@app.command()
-def cost(spec: Annotated[Path, typer.Argument(help="A .arch file.")], arch: ArchOpt = None, set: SetOpt = None,
-         batch: Annotated[int, typer.Option("--batch", "-b", min=1, help="Batch size.")] = 1,
-         dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.")] = "float32",
-         train: Annotated[bool, typer.Option("--train", help="Count a training step (saved activations, "
+@app.command(cls=_Command)
+def cost(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch file.")], arch: ArchOpt = None, set: SetOpt = None,
+         batch: Annotated[int, typer.Option("--batch", "-b", metavar='N', min=1, help="Batch size.")] = 1,
+         dtype: Annotated[str, typer.Option("--dtype", metavar='DTYPE', help="float32, bfloat16 or float16.")] = "float32",
+         train: Annotated[bool, typer.Option("--train", metavar="", help="Count a training step (saved activations, "
                                                              "gradients, AdamW state).")] = False,
-         depth: Annotated[int, typer.Option("--depth", "-d", help="Levels of the hierarchy to show.")] = 1,
-         size: Annotated[list[str] | None, typer.Option("--size", help="Value of a free size, e.g. S=128.")] = None,
-         sweep: Annotated[str | None, typer.Option("--sweep", help="Vary a parameter: img=224,384,512.")] = None,
-         plot: Annotated[Path | None, typer.Option("--plot", help="With --sweep: draw curves to FILE.png|svg.")] = None,
-         as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False) -> None:
+         depth: Annotated[int, typer.Option("--depth", "-d", metavar='N', help="Levels of the hierarchy to show.")] = 1,
+         size: Annotated[list[str] | None, typer.Option("--size", metavar='NAME=N', help="Value of a free size, e.g. S=128.")] = None,
+         sweep: Annotated[str | None, typer.Option("--sweep", metavar='PARAM=V1,V2,...', help="Vary a parameter: img=224,384,512.")] = None,
+         plot: Annotated[Path | None, typer.Option("--plot", metavar='FILE', help="With --sweep: draw curves to FILE.png|svg.")] = None,
+         as_json: Annotated[bool, typer.Option("--json", metavar="", help="Print the report as JSON.")] = False) -> None:
     """Cost report before training: params, FLOPs, activation and attention memory, formulas."""
     from rich.console import Console
 
@@ -376,24 +536,24 @@ def cost(spec: Annotated[Path, typer.Argument(help="A .arch file.")], arch: Arch
     raise typer.Exit(0)
 
 
-@app.command()
-def render(spec: Annotated[Path, typer.Argument(help="A .arch file.")], arch: ArchOpt = None, set: SetOpt = None,
-           out: Annotated[Path | None, typer.Option("--out", "-o", help="FILE.svg, .png, .pdf or .dot "
+@app.command(cls=_Command)
+def render(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch file.")], arch: ArchOpt = None, set: SetOpt = None,
+           out: Annotated[Path | None, typer.Option("--out", "-o", metavar='FILE', help="FILE.svg, .png, .pdf or .dot "
                                                     "(default: <arch>.svg in the current folder).")] = None,
-           depth: Annotated[int | None, typer.Option("--depth", "-d", min=1, help=(
+           depth: Annotated[int | None, typer.Option("--depth", "-d", metavar='N', min=1, help=(
                "Levels of the name hierarchy drawn open: 1 shows the top level (Swin-T: patch embedding, "
                "four stages, head) with groups as boxes; each level more opens them (2: a stage's blocks, "
                "3: a block's ops). Default: the deepest level whose drawing is at most 12 nodes tall, so it "
                "fits one screen (Swin-T, ViT-B/16, MLP-Mixer: 1; the Transformer: 2)."))] = None,
-           cost: Annotated[bool, typer.Option("--cost", help="Colour nodes by their share of FLOPs "
+           cost: Annotated[bool, typer.Option("--cost", metavar="", help="Colour nodes by their share of FLOPs "
                                                              "(see --cost-by) and annotate params.")] = False,
-           cost_by: Annotated[str, typer.Option("--cost-by", help="With --cost: flops, memory (activations) "
+           cost_by: Annotated[str, typer.Option("--cost-by", metavar='flops|memory|params', help="With --cost: flops, memory (activations) "
                                                                   "or params.")] = "flops",
-           no_collapse: Annotated[bool, typer.Option("--no-collapse", help="Draw every instance of repeated "
+           no_collapse: Annotated[bool, typer.Option("--no-collapse", metavar="", help="Draw every instance of repeated "
                                                                            "blocks (no ×N boxes).")] = False,
-           dropout: Annotated[bool, typer.Option("--dropout", help="Also draw dropout and drop-path nodes "
+           dropout: Annotated[bool, typer.Option("--dropout", metavar="", help="Also draw dropout and drop-path nodes "
                                                                    "(identities at inference).")] = False,
-           dpi: Annotated[int | None, typer.Option("--dpi", min=1, help="Resolution of a PNG "
+           dpi: Annotated[int | None, typer.Option("--dpi", metavar='N', min=1, help="Resolution of a PNG "
                                                                          "(Graphviz's default: 96).")] = None
            ) -> None:
     """Draw the architecture from its IR: clusters for stages and blocks, ×N for repeats, shapes on edges."""
@@ -425,7 +585,7 @@ def render(spec: Annotated[Path, typer.Argument(help="A .arch file.")], arch: Ar
     raise typer.Exit(0)
 
 
-@app.command()
+@app.command(cls=_Command)
 def ops() -> None:
     """List the primitive operations and their arguments."""
     from archlang.check.surface import REQUIRED, SURFACE
@@ -435,7 +595,21 @@ def ops() -> None:
         args = [*s.tensors, *(a.name if a.default is REQUIRED else f"{a.name}={_lit(a.default)}" for a in s.args)]
         if s.extra_kwargs:
             args.append("**sizes")
-        typer.echo(f"{name}({', '.join(args)})\n    {s.doc}")
+        typer.echo(_wrap(f"{name}({', '.join(args)})", indent=4))
+        typer.echo(_wrap(f"    {s.doc}", indent=4))
+
+
+@app.command(cls=_Command)
+def explain(code: Annotated[str, typer.Argument(metavar="CODE", help="A diagnostic code, e.g. E0501.")]) -> None:
+    """Explain a diagnostic code: what it means and how to fix it (from docs/errors.md)."""
+    from archlang.diagnostics import CODES, did_you_mean, explanation
+
+    key = code.strip().upper()
+    text = explanation(key)
+    if text is None:
+        hint = did_you_mean(key, CODES)
+        raise _usage(f"no diagnostic `{code[:20]}`" + (f"; {hint}" if hint else "; codes look like E0501"))
+    typer.echo(text)
 
 
 def _lit(v: object) -> str:

@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
@@ -75,11 +76,33 @@ CODES: dict[str, str] = {
     "E0701": "bad --set",
     "E0702": "cannot read spec",
     "E0703": "bad adapter selector",
+    "E0704": "drawing too large",
+    "E0705": "Graphviz failed",
+    "E0706": "cannot write the output",
     "E0801": "cannot lower to PyTorch",
     "E0901": "estimated memory exceeds the budget",
     "W0501": "window clamped to the grid",
     "W0502": "grid padded to a multiple of the window",
 }
+
+
+ERRORS_DOC = Path(__file__).resolve().parent.parent / "docs" / "errors.md"
+
+
+def explanation(code: str) -> str | None:
+    """The long explanation of ``code``: its section of docs/errors.md (or, where the docs
+    are not installed, its one-line description); ``None`` for an unknown code."""
+    if code not in CODES:
+        return None
+    try:
+        text = ERRORS_DOC.read_text()
+    except OSError:
+        return f"{code}: {CODES[code]}\n(the long explanations are in docs/errors.md of the source tree)"
+    head = f"## {code}:"
+    if head not in text:
+        return f"{code}: {CODES[code]}"
+    section = text.split(head, 1)[1].split("\n## ", 1)[0]
+    return f"{code}:{section}".rstrip()
 
 
 @dataclass
