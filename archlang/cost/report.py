@@ -64,6 +64,7 @@ class NodeCost:
     attention_global_per_head: int
     attention_global_bytes: int
     buffer_bytes: int = 0  # buffers the lowering registers, floating ones in the build dtype
+    build_scratch_bytes: int = 0  # temporaries while its module is constructed
     symbolic: dict[str, DimLike] = field(default_factory=dict, repr=False)
     #  bytes this node saves for backward in a training step, also in an inference report
     #  (which then reports saved_bytes = 0); the training peak of any report uses it
@@ -125,6 +126,7 @@ class CostReport:
                         attention_bytes=ev["attention_bytes"], attention_per_head=ev["attention_per_head"],
                         attention_global_per_head=ev["attention_global_per_head"],
                         attention_global_bytes=ev["attention_global_bytes"], buffer_bytes=ev["buffer_bytes"],
+                        build_scratch_bytes=ev["build_scratch_bytes"],
                         symbolic={**sym, "params": params}, saved_train_bytes=ev["saved_train_bytes"])
 
     def _figures(self, n: Node, ins: list) -> tuple[dict[str, DimLike], dict[str, int]]:
@@ -152,6 +154,7 @@ class CostReport:
         ev = {k: _eval(v, self.sizes) for k, v in sym.items()}
         ev["saved_train_bytes"] = ev["saved_bytes"] if self.train else _eval(saved_bytes, self.sizes)
         ev["attention_per_head"] = _eval(c.attn_per_head, self.sizes)
+        ev["build_scratch_bytes"] = c.build_scratch
         ev["attention_global_per_head"] = _eval(c.attn_global_per_head, self.sizes)
         return sym, ev
 
@@ -218,6 +221,14 @@ class CostReport:
         build dtype (index buffers in int64)."""
         return self.param_bytes + self.buffer_bytes
 
+    def build_peak_bytes(self) -> tuple[int, str]:
+        """The high-water mark of constructing the model: everything resident plus the
+        largest temporaries one module needs while it is built (a sinusoidal table's
+        float32 sines). Returns (bytes, that module's node, or "" when none needs any)."""
+        big = max(self.nodes.values(), key=lambda n: n.build_scratch_bytes, default=None)
+        scratch = big.build_scratch_bytes if big is not None else 0
+        return self.resident_bytes() + scratch, big.name if scratch else ""
+
     def inference_parts(self) -> dict[str, Any]:
         """The inference peak, part by part: ``params`` and ``buffers`` (bytes, resident),
         ``activations`` (the live activations at the peak, the peak node's output included)
@@ -242,13 +253,18 @@ class CostReport:
                 if last_use.get(r.node) == i and r.node in live:
                     total -= live.pop(r.node)
         params, buffers = self.param_bytes, self.buffer_bytes
-        return {"params": params, "buffers": buffers, "activations": acts, "attention": attn,
+        build, build_at = self.build_peak_bytes()
+        if build > params + buffers + peak:  # building the model needs more than running it
+            return {"params": params, "buffers": buffers, "activations": 0, "attention": 0,
+                    "build_scratch": build - params - buffers, "peak": build, "at": build_at}
+        return {"params": params, "buffers": buffers, "activations": acts, "attention": attn, "build_scratch": 0,
                 "peak": params + buffers + peak, "at": at}
 
     def peak_inference_bytes(self) -> tuple[int, str]:
         """Parameters and buffers plus the largest set of live activations (and the attention
-        scores being computed), walking the graph in order. Returns (bytes, node at the
-        peak); the node is never empty for a graph with nodes."""
+        scores being computed), walking the graph in order, or the build's high-water mark
+        when that is higher. Returns (bytes, node at the peak); the node is never empty for
+        a graph with nodes."""
         parts = self.inference_parts()
         return parts["peak"], parts["at"]
 
@@ -265,7 +281,9 @@ class CostReport:
         parts = {"params": self.param_bytes, "grads": trainable * self.bytes_per,
                  "optimizer": trainable * ADAM_STATE_BYTES, "buffers": self.buffer_bytes, "saved": saved,
                  "transient": transient}
-        return {**parts, "peak": sum(parts.values()), "largest": largest.name if largest else ""}
+        step = sum(parts.values())
+        build, _ = self.build_peak_bytes()
+        return {**parts, "peak": max(step, build), "largest": largest.name if largest else ""}
 
     def peak_training_bytes(self) -> tuple[int, str]:
         """Parameters + gradients + AdamW state for the trainable ones + buffers + everything
@@ -356,6 +374,7 @@ class CostReport:
             "attention_entries": self.attention_entries, "attention_bytes": self.attention_bytes,
             "attention_global_bytes": self.attention_global_bytes,
             "param_bytes": self.param_bytes, "buffer_bytes": self.buffer_bytes,
+            "build_peak_bytes": self.build_peak_bytes()[0],
             "peak_inference_bytes": peak_inf, "peak_inference_at": at_inf,
             "peak_training_bytes": peak_train, "peak_training_largest": at_train,
             "formulas": {k: str(self.formula(k)) for k in ("flops", "activation_bytes", "attention_bytes")},
@@ -477,13 +496,14 @@ def budget_diagnostic(rep: CostReport, max_bytes: int):
         weights, acts = parts["params"], parts["activations"] + parts["attention"]
         detail = (f"{_hb(parts['params'])} of parameters, {_hb(parts['buffers'])} of buffers, "
                   f"{_hb(parts['activations'])} of live activations and {_hb(parts['attention'])} of attention "
-                  f"matrices")
+                  f"matrices" + (f", {_hb(parts['build_scratch'])} of temporaries while it is built"
+                                 if parts["build_scratch"] else ""))
     peak = parts["peak"]
     if peak <= max_bytes:
         return None
     node: NodeCost | None = None
     figure, share = "", 0
-    if nodes and parts["buffers"] >= max(weights, acts):
+    if nodes and parts["buffers"] + parts.get("build_scratch", 0) >= max(weights, acts):
         node = max(nodes, key=lambda n: n.buffer_bytes)
         figure, share = "buffer_bytes", node.buffer_bytes
     elif nodes and weights > acts:
@@ -506,8 +526,10 @@ def budget_diagnostic(rep: CostReport, max_bytes: int):
         if scope is not None:
             notes.append(Label(f"in `{scope.path}` (block `{scope.block}`), created here", scope.span))
         unit = f" (x {rep.bytes_per} bytes)" if figure == "params" else ""
+        scratch = (f"; building it holds {_hb(node.build_scratch_bytes)} more of temporaries"
+                   if figure == "buffer_bytes" and node.build_scratch_bytes else "")
         notes.append(Label(f"`{node.name}` ({node.op}) alone holds {_hb(share)} of {_FIGURE_WORDS[figure]}: "
-                           f"{figure} = {rep.formula(figure, node.name)}{unit}"))
+                           f"{figure} = {rep.formula(figure, node.name)}{unit}{scratch}"))
     what = "a training step" if rep.train else "inference"
     hint = ("lower the batch, the input size or the width, use --dtype bfloat16, or raise --max-memory"
             if figure != "buffer_bytes" else

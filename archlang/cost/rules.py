@@ -22,6 +22,8 @@ free sizes. Conventions:
   dtype (``model.to(dtype)`` casts them), index tables stay int64 (8 bytes) whatever it is.
   They are allocated when the model is built, before any input arrives: the sinusoidal
   table of ``sinusoidal_pos(x, max_len = 4000000)`` over 160 channels is 2.56 GB in float32.
+- ``build_scratch`` is the bytes of the temporaries that constructing the op's module holds
+  beside its buffers (float32 sines and cosines of the sinusoidal table: as much again).
 
 ``COST_RULES`` holds one rule per op class; a test fails when an op lacks one.
 """
@@ -46,6 +48,7 @@ class OpCost:
     attn_global_per_head: DimLike = 0
     buffer_float: int = 0  # elements of floating-point buffers (build dtype)
     buffer_int64: int = 0  # elements of int64 buffers (index tables)
+    build_scratch: int = 0  # bytes of temporaries while the module is constructed
 
     def buffer_bytes(self, bytes_per: int) -> int:
         """The op's buffers in bytes when floating-point tensors take ``bytes_per`` bytes."""
@@ -141,7 +144,9 @@ def _prepend(op: O.PrependToken, ins, outs) -> OpCost:
 def _pos(op: O.PosEmbed, ins, outs) -> OpCost:
     # SinusoidalPositions registers the whole table, pe: [1, max_len, dim]; a learned one is a parameter
     table = op.length * op.dim if op.kind == "sinusoidal" else 0
-    return OpCost(other_flops=numel(outs[0]), buffer_float=table)
+    # while it is filled, the float32 angles and their sines (then cosines) exist beside it
+    scratch = 2 * op.length * ((op.dim + 1) // 2) * 4 if table else 0
+    return OpCost(other_flops=numel(outs[0]), buffer_float=table, build_scratch=scratch)
 
 
 def _attn_core(batch: DimLike, heads: int, q_len: DimLike, k_len: DimLike, hd: int) -> OpCost:

@@ -149,7 +149,8 @@ def test_sinusoidal_table_is_counted_and_refused(monkeypatch: pytest.MonkeyPatch
     assert diag is not None and diag.code == "E0901"
     text = diag.message + " ".join(n.message for n in diag.notes)
     assert "`pos`" in text and "buffer_bytes = 2560000000" in text and "buffers" in diag.message
-    assert budget_diagnostic(rep, 3 * 2**30) is None
+    assert rep.build_peak_bytes() == (2 * rep.buffer_bytes, "pos")  # float32 sines beside the table
+    assert budget_diagnostic(rep, 3 * 2**30) is not None and budget_diagnostic(rep, 5 * 2**30) is None
     half = archlang.cost(SINUSOIDAL, dtype="bfloat16")
     assert half.buffer_bytes == rep.buffer_bytes // 2
 
@@ -163,6 +164,44 @@ def test_sinusoidal_table_is_counted_and_refused(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(archlang.api.BudgetError) as err:
         archlang.build(SINUSOIDAL, max_memory="100MiB")
     assert "`pos`" in str(err.value) and "2560000000" in str(err.value)
+
+
+BUILD_RSS = """
+import re, sys
+import torch  # noqa: F401 - imported before the first reading: its libraries are not the model
+import archlang
+import archlang.lower.build
+
+def status(key):
+    return int(re.search(key + r":\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
+
+spec = sys.argv[1]
+before = status("VmRSS")
+open("/proc/self/clear_refs", "w").write("5")  # the high-water mark starts again from now
+archlang.build(spec, max_memory="64GiB")
+print(status("VmHWM") - before)
+"""
+
+
+def test_build_high_water_matches_the_estimate() -> None:
+    """Constructing a 256 MB sinusoidal table peaks at about twice the table (the process's
+    resident high-water mark, reset just before the build), as build_peak_bytes says."""
+    pytest.importorskip("torch")
+    import subprocess
+    import sys
+
+    spec = SINUSOIDAL.replace("4000000", "400000")
+    est, at = archlang.cost(spec).build_peak_bytes()
+    assert at == "pos" and est == 2 * 400_000 * 160 * 4
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("needs Linux's /proc/self/status and clear_refs")
+    r = subprocess.run([sys.executable, "-c", BUILD_RSS, spec], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    if r.returncode != 0 and "clear_refs" in r.stderr:
+        pytest.skip("cannot reset the high-water mark here")
+    assert r.returncode == 0, r.stderr
+    measured = int(r.stdout.split()[-1])
+    assert 0.85 * est < measured < 1.25 * est, (measured, est)
 
 
 def test_budget_message_counts_every_part() -> None:
