@@ -195,11 +195,34 @@ def residual_inputs(g: Graph) -> set[tuple[str, int]]:
     return out
 
 
+class GraphInfo:
+    """What every drawing of one graph shares, computed once: each node's :class:`Look`, the
+    residual skips and the edge label of each tensor (``default_depth`` builds a scene per level)."""
+
+    def __init__(self, g: Graph) -> None:
+        self.looks = {n.name: look(n.op, [g.type_of(r) for r in n.inputs], n.outputs) for n in g.nodes}
+        self.residual = residual_inputs(g)
+        self._types: dict[tuple[str, int], str] = {}
+        self._by_type: dict[TensorType, str] = {}
+        self.g = g
+
+    def type_text(self, node: str, index: int) -> str:
+        key = (node, index)
+        text = self._types.get(key)
+        if text is None:
+            t = self.g.by_name[node].outputs[index]
+            text = self._by_type.get(t)
+            if text is None:
+                text = self._by_type[t] = _type_text(t)
+            self._types[key] = text
+        return text
+
+
 class Scene:
     """The drawn items of one graph at one depth; :meth:`to_dot` writes them."""
 
     def __init__(self, g: Graph, root: Group, depth: int, *, collapse: bool = True, dropout: bool = False,
-                 costs: Costs | None = None, max_depth: int | None = None) -> None:
+                 costs: Costs | None = None, max_depth: int | None = None, info: GraphInfo | None = None) -> None:
         self.g, self.depth, self.collapse, self.dropout, self.costs = g, depth, collapse, dropout, costs
         self.max_depth = max_depth
         self.body: list[DrawNode | Cluster] = []
@@ -211,7 +234,8 @@ class Scene:
         self._repeats = 0
         self.vnames = root.vnames or {n.name: n.name for n in g.nodes}
         self.by_vname = {v: k for k, v in self.vnames.items()}
-        self._looks = {n.name: look(n.op, [g.type_of(r) for r in n.inputs], n.outputs) for n in g.nodes}
+        self.info = info if info is not None else GraphInfo(g)
+        self._looks = self.info.looks
         self._walk(root.items, 1, self.body)
         self.edges = self._edges()
 
@@ -368,7 +392,7 @@ class Scene:
         return False
 
     def _edges(self) -> list[Edge]:
-        residual = residual_inputs(self.g)
+        residual = self.info.residual
         edges: dict[tuple[str, str], Edge] = {}
         labelled: set[tuple[str, str]] = set()
         for n in self.g.nodes:
@@ -390,7 +414,7 @@ class Scene:
                     kind = "data"
                 e.kinds.append(kind)
                 io = self.nodes[tail].kind == "input" or self.nodes[head].kind == "output"
-                text = _type_text(self.g.type_of(r))
+                text = self.info.type_text(r.node, r.index)
                 src = self.g.by_name[r.node]
                 if kind == "cross" and r.index < len(src.vars) and src.vars[r.index]:
                     text = f"{src.vars[r.index]} {text}"

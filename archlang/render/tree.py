@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 
 from archlang.ir import ops as O
 from archlang.ir.graph import Graph, Scope, name_levels
+from archlang.ir.types import TensorType
 
 RATE_FIELDS = frozenset({"p", "attn_drop", "proj_drop"})  # op fields that only regularise training
 RATE_ARGS = frozenset({"dpr", "drop", "drop_path", "drop_rate", "drop_path_rate", "attn_drop", "proj_drop", "p"})
@@ -249,6 +250,9 @@ class _Runs:
             for r in n.inputs:
                 self.consumers[r.node].append(n.name)
         self._sigs: dict[tuple[int, bool], tuple[object, ...]] = {}
+        self._keys: dict[tuple[str, bool], tuple[str, tuple[str, ...]]] = {}
+        self._types: dict[TensorType, str] = {}  # hashing a type is cheaper than printing it
+        self._ops: dict[tuple[O.OpBase, bool], str] = {}  # and an op than dumping it
 
     def find(self, grp: Group) -> None:
         for it in grp.items:
@@ -263,8 +267,10 @@ class _Runs:
                 i += 1
                 continue
             run = [it]
+            earlier: set[str] = set()  # the nodes of run[:-1]
             j = i + 1
-            while j < len(grp.items) and isinstance(grp.items[j], Group) and self._extends(run, grp.items[j]):  # type: ignore[arg-type]
+            while j < len(grp.items) and isinstance(grp.items[j], Group) and self._extends(run, grp.items[j], earlier):  # type: ignore[arg-type]
+                earlier.update(run[-1].nodes)
                 run.append(grp.items[j])  # type: ignore[arg-type]
                 j += 1
             out.append(Repeat(run, self._period(run)) if len(run) > 1 else it)
@@ -281,9 +287,34 @@ class _Runs:
             for name in grp.nodes:
                 n = self.g.by_name[name]
                 ins = tuple((vn[r.node][cut:], r.index) if r.node in inside else ("^", r.index) for r in n.inputs)
-                rows.append((vn[name][cut:], _op_key(n.op, strict), tuple(str(t) for t in n.outputs), ins))
+                rows.append((vn[name][cut:], self._node_key(name, strict), ins))
             self._sigs[key] = tuple(rows)
         return self._sigs[key]
+
+    def _node_key(self, name: str, strict: bool) -> tuple[str, tuple[str, ...]]:
+        """The op key and output types of one node (a node is in the signature of every group above it)."""
+        key = (name, strict)
+        out = self._keys.get(key)
+        if out is None:
+            n = self.g.by_name[name]
+            out = self._keys[key] = (self._op_key(n.op, strict), tuple(self._type_str(t) for t in n.outputs))
+        return out
+
+    def _op_key(self, op: O.OpBase, strict: bool) -> str:
+        try:
+            key = (op, strict)
+            text = self._ops.get(key)
+        except TypeError:  # an op with an unhashable field
+            return _op_key(op, strict)
+        if text is None:
+            text = self._ops[key] = _op_key(op, strict)
+        return text
+
+    def _type_str(self, t: TensorType) -> str:
+        text = self._types.get(t)
+        if text is None:
+            text = self._types[t] = str(t)
+        return text
 
     def _external(self, grp: Group, prev: Group | None) -> tuple[tuple[str, int, str, int], ...]:
         """Inputs of ``grp`` from outside it and outside ``prev``: (target, slot, source, index)."""
@@ -297,7 +328,7 @@ class _Runs:
                     out.append((self.vname[name][cut:], slot, r.node, r.index))
         return tuple(out)
 
-    def _extends(self, run: list[Group], cand: Group) -> bool:
+    def _extends(self, run: list[Group], cand: Group, earlier: set[str]) -> bool:
         first, prev = run[0], run[-1]
         a, b = list_index(prev.unit), list_index(cand.unit)
         if a is None or b is None or a[0] != b[0] or b[1] != a[1] + 1 or cand.block != first.block:
@@ -311,7 +342,6 @@ class _Runs:
         for name in prev.nodes:
             if any(c not in prev_nodes and c not in cand_nodes for c in self.consumers[name]):
                 return False
-        earlier = {n for m in run[:-1] for n in m.nodes}
         reads_prev = False
         for name in cand.nodes:
             for r in self.g.by_name[name].inputs:
