@@ -1,0 +1,557 @@
+"""Run fuzz inputs through check, cost and render (DOT), in a watched worker process.
+
+Every input is checked for every arch of its file; each arch that checks clean is costed
+(``cost_graph(g).to_json()``) and drawn (``render_graph(g).dot``). A *finding* is an exception
+that is not a diagnostic (or a diagnostic with an unknown code or a span outside its file),
+an input taking over :data:`SLOW_S` seconds for all its stages, or one still running after
+the hard timeout (the worker is then killed and restarted; its stack, dumped by
+``faulthandler`` just before, says where it hung). Findings are grouped by a signature
+(stage, exception type, innermost ``archlang`` frame) and each group keeps one reproducer,
+shrunk by deleting lines and then tokens while the same signature persists.
+
+The worker runs in ``specs/``, so ``use swin_t`` in a mutant loaded from text finds its
+sibling file; it caches the parse of the unmodified files a program ``use``s (the standard
+library) and skips cost and render for a graph identical to one already done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import multiprocessing as mp
+import os
+import random
+import tempfile
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .generate import program
+from .mutate import Mutator, join, significant, tokenize
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+SPECS = ROOT / "specs"
+STDLIB = ROOT / "archlang" / "stdlib" / "std"
+SLOW_S = 2.0  # the promise: every input ends within this
+HARD_S = 20.0  # the worker is killed after this (a hang)
+MEMORY_LIMIT = 6 * 2**30  # address space of the worker: a runaway allocation is a MemoryError, not an OOM kill
+
+# Small archs that call every block of a standard module; a mutant of the module is
+# checked as one file: the mutated module's text followed by its driver.
+DRIVERS = {
+    "nn": """
+arch nn_driver(d: int = 16, heads: int = 2) {
+  in x: [B, 6, d]
+  in m: [B, 4, d]
+  x = a: mlp(x, hidden = 2 * d)
+  x = b: transformer_block(x, heads = heads, mlp_ratio = 2.0, causal = true)
+  x = c: encoder_layer(x, heads = heads, ff = 32)
+  x = e: decoder_layer(x, m, heads = heads, ff = 32)
+  out y = f: prenorm_layer(x, heads = heads, ff = 32)
+}
+""",
+    "vision": """
+arch vision_driver(img: int = 16, d: int = 8) {
+  in x: [B, 3, img, img]
+  t = pe: patch_embed(x, patch = 4, dim = d)
+  t = mix: mixer_block(t, tokens_hidden = 8, channels_hidden = 16)
+  g = grid: patch_embed_grid(x, patch = 2, dim = d)
+  g = sw: swin_block(g, heads = 2, window = 4, shift = 2)
+  g = sw2: swinv2_block(g, heads = 2, window = 4)
+  g = pm: patch_merge(g)
+  g = pm2: patch_merge_v2(g)
+  out y = mean(g, dim = [1, 2]) + mean(t, dim = [1])
+}
+""",
+    "cnn": """
+arch cnn_driver(c: int = 8) {
+  in x: [B, 3, 32, 32]
+  x = stem: resnet_stem(x, width = c)
+  x = b1: basic_block(x, planes = c)
+  x = b2: bottleneck(x, planes = c, stride = 2)
+  out y = mean(x, dim = [2, 3])
+}
+""",
+}
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+@dataclass
+class Case:
+    label: str  # e.g. "mutant 17 of vit_digits.arch (int_edge, name_swap)"
+    text: str
+    source: str  # the file name given to ``load``
+
+
+@dataclass
+class Seed:
+    """A file whose mutants are fuzzed: ``prefix`` is mutated, ``suffix`` (a driver) is not."""
+
+    name: str
+    prefix: str
+    suffix: str
+    source: str
+    weight: float
+
+
+# Seconds to check, cost and draw every arch of each shipped file (2-core machine); mutants
+# of the cheap files are drawn more often. A file missing here is estimated from its length.
+COST_HINT = {
+    "ast.arch": 0.57, "bert.arch": 0.34, "conformer.arch": 1.36, "cyclemlp_b1.arch": 0.52,
+    "deit_s_distilled.arch": 0.30, "gmlp_s16.arch": 0.66, "gpt.arch": 0.30, "igpt.arch": 0.55,
+    "llava.arch": 1.33, "mixer_b16.arch": 0.49, "mvitv2_t.arch": 0.22, "nonlocal_resnet50.arch": 0.29,
+    "resmlp_12.arch": 0.41, "resnet50.arch": 0.49, "s2mlp.arch": 0.16, "sasa_resnet50.arch": 0.20,
+    "swin_t.arch": 0.48, "swin_t_lora.arch": 0.45, "swinv2_t.arch": 0.31, "transformer.arch": 0.11,
+    "unit.arch": 0.21, "vit_b16.arch": 0.81, "vit_digits.arch": 0.07, "vit_s_r26_s32.arch": 0.21,
+    "std/nn.arch": 0.08, "std/vision.arch": 0.08, "std/cnn.arch": 0.05,
+}
+
+
+def seeds(skew: float = 1.0) -> list[Seed]:
+    """The shipped specs and standard modules, weighted by ``1 / cost ** skew`` (``skew`` 0: uniform)."""
+    out = []
+    for p in sorted(SPECS.glob("*.arch")):
+        text = p.read_text()
+        cost = COST_HINT.get(p.name, len(text) / 3000)
+        out.append(Seed(p.name, text, "", str(p), cost ** -skew))
+    for p in sorted(STDLIB.glob("*.arch")):
+        text = p.read_text()
+        cost = COST_HINT.get(f"std/{p.name}", len(text) / 3000)
+        out.append(Seed(f"std/{p.name}", text, DRIVERS.get(p.stem, ""), str(SPECS / f"std_{p.stem}_mutant.arch"),
+                        cost ** -skew))
+    return out
+
+
+def mutants(seed: int, n: int, skew: float = 1.0) -> Iterator[Case]:
+    """``n`` distinct mutants (no text twice), deterministic from ``seed``; see :func:`seeds` for ``skew``."""
+    rng = random.Random(seed)
+    pool = seeds(skew)
+    texts = [s.prefix for s in pool]
+    mutators = {s.name: Mutator(s.prefix, [t for t in texts if t != s.prefix]) for s in pool}
+    seen: set[str] = {s.prefix for s in pool}
+    weights = [s.weight for s in pool]
+    made, tries = 0, 0
+    while made < n and tries < n * 20:
+        tries += 1
+        s = rng.choices(pool, weights)[0]
+        text, edits = mutators[s.name].mutant(rng)
+        if text in seen:
+            continue
+        seen.add(text)
+        made += 1
+        yield Case(f"mutant {made} of {s.name} ({', '.join(edits)})", text + s.suffix, s.source)
+
+
+def programs(seed: int, n: int, mutate: float = 0.25) -> Iterator[Case]:
+    """``n`` generated programs; a fraction ``mutate`` of them get one or more token edits."""
+    rng = random.Random(seed ^ 0x5EED)
+    for k in range(n):
+        text = program(random.Random(rng.getrandbits(64)))
+        label = f"program {k + 1}"
+        if rng.random() < mutate:
+            text, edits = Mutator(text).mutant(rng)
+            label += f" ({', '.join(edits)})"
+        yield Case(label, text, str(SPECS / f"generated_{k + 1}.arch"))
+
+
+# ----------------------------------------------------------------------------- one input (in the worker)
+
+
+@dataclass
+class Outcome:
+    status: str  # clean (every arch checks), diagnostics, exception, slow, hang
+    seconds: float
+    stage: str = ""  # where: load, check <arch>, cost <arch>, render <arch>, diagnostics
+    error: str = ""  # "TypeError: ..." for an exception
+    tb: str = ""  # the traceback's tail (or the hung stack)
+    where: str = ""  # innermost archlang frame, file:function
+    archs: int = 0
+    clean: int = 0
+    drawn: int = 0  # graphs costed and drawn (not skipped as identical)
+    refused: int = 0  # drawings refused with a RenderError (too many nodes)
+    times: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def finding(self) -> bool:
+        return self.status in ("exception", "slow", "hang")
+
+    @property
+    def signature(self) -> str:
+        if self.status == "slow":
+            return f"slow: {max(self.times, key=self.times.__getitem__) if self.times else self.stage}"
+        stage = self.stage.split(" ")[0]
+        return f"{self.status} in {stage}: {self.error.split(':')[0]} at {self.where}"
+
+
+def _innermost(tb_entries: list[traceback.FrameSummary]) -> str:
+    for fr in reversed(tb_entries):
+        if "/archlang/" in fr.filename:
+            return f"{fr.filename.split('/archlang/', 1)[1]}:{fr.name}"
+    return f"{tb_entries[-1].filename.rsplit('/', 1)[-1]}:{tb_entries[-1].name}" if tb_entries else "?"
+
+
+class _State:
+    """What the worker keeps between inputs."""
+
+    def __init__(self, cache_parse: bool = False) -> None:
+        from archlang.check import program as P
+
+        self.done_graphs: set[str] = set()
+        self.parse_cache: dict[tuple[str, str], object] = {}
+        self.main = ""
+        if not cache_parse:
+            return
+        real = P.parse_text
+
+        def cached_parse(text: str, file: str = "<input>"):
+            if file == self.main:
+                return real(text, file)
+            key = (text, file)
+            if key not in self.parse_cache:
+                if len(self.parse_cache) > 64:
+                    self.parse_cache.clear()
+                self.parse_cache[key] = real(text, file)
+            return self.parse_cache[key]
+
+        P.parse_text = cached_parse  # in the worker process only
+
+
+def _line_count(sources, file: str) -> int:
+    text = sources.get(file) if hasattr(sources, "get") else None
+    if isinstance(text, str):
+        return text.count("\n") + 1
+    n = 0
+    while sources.line(file, n + 1) is not None:
+        n += 1
+    return n
+
+
+class BadDiagnostic(Exception):
+    """A diagnostic with an uncatalogued code, an empty message or a span outside its file."""
+
+
+def _validate(diags, sources) -> None:
+    from archlang.diagnostics import CODES
+
+    for d in diags:
+        if d.code not in CODES or not d.message:
+            raise BadDiagnostic(f"{d.code} {d.message!r}")
+        for sp in [d.span, *(n.span for n in d.notes)]:
+            if sp is not None and not 1 <= sp.line <= _line_count(sources, sp.file):
+                raise BadDiagnostic(f"{d.code} {d.message}: span {sp} is outside the file")
+
+
+def run_case(case: Case, state: _State | None = None) -> Outcome:
+    """Check, cost and draw every arch of ``case``; never raises."""
+    from archlang.check import check_spec, load
+    from archlang.cost import cost_graph
+    from archlang.diagnostics import render_json, render_text
+    from archlang.render import render_graph
+
+    try:
+        from archlang.render import RenderError
+    except ImportError:  # pragma: no cover - older render
+        RenderError = ()  # type: ignore[assignment]
+
+    state = state or _State()
+    state.main = case.source
+    t0 = time.perf_counter()
+    out = Outcome("diagnostics", 0.0)
+    stage = "load"
+
+    def mark(name: str, since: float) -> float:
+        now = time.perf_counter()
+        out.times[name] = out.times.get(name, 0.0) + now - since
+        return now
+
+    try:
+        t = time.perf_counter()
+        prog = load(case.source, text=case.text)
+        _validate(prog.diags, prog.sources)
+        t = mark("load", t)
+        names = list(dict.fromkeys(a.name for a in prog.main_archs()))
+        out.archs = len(names)
+        all_diags = list(prog.diags)
+        for arch in names:
+            stage = f"check {arch}"
+            r = check_spec(prog, arch, [])
+            _validate(r.diagnostics, prog.sources)
+            all_diags += r.diagnostics
+            t = mark("check", t)
+            if not r.ok:
+                continue
+            out.clean += 1
+            g = r.graph
+            key = hashlib.sha1(g.model_dump_json().encode()).hexdigest()
+            t = mark("check", t)
+            if key in state.done_graphs:
+                continue
+            state.done_graphs.add(key)
+            out.drawn += 1
+            stage = f"cost {arch}"
+            cost_graph(g).to_json()
+            t = mark("cost", t)
+            stage = f"render {arch}"
+            try:
+                assert render_graph(g).dot.startswith("digraph")
+            except RenderError:
+                out.refused += 1  # too many nodes: a clean error
+            t = mark("render", t)
+        stage = "diagnostics"
+        render_text(all_diags, prog.sources)
+        render_json(all_diags)
+        mark("diagnostics", t)
+        if out.archs and out.clean == out.archs and prog.ok:
+            out.status = "clean"
+    except (Exception, RecursionError) as e:
+        entries = traceback.extract_tb(e.__traceback__)
+        out.status = "exception"
+        out.stage = stage
+        out.error = f"{type(e).__name__}: {str(e)[:300]}"
+        out.where = _innermost(entries)
+        out.tb = "".join(traceback.format_list(entries[-6:])) + out.error
+    out.seconds = time.perf_counter() - t0
+    if out.status != "exception" and out.seconds > SLOW_S:
+        out.status = "slow"
+        out.stage = stage
+        out.error = f"took {out.seconds:.2f} s (" + ", ".join(f"{k} {v:.2f} s" for k, v in out.times.items()) + ")"
+    return out
+
+
+# ----------------------------------------------------------------------------- the worker process
+
+
+def _worker(conn, dump_path: str) -> None:
+    import faulthandler
+    import resource
+
+    os.chdir(SPECS)
+    os.environ.setdefault("ARCHLANG_CACHE", "off")
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+    state = _State(cache_parse=True)
+    with open(dump_path, "w") as dump:
+        while True:
+            msg = conn.recv()
+            if msg is None:
+                return
+            case, hard = msg
+            dump.seek(0)
+            dump.truncate()
+            faulthandler.dump_traceback_later(max(hard - 1.0, 0.5), exit=False, file=dump)
+            try:
+                res = run_case(case, state)
+            finally:
+                faulthandler.cancel_dump_traceback_later()
+            conn.send(res)
+
+
+class Worker:
+    """One worker process; :meth:`run` kills and restarts it when an input hangs."""
+
+    def __init__(self) -> None:
+        self._ctx = mp.get_context("fork")
+        fd, self.dump_path = tempfile.mkstemp(prefix="archlang-fuzz-", suffix=".txt")
+        os.close(fd)
+        self.proc = None
+        self.conn = None
+        self.restarts = 0
+
+    def _start(self) -> None:
+        parent, child = self._ctx.Pipe()
+        self.proc = self._ctx.Process(target=_worker, args=(child, self.dump_path), daemon=True)
+        self.proc.start()
+        child.close()
+        self.conn = parent
+
+    def run(self, case: Case, hard: float = HARD_S) -> Outcome:
+        if self.proc is None or not self.proc.is_alive():
+            self._start()
+        t0 = time.perf_counter()
+        assert self.conn is not None and self.proc is not None
+        self.conn.send((case, hard))
+        if self.conn.poll(hard):
+            try:
+                return self.conn.recv()
+            except EOFError:
+                pass  # the worker died (killed for memory, or a crash in C)
+        elapsed = time.perf_counter() - t0
+        alive = self.proc.is_alive()
+        self.kill()
+        stack = Path(self.dump_path).read_text(errors="replace") if os.path.exists(self.dump_path) else ""
+        frames = [ln.strip() for ln in stack.splitlines() if ln.strip().startswith("File ")]
+        where = next((f for f in frames if "/archlang/" in f), frames[0] if frames else "?")
+        where = where.split("/archlang/", 1)[-1].replace('", line ', ":").replace(" in ", ":") if where != "?" else "?"
+        status = "hang" if alive else "exception"
+        error = f"still running after {elapsed:.0f} s" if alive else f"worker died (exit code {self.proc.exitcode})"
+        return Outcome(status, elapsed, stage="?", error=error, tb="\n".join(frames[:12]), where=where)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.join(5)
+            self.restarts += 1
+        self.proc = None
+        self.conn = None
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.is_alive():
+            assert self.conn is not None
+            self.conn.send(None)
+            self.proc.join(5)
+            if self.proc.is_alive():
+                self.proc.kill()
+        self.proc = None
+        if os.path.exists(self.dump_path):
+            os.unlink(self.dump_path)
+
+
+# ----------------------------------------------------------------------------- shrinking
+
+
+def shrink(text: str, still_fails: Callable[[str], bool], budget: int = 200, deadline: float | None = None) -> str:
+    """Delete chunks of lines, then of tokens, while ``still_fails``; at most ``budget`` tries."""
+    tries = 0
+
+    def passes(candidate: str) -> bool:
+        nonlocal tries
+        tries += 1
+        return still_fails(candidate)
+
+    def out_of_budget() -> bool:
+        return tries >= budget or (deadline is not None and time.perf_counter() > deadline)
+
+    def ddmin(units: list[str], sep: str) -> list[str]:
+        n = max(1, len(units) // 2)
+        while n >= 1 and not out_of_budget():
+            i, changed = 0, False
+            while i < len(units) and not out_of_budget():
+                cand = units[:i] + units[i + n:]
+                if cand and passes(sep.join(cand)):
+                    units = cand
+                    changed = True
+                else:
+                    i += n
+            if not changed:
+                n //= 2
+        return units
+
+    lines = ddmin(text.split("\n"), "\n")
+    text = "\n".join(lines)
+    toks = tokenize(text)
+    sig = significant(toks)
+    # tokens with the whitespace before them, so deleting one keeps the others apart
+    units, start = [], 0
+    for i in sig:
+        units.append(join(toks[start:i + 1]))
+        start = i + 1
+    tail = join(toks[start:])
+    units = ddmin(units, "")
+    return "".join(units) + tail
+
+
+# ----------------------------------------------------------------------------- a campaign
+
+
+@dataclass
+class Finding:
+    signature: str
+    case: Case
+    outcome: Outcome
+    count: int = 1
+    reproducer: str = ""
+
+    def report(self) -> str:
+        o = self.outcome
+        return (f"== {self.signature}  ({self.count} input(s); first: {self.case.label})\n"
+                f"stage: {o.stage}\nerror: {o.error}\n--- reproducer (load as {Path(self.case.source).name!r} "
+                f"from specs/) ---\n{self.reproducer or self.case.text}\n--- traceback tail ---\n{o.tb}\n")
+
+
+@dataclass
+class Stats:
+    inputs: Counter = field(default_factory=Counter)  # kind -> count
+    status: Counter = field(default_factory=Counter)  # (kind, status) -> count
+    archs: Counter = field(default_factory=Counter)  # kind -> archs checked / clean / drawn
+    seconds: Counter = field(default_factory=Counter)  # kind -> seconds
+    stage_seconds: Counter = field(default_factory=Counter)
+    slowest: list[tuple[float, str]] = field(default_factory=list)
+    wall: float = 0.0
+
+
+def campaign(seed: int, n_mutants: int, n_programs: int, *, skew: float = 1.0, shrink_budget: int = 150,
+             shrink_seconds: float = 60.0, progress: Callable[[str], None] | None = None,
+             on_finding: Callable[[Finding], None] | None = None) -> tuple[Stats, list[Finding]]:
+    """Run ``n_mutants`` mutants and ``n_programs`` generated programs; return stats and findings."""
+    stats = Stats()
+    findings: dict[str, Finding] = {}
+    worker = Worker()
+    t_start = time.perf_counter()
+    try:
+        streams = [("mutant", mutants(seed, n_mutants, skew)), ("program", programs(seed, n_programs))]
+        for kind, cases in streams:
+            for k, case in enumerate(cases):
+                o = worker.run(case)
+                stats.inputs[kind] += 1
+                stats.status[kind, o.status] += 1
+                stats.archs[kind, "checked"] += o.archs
+                stats.archs[kind, "clean"] += o.clean
+                stats.archs[kind, "drawn"] += o.drawn
+                stats.seconds[kind] += o.seconds
+                for st, v in o.times.items():
+                    stats.stage_seconds[st] += v
+                stats.slowest = sorted([*stats.slowest, (o.seconds, case.label)], reverse=True)[:5]
+                if o.finding:
+                    f = findings.get(o.signature)
+                    if f is not None:
+                        f.count += 1
+                        continue
+                    f = findings[o.signature] = Finding(o.signature, case, o)
+                    f.reproducer = _shrink_finding(worker, f, shrink_budget, shrink_seconds)
+                    if on_finding is not None:
+                        on_finding(f)
+                if progress is not None and (k + 1) % 250 == 0:
+                    progress(f"{kind}s: {k + 1} ({time.perf_counter() - t_start:.0f} s, {len(findings)} findings)")
+    finally:
+        worker.close()
+    stats.wall = time.perf_counter() - t_start
+    return stats, list(findings.values())
+
+
+def _shrink_finding(worker: Worker, f: Finding, budget: int, seconds: float) -> str:
+    sig = f.signature
+    slow = f.outcome.status in ("slow", "hang")
+    hard = 4 * SLOW_S if slow else HARD_S
+    if slow:
+        budget = min(budget, 25)
+
+    def still_fails(text: str) -> bool:
+        o = worker.run(Case(f.case.label, text, f.case.source), hard)
+        if slow:
+            return o.status in ("slow", "hang")
+        return o.signature == sig
+
+    return shrink(f.case.text, still_fails, budget, time.perf_counter() + seconds)
+
+
+def summary(stats: Stats, findings: list[Finding]) -> str:
+    rows = [f"{'inputs':<10}{'count':>7}{'clean':>7}{'diags':>7}{'exc':>6}{'slow':>6}{'hang':>6}"
+            f"{'archs':>7}{'clean':>7}{'drawn':>7}{'seconds':>9}{'per s':>8}"]
+    for kind in ("mutant", "program"):
+        n = stats.inputs[kind]
+        sec = stats.seconds[kind]
+        rows.append(f"{kind + 's':<10}{n:>7}{stats.status[kind, 'clean']:>7}{stats.status[kind, 'diagnostics']:>7}"
+                    f"{stats.status[kind, 'exception']:>6}{stats.status[kind, 'slow']:>6}{stats.status[kind, 'hang']:>6}"
+                    f"{stats.archs[kind, 'checked']:>7}{stats.archs[kind, 'clean']:>7}{stats.archs[kind, 'drawn']:>7}"
+                    f"{sec:>9.1f}{(n / sec if sec else 0):>8.1f}")
+    rows.append("stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in stats.stage_seconds.most_common()))
+    rows.append("slowest: " + "; ".join(f"{s:.2f} s {label}" for s, label in stats.slowest[:3]))
+    rows.append(f"wall {stats.wall:.1f} s; {len(findings)} finding(s)")
+    for f in findings:
+        rows.append(f"  {f.count:>5}  {f.signature}")
+    return "\n".join(rows)
