@@ -1,0 +1,853 @@
+"""A reference interpreter of the IR: the oracle the generated PyTorch code is tested against.
+
+Takes: a checked :class:`~archlang.ir.graph.Graph`, a mapping of ``state_dict``-style names
+to tensors (the parameters and persistent buffers: node ``n``'s parameter ``p`` is at
+``f"{n.name}.{p.name}"``, or at ``n.name`` when ``p.name`` is ``""``; LoRA weights where
+:func:`archlang.ir.adapters.lora_param_name` puts them), and one tensor per graph input.
+Produces: the graph's outputs, in ``graph.outputs`` order, computed node by node.
+
+Each op class has one *eval rule* in :data:`EVAL_RULES` (a test fails when one is missing).
+A rule is a small, unfused torch function written from the op's definition (the docstrings
+of :mod:`archlang.ir.ops`, the language section of the README, and what timm / PyTorch
+compute); it may call ``torch.nn.functional`` for convolutions but never the prelude helpers
+(:mod:`archlang.lower.prelude`) or generated classes. Attention is written as explicit
+``softmax(q @ k^T * scale + bias) @ v``; Swin windows, shift masks, relative position
+indices, Swin-V2's log-spaced coordinates, local neighbourhoods, MViT's pooling and the
+Transformer-XL relative shift are computed here from their definitions. Non-persistent
+buffers (masks, index tables, sinusoidal tables) are never read from a model: the
+interpreter computes them itself, in the dtype of the data.
+
+Conventions that match the generated code (and timm / torch.nn): LayerNorm / BatchNorm /
+GroupNorm normalise with the biased variance; MViT's pooled q/k/v norms use eps 1e-6; the
+attention scale is ``head_dim ** -0.5`` (Swin-V2: a learned logit scale clamped at
+``log(100)`` on cosine similarities); the Swin shift mask is -100 between regions; GELU is
+exact (``gelu_tanh`` is the tanh approximation); avg pooling counts padded zeros.
+
+Limits of the oracle:
+- Dropout, drop-path and LoRA dropout are the identity in eval mode and when ``p == 0``; in
+  train mode with ``p > 0`` a rule raises :class:`InterpretError` (random masks cannot be
+  compared); the oracle covers ``p = 0`` only.
+- BatchNorm in train mode normalises with the batch statistics and does *not* update the
+  running statistics (the interpreter is pure; it never writes the tensors it is given).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from archlang.ir import ops as O
+from archlang.ir.adapters import lora_module, lora_param_name, lora_targets
+from archlang.ir.graph import Graph, Node
+
+
+class InterpretError(Exception):
+    """The interpreter cannot evaluate a node (a missing parameter, random dropout in training)."""
+
+
+@dataclass
+class EvalCtx:
+    """What an eval rule sees: the node, its input tensors, its parameters and the mode."""
+
+    node: Node
+    xs: list[Tensor]
+    params: Mapping[str, Tensor]
+    train: bool
+    lora: dict[str | None, tuple[int, float, float]]  # part -> (r, alpha, dropout) for this node
+
+    @property
+    def op(self) -> O.OpBase:
+        return self.node.op
+
+    def x(self, i: int = 0) -> Tensor:
+        return self.xs[i]
+
+    def p(self, local: str, node: str | None = None) -> Tensor:
+        """Parameter ``local`` of this node (or of ``node``), by its state_dict name."""
+        return param_lookup(self.params, node or self.node.name, local)
+
+    def has(self, local: str) -> bool:
+        try:
+            self.p(local)
+        except InterpretError:
+            return False
+        return True
+
+    def project(self, attr: str, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        """``x W^T + b`` for the projection ``attr`` ("" for a linear node itself), plus every
+        LoRA update tapped on it: ``(x A^T B^T) * alpha / r`` on all rows or on a row block
+        of a fused projection (q, k, v of qkv; k, v of kv)."""
+        y = x @ weight.t()
+        if bias is not None:
+            y = y + bias
+        for part, (r, alpha, dropout) in self.lora.items():
+            at, sub, fused = lora_module(self.node, part)
+            if at != attr:
+                continue
+            if dropout > 0 and self.train:
+                raise InterpretError(f"`{self.node.name}`: LoRA dropout {dropout} in train mode is random; "
+                                     "the oracle covers dropout 0 only")
+            a = self.params[lora_param_name(self.node, part, "A")]
+            b = self.params[lora_param_name(self.node, part, "B")]
+            delta = (x @ a.t() @ b.t()) * (alpha / r)
+            if not sub:
+                y = y + delta
+            else:
+                size = y.shape[-1] // len(fused)
+                i = fused.index(sub)
+                zeros_before = delta.new_zeros(*delta.shape[:-1], i * size)
+                zeros_after = delta.new_zeros(*delta.shape[:-1], (len(fused) - 1 - i) * size)
+                y = y + torch.cat([zeros_before, delta, zeros_after], dim=-1)
+        return y
+
+    def linear(self, attr: str, x: Tensor, bias: bool = True) -> Tensor:
+        """The projection ``attr`` of this node (``qkv``, ``proj``...), weights read by name."""
+        b = self.p(f"{attr}.bias") if bias else None
+        return self.project(attr, x, self.p(f"{attr}.weight"), b)
+
+
+EvalRule = Callable[[EvalCtx], "Tensor | tuple[Tensor, ...]"]
+EVAL_RULES: dict[type[O.OpBase], EvalRule] = {}
+
+
+def rule(*classes: type[O.OpBase]) -> Callable[[EvalRule], EvalRule]:
+    def deco(fn: EvalRule) -> EvalRule:
+        for c in classes:
+            EVAL_RULES[c] = fn
+        return fn
+    return deco
+
+
+def param_lookup(params: Mapping[str, Tensor], node: str, local: str) -> Tensor:
+    """The tensor of parameter ``local`` of node ``node``: ``node.local`` (``node`` when
+    ``local`` is ""), else the same under the generated module's mangled attribute names."""
+    key = f"{node}.{local}" if local else node
+    if key in params:
+        return params[key]
+    from archlang.lower.rules import state_key  # names a generated module had to mangle
+
+    alt = state_key(key)
+    if alt in params:
+        return params[alt]
+    raise InterpretError(f"no parameter `{key}` in the given mapping")
+
+
+# ----------------------------------------------------------------------------- small helpers
+
+
+def _softmax(x: Tensor, dim: int = -1) -> Tensor:
+    """``exp(x - max) / sum(exp(x - max))``; ``-inf`` entries get probability 0."""
+    m = x.amax(dim=dim, keepdim=True).detach()
+    e = torch.exp(x - m)
+    return e / e.sum(dim=dim, keepdim=True)
+
+
+def _attend(q: Tensor, k: Tensor, v: Tensor, scale: float, bias: Tensor | None = None) -> Tensor:
+    """Plain attention on [..., n, d] tensors: ``softmax(q k^T * scale + bias) v``."""
+    scores = (q @ k.transpose(-2, -1)) * scale
+    if bias is not None:
+        scores = scores + bias
+    return _softmax(scores, -1) @ v
+
+
+def _no_random(c: EvalCtx, p: float, what: str) -> None:
+    if c.train and p > 0:
+        raise InterpretError(f"`{c.node.name}`: {what} p = {p} in train mode is random; the oracle covers p = 0 only")
+
+
+def _heads(t: Tensor, heads: int) -> Tensor:
+    """[..., N, heads * d] -> [..., heads, N, d]."""
+    t = t.reshape(*t.shape[:-1], heads, t.shape[-1] // heads)
+    return t.movedim(-2, -3)
+
+
+def _merge_heads(t: Tensor) -> Tensor:
+    """[..., heads, N, d] -> [..., N, heads * d]."""
+    t = t.movedim(-3, -2)
+    return t.reshape(*t.shape[:-2], t.shape[-2] * t.shape[-1])
+
+
+def _sinusoids(positions: Tensor, dim: int) -> Tensor:
+    """Vaswani et al.'s table: row p is sin(p w_0), cos(p w_0), sin(p w_1), ... with
+    w_i = 10000^(-2i/dim), for the given positions (any float values)."""
+    i = torch.arange(dim, dtype=positions.dtype, device=positions.device)
+    freq = torch.pow(torch.tensor(10000.0, dtype=positions.dtype, device=positions.device), -(2 * (i // 2)) / dim)
+    angle = positions[:, None] * freq[None, :]
+    even = (torch.arange(dim, device=positions.device) % 2 == 0)
+    return torch.where(even, torch.sin(angle), torch.cos(angle))
+
+
+def _shifted(t: Tensor, dim: int, s: int) -> Tensor:
+    """``out[i] = t[i - s]`` along ``dim``, zeros where ``i - s`` is outside (s > 0: towards
+    higher indices)."""
+    n = t.shape[dim]
+    idx = torch.arange(n, device=t.device) - s
+    valid = (idx >= 0) & (idx < n)
+    out = t.index_select(dim, idx.clamp(0, n - 1))
+    shape = [1] * t.ndim
+    shape[dim] = n
+    return out * valid.reshape(shape).to(t.dtype)
+
+
+# ----------------------------------------------------------------------------- graph boundary
+
+
+@rule(O.Input)
+def _input(c: EvalCtx) -> Tensor:
+    return c.x()  # `interpret` feeds the input tensor in
+
+
+@rule(O.Output, O.Identity)
+def _identity(c: EvalCtx) -> Tensor:
+    return c.x()
+
+
+# ----------------------------------------------------------------------------- layers with weights
+
+
+@rule(O.Linear)
+def _linear(c: EvalCtx) -> Tensor:
+    op = c.op
+    assert isinstance(op, O.Linear)
+    return c.project("", c.x(), c.p("weight"), c.p("bias") if op.bias else None)
+
+
+@rule(O.TiedLinear)
+def _tied_linear(c: EvalCtx) -> Tensor:
+    op = c.op
+    assert isinstance(op, O.TiedLinear)
+    return c.x() @ c.p("weight", node=op.source).t()
+
+
+@rule(O.Conv2d)
+def _conv2d(c: EvalCtx) -> Tensor:
+    op = c.op
+    assert isinstance(op, O.Conv2d)
+    x = c.x()
+    if any(op.pad):
+        left, right, top, bottom = op.pad
+        x = F.pad(x, (left, right, top, bottom))
+    w = c.p("weight")
+    if op.standardize:  # weight standardisation: each output filter to mean 0, variance 1
+        mean = w.mean(dim=(1, 2, 3), keepdim=True)
+        var = ((w - mean) ** 2).mean(dim=(1, 2, 3), keepdim=True)
+        w = (w - mean) / torch.sqrt(var + op.std_eps)
+    return F.conv2d(x, w, c.p("bias") if op.bias else None, stride=op.stride, padding=op.padding, groups=op.groups)
+
+
+@rule(O.Conv1d)
+def _conv1d(c: EvalCtx) -> Tensor:
+    op = c.op
+    assert isinstance(op, O.Conv1d)
+    return F.conv1d(c.x(), c.p("weight"), c.p("bias") if op.bias else None, stride=op.stride,
+                    padding=op.padding, groups=op.groups)
+
+
+def _normalise(x: Tensor, dims: tuple[int, ...], eps: float) -> Tensor:
+    mean = x.mean(dim=dims, keepdim=True)
+    var = ((x - mean) ** 2).mean(dim=dims, keepdim=True)
+    return (x - mean) / torch.sqrt(var + eps)
+
+
+@rule(O.LayerNorm)
+def _layernorm(c: EvalCtx) -> Tensor:
+    op = c.op
+    assert isinstance(op, O.LayerNorm)
+    y = _normalise(c.x(), (-1,), op.eps)
+    return y * c.p("weight") + c.p("bias") if op.affine else y
+
+
+@rule(O.BatchNorm)
+def _batchnorm(c: EvalCtx) -> Tensor:
+    op = c.op
+    assert isinstance(op, O.BatchNorm)
+    x = c.x()
+    shape = [1] * x.ndim
+    shape[1] = x.shape[1]
+    if c.train:  # batch statistics (biased variance); the running statistics are not touched
+        dims = tuple(d for d in range(x.ndim) if d != 1)
+        y = _normalise(x, dims, op.eps)
+    else:
+        mean, var = c.p("running_mean").reshape(shape), c.p("running_var").reshape(shape)
+        y = (x - mean) / torch.sqrt(var + op.eps)
+    return y * c.p("weight").reshape(shape) + c.p("bias").reshape(shape)
+
+
+@rule(O.GroupNorm)
+def _groupnorm(c: EvalCtx) -> Tensor:
+    op = c.op
+    assert isinstance(op, O.GroupNorm)
+    x = c.x()
+    b, ch = x.shape[0], x.shape[1]
+    y = _normalise(x.reshape(b, op.groups, -1), (-1,), op.eps).reshape(x.shape)
+    shape = [1, ch] + [1] * (x.ndim - 2)
+    return y * c.p("weight").reshape(shape) + c.p("bias").reshape(shape)
+
+
+@rule(O.Embedding)
+def _embedding(c: EvalCtx) -> Tensor:
+    return c.p("weight")[c.x()]
+
+
+@rule(O.PrependToken)
+def _prepend_token(c: EvalCtx) -> Tensor:
+    x = c.x()
+    token = c.p("").expand(x.shape[0], 1, x.shape[2])
+    return torch.cat([token, x], dim=1)
+
+
+@rule(O.PosEmbed)
+def _pos_embed(c: EvalCtx) -> Tensor:
+    op = c.op
+    assert isinstance(op, O.PosEmbed)
+    x = c.x()
+    n = x.shape[1]
+    if op.kind == "learned":
+        return x + c.p("")[:, :n]
+    pos = torch.arange(n, dtype=x.dtype, device=x.device)
+    return x + _sinusoids(pos, op.dim)[None]
+
+
+@rule(O.ChannelScale)
+def _channel_scale(c: EvalCtx) -> Tensor:
+    return c.x() * c.p("")
+
+
+@rule(O.Affine)
+def _affine(c: EvalCtx) -> Tensor:
+    return c.p("alpha") * c.x() + c.p("beta")
+
+
+@rule(O.LearnedTokens)
+def _learned_tokens(c: EvalCtx) -> Tensor:
+    t = c.p("")
+    return t.expand(c.x().shape[0], t.shape[1], t.shape[2])
+
+
+@rule(O.SpatialShift)
+def _spatial_shift(c: EvalCtx) -> Tensor:
+    """Four channel groups of [B, H, W, C] move one step: right (along W), left, down (along
+    H), up; the last group also holds the C % 4 remaining channels."""
+    x = c.x()
+    g = x.shape[-1] // 4
+    parts = [_shifted(x[..., :g], 2, 1), _shifted(x[..., g:2 * g], 2, -1),
+             _shifted(x[..., 2 * g:3 * g], 1, 1), _shifted(x[..., 3 * g:], 1, -1)]
+    return torch.cat(parts, dim=-1)
+
+
+@rule(O.ChannelShift)
+def _channel_shift(c: EvalCtx) -> Tensor:
+    """Channel i of [B, H, W, C] reads position p + o_i along ``dim``, o_i = (i + 1) % size -
+    size // 2; zeros past the border."""
+    op = c.op
+    assert isinstance(op, O.ChannelShift)
+    x = c.x()
+    n, ch = x.shape[op.dim], x.shape[-1]
+    offsets = (torch.arange(ch, device=x.device) + 1) % op.size - op.size // 2  # [C]
+    src = torch.arange(n, device=x.device)[:, None] + offsets[None, :]  # [n, C]: source position
+    valid = ((src >= 0) & (src < n)).to(x.dtype)
+    src = src.clamp(0, n - 1)
+    # move `dim` next to the channels: [B, other, n, C], gather along n per channel
+    xt = x.movedim(op.dim, -2)
+    index = src.expand(*xt.shape[:-2], n, ch)
+    out = torch.gather(xt, -2, index) * valid
+    return out.movedim(-2, op.dim)
+
+
+# ----------------------------------------------------------------------------- attention
+
+
+@rule(O.Attention)
+def _attention(c: EvalCtx) -> Tensor:
+    op = c.op
+    assert isinstance(op, O.Attention)
+    _no_random(c, op.attn_drop, "attention dropout")
+    _no_random(c, op.proj_drop, "projection dropout")
+    x = c.x()
+    n = x.shape[1]
+    qkv = c.linear("qkv", x, op.qkv_bias)  # [B, N, 3 * inner]: q, k, v blocks, heads inside each
+    q, k, v = (_heads(t, op.heads) for t in qkv.split(op.inner, dim=-1))
+    bias = None
+    if op.causal:
+        future = torch.arange(n)[None, :] > torch.arange(n)[:, None]  # key j after query i
+        bias = torch.zeros(n, n, dtype=x.dtype, device=x.device).masked_fill(future.to(x.device), float("-inf"))
+    out = _attend(q, k, v, op.head_dim ** -0.5, bias)
+    return c.linear("proj", _merge_heads(out), op.proj_bias)
+
+
+@rule(O.CrossAttention)
+def _cross_attention(c: EvalCtx) -> Tensor:
+    op = c.op
+    assert isinstance(op, O.CrossAttention)
+    _no_random(c, op.attn_drop, "attention dropout")
+    _no_random(c, op.proj_drop, "projection dropout")
+    x, ctx = c.x(0), c.x(1)
+    inner = op.heads * op.head_dim
+    q = _heads(c.linear("q", x, op.qkv_bias), op.heads)
+    k, v = (_heads(t, op.heads) for t in c.linear("kv", ctx, op.qkv_bias).split(inner, dim=-1))
+    return c.linear("proj", _merge_heads(_attend(q, k, v, op.head_dim ** -0.5)), op.proj_bias)
+
+
+@rule(O.RelPosAttention)
+def _rel_pos_attention(c: EvalCtx) -> Tensor:
+    """Transformer-XL attention (Dai et al. 2019): score(i, j) = (q_i + u) . k_j + (q_i + v) . r_{i-j},
+    with r_d the projection (``pos``) of the sinusoidal encoding of the offset d = i - j
+    (the encoding has the model's width), scaled by ``head_dim ** -0.5``."""
+    op = c.op
+    assert isinstance(op, O.RelPosAttention)
+    _no_random(c, op.attn_drop, "attention dropout")
+    _no_random(c, op.proj_drop, "projection dropout")
+    x = c.x()
+    _, t, dim = x.shape
+    q, k, v = (_heads(z, op.heads) for z in c.linear("qkv", x, op.qkv_bias).split(op.inner, dim=-1))
+    u, w = c.p("pos_bias_u"), c.p("pos_bias_v")  # [heads, head_dim]
+    offsets = (torch.arange(t)[:, None] - torch.arange(t)[None, :]).to(x.device)  # [T, T]: i - j
+    enc = _sinusoids(offsets.reshape(-1).to(x.dtype), dim)  # [T*T, dim]
+    r = (enc @ c.p("pos.weight").t()).reshape(t, t, op.heads, op.head_dim).permute(2, 0, 1, 3)  # [h, T, T, d]
+    content = (q + u[:, None, :]) @ k.transpose(-2, -1)  # [B, h, T, T]
+    position = ((q + w[:, None, :])[:, :, :, None, :] * r[None]).sum(-1)  # [B, h, T, T]
+    attn = _softmax((content + position) * op.head_dim ** -0.5, -1)
+    return c.linear("proj", _merge_heads(attn @ v), op.proj_bias)
+
+
+def _window_partition(x: Tensor, wh: int, ww: int) -> Tensor:
+    """[B, Hp, Wp, C] -> [B, Hp/wh, Wp/ww, wh*ww, C]: the windows, row-major inside each."""
+    b, hp, wp, ch = x.shape
+    x = x.reshape(b, hp // wh, wh, wp // ww, ww, ch).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, hp // wh, wp // ww, wh * ww, ch)
+
+
+def _window_merge(x: Tensor, wh: int, ww: int) -> Tensor:
+    """The inverse of :func:`_window_partition`."""
+    b, nh, nw, _, ch = x.shape
+    x = x.reshape(b, nh, nw, wh, ww, ch).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, nh * wh, nw * ww, ch)
+
+
+def _relative_index(wh: int, ww: int) -> Tensor:
+    """For window tokens i = (yi, xi), j = (yj, xj): the row of the (2wh-1)(2ww-1) bias table
+    of the offset (yi - yj, xi - xj): (yi - yj + wh - 1) * (2ww - 1) + (xi - xj + ww - 1)."""
+    ys = torch.arange(wh).repeat_interleave(ww)
+    xs = torch.arange(ww).repeat(wh)
+    dy = ys[:, None] - ys[None, :] + wh - 1
+    dx = xs[:, None] - xs[None, :] + ww - 1
+    return dy * (2 * ww - 1) + dx  # [n, n]
+
+
+def _shift_regions(hp: int, wp: int, window: tuple[int, int], shift: tuple[int, int]) -> Tensor:
+    """Region ids on the padded, cyclically shifted grid [Hp, Wp]: along each shifted axis,
+    positions before P - window, between P - window and P - shift, and after P - shift are
+    three regions (an unshifted axis is one); the id combines both axes."""
+    def axis(p: int, w: int, s: int) -> Tensor:
+        i = torch.arange(p)
+        if s == 0:
+            return torch.zeros(p, dtype=torch.long)
+        return (i >= p - w).long() + (i >= p - s).long()
+    return axis(hp, window[0], shift[0])[:, None] * 3 + axis(wp, window[1], shift[1])[None, :]
+
+
+def _window_mask(hp: int, wp: int, window: tuple[int, int], shift: tuple[int, int], dtype, device) -> Tensor:
+    """[Hp/wh, Wp/ww, n, n]: 0 between tokens of one region, -100 between different regions."""
+    regions = _shift_regions(hp, wp, window, shift)
+    win = _window_partition(regions[None, :, :, None], *window)[0, ..., 0]  # [nH, nW, n]
+    differ = win[..., :, None] != win[..., None, :]
+    return torch.where(differ, -100.0, 0.0).to(dtype=dtype, device=device)
+
+
+def _windowed(c: EvalCtx, attend: Callable[[Tensor, Tensor | None], Tensor]) -> Tensor:
+    """Shift, pad, partition [B, H, W, C] into windows, ``attend(windows, mask)`` (windows
+    [B, nH, nW, n, C], mask [nH, nW, n, n] or None), merge, crop and shift back."""
+    op = c.op
+    assert isinstance(op, O.WindowAttention)
+    _no_random(c, op.attn_drop, "attention dropout")
+    _no_random(c, op.proj_drop, "projection dropout")
+    x = c.x()
+    _, h, w, _ = x.shape
+    (wh, ww), (sh, sw), (ph, pw) = op.window, op.shift, op.pad
+    if sh or sw:
+        x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
+    if ph or pw:
+        x = F.pad(x, (0, 0, 0, pw, 0, ph))  # zeros at the bottom and the right
+    mask = _window_mask(h + ph, w + pw, op.window, op.shift, x.dtype, x.device) if (sh or sw) else None
+    out = c.linear("proj", attend(_window_partition(x, wh, ww), mask), op.proj_bias)
+    x = _window_merge(out, wh, ww)[:, :h, :w]
+    if sh or sw:
+        x = torch.roll(x, shifts=(sh, sw), dims=(1, 2))
+    return x
+
+
+@rule(O.WindowAttention)
+def _window_attention(c: EvalCtx) -> Tensor:
+    """Swin (Liu et al. 2021): attention inside each window with a learned relative position
+    bias per head (and the shift mask), scale ``head_dim ** -0.5``."""
+    op = c.op
+    assert isinstance(op, O.WindowAttention)
+
+    def attend(win: Tensor, mask: Tensor | None) -> Tensor:
+        n = win.shape[-2]
+        q, k, v = (_heads(t, op.heads) for t in c.linear("qkv", win, op.qkv_bias).split(op.inner, dim=-1))
+        table = c.p("relative_position_bias_table")  # [(2wh-1)(2ww-1), heads]
+        bias = table[_relative_index(*op.window).reshape(-1).to(table.device)].reshape(n, n, op.heads)
+        bias = bias.permute(2, 0, 1)  # [heads, n, n]
+        if mask is not None:
+            bias = bias + mask[:, :, None]  # [nH, nW, heads, n, n]
+        return _merge_heads(_attend(q, k, v, op.head_dim ** -0.5, bias))
+
+    return _windowed(c, attend)
+
+
+def _log_coords(wh: int, ww: int, dtype, device) -> Tensor:
+    """Swin-V2's relative coordinates: offsets dy, dx of a wh x ww window, divided by wh - 1
+    and ww - 1 (1 for a window of 1), times 8, then sign(t) log2(1 + |t|) / log2(8):
+    [(2wh-1)(2ww-1), 2] in table order (dy major)."""
+    dy = torch.arange(-(wh - 1), wh, dtype=dtype, device=device) / max(wh - 1, 1) * 8
+    dx = torch.arange(-(ww - 1), ww, dtype=dtype, device=device) / max(ww - 1, 1) * 8
+    t = torch.stack([dy[:, None].expand(2 * wh - 1, 2 * ww - 1), dx[None, :].expand(2 * wh - 1, 2 * ww - 1)], -1)
+    return (torch.sign(t) * torch.log2(t.abs() + 1.0) / math.log2(8)).reshape(-1, 2)
+
+
+@rule(O.WindowAttentionV2)
+def _window_attention_v2(c: EvalCtx) -> Tensor:
+    """Swin-V2 (Liu et al. 2022): cosine similarity of q and k times exp(min(logit_scale,
+    log 100)), plus 16 sigmoid(cpb_mlp(log-spaced offsets)); q and v biases, none on k."""
+    op = c.op
+    assert isinstance(op, O.WindowAttentionV2)
+
+    def attend(win: Tensor, mask: Tensor | None) -> Tensor:
+        n = win.shape[-2]
+        bias = None
+        if op.qkv_bias:
+            q_bias, v_bias = c.p("q_bias"), c.p("v_bias")
+            bias = torch.cat([q_bias, torch.zeros_like(q_bias), v_bias])
+        qkv = c.project("qkv", win, c.p("qkv.weight"), bias)
+        q, k, v = (_heads(t, op.heads) for t in qkv.split(op.inner, dim=-1))
+        qn = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        kn = k / k.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        scale = torch.exp(torch.clamp(c.p("logit_scale"), max=math.log(100.0)))  # [heads, 1, 1]
+        scores = (qn @ kn.transpose(-2, -1)) * scale
+        coords = _log_coords(*op.window, win.dtype, win.device)
+        hidden = torch.relu(coords @ c.p("cpb_mlp.0.weight").t() + c.p("cpb_mlp.0.bias"))
+        table = hidden @ c.p("cpb_mlp.2.weight").t()  # [(2wh-1)(2ww-1), heads]
+        rel = table[_relative_index(*op.window).reshape(-1).to(table.device)].reshape(n, n, op.heads)
+        scores = scores + 16 * torch.sigmoid(rel.permute(2, 0, 1))
+        if mask is not None:
+            scores = scores + mask[:, :, None]
+        return _merge_heads(_softmax(scores, -1) @ v)
+
+    return _windowed(c, attend)
+
+
+@rule(O.LocalAttention)
+def _local_attention(c: EvalCtx) -> Tensor:
+    """Stand-alone self-attention (Ramachandran et al. 2019) on [B, H, W, C]: the query at (y, x)
+    attends to the keys at (y + dy, x + dx), dy, dx in -k//2 .. k - 1 - k//2, that lie inside
+    the image (the others are masked out); scale ``head_dim ** -0.5``."""
+    op = c.op
+    assert isinstance(op, O.LocalAttention)
+    _no_random(c, op.attn_drop, "attention dropout")
+    _no_random(c, op.proj_drop, "projection dropout")
+    x = c.x()
+    b, h, w, _ = x.shape
+    q, k, v = c.linear("qkv", x, op.qkv_bias).split(op.inner, dim=-1)
+    hd = op.head_dim
+    q = q.reshape(b, h, w, op.heads, hd)
+    lo = op.kernel // 2
+    keys, values, inside = [], [], []
+    ys, xs = torch.arange(h)[:, None], torch.arange(w)[None, :]
+    for dy in range(-lo, op.kernel - lo):
+        for dx in range(-lo, op.kernel - lo):
+            keys.append(_shifted(_shifted(k, 1, -dy), 2, -dx))  # keys[y, x] = k[y + dy, x + dx]
+            values.append(_shifted(_shifted(v, 1, -dy), 2, -dx))
+            inside.append((ys + dy >= 0) & (ys + dy < h) & (xs + dx >= 0) & (xs + dx < w))
+    kn = torch.stack(keys, 3).reshape(b, h, w, -1, op.heads, hd)  # [B, H, W, k*k, heads, hd]
+    vn = torch.stack(values, 3).reshape(b, h, w, -1, op.heads, hd)
+    ok = torch.stack(inside, -1).to(x.device)  # [H, W, k*k]
+    scores = (q[:, :, :, None] * kn).sum(-1) * hd ** -0.5  # [B, H, W, k*k, heads]
+    scores = scores.masked_fill(~ok[None, :, :, :, None], float("-inf"))
+    attn = _softmax(scores, 3)
+    out = (attn[..., None] * vn).sum(3)  # [B, H, W, heads, hd]
+    return c.linear("proj", out.reshape(b, h, w, op.inner), op.proj_bias)
+
+
+@rule(O.PooledAttention)
+def _pooled_attention(c: EvalCtx) -> Tensor:
+    """MViTv2 pooling attention (Li et al. 2022; timm's MultiScaleAttention): q, k, v per head
+    are pooled on the grid by strided depthwise convs (padding kernel // 2; the ``cls`` leading
+    tokens bypass the pooling), then LayerNorm(eps 1e-6) over the head dim (class tokens
+    included); scores ``q k^T * head_dim ** -0.5`` plus the decomposed relative position bias
+    (q . Rh[qy, ky] + q . Rw[qx, kx], no bias on class tokens); ``attn v + q`` with residual
+    pooling; then ``proj``."""
+    op = c.op
+    assert isinstance(op, O.PooledAttention)
+    x = c.x()
+    b = x.shape[0]
+    hd = op.head_dim
+    q, k, v = (_heads(t, op.heads) for t in c.linear("qkv", x, op.qkv_bias).split(op.dim_out, dim=-1))
+
+    def pool(t: Tensor, name: str, kernel: tuple[int, int], stride: tuple[int, int]) -> Tensor:
+        cls, grid = t[:, :, : op.cls], t[:, :, op.cls:]  # [B, h, cls, hd], [B, h, H*W, hd]
+        img = grid.reshape(b * op.heads, op.grid[0], op.grid[1], hd).permute(0, 3, 1, 2)
+        img = F.conv2d(img, c.p(f"pool_{name}.weight"), stride=stride, padding=(kernel[0] // 2, kernel[1] // 2),
+                       groups=hd)
+        pooled = img.reshape(b, op.heads, hd, -1).transpose(-2, -1)
+        t = torch.cat([cls, pooled], dim=2)
+        return _normalise(t, (-1,), 1e-6) * c.p(f"norm_{name}.weight") + c.p(f"norm_{name}.bias")
+
+    q = pool(q, "q", op.kernel_q, op.stride_q)
+    k = pool(k, "k", op.kernel_kv, op.stride_kv)
+    v = pool(v, "v", op.kernel_kv, op.stride_kv)
+    scores = (q * hd ** -0.5) @ k.transpose(-2, -1)
+    if op.rel_pos:
+        (qh, qw), (kh, kw) = op.out_grid(), op.kv_grid()
+
+        def rel(qs: int, ks: int, table: Tensor) -> Tensor:
+            # the offset of query row i and key row j, each scaled to the finer grid
+            q_ratio, k_ratio = max(ks / qs, 1.0), max(qs / ks, 1.0)
+            dist = [[int(i * q_ratio - j * k_ratio + (ks - 1) * k_ratio) for j in range(ks)] for i in range(qs)]
+            return table[torch.tensor(dist, device=table.device)]  # [qs, ks, hd]
+
+        rh, rw = rel(qh, kh, c.p("rel_pos_h")), rel(qw, kw, c.p("rel_pos_w"))
+        rq = q[:, :, op.cls:].reshape(b, op.heads, qh, qw, hd)
+        bias_h = (rq[:, :, :, :, None, :] * rh[None, None, :, None, :, :]).sum(-1)  # [B, h, qh, qw, kh]
+        bias_w = (rq[:, :, :, :, None, :] * rw[None, None, None, :, :, :]).sum(-1)  # [B, h, qh, qw, kw]
+        bias = (bias_h[..., :, None] + bias_w[..., None, :]).reshape(b, op.heads, qh * qw, kh * kw)
+        full = scores.new_zeros(scores.shape)
+        full[:, :, op.cls:, op.cls:] = bias
+        scores = scores + full
+    out = _softmax(scores, -1) @ v
+    if op.residual_pooling:
+        out = out + q
+    return c.linear("proj", _merge_heads(out), True)
+
+
+# ----------------------------------------------------------------------------- parameter-free ops
+
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "gelu": lambda x: 0.5 * x * (1.0 + torch.erf(x / math.sqrt(2.0))),
+    "gelu_tanh": lambda x: 0.5 * x * (1.0 + torch.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x ** 3))),
+    "relu": lambda x: torch.where(x > 0, x, torch.zeros_like(x)),
+    "silu": lambda x: x / (1.0 + torch.exp(-x)),
+    "tanh": torch.tanh,
+    "sigmoid": lambda x: 1.0 / (1.0 + torch.exp(-x)),
+}
+
+
+@rule(O.Activation)
+def _activation(c: EvalCtx) -> Tensor:
+    op = c.op
+    assert isinstance(op, O.Activation)
+    return _ACTIVATIONS[op.fn](c.x())
+
+
+@rule(O.Glu)
+def _glu(c: EvalCtx) -> Tensor:
+    op = c.op
+    assert isinstance(op, O.Glu)
+    a, gate = c.x().chunk(2, dim=op.dim)
+    return a * _ACTIVATIONS["sigmoid"](gate)
+
+
+@rule(O.Softmax)
+def _softmax_rule(c: EvalCtx) -> Tensor:
+    op = c.op
+    assert isinstance(op, O.Softmax)
+    return _softmax(c.x(), op.dim)
+
+
+@rule(O.Dropout, O.DropPath)
+def _dropout(c: EvalCtx) -> Tensor:
+    op = c.op
+    assert isinstance(op, O.Dropout | O.DropPath)
+    _no_random(c, op.p, op.op)
+    return c.x()
+
+
+_BINARY: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b, "div": lambda a, b: a / b}
+
+
+@rule(O.Binary)
+def _binary(c: EvalCtx) -> Tensor:
+    op = c.op
+    assert isinstance(op, O.Binary)
+    return _BINARY[op.fn](c.x(0), c.x(1))
+
+
+@rule(O.Scale)
+def _scale(c: EvalCtx) -> Tensor:
+    op = c.op
+    assert isinstance(op, O.Scale)
+    return c.x() * op.factor + op.offset
+
+
+@rule(O.Matmul)
+def _matmul(c: EvalCtx) -> Tensor:
+    return torch.matmul(c.x(0), c.x(1))
+
+
+@rule(O.Rearrange)
+def _rearrange(c: EvalCtx) -> Tensor:
+    """einops semantics: split each input group into its elementary axes (the sizes of the IR,
+    a symbolic one inferred from the tensor), permute to the output order, merge groups."""
+    op = c.op
+    assert isinstance(op, O.Rearrange)
+    x = c.x()
+    declared = {a.name: a.size for a in op.axes}
+    sizes: dict[str, int] = {}
+    for group, actual in zip(op.lhs, x.shape, strict=True):
+        known = {n: declared[n] for n in group if type(declared[n]) is int}
+        unknown = [n for n in group if n not in known]
+        if len(unknown) > 1:
+            raise InterpretError(f"rearrange `{op.pattern()}`: cannot infer {', '.join(unknown)}")
+        rest = math.prod(known.values())
+        sizes.update(known)
+        if unknown:
+            sizes[unknown[0]] = actual // rest
+    elementary = [n for g in op.lhs for n in g]
+    order = [n for g in op.rhs for n in g]
+    y = x.reshape([sizes[n] for n in elementary]).permute([elementary.index(n) for n in order])
+    return y.reshape([math.prod(sizes[n] for n in g) for g in op.rhs])
+
+
+@rule(O.Concat)
+def _concat(c: EvalCtx) -> Tensor:
+    op = c.op
+    assert isinstance(op, O.Concat)
+    return torch.cat(c.xs, dim=op.dim)
+
+
+@rule(O.Split)
+def _split(c: EvalCtx) -> tuple[Tensor, ...]:
+    op = c.op
+    assert isinstance(op, O.Split)
+    x = c.x()
+    out, start = [], 0
+    for s in op.sizes:
+        out.append(x.narrow(op.dim, start, s))
+        start += s
+    return tuple(out)
+
+
+@rule(O.Mean)
+def _mean(c: EvalCtx) -> Tensor:
+    op = c.op
+    assert isinstance(op, O.Mean)
+    return c.x().mean(dim=op.dims, keepdim=op.keepdim)
+
+
+@rule(O.Pool2d)
+def _pool2d(c: EvalCtx) -> Tensor:
+    """Max or average over kernel windows of [B, C, H, W] after padding (``pad``: extra
+    left/right/top/bottom, then ``padding`` on every side): -inf for max, zeros for avg (the
+    zeros count in the average)."""
+    op = c.op
+    assert isinstance(op, O.Pool2d)
+    x = c.x()
+    (kh, kw), (sh, sw), (p0, p1) = op.kernel, op.stride, op.padding
+    left, right, top, bottom = op.pad
+    fill = float("-inf") if op.kind == "max" else 0.0
+    x = F.pad(x, (left + p1, right + p1, top + p0, bottom + p0), value=fill)
+    win = x.unfold(2, kh, sh).unfold(3, kw, sw)  # [B, C, oh, ow, kh, kw]
+    win = win.reshape(*win.shape[:4], kh * kw)
+    return win.max(dim=-1).values if op.kind == "max" else win.mean(dim=-1)
+
+
+@rule(O.Take)
+def _take(c: EvalCtx) -> Tensor:
+    op = c.op
+    assert isinstance(op, O.Take)
+    return c.x().select(op.dim, op.index)
+
+
+@rule(O.SliceOp)
+def _slice(c: EvalCtx) -> Tensor:
+    op = c.op
+    assert isinstance(op, O.SliceOp)
+    x = c.x()
+    d = op.dim % x.ndim
+    return x[(slice(None),) * d + (slice(op.start, op.stop),)]
+
+
+@rule(O.Roll)
+def _roll(c: EvalCtx) -> Tensor:
+    op = c.op
+    assert isinstance(op, O.Roll)
+    return torch.roll(c.x(), shifts=op.shifts, dims=op.dims)
+
+
+# ----------------------------------------------------------------------------- the interpreter
+
+
+def _lora_settings(graph: Graph) -> dict[str, dict[str | None, tuple[int, float, float]]]:
+    return {node: {part: (s.r, s.alpha, s.dropout) for part, s in parts.items()}
+            for node, parts in lora_targets(graph).items()}
+
+
+def interpret(graph: Graph, params: Mapping[str, Tensor], inputs: Sequence[Tensor], *,
+              train: bool = False) -> tuple[Tensor, ...]:
+    """Evaluate ``graph`` on ``inputs`` (one tensor per graph input, in declaration order) with
+    the parameters and persistent buffers in ``params``; returns the outputs in
+    ``graph.outputs`` order. ``train`` selects training behaviour (batch statistics in
+    BatchNorm; dropout must then be 0)."""
+    if len(inputs) != len(graph.inputs):
+        raise InterpretError(f"{graph.arch} takes {len(graph.inputs)} inputs, got {len(inputs)}")
+    feed = dict(zip(graph.inputs, inputs, strict=True))
+    lora = _lora_settings(graph)
+    values: dict[str, tuple[Tensor, ...]] = {}
+    for node in graph.nodes:
+        fn = EVAL_RULES.get(type(node.op))
+        if fn is None:
+            raise InterpretError(f"no eval rule for op `{node.op.op}`")
+        xs = [feed[node.name]] if isinstance(node.op, O.Input) else \
+            [values[r.node][r.index] for r in node.inputs]
+        out = fn(EvalCtx(node=node, xs=xs, params=params, train=train, lora=lora.get(node.name, {})))
+        values[node.name] = out if isinstance(out, tuple) else (out,)
+    return tuple(values[name][0] for name in graph.outputs)
+
+
+def _safe(name: str) -> str:
+    return name.replace("%", "%25").replace(".", "%2E")
+
+
+class Interpreter(nn.Module):
+    """An ``nn.Module`` that evaluates ``graph`` with :func:`interpret`, for comparing against a
+    generated model: ``Interpreter(graph, model.state_dict(keep_vars=True))`` copies the
+    parameters (``share=True`` uses the same tensors). ``forward`` returns what the generated
+    module returns: the output tensor, or a dict by output name when there are several;
+    ``self.training`` selects the mode. :meth:`tensors` gives the parameters by their
+    state_dict names (to compare gradients)."""
+
+    def __init__(self, graph: Graph, params: Mapping[str, Tensor], *, share: bool = False):
+        super().__init__()
+        self.graph = graph
+        self._names: dict[str, str] = {}
+        for name, t in params.items():
+            key = _safe(name)
+            self._names[name] = key
+            if isinstance(t, nn.Parameter) or (t.is_floating_point() and t.requires_grad):
+                p = t if share and isinstance(t, nn.Parameter) else \
+                    nn.Parameter(t.detach().clone(), requires_grad=t.requires_grad)
+                self.register_parameter(key, p)
+            else:
+                self.register_buffer(key, t if share else t.detach().clone())
+
+    def tensors(self) -> dict[str, Tensor]:
+        """Parameters and buffers by their state_dict names."""
+        own = {**dict(self.named_parameters()), **dict(self.named_buffers())}
+        return {name: own[key] for name, key in self._names.items()}
+
+    def forward(self, *inputs: Tensor) -> Tensor | dict[str, Tensor]:
+        outs = interpret(self.graph, self.tensors(), inputs, train=self.training)
+        if len(outs) == 1:
+            return outs[0]
+        return {self.graph.node(n).op.name: t for n, t in zip(self.graph.outputs, outs, strict=True)}  # type: ignore[attr-defined]
+
+
+__all__ = ["EVAL_RULES", "EvalCtx", "InterpretError", "Interpreter", "interpret", "param_lookup"]
