@@ -181,12 +181,13 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
 
 
 MAX_QUOTED = 120  # characters of a source line quoted under a diagnostic
+MAX_SHOWN = 50  # diagnostics printed; the summary line still counts them all
 
 
 def render_text(diags: Sequence[Diagnostic], sources: Sources) -> str:
     """Render diagnostics in the rustc/Elm layout, followed by a summary line."""
     out: list[str] = []
-    for d in diags:
+    for d in diags[:MAX_SHOWN]:
         out.append(f"{d.severity.value}[{d.code}]: {d.message}")
         if d.span is not None:
             src = sources.line(d.span.file, d.span.line)
@@ -209,6 +210,9 @@ def render_text(diags: Sequence[Diagnostic], sources: Sources) -> str:
             out.append(f"  = note: {n.message}{where}")
         if d.help:
             out.append(f"help: {d.help}")
+        out.append("")
+    if len(diags) > MAX_SHOWN:
+        out.append(f"... and {len(diags) - MAX_SHOWN} more not shown")
         out.append("")
     n_err = sum(1 for d in diags if d.is_error)
     n_warn = sum(1 for d in diags if d.severity is Severity.WARNING)

@@ -33,6 +33,8 @@ MAX_NODES = 150_000
 MAX_LOOP = 100_000
 MAX_STEPS = 1_000_000  # statements executed while elaborating one arch (nested loops multiply)
 MAX_INT = 2**63 - 1  # compile-time integers beyond this are not sizes; bounding them keeps `**` from hanging
+MAX_DIAGNOSTICS = 100  # problems recorded per arch; a spec with more gets one line for the rest
+MAX_SIZE = 2**48  # one dim of a tensor (the element count may be larger: it is a product)
 MAX_STR = 10_000  # characters of a compile-time string
 MAX_LIST = 100_000  # items of a compile-time list, nested lists counted in full
 MAX_DIM_TERMS = 16  # terms of one symbolic size (`img/4`, `2*B*S + 1`)
@@ -170,6 +172,11 @@ class Elaborator:
         return DiagnosticError(Diagnostic(code, message, span, help=help, notes=list(notes or [])))
 
     def record(self, diag: Diagnostic) -> None:
+        if len(self.diags) >= MAX_DIAGNOSTICS:
+            if len(self.diags) == MAX_DIAGNOSTICS:
+                self.diags.append(Diagnostic("E0406", f"more than {MAX_DIAGNOSTICS} problems; the rest are not shown",
+                                             diag.span, help="fix these first"))
+            return
         for name, site in reversed(self.stack):
             diag.notes.append(Label(f"in block `{name}`, called here", site))
         self.diags.append(diag)
@@ -509,6 +516,7 @@ class Elaborator:
                 return None
             dims.append(self.as_dim(v, d.span, f"a dim of input `{st.name}`"))
         t = TensorType(shape=tuple(dims), dtype=st.annot.dtype)
+        self.check_outputs(st.name, (t,), st.span)
         self.claim(st.name, st.span)
         self.add_node(st.name, O.Input(name=st.name, type=t), [], (t,), st.span, fr)
         self.inputs.append(st.name)
@@ -691,6 +699,9 @@ class Elaborator:
                 n = product(t.shape)
             except DimTooLarge:
                 n = None
+            if isinstance(n, int) and n > MAX_SIZE * MAX_SIZE:
+                raise self.fail("E0406", f"`{name}` would hold {n:.3g} elements ({t})", span,
+                                help="check the sizes that lead here")
             if n is None or (isinstance(n, Dim) and len(n.terms) > MAX_NUMEL_TERMS):
                 raise self.fail("E0406", f"the element count of `{name}` ({t}) is too large a polynomial", span,
                                 help="give the free sizes values with --set")
@@ -707,6 +718,9 @@ class Elaborator:
         if isinstance(v, Dim) or (isinstance(v, int) and not isinstance(v, bool)):
             if isinstance(v, int) and v < 0:
                 raise self.fail("E0406", f"{what} is negative ({v})", span)
+            if isinstance(v, int) and v > MAX_SIZE:
+                raise self.fail("E0406", f"{what} is {_short(str(v), 24)}, larger than any tensor can be", span,
+                                help=f"a size is at most 2**{MAX_SIZE.bit_length()}")
             return v
         raise self.fail("E0401", f"{what} must be a size (int), got {typed(v)}", span)
 

@@ -436,7 +436,19 @@ def _parse_uncached(text: str, file: str) -> A.Module:
     except VisitError as err:
         if isinstance(err.orig_exc, DiagnosticError):
             raise err.orig_exc from None
+        if isinstance(err.orig_exc, RecursionError):
+            meta = getattr(err.obj, "meta", None)
+            line = getattr(meta, "line", None) or 1
+            raise DiagnosticError(Diagnostic(
+                "E0101", "this expression is nested too deeply to parse",
+                Span(file=file, line=line, col=getattr(meta, "column", None) or 1, end_line=line,
+                     end_col=(getattr(meta, "column", None) or 1) + 1),
+                help="split it into several assignments")) from None
         raise
+    except RecursionError:
+        raise DiagnosticError(Diagnostic("E0101", "the spec is nested too deeply to parse",
+                                         Span(file=file, line=1, col=1, end_line=1, end_col=2),
+                                         help="split deep expressions into several assignments")) from None
     if isinstance(items, Tree):  # pragma: no cover - start always transforms to a list
         items = []
     return A.Module(
