@@ -4,6 +4,7 @@ and its output (stdout + stderr + exit code) must equal NAME.expected.
 The first lines of a case may hold directives:
     # args: --arch foo --set img=225      extra arguments for `archc check`
     # command: ir                         run another subcommand (default: check)
+    # global: -v                          options before the subcommand (-v shows notes)
 
 Re-bless on purpose after reviewing a change in the messages:
     ARCHLANG_BLESS=1 pytest tests/test_golden_diagnostics.py
@@ -26,18 +27,21 @@ CASES = sorted(GOLDEN.glob("*.arch"))
 
 
 def run_case(case: Path) -> str:
-    command, extra = "check", []
+    command, extra, glob = "check", [], []
     for line in case.read_text().splitlines():
-        if line.startswith("# args:"):
+        if line.startswith("# global:"):
+            glob = shlex.split(line.removeprefix("# global:"))
+        elif line.startswith("# args:"):
             extra = shlex.split(line.removeprefix("# args:"))
         elif line.startswith("# command:"):
             command = line.removeprefix("# command:").strip()
         elif not line.startswith("#"):
             break
     rel = case.relative_to(GOLDEN.parent.parent.parent)
-    result = CliRunner().invoke(app, [command, str(rel), *extra])
+    result = CliRunner().invoke(app, [*glob, command, str(rel), *extra])
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    return f"$ archc {command} {rel} {' '.join(extra)}".rstrip() + f"\n{result.output}[exit {result.exit_code}]\n"
+    return (f"$ archc {' '.join([*glob, command])} {rel} {' '.join(extra)}".rstrip()
+            + f"\n{result.output}[exit {result.exit_code}]\n")
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.stem for c in CASES])
