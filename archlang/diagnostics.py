@@ -53,6 +53,7 @@ CODES: dict[str, str] = {
     "E0204": "unknown argument",
     "E0205": "unknown architecture",
     "E0206": "ambiguous architecture",
+    "E0207": "reserved name",
     "E0301": "shape mismatch",
     "E0302": "wrong rank",
     "E0303": "bad rearrange pattern",

@@ -358,3 +358,32 @@ def test_networkx_view() -> None:
     # every decoder layer reads the final encoder output
     readers = {v for _, v in view.out_edges("encoder.norm")}
     assert {f"decoder.layers.{i}.multihead_attn" for i in range(6)} <= readers
+
+
+def test_reserved_labels_are_refused_at_check_time() -> None:
+    """Labels become nn.Module attributes and state_dict keys: keywords, nn.Module members and
+    underscored names are E0207 with a rename in the help (not a broken or renamed module)."""
+    from archlang.check import check_spec
+
+    for label in ("lambda", "forward", "training", "eval", "type", "float", "apply", "parameters", "to",
+                  "_modules", "head.class", "blocks[0].None", "arch_params"):
+        r = check_spec(f"arch net() {{\n  in x: [B, 8]\n  out y = {label}: linear(x, 8)\n}}\n")
+        assert r.graph is None and [d.code for d in r.diagnostics] == ["E0207"], (label, r.diagnostics)
+        assert "rename" in (r.diagnostics[0].help or "")
+    r = check_spec("arch net() {\n  in x: [B, 8]\n  out y = head.fc: linear(x, 8)\n}\n")
+    assert r.ok
+
+
+def test_reserved_labels_cover_every_public_member_of_nn_module() -> None:
+    nn = pytest.importorskip("torch.nn")
+    from archlang.check.elaborate import MODULE_MEMBERS
+
+    public = {n for n in set(dir(nn.Module)) | set(vars(nn.Module())) if not n.startswith("_")}
+    assert public <= MODULE_MEMBERS, sorted(public - MODULE_MEMBERS)
+
+
+def test_a_long_spec_string_is_text_not_a_path() -> None:
+    from archlang.check import check_spec
+
+    text = "arch net() {\n  in x: [B, 8]\n" + "  # a comment\n" * 2000 + "  out y = linear(x, 8)\n}\n"
+    assert check_spec(text).ok

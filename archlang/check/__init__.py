@@ -32,9 +32,16 @@ class CheckResult:
 
 def load_source(spec: str | Path) -> Program:
     """``spec`` is a path to a .arch file, or source text (anything containing a newline or `{`)."""
-    if isinstance(spec, str) and ("\n" in spec or "{" in spec) and not Path(spec).is_file():
+    if isinstance(spec, str) and ("\n" in spec or "{" in spec) and not _is_file(spec):
         return load("<string>", text=spec)
     return load(Path(spec))
+
+
+def _is_file(path: str) -> bool:
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):  # a name too long to be a path, a NUL byte: it is text
+        return False
 
 
 def check_spec(spec: str | Path | Program, arch: str | None = None,

@@ -12,6 +12,7 @@ that silences follow-on errors, and elaboration carries on.
 from __future__ import annotations
 
 import fnmatch
+import keyword
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,23 @@ MAX_LIST = 100_000  # items of a compile-time list, nested lists counted in full
 MAX_DIM_TERMS = 16  # terms of one symbolic size (`img/4`, `2*B*S + 1`)
 MAX_DIM_DEGREE = 8  # total degree of a symbolic size (`B*S` is 2)
 MAX_NUMEL_TERMS = 256  # terms of a tensor's element count, the product of its dims (the cost model multiplies it)
+# Labels become attribute names of the generated nn.Module and keys of its state_dict, so a
+# label may not be a Python keyword, an attribute or method of torch.nn.Module (its public
+# ones are listed here; tests/test_check.py checks the list against torch), one of the
+# generated model's own members, or start with `_` (where nn.Module keeps its state).
+MODULE_MEMBERS = frozenset((
+    "T_destination", "add_module", "apply", "bfloat16", "buffers", "call_super_init", "children", "compile", "cpu",
+    "cuda", "double", "dump_patches", "eval", "extra_repr", "float", "forward", "get_buffer", "get_extra_state",
+    "get_parameter", "get_submodule", "half", "ipu", "load_state_dict", "modules", "mtia", "named_buffers",
+    "named_children", "named_modules", "named_parameters", "parameters", "register_backward_hook",
+    "register_buffer", "register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook",
+    "register_full_backward_pre_hook", "register_load_state_dict_post_hook", "register_load_state_dict_pre_hook",
+    "register_module", "register_parameter", "register_state_dict_post_hook", "register_state_dict_pre_hook",
+    "requires_grad_", "set_extra_state", "set_submodule", "share_memory", "state_dict", "to", "to_empty", "train",
+    "training", "type", "xpu", "zero_grad",
+    # the generated model's own members
+    "arch_name", "arch_params", "no_weight_decay", "attend",
+))
 BUILTINS = ("len", "sum", "min", "max", "abs", "int", "float", "round", "range", "ceil", "floor")
 
 # ----------------------------------------------------------------------------- values
@@ -186,6 +204,17 @@ class Elaborator:
         return f"{fr.path}.{local}" if fr.path else local
 
     def claim(self, name: str, span: Span, fr: Frame | None = None) -> None:
+        for part in name.split("."):
+            if part.isdigit():
+                continue
+            if keyword.iskeyword(part) or part in MODULE_MEMBERS or part.startswith("_"):
+                why = ("a Python keyword" if keyword.iskeyword(part) else
+                       "where nn.Module keeps its own state" if part.startswith("_") else
+                       "a member of torch.nn.Module" if part not in ("arch_name", "arch_params", "no_weight_decay",
+                                                                     "attend") else "a member of the generated model")
+                raise self.fail("E0207", f"`{part}` cannot be a label: it is {why}", span,
+                                help=f"labels become attribute names and state_dict keys of the generated module; "
+                                     f"rename it, e.g. `{part.strip('_')}_{'layer' if part.strip('_') else 'x'}`")
         if name in self.taken:
             raise self.fail("E0604", f"the name `{name}` is already used in this graph", span,
                             help="give this call a different label", notes=[Label("first used here", self.taken[name])])
