@@ -110,7 +110,7 @@ class Mutator:
 
     def int_tweak(self, rng, toks):
         i = self._pick(rng, toks, ("int",))
-        if i is None:
+        if i is None or len(toks[i].text) > 40:
             return None
         v = int(toks[i].text)
         return self._replace(toks, i, str(max(rng.choice((v + 1, v - 1, v * 2, v // 2, v * 3, v + 7)), 0)))
