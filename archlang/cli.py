@@ -358,9 +358,12 @@ def build(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch fil
     except LoweringError as e:
         typer.echo(f"error[E0801]: cannot lower `{g.arch}` to PyTorch: {e}", err=True)
         raise typer.Exit(1) from None
+    from archlang.lower.build import module_name
+
+    stem = module_name(g.arch)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        path = out / f"{g.arch}.py"
+        path = out / f"{stem}.py"
         path.write_text(source)
         cost_path = out / f"{g.arch}.cost.json"
         cost_path.write_text(rep.json())
@@ -373,7 +376,7 @@ def build(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch fil
                + (f"; {trainable:,} trainable)" if trainable != params else ")"))
     typer.echo(f"  in   {ins}")
     typer.echo(f"  out  {outs}")
-    typer.echo(f"  wrote {path}  (class {cls_name}; `from {g.arch} import build; model = build()`)")
+    typer.echo(f"  wrote {path}  (class {cls_name}; `from {stem} import build; model = build()`)")
     typer.echo(f"  wrote {cost_path}  ({human_count(rep.flops, 'FLOP')}, peak ~{human_bytes(rep.peak_bytes()[0])} "
                f"at batch {batch})")
     _write_diagram(g, out)

@@ -84,12 +84,27 @@ def instantiate(graph: Graph, dtype: str = "float32", device: str | None = None)
     return model, source
 
 
+# Modules a generated file (or the code that imports it) imports: a file named like one of them
+# would shadow it for every script in the same folder (`build/ast.py` breaks `import ast`).
+THIRD_PARTY = frozenset(("torch", "torchvision", "timm", "einops", "safetensors", "numpy", "archlang", "typing_extensions",
+                         "transformers", "huggingface_hub", "onnx", "onnxruntime", "sympy", "networkx", "PIL", "typer",
+                         "rich", "pydantic", "lark", "sklearn", "matplotlib", "scipy", "pytest", "hypothesis"))
+
+
+def module_name(arch: str) -> str:
+    """The file stem of an arch's generated module: the arch's name, or ``<arch>_model`` when
+    the name would shadow a standard-library or commonly imported module."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", arch):
+        raise ValueError(f"arch name {arch[:80]!r} is not an identifier, so it names no file")
+    taken = sys.stdlib_module_names | THIRD_PARTY | set(sys.builtin_module_names)
+    return f"{arch}_model" if arch in taken or arch.lower() in taken else arch
+
+
 def write(graph: Graph, out_dir: Path) -> Path:
-    """Write the generated module to ``out_dir/<arch>.py``."""
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", graph.arch):
-        raise ValueError(f"arch name {graph.arch[:80]!r} is not an identifier, so it names no file")
+    """Write the generated module to ``out_dir/<module_name(arch)>.py``."""
+    name = module_name(graph.arch)
     source, _ = generate(graph)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{graph.arch}.py"
+    path = out_dir / f"{name}.py"
     path.write_text(source)
     return path
