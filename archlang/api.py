@@ -160,7 +160,7 @@ def _human(n: int) -> str:
     return human_bytes(n)
 
 
-def build(spec: str | Path, arch: str | None = None, *, compile: bool = False,
+def build(spec: str | Path | Program, arch: str | None = None, *, compile: bool = False,
           max_memory: int | str | None = "auto", batch: int = 1, train: bool = False, dtype: str = "float32",
           **params: Any):
     """Build the PyTorch model of one arch: ``archlang.build("specs/swin_t.arch", img=384)``.
@@ -177,11 +177,13 @@ def build(spec: str | Path, arch: str | None = None, *, compile: bool = False,
     from archlang.lower.build import instantiate
 
     _check_common(batch, dtype)
-    g = graph(spec, arch, **params)
-    _check_budget(g, max_memory, batch=batch, train=train, dtype=dtype, sources=load_source(spec).sources)
-    model, _ = instantiate(g, dtype=dtype) if dtype != "float32" else instantiate(g)
+    prog = spec if isinstance(spec, Program) else load_source(spec)
+    g = graph(prog, arch, **params)
+    _check_budget(g, max_memory, batch=batch, train=train, dtype=dtype, sources=prog.sources)
+    model, _ = instantiate(g, dtype=dtype)
     model.archlang_graph = g
-    model.archlang_spec_text = _spec_text(spec)
+    model.archlang_program = prog  # the sources `save` stores, as they were read for this build
+    model.archlang_spec_text = prog.sources.get(prog.main_file) or _spec_text(spec)
     if compile:
         import torch
 

@@ -88,8 +88,13 @@ def test_spec_given_as_text_and_a_spec_changed_before_saving(here: Path) -> None
     spec.write_text(text)
     model = archlang.build(spec, "vit_digits", depth=1)
     spec.write_text(text.replace("mlp_ratio = 2.0", "mlp_ratio = 3.0"))
+    # the model keeps the sources it was built from: editing the file afterwards changes nothing
+    loaded = load(save(model, here / "changed.safetensors")).eval()
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), loaded(x))
+    del model.archlang_program  # a model whose program is unknown re-reads the spec, and notices the edit
     with pytest.raises(ValueError, match="changed since the model was built"):
-        save(model, here / "changed.safetensors")
+        save(model, here / "changed2.safetensors")
 
 
 def test_round_trip_with_a_local_module(here: Path) -> None:
