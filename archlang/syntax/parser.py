@@ -413,7 +413,7 @@ MAX_INT_DIGITS = 40  # integer literals: sizes fit in 64 bits; more digits is a 
 def parse_text(text: str, file: str = "<input>") -> A.Module:
     """Parse ``text`` into its AST; raise :class:`DiagnosticError` on a syntax error.
 
-    There is no disk cache: parsing every spec and the standard library takes ~0.2 s in all,
+    ASTs are kept in memory for the process (an LRU of 256 files). There is no disk cache: parsing every spec and the standard library takes ~0.2 s in all,
     and a cache of Python objects read back from disk (pickle) would let whoever can write
     the cache folder run code as the user. The LALR tables are built in memory once per
     process (~0.07 s), for the same reason (Lark's own ``cache=True`` pickles into /tmp).
@@ -423,6 +423,12 @@ def parse_text(text: str, file: str = "<input>") -> A.Module:
             "E0702", f"`{file}` has {len(text):,} characters, more than the limit of {MAX_SOURCE_CHARS:,}",
             Span(file=file, line=1, col=1, end_line=1, end_col=2),
             help="a spec describes an architecture in a few hundred lines; is this the right file?"))
+    return _parse_cached(text, file)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_cached(text: str, file: str) -> A.Module:
+    """In-memory only (the AST is immutable): the standard library is parsed once per process."""
     return _parse_uncached(text, file)
 
 
