@@ -86,6 +86,7 @@ class Case:
     label: str  # e.g. "mutant 17 of vit_digits.arch (int_edge, name_swap)"
     text: str
     source: str  # the file name given to ``load``
+    deep: bool = False  # also draw every level, uncollapsed, with dropout and cost colours (small programs)
 
 
 @dataclass
@@ -156,7 +157,7 @@ def programs(seed: int, n: int, mutate: float = 0.25) -> Iterator[Case]:
         if rng.random() < mutate:
             text, edits = Mutator(text).mutant(rng)
             label += f" ({', '.join(edits)})"
-        yield Case(label, text, str(SPECS / f"generated_{k + 1}.arch"))
+        yield Case(label, text, str(SPECS / f"generated_{k + 1}.arch"), deep=True)
 
 
 # ----------------------------------------------------------------------------- one input (in the worker)
@@ -301,6 +302,10 @@ def run_case(case: Case, state: _State | None = None) -> Outcome:
                 assert render_graph(g).dot.startswith("digraph")
             except RenderError:
                 out.refused += 1  # too many nodes: a clean error
+            if case.deep and len(g.nodes) <= 400:  # one more drawing, with other options
+                k = len(state.done_graphs)
+                render_graph(g, 2 + k % 4, collapse=k % 2 == 0, dropout=k % 3 == 0,
+                             cost=("flops", "memory", "params", False)[k % 4], max_nodes=None)
             t = mark("render", t)
         stage = "diagnostics"
         render_text(all_diags, prog.sources)
