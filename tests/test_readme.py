@@ -24,3 +24,44 @@ def test_readme_has_two_commands() -> None:
 def test_ci_runs_the_readme_test_command() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
     assert _commands()[1] in ci
+
+
+def test_readme_limits_are_the_code_limits() -> None:
+    """The Trust section's table of limits is the constants the code enforces."""
+    import importlib
+
+    E = importlib.import_module("archlang.check.elaborate")
+    P = importlib.import_module("archlang.check.program")
+    R = importlib.import_module("archlang.render.diagram")
+    S = importlib.import_module("archlang.syntax.parser")
+
+    text = (ROOT / "README.md").read_text().split("## Trust", 1)[1].split("\n## ", 1)[0]
+    rows = dict(re.findall(r"^\s*\| (.+?) \| (.+?) \|$", text, re.M))
+    expected = {
+        "nodes in one graph": E.MAX_NODES, "iterations of one loop": E.MAX_LOOP,
+        "statements executed": E.MAX_STEPS, "items of a compile-time list": E.MAX_LIST,
+        "characters of a compile-time string": E.MAX_STR, "digits of an integer literal": S.MAX_INT_DIGITS,
+        "terms / degree": f"{E.MAX_DIM_TERMS} / {E.MAX_DIM_DEGREE}", "one dim of a tensor": f"2**{E.MAX_SIZE.bit_length() - 1}",
+        "characters of a `--set` value": S.MAX_SET_CHARS, "characters of a spec file": S.MAX_SOURCE_CHARS,
+        "files one program reads": P.MAX_MODULES, "problems recorded per arch": E.MAX_DIAGNOSTICS,
+        "nodes in one drawing": R.MAX_DRAWN_NODES,
+    }
+    for prefix, value in expected.items():
+        row = [v for k, v in rows.items() if k.startswith(prefix)]
+        assert len(row) == 1, f"README's limits table has no row for {prefix!r}"
+        shown = value if isinstance(value, str) else f"{value:,}"
+        assert row[0] == shown, f"README says {prefix} = {row[0]}, the code says {shown}"
+
+
+def test_readme_cost_example_is_the_cli_output() -> None:
+    """The `archc cost specs/swin_t.arch` block in the README is what the command prints."""
+    from typer.testing import CliRunner
+
+    from archlang.cli import app
+
+    text = (ROOT / "README.md").read_text()
+    block = text.split("$ archc cost specs/swin_t.arch\n", 1)[1].split("```", 1)[0]
+    res = CliRunner().invoke(app, ["cost", "specs/swin_t.arch"], env={"COLUMNS": "100"})
+    assert res.exit_code == 0, res.output
+    printed = "\n".join(line.rstrip() for line in res.output.splitlines()) + "\n"
+    assert block == printed, "README's cost example is stale: rerun `archc cost specs/swin_t.arch` (COLUMNS=100)"
