@@ -183,16 +183,22 @@ print(status("VmHWM") - before)
 """
 
 
+def test_build_peak_of_a_sinusoidal_table() -> None:
+    """Constructing a 256 MB sinusoidal table needs twice the table (its float32 temporaries)."""
+    est, at = archlang.cost(SINUSOIDAL.replace("4000000", "400000")).build_peak_bytes()
+    assert at == "pos" and est == 2 * 400_000 * 160 * 4
+
+
+@pytest.mark.slow  # a measurement of the process's memory: meaningful only on a quiet machine
 def test_build_high_water_matches_the_estimate() -> None:
-    """Constructing a 256 MB sinusoidal table peaks at about twice the table (the process's
-    resident high-water mark, reset just before the build), as build_peak_bytes says."""
+    """The process's resident high-water mark, reset just before the build, is about what
+    build_peak_bytes says (measured at 522 MB for a 512 MB estimate)."""
     pytest.importorskip("torch")
     import subprocess
     import sys
 
     spec = SINUSOIDAL.replace("4000000", "400000")
-    est, at = archlang.cost(spec).build_peak_bytes()
-    assert at == "pos" and est == 2 * 400_000 * 160 * 4
+    est, _ = archlang.cost(spec).build_peak_bytes()
     if not Path("/proc/self/clear_refs").exists():
         pytest.skip("needs Linux's /proc/self/status and clear_refs")
     r = subprocess.run([sys.executable, "-c", BUILD_RSS, spec], cwd=ROOT, capture_output=True, text=True,
