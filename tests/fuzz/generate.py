@@ -47,13 +47,44 @@ class _Ctx:
     counter: int = 0
 
 
+WILD_ATOMS = ("0", "1", "-1", "2", "3", "7", "64", "1000", str(2**31), str(2**62), "0.0", "0.5", "-2.5", "1e308",
+              "1e-300", "true", "false", '""', '"gelu"', '"b n d -> b d n"', "[]", "[1, 2]", "[[1], [2]]",
+              "[1.5, 2]", "dim", "depth", "heads", "widths", "flag", "act", "p", "x", "B", "N", "nope", "x.shape",
+              "x.shape[0]", "x.shape[-1]", "x.shape[9]", "widths[0 .. 9]", "widths[-1]", "range(3)")
+WILD_BINOPS = ("+", "-", "*", "/", "//", "%", "**", "@", "==", "!=", "<", ">=", "and", "or")
+WILD_CALLS = ("len", "sum", "min", "max", "int", "float", "round", "range", "abs")
+
+
+def wild(rng: random.Random, depth: int = 2) -> str:
+    """A random compile-time expression, often ill-typed: the checker must answer each with a diagnostic."""
+    if depth <= 0 or rng.random() < 0.3:
+        return rng.choice(WILD_ATOMS)
+    r = rng.random()
+    sub = lambda: wild(rng, depth - 1)  # noqa: E731
+    if r < 0.35:
+        return f"({sub()} {rng.choice(WILD_BINOPS)} {sub()})"
+    if r < 0.45:
+        return f"{rng.choice(('-', 'not '))}{sub()}"
+    if r < 0.55:
+        return f"(if {sub()} then {sub()} else {sub()})"
+    if r < 0.7:
+        return f"{rng.choice(WILD_CALLS)}({', '.join(sub() for _ in range(rng.randrange(0, 3)))})"
+    if r < 0.8:
+        return "[" + ", ".join(sub() for _ in range(rng.randrange(0, 4))) + "]"
+    if r < 0.9:
+        return f"{sub()}[{sub()}]"
+    return f"{sub()}[{sub()} .. {sub()}]"
+
+
 class ProgramGen:
-    """``ProgramGen(rng).program()`` -> spec text."""
+    """``ProgramGen(rng).program()`` -> spec text; ``wild`` is the chance that a number is replaced
+    by a random, often ill-typed expression (:func:`wild`)."""
 
     WIDTHS = (8, 12, 16, 24, 32, 48, 64)
 
-    def __init__(self, rng: random.Random) -> None:
+    def __init__(self, rng: random.Random, wild: float = 0.0) -> None:
         self.rng = rng
+        self.wild = wild
         self.blocks: list[str] = []  # block definitions, text
         self.block_sigs: dict[str, tuple[str, str]] = {}  # kind -> (block name, call args template)
         self.uses_nn = rng.random() < 0.5
@@ -95,6 +126,8 @@ class ProgramGen:
     def num(self, c: _Ctx, v: int) -> str:
         """An int expression worth ``v``: a literal, a parameter, or some arithmetic."""
         p = c.params
+        if self.wild and self.chance(self.wild):
+            return wild(self.rng)
         r = self.rng.random()
         if not c.in_block:
             for name, val in p.items():
@@ -176,6 +209,8 @@ class ProgramGen:
         return self.assign(c, f"{x.var} + {x.var}", x.kind, x.dims)
 
     def heads(self, c: _Ctx, d: int) -> str:
+        if self.wild and self.chance(self.wild):
+            return wild(self.rng)
         h = c.params.get("heads")
         if not c.in_block and isinstance(h, int) and d % h == 0 and self.chance(0.5):
             return "heads"
@@ -390,6 +425,8 @@ class ProgramGen:
         var = self.pick(("i", "j", "k"))
         depth = c.params.get("depth")
         hi = "depth" if isinstance(depth, int) and self.chance(0.6) else str(self.rng.randrange(0, 4))
+        if self.wild and self.chance(self.wild):
+            hi = wild(self.rng, 1)
         lo = "0" if self.chance(0.85) else "1"
         w = c.params.get("widths")
         if isinstance(w, list) and w and self.chance(0.3) and x.kind in ("tok", "flat", "grid"):
@@ -493,6 +530,9 @@ class ProgramGen:
         x = ins[0]
         outs = []
         for _ in range(rng.randrange(2, 9)):
+            if self.wild and self.chance(self.wild):
+                self.emit(c, self.pick((f"k{rng.randrange(3)} = {wild(rng, 3)}", f"require {wild(rng)}",
+                                        f"require {wild(rng)}, \"wild\"")))
             x = self.step(c, x)
             if self.chance(0.08) and len(outs) < 2:
                 o = f"feat{len(outs)}"
@@ -547,5 +587,5 @@ class ProgramGen:
         return "\n".join(parts)
 
 
-def program(rng: random.Random) -> str:
-    return ProgramGen(rng).program()
+def program(rng: random.Random, wild: float = 0.0) -> str:
+    return ProgramGen(rng, wild).program()
