@@ -33,7 +33,8 @@ N_PROGRAMS = 1000
 
 
 def test_fuzz_campaign() -> None:
-    stats, findings = campaign(SEED, N_MUTANTS, N_PROGRAMS, skew=2.0, shrink_budget=120, shrink_seconds=20.0)
+    stats, findings = campaign(SEED, N_MUTANTS, N_PROGRAMS, skew=2.0, shrink_budget=120, shrink_seconds=15.0,
+                               shrink_slow=False)
     print(summary(stats, findings))
     assert stats.inputs["mutant"] == N_MUTANTS and stats.inputs["program"] == N_PROGRAMS
     assert stats.archs["program", "drawn"] >= N_PROGRAMS // 2, "generated programs should mostly reach cost and render"

@@ -474,9 +474,13 @@ class Stats:
 
 
 def campaign(seed: int, n_mutants: int, n_programs: int, *, skew: float = 1.0, shrink_budget: int = 150,
-             shrink_seconds: float = 60.0, progress: Callable[[str], None] | None = None,
+             shrink_seconds: float = 60.0, shrink_slow: bool = True, progress: Callable[[str], None] | None = None,
              on_finding: Callable[[Finding], None] | None = None) -> tuple[Stats, list[Finding]]:
-    """Run ``n_mutants`` mutants and ``n_programs`` generated programs; return stats and findings."""
+    """Run ``n_mutants`` mutants and ``n_programs`` generated programs; return stats and findings.
+
+    Each new finding is shrunk for at most ``shrink_budget`` runs and ``shrink_seconds``;
+    ``shrink_slow=False`` keeps slow inputs whole (each try of those takes seconds).
+    """
     stats = Stats()
     findings: dict[str, Finding] = {}
     worker = Worker()
@@ -501,7 +505,8 @@ def campaign(seed: int, n_mutants: int, n_programs: int, *, skew: float = 1.0, s
                         f.count += 1
                         continue
                     f = findings[o.signature] = Finding(o.signature, case, o)
-                    f.reproducer = _shrink_finding(worker, f, shrink_budget, shrink_seconds)
+                    if shrink_slow or o.status == "exception":
+                        f.reproducer = _shrink_finding(worker, f, shrink_budget, shrink_seconds)
                     if on_finding is not None:
                         on_finding(f)
                 if progress is not None and (k + 1) % 250 == 0:
