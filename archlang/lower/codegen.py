@@ -11,8 +11,6 @@ match). Submodules are named after the IR hierarchy, so ``state_dict`` keys equa
 from __future__ import annotations
 
 import ast
-import math
-import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +24,13 @@ from archlang.lower.rules import (
     LOWER_RULES,
     MAX_INDEX_GAP,
     Ctx,
+    E,
     LoweringError,
-    access,
+    access_node,
     attr,
+    call,
     camel,
+    code,
     comment_text,
     doc,
     helpers_of,
@@ -37,6 +38,7 @@ from archlang.lower.rules import (
     is_index,
     state_key,
 )
+from archlang.lower.rules import lit as _lit
 
 PRELUDE = Path(__file__).resolve().parent / "prelude.py"
 # attributes whose per-instance values the lowering rule handles itself (not constructor arguments)
@@ -48,16 +50,17 @@ STRUCTURAL = (("activation", "fn"), ("binary", "fn"), ("pos_embed", "kind"), ("c
               ("mean", "keepdim"))
 
 
-def literal(v: Any) -> str:
-    if isinstance(v, bool | int | str):
-        return repr(v)
-    if isinstance(v, float):
-        return repr(v) if math.isfinite(v) else f"float({repr(v)!r})"
-    if isinstance(v, tuple):
-        return "(" + ", ".join(literal(x) for x in v) + ("," if len(v) == 1 else "") + ")"
+def lit(v: Any) -> ast.expr:
+    """A value as an expression; a symbolic size is refused with its name."""
     if isinstance(v, Dim):
         raise LoweringError(f"a symbolic size `{fmt(v)}` cannot be a constructor argument")
-    raise LoweringError(f"cannot write {v!r} as a literal")
+    if isinstance(v, tuple):
+        return ast.Tuple(elts=[lit(x) for x in v], ctx=ast.Load())
+    return _lit(v)
+
+
+def literal(v: Any) -> str:
+    return code(lit(v))
 
 
 def _attr_value(op: O.OpBase, name: str) -> Any:
@@ -161,9 +164,11 @@ class ClassPlan:
     block: str
     instances: list[Inst]
     args: list[str] = field(default_factory=list)  # constructor arguments, in order
-    arg_of: dict[tuple[str, str], str] = field(default_factory=dict)  # (item local, field) -> argument
-    code: list[str] = field(default_factory=list)
+    # (item local, field) -> (constructor argument, multiple): the value is `multiple * argument`
+    arg_of: dict[tuple[str, str], tuple[str, int]] = field(default_factory=dict)
     helpers: set[str] = field(default_factory=set)
+    uses: set[str] = field(default_factory=set)  # names the generated class mentions
+    uses_container: bool = False
 
 
 def _wiring(inst: Inst, ref: ValueRef, produced: dict[tuple[str, int], tuple]) -> tuple:
@@ -216,7 +221,7 @@ def fields_of(inst: Inst) -> dict[tuple[str, str], Any]:
     return vals
 
 
-def plan_classes(root: Inst, arch: str, lora: dict[str, tuple]) -> list[ClassPlan]:
+def plan_classes(root: Inst, arch: str, lora: dict[str, tuple], graph: Graph | None = None) -> list[ClassPlan]:
     """Group instances bottom-up into classes; decide each class's constructor arguments."""
     depth: dict[int, list[Inst]] = defaultdict(list)
 
@@ -244,50 +249,94 @@ def plan_classes(root: Inst, arch: str, lora: dict[str, tuple]) -> list[ClassPla
                 name = f"{base}{names[base]}"
             taken.add(name)
             plan = ClassPlan(name=name, block=block, instances=insts)
-            _choose_args(plan)
+            _choose_args(plan, graph)
             for inst in insts:
                 inst.cls = plan
             plans.append(plan)
     return plans  # innermost blocks first, the model class last
 
 
-def _choose_args(plan: ClassPlan) -> None:
+# op attributes and child-constructor arguments that are sizes: in a class shared by several
+# instances they become constructor arguments when a block dim or parameter names them, even
+# where every instance has the same value (`nn.Linear(C, hidden)`, not `nn.Linear(768, 3072)`)
+SIZE_FIELDS = frozenset({"in_features", "out_features", "dim", "channels", "in_channels", "out_channels", "heads",
+                         "num", "context_dim", "dim_out", "hidden", "groups"})
+SIZE_ONLY_EXACT = frozenset({"heads", "head_dim", "groups", "num"})  # never written as `m * C`
+MULTIPLES = range(2, 9)  # `4 * C`: a size that is a small multiple of a block dim
+
+
+def _is_size(v: Any) -> bool:
+    return type(v) is int and v >= 2
+
+
+def _choose_args(plan: ClassPlan, graph: Graph | None = None) -> None:
     per_inst = [fields_of(i) for i in plan.instances]
     if len(plan.instances) == 1 or not per_inst[0]:
         return
-    varying = [k for k in per_inst[0] if any(v.get(k) != per_inst[0][k] for v in per_inst[1:])]
-    used: dict[str, list[Any]] = {}
-    # a block parameter or a dim whose value matches in every instance names the argument
-    candidates: list[str] = []
     scope0 = plan.instances[0].scope
-    if scope0 is not None:
-        candidates = [p.name for p in scope0.args] + [p.name for p in scope0.dims]
+    dims = [p.name for p in scope0.dims] if scope0 is not None else []
+    params = [p.name for p in scope0.args] if scope0 is not None else []
     scope_values = [_scope_values(i.scope) for i in plan.instances]
-    cand_series: dict[str, list[Any]] = {}
-    for key in varying:
+    series: dict[str, list[Any]] = {}
+
+    def values_of(cand: str) -> list[Any]:
+        if cand not in series:
+            series[cand] = [sv.get(cand) for sv in scope_values]
+        return series[cand]
+
+    int_params = {p.name for p in scope0.args if p.type == "int"} if scope0 is not None else set()
+    # the dims that are an input's last (channel) axis: only they are scaled (`4 * C`, never `2 * N`)
+    last_axes = [[graph.type_of(r).shape[-1] for r in i.inputs if graph.type_of(r).rank]
+                 for i in plan.instances] if graph is not None else []
+    channels = {d for d in dims if last_axes and all(values_of(d)[k] in axes for k, axes in enumerate(last_axes))}
+
+    def int_param(cand: str) -> bool:
+        return cand in int_params
+
+    def size_like(field_name: str) -> bool:
+        return field_name in SIZE_FIELDS or field_name in dims or "dim" in field_name or "hidden" in field_name \
+            or (len(field_name) == 1 and field_name.isupper())
+
+    used: dict[str, list[Any]] = {}
+    for key in per_inst[0]:
         values = [v[key] for v in per_inst]
-        name = None
-        for cand in candidates:
-            if cand not in cand_series:
-                cand_series[cand] = [sv.get(cand) for sv in scope_values]
-            cvals = cand_series[cand]
-            if cvals == values:
-                name = ident(cand if cand not in ("B",) else "batch")
+        varies = any(v != values[0] for v in values[1:])
+        local, f = key
+        size = size_like(f) and all(_is_size(v) for v in values)
+        # 1. a block dim (the input's sizes) or parameter with exactly these values names it
+        choice: tuple[str, int] | None = None
+        for cand in dims + params:
+            if values_of(cand) == values and (varies or (size and (cand in dims or cand == f or int_param(cand)))):
+                choice = (cand, 1)
                 break
-        if name is None:
-            name = next((n for n, vs in used.items() if vs == values), None)
-        if name is None:
-            local, f = key
-            name = ident(f"{local.split('.')[-1] if not local.split('.')[-1].isdigit() else local}_{f}"
-                         .replace(".", "_"))
+        # 2. a small multiple of a block dim or integer parameter, the smallest there is: `4 * C`
+        if choice is None and size and f not in SIZE_ONLY_EXACT:
+            for cand in [d for d in dims if d in channels] + \
+                    [p for p in params if int_param(p) and size_like(p) and p not in SIZE_ONLY_EXACT]:
+                cv = values_of(cand)
+                if all(_is_size(v) for v in cv):
+                    m = next((m for m in MULTIPLES if all(m * c == v for c, v in zip(cv, values, strict=True))),
+                             None)
+                    if m is not None and (choice is None or m < choice[1]):
+                        choice = (cand, m)
+        if choice is None and not varies:
+            continue
+        if choice is not None:
+            name = ident(choice[0] if choice[0] != "B" else "batch")
+            mult = choice[1]
+            values = values_of(choice[0])
+        else:
+            mult = 1
+            name = next((n for n, vs in used.items() if vs == values), None) or ident(
+                f"{local.split('.')[-1] if not local.split('.')[-1].isdigit() else local}_{f}".replace(".", "_"))
         while name in used and used[name] != values:
             name = f"{name}_"
         used[name] = values
-        plan.arg_of[key] = name
+        plan.arg_of[key] = (name, mult)
         if name not in plan.args:
             plan.args.append(name)
-    for inst, vals in zip(plan.instances, per_inst, strict=True):
-        inst.ctor = {plan.arg_of[k]: vals[k] for k in varying}
+    for inst, sv in zip(plan.instances, range(len(plan.instances)), strict=True):
+        inst.ctor = {n: used[n][sv] for n in plan.args}
 
 
 def _scope_values(scope: Scope | None) -> dict[str, Any]:
@@ -311,12 +360,14 @@ def _scope_value(scope: Scope | None, name: str) -> Any:
 
 
 class ModuleTree:
-    """Attribute paths of a class's submodules/parameters -> constructor code, as a tree."""
+    """Attribute paths of a class's submodules/parameters -> constructor expressions, as a tree."""
 
-    def __init__(self) -> None:
+    def __init__(self, taken: set[str] | None = None) -> None:
         self.root: dict[str, Any] = {}
+        self.uses_container = False
+        self.taken = set(taken or ())  # names bound in __init__ (a comprehension's variable must differ)
 
-    def add(self, local: str, code: str) -> None:
+    def add(self, local: str, expr: ast.expr) -> None:
         parts = [p if is_index(p) else attr(p) for p in local.split(".")]
         d = self.root
         for p in parts[:-1]:
@@ -326,10 +377,17 @@ class ModuleTree:
             d = nxt
         if parts[-1] in d:
             raise LoweringError(f"two layers are named `{local}`")
-        d[parts[-1]] = code
+        d[parts[-1]] = expr
 
-    @staticmethod
-    def expr(d: dict[str, Any], indent: str) -> str:
+    def leaves(self) -> list[ast.expr]:
+        out: list[ast.expr] = []
+        todo = [self.root]
+        while todo:
+            for v in todo.pop().values():
+                (todo.append(v) if isinstance(v, dict) else out.append(v))
+        return out
+
+    def expr(self, d: dict[str, Any], indent: str) -> str:
         keys = list(d)
         inner = indent + "    "
         if all(is_index(k) for k in keys):
@@ -337,21 +395,129 @@ class ModuleTree:
             if n - len(keys) > MAX_INDEX_GAP:
                 raise LoweringError(f"index {n - 1} leaves {n - len(keys):,} empty entries in a module list "
                                     f"(at most {MAX_INDEX_GAP:,})")
-            items = [d.get(str(i), "nn.Identity()") for i in range(n)]
-            parts = [ModuleTree.expr(x, inner) if isinstance(x, dict) else x for x in items]
+            items = [d.get(str(i), IDENTITY) for i in range(n)]
+            if n >= 2 and not any(isinstance(x, dict) for x in items):
+                comp = self._comprehension(items)
+                if comp is not None:
+                    one, loop = comp
+                    if len(indent) + len(one) + len(loop) + 30 <= 120:
+                        return f"nn.ModuleList([{one} {loop}])"
+                    return f"nn.ModuleList([\n{inner}{one}\n{inner}{loop}\n{indent}])"
+            parts = [self.expr(x, inner) if isinstance(x, dict) else code(x) for x in items]
             return "nn.ModuleList([\n" + "".join(f"{inner}{p},\n" for p in parts) + f"{indent}])"
-        parts = [f"{k}={ModuleTree.expr(v, inner) if isinstance(v, dict) else v}" for k, v in d.items()]
+        self.uses_container = True
+        parts = [f"{k}={self.expr(v, inner) if isinstance(v, dict) else code(v)}" for k, v in d.items()]
         return "_container(\n" + "".join(f"{inner}{p},\n" for p in parts) + f"{indent})"
+
+    def _comprehension(self, items: list[ast.expr]) -> tuple[str, str] | None:
+        """``Block(dim=96, shift=(0, 0) if i % 2 == 0 else (3, 3)) for i in range(n)`` when the
+        entries are calls of one constructor whose arguments are equal or follow ``i``."""
+        first = items[0]
+        if not isinstance(first, ast.Call):
+            return None
+        func = code(first.func)
+        kw_names = [k.arg for k in first.keywords]
+        calls: list[ast.Call] = []
+        for x in items:
+            if not (isinstance(x, ast.Call) and code(x.func) == func and len(x.args) == len(first.args)
+                    and [k.arg for k in x.keywords] == kw_names):
+                return None
+            calls.append(x)
+        var = "i"
+        while var in self.taken:
+            var += "_"
+        i = ast.Name(id=var, ctx=ast.Load())
+        uses_i = False
+        args: list[ast.expr] = []
+        for j in range(len(first.args)):
+            e = _series([c.args[j] for c in calls], i)
+            if e is None:
+                return None
+            uses_i |= e[1]
+            args.append(e[0])
+        keywords = []
+        for j, k in enumerate(kw_names):
+            e = _series([c.keywords[j].value for c in calls], i)
+            if e is None:
+                return None
+            uses_i |= e[1]
+            keywords.append(ast.keyword(arg=k, value=e[0]))
+        one = ast.Call(func=first.func, args=args, keywords=keywords)
+        return code(one), f"for {var if uses_i else '_'} in range({len(items)})"
 
     def lines(self) -> list[str]:
         out = []
         for k, v in self.root.items():
-            code = self.expr(v, "        ") if isinstance(v, dict) else v
-            out.append(f"        self.{k} = {code}")
+            text = self.expr(v, "        ") if isinstance(v, dict) else code(v)
+            out.append(f"        self.{k} = {text}")
         return out
 
 
-def shape_comment(types: list[TensorType], dims: dict[str, list[int]] | None = None) -> str:
+IDENTITY = E("nn.Identity()")
+
+
+def _series(values: list[ast.expr], i: ast.expr) -> tuple[ast.expr, bool] | None:
+    """One expression of ``i`` that gives ``values[i]`` for each i (and whether it mentions ``i``):
+    the common value, ``dpr[k0 + i]``, ``a + b * i`` or ``a if i % 2 == 0 else b``; None if none does."""
+    texts = [code(v) for v in values]
+    n = len(values)
+    if all(t == texts[0] for t in texts):
+        return values[0], False
+    # consecutive entries of one list: dpr[2 + i]
+    if all(isinstance(v, ast.Subscript) and isinstance(v.slice, ast.Constant) and type(v.slice.value) is int
+           for v in values):
+        subs = [v for v in values if isinstance(v, ast.Subscript)]
+        base = code(subs[0].value)
+        k0 = subs[0].slice.value  # type: ignore[attr-defined]
+        if all(code(s.value) == base and s.slice.value == k0 + j for j, s in enumerate(subs)):  # type: ignore[attr-defined]
+            return ast.Subscript(value=subs[0].value, slice=E("k + i", k=k0, i=i) if k0 else i, ctx=ast.Load()), True
+    nums = [v.value if isinstance(v, ast.Constant) and type(v.value) is int else None for v in values]
+    if n >= 3 and all(x is not None for x in nums):
+        a, b = nums[0], nums[1] - nums[0]  # type: ignore[operator]
+        if all(x == a + b * j for j, x in enumerate(nums)):  # type: ignore[operator]
+            step = i if b == 1 else E("b * i", b=b, i=i)
+            return (step if a == 0 else E("a + s", a=a, s=step)), True
+    numeric = all(isinstance(v, ast.Constant) and type(v.value) in (int, float) for v in values)
+    if (n >= 3 or not numeric) and texts[0] != texts[1] and \
+            all(t == texts[j % 2] for j, t in enumerate(texts)):
+        return E("a if i % 2 == 0 else b", a=values[0], b=values[1], i=i), True
+    return None
+
+
+def _schedules(calls: list[ast.Call], taken: set[str]) -> list[str]:
+    """Per-instance float series (a drop-path schedule) that are exactly linear in the instance
+    index become one list (``dpr = [0.2 * k / 11 for k in range(12)]``) that the calls index;
+    returns the lines that define the lists (the calls are changed in place)."""
+    by_name: dict[str, list[ast.keyword]] = {}
+    for c in calls:
+        for k in c.keywords:
+            if k.arg and isinstance(k.value, ast.Constant) and type(k.value.value) is float:
+                by_name.setdefault(k.arg, []).append(k)
+    lines = []
+    for arg, kws in by_name.items():
+        vals = [k.value.value for k in kws]  # type: ignore[attr-defined]
+        n = len(vals)
+        if n < 3 or vals[0] != 0.0 or len(set(vals)) < 3:
+            continue
+        d = n - 1
+        # the rate as the spec wrote it (0.05, where the last value is 0.05000000000000001)
+        r = next((r for r in (float(f"{vals[-1]:.12g}"), vals[-1])
+                  if all(r * k / d == v for k, v in enumerate(vals))), None)
+        if r is None:
+            continue
+        var = ident(arg)
+        while var in taken:
+            var += "_"
+        taken.add(var)
+        lines.append(f"        {var} = {code(E('[r * k / d for k in range(n)]', r=r, d=d, n=n))}"
+                     f"  # `{comment_text(arg)}` of each block in turn")
+        for j, k in enumerate(kws):
+            k.value = ast.Subscript(value=ast.Name(id=var, ctx=ast.Load()), slice=ast.Constant(j), ctx=ast.Load())
+    return lines
+
+
+def shape_comment(types: list[TensorType], dims: dict[str, list[int]] | None = None,
+                  named: frozenset[str] | set[str] = frozenset()) -> str:
     """``[B, 197, 768]``; for a class shared by instances of different sizes, dims that vary
     are written by name (``[B, H, W, C]``) when a block dim matches them."""
     per_pos = []
@@ -359,25 +525,46 @@ def shape_comment(types: list[TensorType], dims: dict[str, list[int]] | None = N
     taken: set[str] = set()
     for i, d in enumerate(first.shape):
         vals = [t.shape[i] if i < t.rank else None for t in types]
-        if all(v == d for v in vals):
+        constant = all(v == d for v in vals)
+        if constant and not any(k in named and series[:1] == [d] for k, series in (dims or {}).items()):
             per_pos.append(fmt(d))
             continue
         name = None
         for k, series in (dims or {}).items():
-            if series == vals and k not in taken:
+            if (k in named or not constant) and series == ([d] * len(series) if constant else vals) \
+                    and k not in taken:
                 name = k
                 break
         if name:
             taken.add(name)
-        per_pos.append(name or "…")
+        per_pos.append(name or (fmt(d) if constant else "…"))
     return "[" + ", ".join(per_pos) + "]"
+
+
+def _names_in(exprs: list[ast.expr]) -> tuple[set[str], set[str]]:
+    """The bare names and the ``self.<attr>`` attributes that expressions mention."""
+    bare: set[str] = set()
+    selfs: set[str] = set()
+    for e in exprs:
+        for n in ast.walk(e):
+            if isinstance(n, ast.Name):
+                bare.add(n.id)
+            elif isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "self":
+                selfs.add(n.attr)
+    return bare, selfs
+
+
+def _index_split(local: str) -> tuple[str, int] | None:
+    """``layers.0.blocks.3`` -> (``layers.0.blocks``, 3); None when the last level is not an index."""
+    pre, _, last = local.rpartition(".")
+    return (pre, int(last)) if pre and is_index(last) else None
 
 
 def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tuple]) -> list[str]:
     insts = plan.instances
     inst0 = insts[0]
     fwd_args_used: set[str] = set()
-    tree = ModuleTree()
+    tree = ModuleTree(set(plan.args) | {"self"})
     # value names in forward
     names: dict[tuple[str, int], str] = {}
     if is_root:
@@ -391,29 +578,37 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
     # uses, for liveness-based naming and inlining
     uses: Counter[tuple[str, int]] = Counter()
     last_use: dict[tuple[str, int], int] = {}
-    for idx, it in enumerate(inst0.items):
+    items = inst0.items
+    for idx, it in enumerate(items):
         for r in it.inputs:
             uses[(r.node, r.index)] += 1
             last_use[(r.node, r.index)] = idx
     for r in inst0.outputs:
         uses[(r.node, r.index)] += 1
-        last_use[(r.node, r.index)] = len(inst0.items)
+        last_use[(r.node, r.index)] = len(items)
     dims_series: dict[str, list[int]] = {}
     if inst0.scope is not None:
         for p in inst0.scope.dims:
             dims_series[p.name] = [_scope_value(i.scope, p.name) for i in insts]
+    runs = _chained_runs(items, inst0, uses, last_use)
+    arg_names = set(plan.args)  # sizes that are constructor arguments are named in shape comments
 
     body: list[str] = []
+    fwd_exprs: list[ast.expr] = []
+    child_calls: list[ast.Call] = []
     # single-use values are inlined into their consumer when it is the very next statement
-    pending: dict[tuple[str, int], tuple[str, str, str]] = {}  # key -> (expr, comment, preferred name)
+    pending: dict[tuple[str, int], tuple[ast.expr, str, str]] = {}  # key -> (expr, comment, preferred name)
     live_names: dict[str, tuple[str, int]] = {p: (r.node, r.index) for r, p in zip(in_refs, params, strict=False)}
 
-    def ref_code(r: ValueRef, bare: bool = False) -> str:
+    def ref_code(r: ValueRef) -> ast.expr:
         key = (r.node, r.index)
         if key in pending:
-            expr = pending.pop(key)[0]
-            return f"({expr})" if _needs_parens(expr) and not bare else expr
-        return names[key]
+            return pending.pop(key)[0]
+        return ast.Name(id=names[key], ctx=ast.Load())
+
+    def emit(targets: str, expr: ast.expr, comment: str, indent: str = "        ") -> None:
+        fwd_exprs.append(expr)
+        body.append(f"{indent}{targets} = {code(expr)}{comment}")
 
     def flush(consumer_inputs: list[ValueRef], at: int) -> None:
         wanted = {(r.node, r.index) for r in consumer_inputs}
@@ -422,7 +617,7 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
             v = fresh(pref, at)
             names[key] = v
             live_names[v] = key
-            body.append(f"        {v} = {expr}{comment}")
+            emit(v, expr, comment)
 
     def is_dead(name: str, at: int) -> bool:
         key = live_names.get(name)
@@ -437,34 +632,77 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
             n += 1
         return cand
 
-    for idx, it in enumerate(inst0.items):
+    def add_child(it: Inst) -> str:
+        child_local = inst0.local(it.path)
+        assert it.cls is not None
+        kwargs = {}
+        for a in it.cls.args:
+            key = (child_local, a)
+            kwargs[a] = arg_code(plan.arg_of[key], "") if key in plan.arg_of else lit(it.ctor[a])
+        ctor = call(ast.Name(id=it.cls.name, ctx=ast.Load()), **kwargs)
+        assert isinstance(ctor, ast.Call)
+        child_calls.append(ctor)
+        tree.add(child_local, ctor)
+        return child_local
+
+    def out_comment(children: list[Inst], k: int) -> str:
+        return shape_comment([_child_out_type(graph, c, k) for c in children], dims_series, arg_names)
+
+    skip_to = -1
+    for idx, it in enumerate(items):
+        if idx < skip_to:
+            continue
         if not (isinstance(it, Node) and isinstance(it.op, O.Input)):
             flush(list(it.inputs), idx)
+        if idx in runs:  # consecutive instances of one class, each feeding the next: a loop
+            run = items[idx:runs[idx] + 1]
+            skip_to = runs[idx] + 1
+            locs = [add_child(c) for c in run if isinstance(c, Inst)]
+            r0 = it.inputs[0]
+            k0 = (r0.node, r0.index)
+            first_out = it.scope.output_vars[0] if it.scope and it.scope.output_vars else ""
+            if k0 in pending:
+                expr, comment, pref = pending.pop(k0)
+                v = fresh(first_out or pref, idx)
+                names[k0] = v
+                live_names[v] = k0
+                emit(v, expr, comment)
+            v = names[k0]
+            blk = fresh("blk", idx)
+            while blk in (v, *params):
+                blk += "_"
+            split = _index_split(locs[0])
+            assert split is not None
+            prefix, start = split
+            target: ast.expr = access_node(prefix)
+            if not (start == 0 and len(run) == _list_length(items, inst0, prefix)):
+                target = ast.Subscript(value=target, slice=ast.Slice(lower=lit(start) if start else None,
+                                                                     upper=lit(start + len(run))), ctx=ast.Load())
+            children = [ch for i in insts for loc in locs for ch in i.children_at(loc)]
+            body.append(f"        for {blk} in {code(target)}:")
+            step = call(ast.Name(id=blk, ctx=ast.Load()), ast.Name(id=v, ctx=ast.Load()),
+                        *(ref_code(r) for r in it.inputs[1:]))
+            fwd_exprs.append(step)
+            body.append(f"            {v} = {code(step)}  # {comment_text(out_comment(children, 0))}")
+            last = run[-1].outputs[0]
+            names[(last.node, last.index)] = v
+            live_names[v] = (last.node, last.index)
+            continue
         if isinstance(it, Inst):
-            child_local = inst0.local(it.path)
-            assert it.cls is not None
-            ctor_args = []
-            for a in it.cls.args:
-                key = (child_local, a)
-                if key in plan.arg_of:
-                    ctor_args.append(f"{a}={plan.arg_of[key]}")
-                else:
-                    ctor_args.append(f"{a}={literal(it.ctor[a])}")
-            tree.add(child_local, f"{it.cls.name}({', '.join(ctor_args)})")
-            args = ", ".join(ref_code(r, bare=True) for r in it.inputs)
-            call = f"{access(child_local)}({args})"
+            child_local = add_child(it)
+            args = [ref_code(r) for r in it.inputs]
+            call_expr = call(access_node(child_local), *args)
             outs = it.outputs
             comment = "  # " + comment_text(", ".join(
-                shape_comment([i2.cls and _child_out_type(graph, i2, k) for i2 in _matching_children(insts, child_local)],
-                              dims_series) for k in range(len(outs))))
+                out_comment(_matching_children(insts, child_local), k) for k in range(len(outs))))
             keys = [(r.node, r.index) for r in outs]
             first_in = names.get((it.inputs[0].node, it.inputs[0].index)) if it.inputs else None
-            nxt = inst0.items[idx + 1] if idx + 1 < len(inst0.items) else None
-            if len(keys) == 1 and keys[0] not in names and uses[keys[0]] == 1 and len(call) <= 70 \
+            nxt = items[idx + 1] if idx + 1 < len(items) else None
+            if len(keys) == 1 and keys[0] not in names and uses[keys[0]] == 1 and len(code(call_expr)) <= 70 \
                     and isinstance(nxt, Node) and not isinstance(nxt.op, O.Output):
                 pref = (it.scope.output_vars[0] if it.scope and it.scope.output_vars else "") \
                     or child_local.split(".")[-1]
-                pending[keys[0]] = (call, comment, first_in or "x" if pref.isdigit() else pref)
+                pending[keys[0]] = (call_expr, comment, first_in or "x" if pref.isdigit() else pref)
                 continue
             var_names = []
             for j, key in enumerate(keys):
@@ -480,54 +718,54 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
                 names[key] = v
                 live_names[v] = key
                 var_names.append(v)
-            body.append(f"        {', '.join(var_names)} = {call}{comment}")
+            emit(", ".join(var_names), call_expr, comment)
             continue
-        node = it
-        local = inst0.local(node.name)
+        node_ = it
+        local = inst0.local(node_.name)
         same = [_node_in(i, local) for i in insts]
-        rule = LOWER_RULES[type(node.op)]
-        if isinstance(node.op, O.Input):
+        rule = LOWER_RULES[type(node_.op)]
+        if isinstance(node_.op, O.Input):
             continue
 
-        def init_attr(f: str, _local: str = local, _op: O.OpBase = node.op) -> str:
+        def init_attr(f: str, _local: str = local, _op: O.OpBase = node_.op) -> ast.expr:
             key = (_local, f)
-            return plan.arg_of[key] if key in plan.arg_of else literal(_attr_value(_op, f))
+            return arg_code(plan.arg_of[key], "") if key in plan.arg_of else lit(_attr_value(_op, f))
 
-        def fwd_attr(f: str, _local: str = local, _op: O.OpBase = node.op) -> str:
+        def fwd_attr(f: str, _local: str = local, _op: O.OpBase = node_.op) -> ast.expr:
             key = (_local, f)
             if key in plan.arg_of:
-                fwd_args_used.add(plan.arg_of[key])
-                return f"self.{plan.arg_of[key]}"
-            return literal(_attr_value(_op, f))
+                fwd_args_used.add(plan.arg_of[key][0])
+                return arg_code(plan.arg_of[key], "self")
+            return lit(_attr_value(_op, f))
 
-        ctx = Ctx(ops=[n.op for n in same], ins=[], mod=access(local),
-                  in_types=[graph.type_of(r) for r in node.inputs], out_types=node.outputs,
+        ctx = Ctx(ops=[n.op for n in same], ins=[], mod=access_node(local),
+                  in_types=[graph.type_of(r) for r in node_.inputs], out_types=node_.outputs,
                   init_attr=init_attr, fwd_attr=fwd_attr)
         mod = rule.module(ctx)
-        if mod is not None and node.name in lora:
-            mod = _wrap_lora(mod, lora[node.name])
+        if mod is not None and node_.name in lora:
+            mod = _wrap_lora(mod, lora[node_.name])
             plan.helpers |= {"LoRA", "LoRALinear", "add_lora"}
         if mod is not None:
             tree.add(local, mod)
         plan.helpers.update(helpers_of(rule, ctx))
-        if isinstance(node.op, O.Output):
+        if isinstance(node_.op, O.Output):
             continue
-        if rule.reuses_input or (isinstance(node.op, O.PosEmbed) and node.op.kind == "learned"):
+        if rule.reuses_input or (isinstance(node_.op, O.PosEmbed) and node_.op.kind == "learned"):
             flush([], idx)
-        ctx.ins = [ref_code(r, bare=True) for r in node.inputs]
+        ctx.ins = [ref_code(r) for r in node_.inputs]
         expr = rule.forward(ctx)
-        types = [[n.outputs[k] for n in same] for k in range(len(node.outputs))]
-        comment = "  # " + comment_text(", ".join(shape_comment(t, dims_series) for t in types))
-        keys = [(node.name, k) for k in range(len(node.outputs))]
-        if len(keys) == 1 and uses[keys[0]] == 1 and len(expr) <= 70:
-            pref = (node.vars[0] if node.vars and node.vars[0] else local.split(".")[-1])
+        types = [[n.outputs[k] for n in same] for k in range(len(node_.outputs))]
+        comment = "  # " + comment_text(", ".join(shape_comment(t, dims_series, arg_names) for t in types))
+        keys = [(node_.name, k) for k in range(len(node_.outputs))]
+        if len(keys) == 1 and uses[keys[0]] == 1 and len(code(expr)) <= 70:
+            pref = (node_.vars[0] if node_.vars and node_.vars[0] else local.split(".")[-1])
             pending[keys[0]] = (expr, comment, "x" if pref.isdigit() else pref)
             continue
-        first_in = names.get((node.inputs[0].node, node.inputs[0].index)) if node.inputs else None
+        first_in = names.get((node_.inputs[0].node, node_.inputs[0].index)) if node_.inputs else None
         var_names = []
         for k, key in enumerate(keys):
-            pref = node.vars[k] if k < len(node.vars) and node.vars[k] else local.split(".")[-1]
-            hinted = k < len(node.vars) and bool(node.vars[k])
+            pref = node_.vars[k] if k < len(node_.vars) and node_.vars[k] else local.split(".")[-1]
+            hinted = k < len(node_.vars) and bool(node_.vars[k])
             if not hinted and k == 0 and first_in and is_dead(first_in, idx) and len(keys) == 1 \
                     and first_in in live_names:
                 pref = first_in
@@ -537,21 +775,21 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
             names[key] = v
             live_names[v] = key
             var_names.append(v)
-        body.append(f"        {', '.join(var_names)} = {expr}{comment}")
+        emit(", ".join(var_names), expr, comment)
 
     # outputs
-    flush([o.inputs[0] for o in graph.output_nodes()] if is_root else list(inst0.outputs), len(inst0.items))
+    flush([o.inputs[0] for o in graph.output_nodes()] if is_root else list(inst0.outputs), len(items))
     if is_root:
         outs = graph.output_nodes()
-        rets = [ref_code(o.inputs[0], bare=len(outs) == 1) for o in outs]
-        if len(rets) == 1:
-            body.append(f"        return {rets[0]}")
-        else:
-            body.append("        return {" + ", ".join(f"{o.op.name!r}: {r}" for o, r in zip(outs, rets, strict=True))
-                        + "}")
+        rets = [ref_code(o.inputs[0]) for o in outs]
+        ret: ast.expr = rets[0] if len(rets) == 1 else ast.Dict(
+            keys=[ast.Constant(o.op.name) for o in outs], values=rets)  # type: ignore[attr-defined]
     else:
-        rets = [ref_code(r, bare=len(inst0.outputs) == 1) for r in inst0.outputs]
-        body.append(f"        return {', '.join(rets)}")
+        rets = [ref_code(r) for r in inst0.outputs]
+        ret = rets[0] if len(rets) == 1 else ast.Tuple(elts=rets, ctx=ast.Load())
+    fwd_exprs.append(ret)
+    # `return a, b`, as people write it (a tuple's items never need parentheses here)
+    body.append(f"        return {', '.join(code(e) for e in ret.elts) if isinstance(ret, ast.Tuple) else code(ret)}")
 
     # assemble
     lines = [f"class {plan.name}(nn.Module):"]
@@ -563,15 +801,19 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
         lines.append(f"    input_names = {tuple(graph.inputs)!r}")
         lines.append(f"    output_names = {tuple(graph.outputs)!r}")
         lines.append("")
-    body_text = "\n".join([*tree.lines(), *body, *(f"self.{a}" for a in fwd_args_used)])
-    plan.args = [a for a in plan.args if re.search(rf"\b{re.escape(a)}\b", body_text)]  # drop unused ones
+    schedules = _schedules(child_calls, set(plan.args) | {"self"})
+    init_names, _ = _names_in(tree.leaves())
+    plan.args = [a for a in plan.args if a in init_names or a in fwd_args_used]  # drop unused ones
+    plan.uses = _names_in([*tree.leaves(), *fwd_exprs])[0]
     sig = ", ".join(["self", *plan.args])
     lines.append(f"    def __init__({sig}):")
     lines.append("        super().__init__()")
     for a in plan.args:
         if a in fwd_args_used:
             lines.append(f"        self.{a} = {a}")
+    lines.extend(schedules)
     lines.extend(tree.lines())
+    plan.uses_container = tree.uses_container
     if is_root and (rules := _trainability_rules(graph)):
         plan.helpers.add("set_trainable")
         lines.append("        # fine-tuning, as the spec says: LoRA weights train; these rules set the rest")
@@ -589,9 +831,65 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
             lines.append(f"        # {comment_text(f'{p}: {t}')}")
         else:
             series = [graph.type_of(i.inputs[params.index(p)]) for i in insts]
-            lines.append(f"        # {comment_text(f'{p}: {shape_comment(series, dims_series)}')}")
+            lines.append(f"        # {comment_text(f'{p}: {shape_comment(series, dims_series, arg_names)}')}")
     lines.extend(body)
     return lines
+
+
+def arg_code(arg: tuple[str, int], root: str) -> ast.expr:
+    """A constructor argument (``C``, ``self.C``), times its multiple where it has one (``4 * C``)."""
+    name, mult = arg
+    e: ast.expr = ast.Attribute(value=ast.Name(id=root, ctx=ast.Load()), attr=name, ctx=ast.Load()) if root \
+        else ast.Name(id=name, ctx=ast.Load())
+    return e if mult == 1 else E("m * a", m=mult, a=e)
+
+
+def _list_length(items: list[Node | Inst], inst: Inst, prefix: str) -> int:
+    """How many entries the module list at ``prefix`` has in this class."""
+    n = 0
+    for it in items:
+        loc = inst.local(it.path if isinstance(it, Inst) else it.name)
+        if loc.startswith(prefix + "."):
+            part = loc[len(prefix) + 1:].split(".", 1)[0]
+            if is_index(part):
+                n = max(n, int(part) + 1)
+    return n
+
+
+def _chained_runs(items: list[Node | Inst], inst: Inst, uses: Counter, last_use: dict) -> dict[int, int]:
+    """Runs of two or more consecutive items that are instances of one class at consecutive
+    indexes of one module list, each taking the previous one's only output as its only input:
+    first item index -> last item index."""
+    def chainable(it: Node | Inst) -> tuple[str, int] | None:
+        if not isinstance(it, Inst) or not it.inputs or len(it.outputs) != 1 or it.outputs[0] in it.inputs:
+            return None
+        return _index_split(inst.local(it.path))
+
+    # the first input is carried from one instance to the next; any others are the same for all
+    # (`for layer in self.layers: x = layer(x, memory)`)
+    runs: dict[int, int] = {}
+    idx = 0
+    while idx < len(items):
+        it = items[idx]
+        here = chainable(it)
+        r0 = it.inputs[0] if it.inputs else None
+        if here is None or r0 is None or last_use.get((r0.node, r0.index)) != idx:
+            idx += 1
+            continue
+        j = idx
+        while j + 1 < len(items):
+            prev, nxt = items[j], items[j + 1]
+            there = chainable(nxt)
+            out = prev.outputs[0]  # type: ignore[union-attr]
+            if there is None or there != (here[0], here[1] + (j + 1 - idx)) or nxt.cls is not it.cls \
+                    or nxt.inputs[0] != out or uses[(out.node, out.index)] != 1 \
+                    or nxt.inputs[1:] != it.inputs[1:]:  # type: ignore[union-attr]
+                break
+            j += 1
+        if j > idx:
+            runs[idx] = j
+        idx = j + 1
+    return runs
 
 
 def _distinct(names: list[str]) -> list[str]:
@@ -602,10 +900,6 @@ def _distinct(names: list[str]) -> list[str]:
             n = f"{n}_"
         out.append(n)
     return out
-
-
-def _needs_parens(expr: str) -> bool:
-    return any(op in expr for op in (" + ", " - ", " * ", " / ", " @ "))
 
 
 def _node_in(inst: Inst, local: str) -> Node:
@@ -625,7 +919,7 @@ def _child_out_type(graph: Graph, child: Inst, k: int) -> TensorType:
 
 def _class_doc(plan: ClassPlan, is_root: bool, graph: Graph) -> str:
     if is_root:
-        return f"{graph.arch}: generated by archlang from {graph.file}."
+        return f"{graph.arch}: generated by archlang from {_spec_name(graph)}."
     paths = [i.path for i in plan.instances]
     where = paths[0] if len(paths) == 1 else f"{paths[0]}, … ({len(paths)} instances)"
     return f"Block `{plan.block}` ({where})."
@@ -651,10 +945,10 @@ def _lora_config(graph: Graph) -> dict[str, tuple]:
     return out
 
 
-def _wrap_lora(mod: str, config: tuple) -> str:
+def _wrap_lora(mod: ast.expr, config: tuple) -> ast.expr:
     for proj, fused, parts in config:
-        fused_arg = f", fused={fused!r}" if fused else ""
-        mod = f"add_lora({mod}, {proj!r}, {dict(parts)!r}{fused_arg})"
+        cfg = ast.Dict(keys=[ast.Constant(k) for k, _ in parts], values=[lit(v) for _, v in parts])
+        mod = call("add_lora", mod, proj, cfg, **({"fused": lit(tuple(fused))} if fused else {}))
     return mod
 
 
@@ -682,6 +976,18 @@ def _no_weight_decay(graph: Graph) -> list[str]:
                   for p in n.op.parameters() if p.role in ("token", "pos", "rel_pos"))
 
 
+_PRELUDE_USES: dict[str, set[str]] = {}
+
+
+def _prelude_names_used() -> dict[str, set[str]]:
+    """Prelude definition -> the names its code mentions (to know which imports it needs)."""
+    if not _PRELUDE_USES:
+        for n in ast.parse(PRELUDE.read_text()).body:
+            if isinstance(n, ast.FunctionDef | ast.ClassDef):
+                _PRELUDE_USES[n.name] = {x.id for x in ast.walk(n) if isinstance(x, ast.Name)}
+    return _PRELUDE_USES
+
+
 def prelude_sources(names: set[str]) -> list[str]:
     """The source of the requested prelude definitions, in file order."""
     text = PRELUDE.read_text()
@@ -702,7 +1008,7 @@ def generate(graph: Graph) -> tuple[str, str]:
             raise LoweringError(f"no lowering rule for op `{n.op.op}`")
     lora = _lora_config(graph)
     root = build_tree(graph)
-    plans = plan_classes(root, graph.arch, lora)
+    plans = plan_classes(root, graph.arch, lora, graph)
     root_plan = root.cls
     assert root_plan is not None
     blocks = []
@@ -711,12 +1017,11 @@ def generate(graph: Graph) -> tuple[str, str]:
         code = gen_class(plan, plan is root_plan, graph, lora)
         helpers |= plan.helpers
         blocks.append("\n".join(code))
-    uses_container = any("_container(" in b for b in blocks)
-    if uses_container:
+    if any(p.uses_container for p in plans):
         helpers.add("_container")
     params = ", ".join(f"{p.name}={literal(p.value)}" for p in graph.params)
     header = [
-        f'"""{doc(graph.arch)}: a PyTorch model generated by archlang from {doc(graph.file)}.',
+        f'"""{doc(graph.arch)}: a PyTorch model generated by archlang from {doc(_spec_name(graph))}.',
         "",
         doc(f"Parameters: {params}."),
         doc("Inputs: " + ", ".join(f"{n.op.name}: {n.outputs[0]}" for n in graph.input_nodes()) + "."),
@@ -728,7 +1033,7 @@ def generate(graph: Graph) -> tuple[str, str]:
         "",
     ]
     src_helpers = prelude_sources(helpers)
-    needs_math = any("math." in h for h in src_helpers) or any("math." in b for b in blocks)
+    needs_math = any("math" in _prelude_names_used().get(h, ()) for h in helpers) or any("math" in p.uses for p in plans)
     if needs_math:
         header.append("import math")
         header.append("")
@@ -741,3 +1046,9 @@ def generate(graph: Graph) -> tuple[str, str]:
                  f"    return {root_plan.name}()")
     source = "\n\n\n".join(p.rstrip() for p in parts) + "\n"
     return source, root_plan.name
+
+
+def _spec_name(graph: Graph) -> str:
+    """The spec's file name, without its folder: the output must not depend on the working
+    directory or on how the path was written."""
+    return Path(graph.file).name or graph.file

@@ -298,11 +298,10 @@ class WindowAttentionV2(WindowAttention):
 
     def attend(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[1]
-        bias = None
+        qkv = self.qkv(x)  # a module call, so that a LoRA tap on `qkv` takes part (it has no bias of its own)
         if self.q_bias is not None:
-            bias = torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
-        q, k, v = F.linear(x, self.qkv.weight, bias).reshape(-1, n, 3, self.heads, self.head_dim) \
-            .permute(2, 0, 3, 1, 4).unbind(0)
+            qkv = qkv + torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
+        q, k, v = qkv.reshape(-1, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
         attn = attn * torch.clamp(self.logit_scale, max=math.log(1.0 / 0.01)).exp()
         table = self.cpb_mlp(self.relative_coords_table).view(-1, self.heads)

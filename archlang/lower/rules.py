@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import builtins
 import keyword
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -121,12 +122,84 @@ def state_key(name: str) -> str:
 
 def access(local: str, root: str = "self") -> str:
     """Code that reaches the submodule at dotted path ``local``: ``self.layers[0].attn``."""
-    out = root
+    return ast.unparse(access_node(local, root))
+
+
+def access_node(local: str, root: str = "self") -> ast.expr:
+    """The expression of :func:`access`, as a tree."""
+    out: ast.expr = ast.Name(id=root, ctx=ast.Load())
     for p in local.split("."):
-        out += f"[{int(p)}]" if is_index(p) else f".{attr(p)}"
+        if is_index(p):
+            out = ast.Subscript(value=out, slice=ast.Constant(int(p)), ctx=ast.Load())
+        else:
+            out = ast.Attribute(value=out, attr=attr(p), ctx=ast.Load())
     return out
 
 
+# ----------------------------------------------------------------------------- expressions
+#
+# Generated code is built as `ast` expressions and written with `ast.unparse`, which
+# parenthesises by precedence: `E("a * b", a=<a + b>, b=<c>)` is `(a + b) * c`. Templates are
+# fixed code written here; only whole subtrees are substituted into them.
+
+_TEMPLATES: dict[str, ast.expr] = {}
+
+
+def lit(v: object) -> ast.expr:
+    """A Python value (bool, int, float, str, None, tuple) as an expression."""
+    if v is None or isinstance(v, bool | str):
+        return ast.Constant(v)
+    if isinstance(v, int | float):
+        if isinstance(v, float) and not math.isfinite(v):
+            return ast.Call(func=ast.Name(id="float", ctx=ast.Load()), args=[ast.Constant(repr(v))], keywords=[])
+        if v < 0 or (isinstance(v, float) and math.copysign(1.0, v) < 0):
+            return ast.UnaryOp(op=ast.USub(), operand=ast.Constant(-v))
+        return ast.Constant(v)
+    if isinstance(v, tuple):
+        return ast.Tuple(elts=[lit(x) for x in v], ctx=ast.Load())
+    if isinstance(v, Dim):
+        raise LoweringError("a symbolic size cannot be written as a literal")
+    raise LoweringError(f"cannot write {v!r:.60} as a literal")
+
+
+def node(v: object) -> ast.expr:
+    return v if isinstance(v, ast.expr) else lit(v)
+
+
+def _fill(t: object, subs: dict[str, ast.expr]) -> object:
+    if isinstance(t, ast.Name) and t.id in subs:
+        return subs[t.id]
+    if isinstance(t, ast.AST):
+        new = type(t)()
+        for f, v in ast.iter_fields(t):
+            setattr(new, f, [_fill(x, subs) for x in v] if isinstance(v, list) else _fill(v, subs))
+        return new
+    return t
+
+
+def E(template: str, /, **subs: object) -> ast.expr:
+    """The expression ``template`` (Python code) with each name in ``subs`` replaced by a subtree."""
+    base = _TEMPLATES.get(template)
+    if base is None:
+        base = _TEMPLATES[template] = ast.parse(template, mode="eval").body
+    out = _fill(base, {k: node(v) for k, v in subs.items()})
+    assert isinstance(out, ast.expr)
+    return out
+
+
+def name(n: str) -> ast.expr:
+    return ast.Name(id=n, ctx=ast.Load())
+
+
+def call(func: str | ast.expr, *args: object, **kwargs: object) -> ast.expr:
+    """``func(*args, **kwargs)``; ``func`` is a dotted name or an expression."""
+    f = func if isinstance(func, ast.expr) else E(func)
+    return ast.Call(func=f, args=[node(a) for a in args],
+                    keywords=[ast.keyword(arg=k, value=node(v)) for k, v in kwargs.items()])
+
+
+def code(e: ast.expr) -> str:
+    return ast.unparse(e)
 
 
 @dataclass
@@ -134,12 +207,12 @@ class Ctx:
     """What a rule sees: the op of each instance, input code, accessors for attributes."""
 
     ops: list[O.OpBase]
-    ins: list[str]
-    mod: str  # code that reaches this node's submodule/parameter, e.g. "self.attn"
+    ins: list[ast.expr]
+    mod: ast.expr  # the expression that reaches this node's submodule/parameter, e.g. `self.attn`
     in_types: list[TensorType]
     out_types: tuple[TensorType, ...]
-    init_attr: Callable[[str], str]  # attribute -> code valid in __init__ (literal or argument name)
-    fwd_attr: Callable[[str], str]  # attribute -> code valid in forward (literal or self.<arg>)
+    init_attr: Callable[[str], ast.expr]  # attribute -> code valid in __init__ (literal or argument name)
+    fwd_attr: Callable[[str], ast.expr]  # attribute -> code valid in forward (literal or self.<arg>)
 
     @property
     def op(self) -> O.OpBase:
@@ -149,13 +222,8 @@ class Ctx:
         first = _get(self.ops[0], name)
         return all(_get(o, name) == first for o in self.ops)
 
-    def x(self) -> str:
+    def x(self) -> ast.expr:
         return self.ins[0]
-
-    def p(self, i: int = 0) -> str:
-        """Input ``i`` as an operand: parenthesised when it is a compound expression."""
-        e = self.ins[i]
-        return f"({e})" if any(op in e for op in (" + ", " - ", " * ", " / ", " @ ")) else e
 
 
 def _get(op: O.OpBase, name: str) -> object:
@@ -166,8 +234,8 @@ def _get(op: O.OpBase, name: str) -> object:
 
 @dataclass(frozen=True)
 class Rule:
-    forward: Callable[[Ctx], str]
-    module: Callable[[Ctx], str | None] = lambda c: None
+    forward: Callable[[Ctx], ast.expr]
+    module: Callable[[Ctx], ast.expr | None] = lambda c: None
     #  prelude definitions the code uses: a tuple, or a function of the context when it depends
     #  on the op (a weight-standardised conv needs StdConv2d, a plain one does not)
     helpers: tuple[str, ...] | Callable[[Ctx], tuple[str, ...]] = ()
@@ -182,15 +250,8 @@ def helpers_of(rule_: Rule, c: Ctx) -> tuple[str, ...]:
     return rule_.helpers(c) if callable(rule_.helpers) else rule_.helpers
 
 
-def rule(cls: type[O.OpBase], **kw) -> Callable[[Callable[[Ctx], str]], Callable[[Ctx], str]]:
-    def deco(fn: Callable[[Ctx], str]) -> Callable[[Ctx], str]:
-        LOWER_RULES[cls] = Rule(forward=fn, **kw)
-        return fn
-    return deco
-
-
-def _call(c: Ctx) -> str:
-    return f"{c.mod}({', '.join(c.ins)})"
+def _call(c: Ctx) -> ast.expr:
+    return call(c.mod, *c.ins)
 
 
 def _maybe(c: Ctx, p: str = "p") -> bool:
@@ -200,124 +261,125 @@ def _maybe(c: Ctx, p: str = "p") -> bool:
 
 # ----------------------------------------------------------------------------- graph boundary
 
-LOWER_RULES[O.Input] = Rule(forward=lambda c: c.op.name)  # type: ignore[attr-defined]
+LOWER_RULES[O.Input] = Rule(forward=lambda c: name(c.op.name))  # type: ignore[attr-defined]
 LOWER_RULES[O.Output] = Rule(forward=lambda c: c.x())
 
 # ----------------------------------------------------------------------------- layers
 
 
-def _linear_mod(c: Ctx) -> str:
-    bias = "" if c.const("bias") and c.op.bias else f", bias={c.init_attr('bias')}"  # type: ignore[attr-defined]
-    return f"nn.Linear({c.init_attr('in_features')}, {c.init_attr('out_features')}{bias})"
+def _linear_mod(c: Ctx) -> ast.expr:
+    kw = {} if c.const("bias") and c.op.bias else {"bias": c.init_attr("bias")}  # type: ignore[attr-defined]
+    return call("nn.Linear", c.init_attr("in_features"), c.init_attr("out_features"), **kw)
 
 
 LOWER_RULES[O.Linear] = Rule(forward=_call, module=_linear_mod)
 
 
-def _conv_kwargs(c: Ctx, defaults: dict[str, object]) -> str:
-    parts = []
-    for name, default in defaults.items():
-        if c.const(name) and getattr(c.op, name) == default:
+def _conv_kwargs(c: Ctx, defaults: dict[str, object]) -> dict[str, ast.expr]:
+    parts = {}
+    for n, default in defaults.items():
+        if c.const(n) and getattr(c.op, n) == default:
             continue
-        key = {"kernel": "kernel_size"}.get(name, name)
-        parts.append(f"{key}={_pair(c, name)}")
-    return ", ".join(parts)
+        parts[{"kernel": "kernel_size"}.get(n, n)] = _pair(c, n)
+    return parts
 
 
-def _int(v: object) -> str:
+def _int(v: object) -> ast.expr:
     """An integer written into code; anything else is refused (a graph altered after checking)."""
     if type(v) is not int:
         raise LoweringError(f"expected an integer, got {v!r:.60}")
-    return str(v)
+    return lit(v)
 
 
-def _pair(c: Ctx, name: str) -> str:
+def _pair(c: Ctx, n: str) -> ast.expr:
     """A square (k, k) attribute written as k, as people write kernel sizes."""
-    v = getattr(c.op, name)
-    if c.const(name) and isinstance(v, tuple) and len(v) == 2 and v[0] == v[1]:
+    v = getattr(c.op, n)
+    if c.const(n) and isinstance(v, tuple) and len(v) == 2 and v[0] == v[1]:
         return _int(v[0])
-    return c.init_attr(name)
+    return c.init_attr(n)
 
 
-def _conv2d_mod(c: Ctx) -> str:
+def _conv2d_mod(c: Ctx) -> ast.expr:
     cls = "StdConv2d" if c.op.standardize else "nn.Conv2d"  # type: ignore[attr-defined]
     if not c.const("standardize"):
         raise LoweringError("standardize must be the same in every instance of a block")
     kw = _conv_kwargs(c, {"stride": (1, 1), "padding": (0, 0), "groups": 1, "bias": True})
     if c.op.standardize and not (c.const("std_eps") and c.op.std_eps == 1e-6):  # type: ignore[attr-defined]
-        kw = (kw + ", " if kw else "") + f"eps={c.init_attr('std_eps')}"
-    return (f"{cls}({c.init_attr('in_channels')}, {c.init_attr('out_channels')}, {_pair(c, 'kernel')}"
-            + (f", {kw}" if kw else "") + ")")
+        kw["eps"] = c.init_attr("std_eps")
+    return call(cls, c.init_attr("in_channels"), c.init_attr("out_channels"), _pair(c, "kernel"), **kw)
 
 
-def _padded(c: Ctx, value: str = "") -> str:
+def _padded(c: Ctx, value: ast.expr | None = None) -> ast.expr:
     """The input with TF-same padding applied first, when the op has any."""
     if c.const("pad") and not any(c.op.pad):  # type: ignore[attr-defined]
         return c.x()
-    extra = f", value={value}" if value else ""
-    return f"F.pad({c.x()}, {c.fwd_attr('pad')}{extra})"
+    return call("F.pad", c.x(), c.fwd_attr("pad"), **({"value": value} if value is not None else {}))
 
 
-LOWER_RULES[O.Conv2d] = Rule(forward=lambda c: f"{c.mod}({_padded(c)})", module=_conv2d_mod,
+LOWER_RULES[O.Conv2d] = Rule(forward=lambda c: call(c.mod, _padded(c)), module=_conv2d_mod,
                              helpers=lambda c: ("StdConv2d",) if c.op.standardize else ())  # type: ignore[attr-defined]
 
 
-def _conv1d_mod(c: Ctx) -> str:
+def _conv1d_mod(c: Ctx) -> ast.expr:
     kw = _conv_kwargs(c, {"stride": 1, "padding": 0, "groups": 1, "bias": True})
-    return (f"nn.Conv1d({c.init_attr('in_channels')}, {c.init_attr('out_channels')}, {c.init_attr('kernel')}"
-            + (f", {kw}" if kw else "") + ")")
+    return call("nn.Conv1d", c.init_attr("in_channels"), c.init_attr("out_channels"), c.init_attr("kernel"), **kw)
 
 
 LOWER_RULES[O.Conv1d] = Rule(forward=_call, module=_conv1d_mod)
 
 
-def _ln_mod(c: Ctx) -> str:
-    eps = "" if c.const("eps") and c.op.eps == 1e-5 else f", eps={c.init_attr('eps')}"  # type: ignore[attr-defined]
-    aff = "" if c.const("affine") and c.op.affine else f", elementwise_affine={c.init_attr('affine')}"  # type: ignore[attr-defined]
-    return f"nn.LayerNorm({c.init_attr('dim')}{eps}{aff})"
+def _ln_mod(c: Ctx) -> ast.expr:
+    kw = {}
+    if not (c.const("eps") and c.op.eps == 1e-5):  # type: ignore[attr-defined]
+        kw["eps"] = c.init_attr("eps")
+    if not (c.const("affine") and c.op.affine):  # type: ignore[attr-defined]
+        kw["elementwise_affine"] = c.init_attr("affine")
+    return call("nn.LayerNorm", c.init_attr("dim"), **kw)
 
 
 LOWER_RULES[O.LayerNorm] = Rule(forward=_call, module=_ln_mod)
 
 
-def _bn_mod(c: Ctx) -> str:
+def _bn_mod(c: Ctx) -> ast.expr:
     kind = "nn.BatchNorm2d" if c.in_types[0].rank == 4 else "nn.BatchNorm1d"
-    extra = "" if c.const("eps") and c.op.eps == 1e-5 else f", eps={c.init_attr('eps')}"  # type: ignore[attr-defined]
+    kw = {}
+    if not (c.const("eps") and c.op.eps == 1e-5):  # type: ignore[attr-defined]
+        kw["eps"] = c.init_attr("eps")
     if not (c.const("momentum") and c.op.momentum == 0.1):  # type: ignore[attr-defined]
-        extra += f", momentum={c.init_attr('momentum')}"
-    return f"{kind}({c.init_attr('channels')}{extra})"
+        kw["momentum"] = c.init_attr("momentum")
+    return call(kind, c.init_attr("channels"), **kw)
 
 
 LOWER_RULES[O.BatchNorm] = Rule(forward=_call, module=_bn_mod)
 LOWER_RULES[O.GroupNorm] = Rule(
-    forward=_call, module=lambda c: f"nn.GroupNorm({c.init_attr('groups')}, {c.init_attr('channels')}, "
-                                    f"eps={c.init_attr('eps')})")
+    forward=_call, module=lambda c: call("nn.GroupNorm", c.init_attr("groups"), c.init_attr("channels"),
+                                         eps=c.init_attr("eps")))
 LOWER_RULES[O.Embedding] = Rule(
-    forward=_call, module=lambda c: f"nn.Embedding({c.init_attr('num')}, {c.init_attr('dim')})")
+    forward=_call, module=lambda c: call("nn.Embedding", c.init_attr("num"), c.init_attr("dim")))
 
 LOWER_RULES[O.PrependToken] = Rule(
-    forward=lambda c: f"torch.cat([{c.mod}.expand({c.x()}.shape[0], -1, -1), {c.x()}], dim=1)",
-    module=lambda c: f"_trunc_normal(1, 1, {c.init_attr('dim')})", helpers=("_trunc_normal",),
+    forward=lambda c: E("torch.cat([tok.expand(x.shape[0], -1, -1), x], dim=1)", tok=c.mod, x=c.x()),
+    module=lambda c: call("_trunc_normal", 1, 1, c.init_attr("dim")), helpers=("_trunc_normal",),
     reuses_input=True)
 
 
-def _pos_forward(c: Ctx) -> str:
+def _pos_forward(c: Ctx) -> ast.expr:
     op = c.op
     assert isinstance(op, O.PosEmbed)
     if op.kind == "sinusoidal":
         return _call(c)
     n = c.in_types[0].shape[1]
     if isinstance(n, int) and c.const("length") and n == op.length:
-        return f"{c.p()} + {c.mod}"
-    return f"{c.p()} + {c.mod}[:, : {c.p()}.shape[1]]"
+        return E("x + pos", x=c.x(), pos=c.mod)
+    return E("x + pos[:, :x.shape[1]]", x=c.x(), pos=c.mod)
 
 
-def _pos_mod(c: Ctx) -> str:
+def _pos_mod(c: Ctx) -> ast.expr:
     if not c.const("kind"):
         raise LoweringError("positional embedding kind must be the same in every instance of a block")
     if c.op.kind == "sinusoidal":  # type: ignore[attr-defined]
-        return f"SinusoidalPositions({c.init_attr('length')}, {c.init_attr('dim')})"
-    return f"_trunc_normal(1, {c.init_attr('length')}, {c.init_attr('dim')})"
+        return call("SinusoidalPositions", c.init_attr("length"), c.init_attr("dim"))
+    return call("_trunc_normal", 1, c.init_attr("length"), c.init_attr("dim"))
 
 
 LOWER_RULES[O.PosEmbed] = Rule(forward=_pos_forward, module=_pos_mod,
@@ -328,56 +390,57 @@ LOWER_RULES[O.PosEmbed] = Rule(forward=_pos_forward, module=_pos_mod,
 # ----------------------------------------------------------------------------- attention
 
 
-def _kwargs(c: Ctx, names: list[str], defaults: dict[str, object]) -> str:
-    parts = []
+def _kwargs(c: Ctx, names: list[str], defaults: dict[str, object]) -> dict[str, ast.expr]:
+    parts = {}
     for n in names:
         if n in defaults and c.const(n) and getattr(c.op, n) == defaults[n]:
             continue
-        parts.append(f"{n}={c.init_attr(n)}")
-    return ", ".join(parts)
+        parts[n] = c.init_attr(n)
+    return parts
 
 
 _ATTN_DEFAULTS = {"qkv_bias": True, "proj_bias": True, "attn_drop": 0.0, "proj_drop": 0.0, "causal": False,
                   "shift": (0, 0), "pad": (0, 0)}
 _COMMON = ["dim", "heads", "head_dim", "qkv_bias", "proj_bias", "attn_drop", "proj_drop"]
+_WINDOW = [*_COMMON, "window", "grid", "shift", "pad"]
 
 LOWER_RULES[O.Attention] = Rule(
     forward=_call, helpers=("Attention",),
-    module=lambda c: f"Attention({_kwargs(c, [*_COMMON, 'causal'], _ATTN_DEFAULTS)})")
+    module=lambda c: call("Attention", **_kwargs(c, [*_COMMON, "causal"], _ATTN_DEFAULTS)))
 LOWER_RULES[O.RelPosAttention] = Rule(
     forward=_call, helpers=("RelPosAttention", "_rel_positions", "_trunc_normal"),
-    module=lambda c: f"RelPosAttention({_kwargs(c, _COMMON, _ATTN_DEFAULTS)})")
+    module=lambda c: call("RelPosAttention", **_kwargs(c, _COMMON, _ATTN_DEFAULTS)))
 LOWER_RULES[O.CrossAttention] = Rule(
     forward=_call, helpers=("CrossAttention",),
-    module=lambda c: f"CrossAttention({_kwargs(c, ['dim', 'context_dim', *_COMMON[1:]], _ATTN_DEFAULTS)})")
+    module=lambda c: call("CrossAttention", **_kwargs(c, ["dim", "context_dim", *_COMMON[1:]], _ATTN_DEFAULTS)))
 LOWER_RULES[O.WindowAttention] = Rule(
     forward=_call, helpers=("WindowAttention", "_relative_position_index", "_shift_mask", "_trunc_normal"),
-    module=lambda c: f"WindowAttention({_kwargs(c, [*_COMMON, 'window', 'grid', 'shift', 'pad'], _ATTN_DEFAULTS)})")
+    module=lambda c: call("WindowAttention", **_kwargs(c, _WINDOW, _ATTN_DEFAULTS)))
 LOWER_RULES[O.WindowAttentionV2] = Rule(
     forward=_call, helpers=("WindowAttentionV2", "WindowAttention", "_relative_position_index", "_shift_mask",
                             "_trunc_normal", "_log_spaced_coords"),
-    module=lambda c: f"WindowAttentionV2({_kwargs(c, [*_COMMON, 'window', 'grid', 'shift', 'pad'], _ATTN_DEFAULTS)})")
+    module=lambda c: call("WindowAttentionV2", **_kwargs(c, _WINDOW, _ATTN_DEFAULTS)))
 LOWER_RULES[O.LocalAttention] = Rule(
     forward=_call, helpers=("LocalAttention",),
-    module=lambda c: f"LocalAttention({_kwargs(c, [*_COMMON, 'kernel'], _ATTN_DEFAULTS)})")
+    module=lambda c: call("LocalAttention", **_kwargs(c, [*_COMMON, "kernel"], _ATTN_DEFAULTS)))
 LOWER_RULES[O.PooledAttention] = Rule(
     forward=_call, helpers=("PooledAttention", "_trunc_normal"),
-    module=lambda c: "PooledAttention(" + _kwargs(
+    module=lambda c: call("PooledAttention", **_kwargs(
         c, ["dim", "dim_out", "heads", "grid", "cls", "kernel_q", "stride_q", "kernel_kv", "stride_kv", "qkv_bias",
             "residual_pooling", "rel_pos"],
-        {"cls": 0, "qkv_bias": True, "residual_pooling": True, "rel_pos": True}) + ")")
+        {"cls": 0, "qkv_bias": True, "residual_pooling": True, "rel_pos": True})))
 
 # ----------------------------------------------------------------------------- parameter-free
 
-_BINARY = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
-_ACT = {"gelu": "F.gelu({x})", "gelu_tanh": "F.gelu({x}, approximate=\"tanh\")", "relu": "F.relu({x})",
-        "silu": "F.silu({x})", "tanh": "torch.tanh({x})", "sigmoid": "torch.sigmoid({x})"}
+_BINARY = {"add": "a + b", "sub": "a - b", "mul": "a * b", "div": "a / b"}
+_ACT = {"gelu": "F.gelu(x)", "gelu_tanh": "F.gelu(x, approximate='tanh')", "relu": "F.relu(x)",
+        "silu": "F.silu(x)", "tanh": "torch.tanh(x)", "sigmoid": "torch.sigmoid(x)"}
 
 
-def _act(c: Ctx) -> str:
+def _act(c: Ctx) -> ast.expr:
     if not c.const("fn"):
         raise LoweringError("the activation must be the same in every instance of a block")
-    return _ACT[_choice(c.op.fn, _ACT)].format(x=c.x())  # type: ignore[attr-defined]
+    return E(_ACT[_choice(c.op.fn, _ACT)], x=c.x())  # type: ignore[attr-defined]
 
 
 def _choice(v: object, allowed) -> str:
@@ -387,67 +450,83 @@ def _choice(v: object, allowed) -> str:
 
 
 LOWER_RULES[O.Activation] = Rule(forward=_act)
-LOWER_RULES[O.Glu] = Rule(forward=lambda c: f"F.glu({c.x()}, dim={c.fwd_attr('dim')})")
-LOWER_RULES[O.Softmax] = Rule(forward=lambda c: f"{c.p()}.softmax(dim={c.fwd_attr('dim')})")
+LOWER_RULES[O.Glu] = Rule(forward=lambda c: call("F.glu", c.x(), dim=c.fwd_attr("dim")))
+LOWER_RULES[O.Softmax] = Rule(forward=lambda c: E("x.softmax(dim=d)", x=c.x(), d=c.fwd_attr("dim")))
 LOWER_RULES[O.Dropout] = Rule(forward=lambda c: _call(c) if _maybe(c) else c.x(),
-                              module=lambda c: f"nn.Dropout({c.init_attr('p')})" if _maybe(c) else None)
+                              module=lambda c: call("nn.Dropout", c.init_attr("p")) if _maybe(c) else None)
 LOWER_RULES[O.DropPath] = Rule(forward=lambda c: _call(c) if _maybe(c) else c.x(),
-                               module=lambda c: f"DropPath({c.init_attr('p')})" if _maybe(c) else None,
+                               module=lambda c: call("DropPath", c.init_attr("p")) if _maybe(c) else None,
                                helpers=("DropPath",))
 LOWER_RULES[O.Binary] = Rule(
-    forward=lambda c: f"{c.ins[0]} {_BINARY[_choice(c.op.fn, _BINARY)]} {c.p(1)}")  # type: ignore[attr-defined]
-LOWER_RULES[O.Matmul] = Rule(forward=lambda c: f"{c.p(0)} @ {c.p(1)}")
+    forward=lambda c: E(_BINARY[_choice(c.op.fn, _BINARY)], a=c.ins[0], b=c.ins[1]))  # type: ignore[attr-defined]
+LOWER_RULES[O.Matmul] = Rule(forward=lambda c: E("a @ b", a=c.ins[0], b=c.ins[1]))
 
 
-def _scale(c: Ctx) -> str:
+def _scale(c: Ctx) -> ast.expr:
     op = c.op
     assert isinstance(op, O.Scale)
-    out = c.p()
+    out = c.x()
     if not (c.const("factor") and op.factor == 1.0):
-        out = f"{out} * {c.fwd_attr('factor')}"
+        out = E("x * k", x=out, k=c.fwd_attr("factor"))
     if not (c.const("offset") and op.offset == 0.0):
-        out = f"{out} + {c.fwd_attr('offset')}"
+        out = E("x + k", x=out, k=c.fwd_attr("offset"))
     return out
 
 
 LOWER_RULES[O.Scale] = Rule(forward=_scale)
 LOWER_RULES[O.Identity] = Rule(forward=lambda c: c.x())
-LOWER_RULES[O.Roll] = Rule(forward=lambda c: f"torch.roll({c.x()}, shifts={c.fwd_attr('shifts')}, "
-                                             f"dims={c.fwd_attr('dims')})")
-LOWER_RULES[O.Concat] = Rule(forward=lambda c: f"torch.cat([{', '.join(c.ins)}], dim={c.fwd_attr('dim')})")
-LOWER_RULES[O.Split] = Rule(forward=lambda c: f"torch.split({c.x()}, {c.fwd_attr('sizes')}, dim={c.fwd_attr('dim')})")
+LOWER_RULES[O.Roll] = Rule(forward=lambda c: call("torch.roll", c.x(), shifts=c.fwd_attr("shifts"),
+                                                  dims=c.fwd_attr("dims")))
+LOWER_RULES[O.Concat] = Rule(forward=lambda c: call("torch.cat", ast.List(elts=list(c.ins), ctx=ast.Load()),
+                                                    dim=c.fwd_attr("dim")))
+LOWER_RULES[O.Split] = Rule(forward=lambda c: call("torch.split", c.x(), c.fwd_attr("sizes"), dim=c.fwd_attr("dim")))
 
 
-def _mean(c: Ctx) -> str:
-    keep = ", keepdim=True" if c.op.keepdim else ""  # type: ignore[attr-defined]
+def _mean(c: Ctx) -> ast.expr:
     dims = c.op.dims  # type: ignore[attr-defined]
     d = c.fwd_attr("dims") if not c.const("dims") else (
-        _int(dims[0]) if len(dims) == 1 else "(" + ", ".join(_int(x) for x in dims) + ")")
-    return f"{c.p()}.mean(dim={d}{keep})"
+        _int(dims[0]) if len(dims) == 1 else ast.Tuple(elts=[_int(x) for x in dims], ctx=ast.Load()))
+    kw = {"keepdim": True} if c.op.keepdim else {}  # type: ignore[attr-defined]
+    return call(ast.Attribute(value=c.x(), attr="mean", ctx=ast.Load()), dim=d, **kw)
 
 
 LOWER_RULES[O.Mean] = Rule(forward=_mean)
-def _pool_forward(c: Ctx) -> str:
+
+
+def _pool_forward(c: Ctx) -> ast.expr:
     kind = _choice(c.op.kind, ("max", "avg"))  # type: ignore[attr-defined]
-    x = _padded(c, 'float("-inf")' if kind == "max" else "")
-    return f"F.{kind}_pool2d({x}, {c.fwd_attr('kernel')}, {c.fwd_attr('stride')}, {c.fwd_attr('padding')})"
+    x = _padded(c, lit(float("-inf")) if kind == "max" else None)
+    return call(f"F.{kind}_pool2d", x, c.fwd_attr("kernel"), c.fwd_attr("stride"), c.fwd_attr("padding"))
 
 
 LOWER_RULES[O.Pool2d] = Rule(forward=_pool_forward)
-LOWER_RULES[O.Take] = Rule(forward=lambda c: _take(c))
-LOWER_RULES[O.SliceOp] = Rule(forward=lambda c: f"{c.p()}.narrow({c.fwd_attr('dim')}, {c.fwd_attr('start')}, "
-                                                f"{c.fwd_attr('stop')} - {c.fwd_attr('start')})")
 
 
-def _take(c: Ctx) -> str:
+def _take(c: Ctx) -> ast.expr:
     op = c.op
     assert isinstance(op, O.Take)
     if c.const("dim") and c.const("index") and op.dim in (1, -c.in_types[0].rank + 1):
-        return f"{c.p()}[:, {_int(op.index)}]"
-    return f"{c.p()}.select({c.fwd_attr('dim')}, {c.fwd_attr('index')})"
+        return E("x[:, i]", x=c.x(), i=_int(op.index))
+    return E("x.select(d, i)", x=c.x(), d=c.fwd_attr("dim"), i=c.fwd_attr("index"))
 
 
-def _rearrange(c: Ctx) -> str:
+def _slice(c: Ctx) -> ast.expr:
+    op = c.op
+    assert isinstance(op, O.SliceOp)
+    if c.const("start") and c.const("stop"):
+        length = lit(op.stop - op.start)  # type: ignore[operator]
+    elif c.const("start") and op.start == 0:
+        length = c.fwd_attr("stop")
+    else:
+        length = E("stop - start", stop=c.fwd_attr("stop"), start=c.fwd_attr("start"))
+    return E("x.narrow(d, start, n)", x=c.x(), d=c.fwd_attr("dim"), start=c.fwd_attr("start"), n=length)
+
+
+LOWER_RULES[O.Take] = Rule(forward=_take)
+LOWER_RULES[O.SliceOp] = Rule(forward=_slice)
+
+
+def _rearrange(c: Ctx) -> ast.expr:
     """Lower an einops pattern to unflatten / permute / flatten, keeping symbolic sizes as -1."""
     ops = [o for o in c.ops if isinstance(o, O.Rearrange)]
     op = ops[0]
@@ -460,7 +539,7 @@ def _rearrange(c: Ctx) -> str:
         v = next(iter(vals))
         return v if len(vals) == 1 and isinstance(v, int) and not isinstance(v, Dim) else None
 
-    code = c.p()
+    out = c.x()
     # 1. split composite input groups, last first so earlier dims keep their index
     for i in reversed(range(len(op.lhs))):
         group = op.lhs[i]
@@ -473,18 +552,18 @@ def _rearrange(c: Ctx) -> str:
                                 "but one of them")
         # one size is -1 (a symbolic one if any); the others are literals or constructor arguments
         inferred = symbolic[0] if symbolic else (free[-1] if free else group[0])
-        parts = ["-1" if n == inferred else (str(fixed(n)) if fixed(n) is not None else c.fwd_attr(f"axis:{n}"))
+        parts = [lit(-1) if n == inferred else (lit(fixed(n)) if fixed(n) is not None else c.fwd_attr(f"axis:{n}"))
                  for n in group]
-        code = f"{code}.unflatten({i}, ({', '.join(parts)}))"
+        out = E("x.unflatten(i, s)", x=out, i=i, s=ast.Tuple(elts=parts, ctx=ast.Load()))
     elem = [n for g in op.lhs for n in g]
     order = [n for g in op.rhs for n in g]
     perm = [elem.index(n) for n in order]
     if perm != list(range(len(perm))):
         moved = [i for i, p in enumerate(perm) if p != i]
         if len(moved) == 2:
-            code = f"{code}.transpose({moved[0]}, {moved[1]})"
+            out = E("x.transpose(a, b)", x=out, a=moved[0], b=moved[1])
         else:
-            code = f"{code}.permute({', '.join(map(str, perm))})"
+            out = call(ast.Attribute(value=out, attr="permute", ctx=ast.Load()), *perm)
     # 2. merge composite output groups, last first
     starts = []
     pos = 0
@@ -494,30 +573,31 @@ def _rearrange(c: Ctx) -> str:
     for g, s in reversed(list(zip(op.rhs, starts, strict=True))):
         if len(g) > 1:
             end = s + len(g) - 1
-            code = f"{code}.flatten({s})" if end == pos - 1 and s > 0 else f"{code}.flatten({s}, {end})"
+            out = E("x.flatten(s)", x=out, s=s) if end == pos - 1 and s > 0 else \
+                E("x.flatten(s, e)", x=out, s=s, e=end)
             pos = s + 1 if end == pos - 1 else pos - (len(g) - 1)
-    return code
+    return out
 
 
 LOWER_RULES[O.Rearrange] = Rule(forward=_rearrange)
 
 LOWER_RULES[O.ChannelScale] = Rule(
-    forward=lambda c: f"{c.p()} * {c.mod}",
-    module=lambda c: f"nn.Parameter(torch.full(({c.init_attr('dim')},), {c.init_attr('init')}))")
-LOWER_RULES[O.Affine] = Rule(forward=_call, module=lambda c: f"Affine({c.init_attr('dim')})", helpers=("Affine",))
+    forward=lambda c: E("x * gamma", x=c.x(), gamma=c.mod),
+    module=lambda c: E("nn.Parameter(torch.full((d,), v))", d=c.init_attr("dim"), v=c.init_attr("init")))
+LOWER_RULES[O.Affine] = Rule(forward=_call, module=lambda c: call("Affine", c.init_attr("dim")), helpers=("Affine",))
 LOWER_RULES[O.LearnedTokens] = Rule(
-    forward=lambda c: f"{c.mod}.expand({c.p()}.shape[0], -1, -1)",
-    module=lambda c: f"_trunc_normal(1, {c.init_attr('n')}, {c.init_attr('dim')})", helpers=("_trunc_normal",))
+    forward=lambda c: E("tok.expand(x.shape[0], -1, -1)", tok=c.mod, x=c.x()),
+    module=lambda c: call("_trunc_normal", 1, c.init_attr("n"), c.init_attr("dim")), helpers=("_trunc_normal",))
 LOWER_RULES[O.ChannelShift] = Rule(
-    forward=lambda c: f"channel_shift({c.x()}, {c.fwd_attr('dim')}, {c.fwd_attr('size')})", helpers=("channel_shift",))
-LOWER_RULES[O.SpatialShift] = Rule(forward=lambda c: f"spatial_shift({c.x()})", helpers=("spatial_shift",))
+    forward=lambda c: call("channel_shift", c.x(), c.fwd_attr("dim"), c.fwd_attr("size")), helpers=("channel_shift",))
+LOWER_RULES[O.SpatialShift] = Rule(forward=lambda c: call("spatial_shift", c.x()), helpers=("spatial_shift",))
 
 
-def _tied(c: Ctx) -> str:
+def _tied(c: Ctx) -> ast.expr:
     if not c.const("source"):
         raise LoweringError("a tied head must name the same embedding in every instance of a block")
     src = c.op.source  # type: ignore[attr-defined]
-    return f"F.linear({c.x()}, {access(src)}.weight)"
+    return E("F.linear(x, emb.weight)", x=c.x(), emb=access_node(src))
 
 
 LOWER_RULES[O.TiedLinear] = Rule(forward=_tied)
