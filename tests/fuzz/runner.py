@@ -21,6 +21,7 @@ import hashlib
 import multiprocessing as mp
 import os
 import random
+import signal
 import tempfile
 import time
 import traceback
@@ -340,6 +341,18 @@ def _worker(conn, dump_path: str) -> None:
             conn.send(res)
 
 
+def _death(code: int | None) -> str:
+    if code is None:
+        return "unknown"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"killed by {name}" + (" (out of memory?)" if -code == signal.SIGKILL else "")
+    return "it exited"
+
+
 class Worker:
     """One worker process; :meth:`run` kills and restarts it when an input hangs."""
 
@@ -371,13 +384,16 @@ class Worker:
                 pass  # the worker died (killed for memory, or a crash in C)
         elapsed = time.perf_counter() - t0
         alive = self.proc.is_alive()
+        if not alive:
+            self.proc.join(1)
+        code = self.proc.exitcode
         self.kill()
         stack = Path(self.dump_path).read_text(errors="replace") if os.path.exists(self.dump_path) else ""
         frames = [ln.strip() for ln in stack.splitlines() if ln.strip().startswith("File ")]
         where = next((f for f in frames if "/archlang/" in f), frames[0] if frames else "?")
         where = where.split("/archlang/", 1)[-1].replace('", line ', ":").replace(" in ", ":") if where != "?" else "?"
         status = "hang" if alive else "exception"
-        error = f"still running after {elapsed:.0f} s" if alive else f"worker died (exit code {self.proc.exitcode})"
+        error = f"still running after {elapsed:.0f} s" if alive else f"the worker died (exit code {code}: {_death(code)})"
         return Outcome(status, elapsed, stage="?", error=error, tb="\n".join(frames[:12]), where=where)
 
     def kill(self) -> None:
