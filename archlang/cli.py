@@ -577,13 +577,20 @@ def render(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch fi
     if r.graph is None:
         raise typer.Exit(_exit_code(r.diagnostics) or 1)
     g = r.graph
-    diagram = render_graph(g, depth, cost=cost_by if cost else False, collapse=not no_collapse, dropout=dropout)
+    from archlang.render import RenderError
+
     target = out if out is not None else Path(f"{g.arch}.svg")
-    if target.suffix.lower() not in (".dot", ".gv") and not dot_available():
-        path = diagram.save(target.with_suffix(".dot"))
-        typer.echo(f"wrote {path} (DOT only): {INSTALL_HINT}")
-        raise typer.Exit(0)
-    path = diagram.save(target, dpi=dpi)
+    try:
+        diagram = render_graph(g, depth, cost=cost_by if cost else False, collapse=not no_collapse, dropout=dropout)
+        if target.suffix.lower() not in (".dot", ".gv") and not dot_available():
+            path = diagram.save(target.with_suffix(".dot"))
+            typer.echo(f"wrote {path} (DOT only): {INSTALL_HINT}")
+            raise typer.Exit(0)
+        path = diagram.save(target, dpi=dpi)
+    except RenderError as e:
+        d = Diagnostic(e.code, e.message, None, e.help)
+        _print_diags([d], r.program.sources, "text")
+        raise typer.Exit(2 if e.code in ("E0704", "E0706") else 1) from None
     typer.echo(f"wrote {path}  ({g.arch}, depth {diagram.depth} of {diagram.max_depth}, {diagram.node_count} nodes)")
     raise typer.Exit(0)
 

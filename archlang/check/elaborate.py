@@ -168,6 +168,7 @@ class Elaborator:
     def __init__(self, program: Program):
         self.prog = program
         self.diags: list[Diagnostic] = []
+        self.gave_up = False  # set once MAX_DIAGNOSTICS errors are recorded
         self.nodes: list[Node] = []
         self.taken: dict[str, Span] = {}
         self.counters: dict[str, int] = {}
@@ -190,9 +191,11 @@ class Elaborator:
         return DiagnosticError(Diagnostic(code, message, span, help=help, notes=list(notes or [])))
 
     def record(self, diag: Diagnostic) -> None:
-        if len(self.diags) >= MAX_DIAGNOSTICS:
-            if len(self.diags) == MAX_DIAGNOSTICS:
-                self.diags.append(Diagnostic("E0406", f"more than {MAX_DIAGNOSTICS} problems; the rest are not shown",
+        errors = sum(1 for d in self.diags if d.is_error) if len(self.diags) >= MAX_DIAGNOSTICS else 0
+        if errors >= MAX_DIAGNOSTICS and diag.is_error:
+            if not self.gave_up:  # elaboration stops at the next statement (exec_stmt): a loop that
+                self.gave_up = True  # fails in every iteration would otherwise run to its end
+                self.diags.append(Diagnostic("E0406", f"more than {MAX_DIAGNOSTICS} errors; checking stopped here",
                                              diag.span, help="fix these first"))
             return
         for name, site in reversed(self.stack):
@@ -262,7 +265,8 @@ class Elaborator:
         try:
             self.exec_block_body(base.body, fr, in_arch=True)
         except _OutOfSteps as e:
-            self.record(e.diag)
+            if not self.gave_up:
+                self.record(e.diag)
             return None
         for alias in reversed(chain[:-1]):
             assert isinstance(alias, A.ArchAlias)
@@ -436,6 +440,8 @@ class Elaborator:
                 st.span, help="check the loop bounds; archlang unrolls every loop at compile time"))
 
     def exec_stmt(self, st: A.Stmt, fr: Frame, in_arch: bool) -> list[Any] | None:
+        if self.gave_up:
+            raise _OutOfSteps(self.diags[-1])
         self.steps += 1
         if self.steps > MAX_STEPS:
             raise _OutOfSteps(Diagnostic("E0406", f"elaboration runs more than {MAX_STEPS} statements", st.span,

@@ -248,3 +248,16 @@ def test_no_module_of_archlang_can_unpickle_or_exec_file_contents() -> None:
                 assert path.name == "build.py", f"{path}: {node.func.id}() at line {node.lineno}"
             if isinstance(node, ast.keyword) and node.arg == "cache":
                 assert not (isinstance(node.value, ast.Constant) and node.value.value), f"{path}: cache=..."
+
+
+def test_render_refuses_a_drawing_too_large_for_graphviz(tmp_path) -> None:
+    body = ("arch big(n: int = 2000) {\n  in x: [B, 8]\n"
+            "  for i in 0 .. n { x = blocks[i].fc: linear(x, 8)  x = blocks[i].g: gelu(x) }\n  out y = x\n}\n")
+    code, out = archc("render", spec(tmp_path, body), "--no-collapse", "-o", str(tmp_path / "big.svg"))
+    assert code == 2 and "E0704" in out and "--no-collapse" in out and not (tmp_path / "big.svg").exists()
+
+
+def test_a_loop_failing_in_every_iteration_stops_early(tmp_path) -> None:
+    body = "  for i in 0 .. 65536 { z = linear(x, 4, bad = 1) }"
+    code, out = archc("check", spec(tmp_path, NET.format(body=body)))
+    assert code == 1 and "checking stopped here" in out
