@@ -32,7 +32,10 @@ from archlang.syntax.parser import parse_expr
 
 MAX_NODES = 150_000
 MAX_LOOP = 100_000
-MAX_STEPS = 1_000_000  # statements executed while elaborating one arch (nested loops multiply)
+MAX_STEPS = 1_000_000  # statements executed while elaborating one arch (nested loops multiply)...
+FREE_STEPS = 20_000  # ...and at most this many plus STEPS_PER_NODE for every node made: shipped specs run
+STEPS_PER_NODE = 16  # 0.4 to 1.2 statements per node, so only a loop that builds nothing (its
+#                      body failing in every iteration, or busy work) reaches the limit, and early
 MAX_INT = 2**63 - 1  # compile-time integers beyond this are not sizes; bounding them keeps `**` from hanging
 MAX_DIAGNOSTICS = 100  # problems recorded per arch; a spec with more gets one line for the rest
 MAX_SIZE = 2**48  # one dim of a tensor (the element count may be larger: it is a product)
@@ -434,18 +437,27 @@ class Elaborator:
                 st.span, help=f"each of its {done + left:,} iterations adds about "
                               f"{(len(self.nodes) - nodes0) // done:,} nodes; check the loop bounds"))
         steps = self.steps + (self.steps - steps0) * left // done
-        if steps > MAX_STEPS:
+        if steps > self.step_limit(nodes):
             raise _OutOfSteps(Diagnostic(
-                "E0406", f"this loop would run about {steps:,} statements, more than the limit of {MAX_STEPS:,}",
-                st.span, help="check the loop bounds; archlang unrolls every loop at compile time"))
+                "E0406", f"this loop would run about {steps:,} statements while making {nodes:,} node{'s' if nodes != 1 else ''}, more than "
+                         f"the limit of {self.step_limit(nodes):,}", st.span,
+                help=f"a spec may run {FREE_STEPS:,} statements plus {STEPS_PER_NODE} per node it makes (at most "
+                     f"{MAX_STEPS:,}); check the loop bounds: archlang unrolls every loop at compile time"))
+
+    @staticmethod
+    def step_limit(nodes: int) -> int:
+        return min(MAX_STEPS, FREE_STEPS + STEPS_PER_NODE * nodes)
 
     def exec_stmt(self, st: A.Stmt, fr: Frame, in_arch: bool) -> list[Any] | None:
         if self.gave_up:
             raise _OutOfSteps(self.diags[-1])
         self.steps += 1
-        if self.steps > MAX_STEPS:
-            raise _OutOfSteps(Diagnostic("E0406", f"elaboration runs more than {MAX_STEPS} statements", st.span,
-                                         help="check the loop bounds; archlang unrolls every loop at compile time"))
+        if self.steps > FREE_STEPS and self.steps > self.step_limit(len(self.nodes)):
+            raise _OutOfSteps(Diagnostic(
+                "E0406", f"elaboration runs more than {self.step_limit(len(self.nodes)):,} statements while making "
+                         f"{len(self.nodes):,} node{'s' if len(self.nodes) != 1 else ''}", st.span,
+                help=f"a spec may run {FREE_STEPS:,} statements plus {STEPS_PER_NODE} per node it makes (at most "
+                     f"{MAX_STEPS:,}); check the loop bounds: archlang unrolls every loop at compile time"))
         if isinstance(st, A.Assign):
             val = self.eval(st.value, fr)
             if len(st.targets) == 1:
