@@ -260,10 +260,10 @@ def test_render_refuses_a_drawing_too_large_for_graphviz(tmp_path) -> None:
 def test_a_loop_failing_in_every_iteration_stops_early(tmp_path) -> None:
     body = "  for i in 0 .. 65536 { z = linear(x, 4, bad = 1) }"
     code, out = archc("check", spec(tmp_path, NET.format(body=body)))
-    assert code == 1 and "would run about 65,5" in out and "while making 0 nodes" in out
+    assert code == 1 and "would run about 65,5" in out
 
 
 def test_checking_stops_after_100_errors(tmp_path) -> None:
     body = "\n".join(f"  z{i} = linear(x, 4, bad = {i})" for i in range(300))
     code, out = archc("check", spec(tmp_path, NET.format(body=body)))
-    assert code == 1 and "checking stopped here" in out and "more not shown" in out
+    assert code == 1 and "101 errors found" in out and "... and 51 more not shown" in out
