@@ -39,11 +39,12 @@ def test_readme_limits_are_the_code_limits() -> None:
     rows = dict(re.findall(r"^\s*\| (.+?) \| (.+?) \|$", text, re.M))
     expected = {
         "nodes in one graph": E.MAX_NODES, "iterations of one loop": E.MAX_LOOP,
-        "statements executed": E.MAX_STEPS, "items of a compile-time list": E.MAX_LIST,
+        "statements executed while elaborating one arch "
+        f"({E.FREE_STEPS:,} plus {E.STEPS_PER_NODE} per node made, at most)": E.MAX_STEPS, "items of a compile-time list": E.MAX_LIST,
         "characters of a compile-time string": E.MAX_STR, "digits of an integer literal": S.MAX_INT_DIGITS,
         "terms / degree": f"{E.MAX_DIM_TERMS} / {E.MAX_DIM_DEGREE}", "one dim of a tensor": f"2**{E.MAX_SIZE.bit_length() - 1}",
         "characters of a `--set` value": S.MAX_SET_CHARS, "characters of a spec file": S.MAX_SOURCE_CHARS,
-        "files one program reads": P.MAX_MODULES, "problems recorded per arch": E.MAX_DIAGNOSTICS,
+        "files one program reads": P.MAX_MODULES, "errors per arch before checking stops": E.MAX_DIAGNOSTICS,
         "nodes in one drawing": R.MAX_DRAWN_NODES,
     }
     for prefix, value in expected.items():
