@@ -387,3 +387,14 @@ def test_a_long_spec_string_is_text_not_a_path() -> None:
 
     text = "arch net() {\n  in x: [B, 8]\n" + "  # a comment\n" * 2000 + "  out y = linear(x, 8)\n}\n"
     assert check_spec(text).ok
+
+
+def test_pooling_padding_over_half_the_kernel_is_refused() -> None:
+    """torch pools with at most kernel // 2 of padding per side: more is E0406 at check time
+    (it used to check clean and fail in forward; found by the differential test)."""
+    from archlang.check import check_spec
+
+    for call in ("max_pool2d(x, kernel = 2, padding = 2)", "avg_pool2d(x, kernel = 3, stride = 1, padding = 2)"):
+        r = check_spec(f"arch t() {{\n  in x: [B, 3, 5, 5]\n  out y = {call}\n}}\n")
+        assert [d.code for d in r.diagnostics] == ["E0406"] and "padding" in r.diagnostics[0].message
+    assert check_spec("arch t() {\n  in x: [B, 3, 5, 5]\n  out y = max_pool2d(x, kernel = 3, padding = 1)\n}\n").ok

@@ -387,6 +387,10 @@ def _pool(kind: str):
     def build(ctx, ins, a):
         k = pair(a["kernel"])
         s = tuple(st or kk for st, kk in zip(pair(a["stride"]), k, strict=True))  # stride 0: the kernel
+        for p_, kk in zip(pair(a["padding"]), k, strict=True):
+            if p_ > kk // 2:
+                raise BuildError("E0406", f"{kind} pooling pads at most half its kernel: padding {p_} with kernel {kk}",
+                                 help=f"use padding <= {kk // 2}, or `same = true`", arg="padding")
         return O.Pool2d(kind=kind, kernel=k, stride=s, padding=pair(a["padding"]),
                         pad=same_pad(ctx, ins[0], k, s) if a["same"] else (0, 0, 0, 0))
     return build
