@@ -366,6 +366,7 @@ class ModuleTree:
         self.root: dict[str, Any] = {}
         self.uses_container = False
         self.taken = set(taken or ())  # names bound in __init__ (a comprehension's variable must differ)
+        self.names: set[str] = set()  # the bare names the written code mentions
 
     def add(self, local: str, expr: ast.expr) -> None:
         parts = [p if is_index(p) else attr(p) for p in local.split(".")]
@@ -378,14 +379,6 @@ class ModuleTree:
         if parts[-1] in d:
             raise LoweringError(f"two layers are named `{local}`")
         d[parts[-1]] = expr
-
-    def leaves(self) -> list[ast.expr]:
-        out: list[ast.expr] = []
-        todo = [self.root]
-        while todo:
-            for v in todo.pop().values():
-                (todo.append(v) if isinstance(v, dict) else out.append(v))
-        return out
 
     def expr(self, d: dict[str, Any], indent: str) -> str:
         keys = list(d)
@@ -403,10 +396,10 @@ class ModuleTree:
                     if len(indent) + len(one) + len(loop) + 30 <= 120:
                         return f"nn.ModuleList([{one} {loop}])"
                     return f"nn.ModuleList([\n{inner}{one}\n{inner}{loop}\n{indent}])"
-            parts = [self.expr(x, inner) if isinstance(x, dict) else code(x) for x in items]
+            parts = [self.expr(x, inner) if isinstance(x, dict) else code(x, self.names) for x in items]
             return "nn.ModuleList([\n" + "".join(f"{inner}{p},\n" for p in parts) + f"{indent}])"
         self.uses_container = True
-        parts = [f"{k}={self.expr(v, inner) if isinstance(v, dict) else code(v)}" for k, v in d.items()]
+        parts = [f"{k}={self.expr(v, inner) if isinstance(v, dict) else code(v, self.names)}" for k, v in d.items()]
         return "_container(\n" + "".join(f"{inner}{p},\n" for p in parts) + f"{indent})"
 
     def _comprehension(self, items: list[ast.expr]) -> tuple[str, str] | None:
@@ -443,12 +436,12 @@ class ModuleTree:
             uses_i |= e[1]
             keywords.append(ast.keyword(arg=k, value=e[0]))
         one = ast.Call(func=first.func, args=args, keywords=keywords)
-        return code(one), f"for {var if uses_i else '_'} in range({len(items)})"
+        return code(one, self.names), f"for {var if uses_i else '_'} in range({len(items)})"
 
     def lines(self) -> list[str]:
         out = []
         for k, v in self.root.items():
-            text = self.expr(v, "        ") if isinstance(v, dict) else code(v)
+            text = self.expr(v, "        ") if isinstance(v, dict) else code(v, self.names)
             out.append(f"        self.{k} = {text}")
         return out
 
@@ -541,19 +534,6 @@ def shape_comment(types: list[TensorType], dims: dict[str, list[int]] | None = N
     return "[" + ", ".join(per_pos) + "]"
 
 
-def _names_in(exprs: list[ast.expr]) -> tuple[set[str], set[str]]:
-    """The bare names and the ``self.<attr>`` attributes that expressions mention."""
-    bare: set[str] = set()
-    selfs: set[str] = set()
-    for e in exprs:
-        for n in ast.walk(e):
-            if isinstance(n, ast.Name):
-                bare.add(n.id)
-            elif isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "self":
-                selfs.add(n.attr)
-    return bare, selfs
-
-
 def _index_split(local: str) -> tuple[str, int] | None:
     """``layers.0.blocks.3`` -> (``layers.0.blocks``, 3); None when the last level is not an index."""
     pre, _, last = local.rpartition(".")
@@ -594,7 +574,7 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
     arg_names = set(plan.args)  # sizes that are constructor arguments are named in shape comments
 
     body: list[str] = []
-    fwd_exprs: list[ast.expr] = []
+    fwd_names: set[str] = set()  # the bare names forward mentions
     child_calls: list[ast.Call] = []
     # single-use values are inlined into their consumer when it is the very next statement
     pending: dict[tuple[str, int], tuple[ast.expr, str, str]] = {}  # key -> (expr, comment, preferred name)
@@ -607,8 +587,7 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
         return ast.Name(id=names[key], ctx=ast.Load())
 
     def emit(targets: str, expr: ast.expr, comment: str, indent: str = "        ") -> None:
-        fwd_exprs.append(expr)
-        body.append(f"{indent}{targets} = {code(expr)}{comment}")
+        body.append(f"{indent}{targets} = {code(expr, fwd_names)}{comment}")
 
     def flush(consumer_inputs: list[ValueRef], at: int) -> None:
         wanted = {(r.node, r.index) for r in consumer_inputs}
@@ -682,8 +661,7 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
             body.append(f"        for {blk} in {code(target)}:")
             step = call(ast.Name(id=blk, ctx=ast.Load()), ast.Name(id=v, ctx=ast.Load()),
                         *(ref_code(r) for r in it.inputs[1:]))
-            fwd_exprs.append(step)
-            body.append(f"            {v} = {code(step)}  # {comment_text(out_comment(children, 0))}")
+            body.append(f"            {v} = {code(step, fwd_names)}  # {comment_text(out_comment(children, 0))}")
             last = run[-1].outputs[0]
             names[(last.node, last.index)] = v
             live_names[v] = (last.node, last.index)
@@ -787,9 +765,9 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
     else:
         rets = [ref_code(r) for r in inst0.outputs]
         ret = rets[0] if len(rets) == 1 else ast.Tuple(elts=rets, ctx=ast.Load())
-    fwd_exprs.append(ret)
     # `return a, b`, as people write it (a tuple's items never need parentheses here)
-    body.append(f"        return {', '.join(code(e) for e in ret.elts) if isinstance(ret, ast.Tuple) else code(ret)}")
+    rets_text = [code(e, fwd_names) for e in (ret.elts if isinstance(ret, ast.Tuple) else [ret])]
+    body.append(f"        return {', '.join(rets_text)}")
 
     # assemble
     lines = [f"class {plan.name}(nn.Module):"]
@@ -802,9 +780,9 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
         lines.append(f"    output_names = {tuple(graph.outputs)!r}")
         lines.append("")
     schedules = _schedules(child_calls, set(plan.args) | {"self"})
-    init_names, _ = _names_in(tree.leaves())
-    plan.args = [a for a in plan.args if a in init_names or a in fwd_args_used]  # drop unused ones
-    plan.uses = _names_in([*tree.leaves(), *fwd_exprs])[0]
+    tree_lines = tree.lines()
+    plan.args = [a for a in plan.args if a in tree.names or a in fwd_args_used]  # drop unused ones
+    plan.uses = tree.names | fwd_names
     sig = ", ".join(["self", *plan.args])
     lines.append(f"    def __init__({sig}):")
     lines.append("        super().__init__()")
@@ -812,7 +790,7 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
         if a in fwd_args_used:
             lines.append(f"        self.{a} = {a}")
     lines.extend(schedules)
-    lines.extend(tree.lines())
+    lines.extend(tree_lines)
     plan.uses_container = tree.uses_container
     if is_root and (rules := _trainability_rules(graph)):
         plan.helpers.add("set_trainable")
