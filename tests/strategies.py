@@ -214,6 +214,10 @@ class Gen:
         lens = [n for n, xs in sc.lists.items() if len(xs) == v]
         if lens:
             opts.append("len")
+        sums = [(n, a, b) for n, xs in sc.lists.items() for a in range(len(xs)) for b in range(a + 1, len(xs) + 1)
+                if sum(xs[a:b]) == v]
+        if sums:
+            opts.append("sum")
         kind = self.pick(opts)
         if kind == "lit":
             return str(v)
@@ -234,6 +238,9 @@ class Gen:
             return f"{n}[{i}]"
         if kind == "len":
             return f"len({self.pick(lens)})"
+        if kind == "sum":
+            n, a, b = self.pick(sums)
+            return f"sum({n}[{a} .. {b}])"
         if kind == "arith":
             k = self.int_(0, 3)
             form = self.pick(["add", "mul", "floordiv", "mod"])
@@ -257,7 +264,7 @@ class Gen:
         """A compile-time condition and its value."""
         opts: list[tuple[str, bool]] = [("true", True), ("false", False), ("1 + 1 == 2", True)]
         for n, v in sc.bools.items():
-            opts += [(n, v), (f"not {n}", not v)]
+            opts += [(n, v), (f"not {n}", not v), (f"{n} or 1 > 2", v)]
         for n, v in sc.ints.items():
             k = self.int_(0, 8)
             opts += [(f"{n} > {k}", v > k), (f"{n} % 2 == 0", v % 2 == 0), (f"{n} >= {k} and {n} < {k + 4}", k <= v < k + 4)]

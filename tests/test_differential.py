@@ -134,12 +134,8 @@ def compare(model: torch.nn.Module, graph, inputs: list[torch.Tensor], train: bo
         assert e <= GRAD_TOL, f"{mode}: gradient of {label} differs by {e:.3g}"
 
 
-@_settings(EXAMPLES)
-@given(programs(), st.integers(1, 3), st.integers(1, 8))
-def test_generated_module_agrees_with_the_interpreter(p: Program, batch: int, seq: int) -> None:
-    graph = _checked(p)
-    assume(graph is not None)
-    note(p.text)
+def agrees(p: Program, batch: int, seq: int) -> None:
+    """Build ``p`` (it checks) in float64 and assert it agrees with the interpreter."""
     batch = max(batch, 2) if p.batch2 else batch
     torch.manual_seed(0)
     model = archlang.build(_write(p), p.arch, max_memory=None).double()
@@ -155,12 +151,9 @@ def _shape(t, batch: int, seq: int) -> tuple[int, ...]:
                  else d for d in t.shape)
 
 
-@_settings(max(EXAMPLES // 4, 20))
-@given(programs(drop=True, max_size=10), st.integers(1, 3), st.integers(1, 8))
-def test_everything_that_checks_builds_and_runs(p: Program, batch: int, seq: int) -> None:
-    graph = _checked(p)
-    assume(graph is not None)
-    note(p.text)
+def runs(p: Program, graph, batch: int, seq: int) -> None:
+    """Build ``p`` (it checks) as ``archlang.build`` does by default and run it forward in
+    both modes; every output has the shape the checker gave it."""
     batch = max(batch, 2) if p.batch2 else batch
     model = archlang.build(_write(p), p.arch)
     inputs = example_inputs(model.archlang_graph, batch=batch, sizes={"S": seq})
@@ -170,7 +163,25 @@ def test_everything_that_checks_builds_and_runs(p: Program, batch: int, seq: int
         with torch.no_grad():
             out = model(*inputs)
         out = out if isinstance(out, dict) else {next(iter(want)): out}
-        assert {k: tuple(v.shape) for k, v in out.items()} == want
+        got = {k: tuple(v.shape) for k, v in out.items()}
+        assert got == want, f"{'train' if train else 'eval'}: output shapes {got}, the checker says {want}"
+
+
+@_settings(EXAMPLES)
+@given(programs(), st.integers(1, 3), st.integers(1, 8))
+def test_generated_module_agrees_with_the_interpreter(p: Program, batch: int, seq: int) -> None:
+    assume(_checked(p) is not None)
+    note(p.text)
+    agrees(p, batch, seq)
+
+
+@_settings(max(EXAMPLES // 4, 20))
+@given(programs(drop=True, max_size=10), st.integers(1, 3), st.integers(1, 8))
+def test_everything_that_checks_builds_and_runs(p: Program, batch: int, seq: int) -> None:
+    graph = _checked(p)
+    assume(graph is not None)
+    note(p.text)
+    runs(p, graph, batch, seq)
 
 
 def test_most_generated_programs_check() -> None:
@@ -179,7 +190,7 @@ def test_most_generated_programs_check() -> None:
     seen: list[bool] = []
     ops: set[str] = set()
 
-    @settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=HEALTH, database=None)
+    @settings(max_examples=600, deadline=None, derandomize=True, suppress_health_check=HEALTH, database=None)
     @given(programs())
     def run(p: Program) -> None:
         ok = _checked(p) is not None
