@@ -66,3 +66,38 @@ def test_readme_cost_example_is_the_cli_output() -> None:
     assert res.exit_code == 0, res.output
     printed = "\n".join(line.rstrip() for line in res.output.splitlines()) + "\n"
     assert block == printed, "README's cost example is stale: rerun `archc cost specs/swin_t.arch` (COLUMNS=100)"
+
+
+def test_readme_generated_code_sample_is_generated() -> None:
+    """Every line of the README's SwinBlock sample is in the module `archc build` writes."""
+    from archlang.check import check_spec
+    from archlang.lower.codegen import generate
+
+    text = (ROOT / "README.md").read_text()
+    sample = text.split("```python\nclass SwinBlock", 1)[1].split("```", 1)[0]
+    r = check_spec(str(ROOT / "specs" / "swin_t.arch"), "swin_t")
+    assert r.graph is not None
+    source, _ = generate(r.graph)
+    for line in ("class SwinBlock" + sample).splitlines():
+        if line.strip():
+            assert line in source.splitlines(), f"README's generated-code sample is stale: {line!r}"
+
+
+def test_readme_build_example_is_the_cli_output(tmp_path, monkeypatch) -> None:
+    """The `archc build specs/swin_t.arch` block at the top of the README is what it prints."""
+    import shutil
+
+    import pytest
+    from typer.testing import CliRunner
+
+    from archlang.cli import app
+
+    if shutil.which("dot") is None:
+        pytest.skip("the example shows the SVG that Graphviz's dot writes")
+    text = (ROOT / "README.md").read_text()
+    block = text.split("$ archc build specs/swin_t.arch\n", 1)[1].split("```", 1)[0]
+    shutil.copytree(ROOT / "specs", tmp_path / "specs")
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["build", "specs/swin_t.arch"])
+    assert res.exit_code == 0, res.output
+    assert block == res.output, "README's build example is stale: rerun `archc build specs/swin_t.arch`"
