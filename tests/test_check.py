@@ -398,3 +398,31 @@ def test_pooling_padding_over_half_the_kernel_is_refused() -> None:
         r = check_spec(f"arch t() {{\n  in x: [B, 3, 5, 5]\n  out y = {call}\n}}\n")
         assert [d.code for d in r.diagnostics] == ["E0406"] and "padding" in r.diagnostics[0].message
     assert check_spec("arch t() {\n  in x: [B, 3, 5, 5]\n  out y = max_pool2d(x, kernel = 3, padding = 1)\n}\n").ok
+
+
+@pytest.mark.parametrize("body,code", [
+    # D4: one value per group: torch refuses it at batch 1, and the layer would output its bias
+    ("in x: [B, 2]\n  out y = groupnorm(x, groups = 2)", "E0406"),
+    # D5: channel_shift offsets beyond the shifted dim
+    ("in x: [B, 2, 1, 3]\n  out y = channel_shift(x, dim = 2, size = 4)", "E0406"),
+    # D6: LoRA on a fused qkv and on one of its parts
+    ("in x: [B, 5, 4]\n  out y = w: attention(x, heads = 1)\n  adapt lora(r = 2) on \"w.qkv\", \"w.q\"", "E0703"),
+    # D7: weight standardisation of a single weight per output channel
+    ("in x: [B, 1, 4, 4]\n  out y = conv2d(x, 3, kernel = 1, standardize = true)", "E0406"),
+])
+def test_differential_findings_are_refused_at_check(body, code) -> None:
+    """Specs the differential test found checking clean and then failing in forward."""
+    from archlang.check import check_spec
+
+    r = check_spec(f"arch net() {{\n  {body}\n}}\n")
+    assert r.graph is None and [d.code for d in r.diagnostics] == [code], r.diagnostics
+
+
+def test_the_cases_next_to_the_differential_findings_still_check() -> None:
+    from archlang.check import check_spec
+
+    for body in ("in x: [B, 4, 3, 3]\n  out y = groupnorm(x, groups = 4)",
+                 "in x: [B, 2, 2, 3]\n  out y = channel_shift(x, dim = 2, size = 5)",
+                 "in x: [B, 5, 4]\n  out y = w: attention(x, heads = 1)\n  adapt lora(r = 2) on \"w.q\", \"w.v\"",
+                 "in x: [B, 2, 4, 4]\n  out y = conv2d(x, 3, kernel = 1, standardize = true)"):
+        assert check_spec(f"arch net() {{\n  {body}\n}}\n").ok, body

@@ -1379,6 +1379,16 @@ class Elaborator:
                     continue
             taps.append(AdapterTap(kind=st.kind, args=tuple(args), selectors=st.selectors, targets=tuple(targets),
                                    index=self.tap_order.get(id(st), 0), span=st.span))
+        lora = {t: tap for tap in taps if tap.kind == "lora" for t in tap.targets}
+        for t, tap in lora.items():
+            node, _, part = t.rpartition(".")
+            if part == "qkv":
+                for sub in ("q", "k", "v"):
+                    if f"{node}.{sub}" in lora:
+                        self.record(Diagnostic(
+                            "E0703", f"LoRA on both `{t}` and `{node}.{sub}`, which is part of it", tap.span,
+                            help=f"adapt either the fused projection `{t}` or its parts `{node}.q`, `.k`, `.v`, "
+                                 "not both"))
         rules = []
         for st in self.freeze_stmts:
             for k, sel in enumerate(st.selectors):

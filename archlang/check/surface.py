@@ -114,6 +114,10 @@ def _conv2d(ctx, ins, a):
         raise BuildError("E0501", f"conv2d groups = {a['groups']} must divide in ({c}) and out ({a['out']}) channels",
                          arg="groups")
     k, st = pair(a["kernel"]), pair(a["stride"])
+    if a["standardize"] and c // a["groups"] * k[0] * k[1] == 1:
+        raise BuildError("E0406", "weight standardisation of a single weight per output channel",
+                         help="a standardised single weight is 0, so the conv would output its bias; use a larger "
+                              "kernel or fewer groups, or `standardize = false`", arg="standardize")
     return O.Conv2d(in_channels=c, out_channels=a["out"], kernel=k, stride=st,
                     padding=pair(a["padding"]), groups=a["groups"], bias=a["bias"], standardize=a["standardize"],
                     std_eps=a["std_eps"], pad=same_pad(ctx, x, k, st) if a["same"] else (0, 0, 0, 0))
@@ -168,6 +172,9 @@ def _groupnorm(ctx, ins, a):
     if c % a["groups"]:
         raise BuildError("E0501", f"groupnorm: groups = {a['groups']} does not divide {c} channels",
                          help=f"{ctx.describe_arg('groups')}; channels from {ctx.describe_input(0)}", arg="groups")
+    if c // a["groups"] == 1 and all(d == 1 for d in x.shape[2:]):
+        raise BuildError("E0406", f"groupnorm with {a['groups']} groups of {c} channels normalises one value per group",
+                         help="each group needs more than one value (a spatial size, or fewer groups)", arg="groups")
     return O.GroupNorm(groups=a["groups"], channels=c, eps=a["eps"])
 
 
@@ -559,4 +566,8 @@ def _window_v2(ctx, ins, a):
 @op("channel_shift", ("x",), (Arg("dim", "int"), Arg("size", "int", 3, min=1)),
     "CycleMLP's cycle pattern on [B, H, W, C]: channel i reads offset (i + 1) % size - size // 2 along dim 1 or 2.")
 def _channel_shift(ctx, ins, a):
+    x = ins[0]
+    if x.rank == 4 and a["dim"] in (1, 2) and isinstance(x.shape[a["dim"]], int) and a["size"] // 2 > x.shape[a["dim"]]:
+        raise BuildError("E0406", f"channel_shift reads offsets up to {a['size'] // 2} along a dim of "
+                                  f"{x.shape[a['dim']]}", help="use a size at most twice the shifted dim", arg="size")
     return O.ChannelShift(dim=a["dim"], size=a["size"])
