@@ -198,7 +198,8 @@ class Gen:
         """An int expression worth ``v``: a literal, a name, x.shape[k], list items, arithmetic."""
         opts = ["lit", "lit"]
         names = [n for n, x in sc.ints.items() if x == v]
-        related = [(n, x) for n, x in sc.ints.items() if x and (v % x == 0 or x % max(v, 1) == 0 or abs(v - x) <= 3)]
+        related = [(n, x) for n, x in sc.ints.items()
+                   if x > 0 and ((v > 0 and (v % x == 0 or x % v == 0)) or abs(v - x) <= 3)]
         shapes = [(t.var, i) for t in sc.env for i, s in enumerate(t.shape) if s == v and t.var not in KEYWORDS]
         items = [(n, i) for n, xs in sc.lists.items() for i, x in enumerate(xs) if x == v]
         if names:
@@ -225,9 +226,9 @@ class Gen:
             return self.pick(names)
         if kind == "related":
             n, x = self.pick(related)
-            if v % x == 0:
+            if v > 0 and v % x == 0:
                 return n if v == x else f"{n} * {v // x}"
-            if x % max(v, 1) == 0 and v:
+            if v > 0 and x % v == 0:
                 return f"{n} // {x // v}"
             return f"({n} + {v - x})" if v >= x else f"({n} - {x - v})"
         if kind == "shape":
@@ -342,6 +343,10 @@ class Gen:
         if special and self.chance(0.3):  # ops of one layout, else they drown among the generic ones
             _, fn = self.pick(special)
             out = fn(self, sc, x)
+            return out if out is not None else x
+        structs = [c for c in self.STRUCT if c[0](self, x, sc)] if structure else []
+        if structs and self.chance(0.2):  # blocks, loops, branches, bindings
+            out = self.pick(structs)[1](self, sc, x)
             return out if out is not None else x
         cands = [m for name, m in self.OPS.items() if m[0](self, x, sc)]
         if structure:
@@ -911,12 +916,14 @@ class Gen:
         snap = self.snapshot()
         body = sc.child_lines()
         body.loop = var
-        body.protected.add(x.var)
+        # the body runs several times: it assigns fresh names only, so that nothing it reads
+        # (a partner, x.shape[k]) changes shape from one iteration to the next
+        body.protected |= {e.var for e in sc.env} | {"x", "h"}
         t: Ten | None = None
         if not sc.in_block and self.chance(0.4):
             t = self.block_call(body, x, preserve=True)
         else:
-            h = self.assign(body, x.var, x.shape, var="h") if x.var != "h" and self.chance(0.5) else x
+            h = self.assign(body, x.var, x.shape, var=self.fresh("h")) if self.chance(0.5) else x
             for _ in range(self.int_(1, 2)):
                 h = self.step(body, h, structure=False)
             if self.chance(0.3) and h.dtype == "float":
