@@ -166,3 +166,38 @@ arch t() {
 }"""))
     assert "x.narrow(1, 0, 256)" in src and "x.narrow(1, 10, 10)" in src
     assert " - 0" not in src
+
+
+REASSIGNED_AFTER_OUTPUT = """
+arch net() {
+  in x: [B, 2]
+  out a = x
+  x = relu(x)
+  out b = x
+  out c = x
+  x = tanh(x) + 1
+  out d = x
+  x = x * 2
+  out e = x
+}"""
+
+
+def test_output_survives_reassignment(tmp_path: Path) -> None:
+    """A value that is an output keeps its own name until the `return`: reassigning the spec
+    variable after `out a = x` must not overwrite `a` (a differential-test finding)."""
+    torch = pytest.importorskip("torch")
+    from archlang.lower.interpret import interpret
+
+    spec = _write(tmp_path, REASSIGNED_AFTER_OUTPUT)
+    src = _source(spec)
+    assert "'a': x," in src
+    model = archlang.build(spec).eval()
+    x = torch.tensor([[-1.0, 2.0], [0.5, -3.0]])
+    out = model(x)
+    r = torch.relu(x)
+    want = {"a": x, "b": r, "c": r, "d": torch.tanh(r) + 1, "e": (torch.tanh(r) + 1) * 2}
+    for k, v in want.items():
+        assert torch.equal(out[k], v), k
+    oracle = dict(zip(model.output_names, interpret(model.archlang_graph, model.state_dict(), [x]), strict=True))
+    for k, v in want.items():
+        assert torch.equal(oracle[k], v), k

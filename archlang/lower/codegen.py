@@ -560,9 +560,12 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
     last_use: dict[tuple[str, int], int] = {}
     items = inst0.items
     for idx, it in enumerate(items):
+        # an output is read by the `return` at the end, not where its `out` statement stands:
+        # its name must stay alive until then (`out a = x; x = relu(x)` keeps `a` the input)
+        at = len(items) if isinstance(it, Node) and isinstance(it.op, O.Output) else idx
         for r in it.inputs:
             uses[(r.node, r.index)] += 1
-            last_use[(r.node, r.index)] = idx
+            last_use[(r.node, r.index)] = max(at, last_use.get((r.node, r.index), -1))
     for r in inst0.outputs:
         uses[(r.node, r.index)] += 1
         last_use[(r.node, r.index)] = len(items)
