@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from archlang.ir import ops as O
-from archlang.ir.dims import DimLike, add, div_exact, fmt, mul, product
+from archlang.ir.dims import DimLike, add, div_exact, floordiv, fmt, mul, product
 from archlang.ir.types import TensorType
 
 
@@ -64,7 +64,8 @@ def _norm_dim(dim: int, rank: int, what: str) -> int:
 
 
 def conv_out(n: DimLike, k: int, s: int, p: int, what: str) -> DimLike:
-    """``floor((n + 2p - k) / s) + 1``; symbolic sizes must divide exactly."""
+    """``floor((n + 2p - k) / s) + 1``, also for a symbolic ``n``: ``floor((T + 1)/4) - 1``
+    for two convolutions of kernel 3 and stride 2 over ``T`` (stride 1 keeps a polynomial)."""
     if k < 1 or s < 1 or p < 0:
         raise ShapeError("E0406", f"{what}: kernel {k}, stride {s} and padding {p} must be positive "
                          "(padding non-negative)")
@@ -73,9 +74,7 @@ def conv_out(n: DimLike, k: int, s: int, p: int, what: str) -> DimLike:
         if span < 0:
             raise ShapeError("E0301", f"{what}: kernel {k} is larger than the padded input {fmt(add(n, 2 * p))}")
         return span // s + 1
-    q = div_exact(span, s)
-    assert q is not None
-    return add(q, 1)
+    return add(span if s == 1 else floordiv(span, s), 1)
 
 
 def _same(op: O.OpBase, ins: list[TensorType]) -> tuple[TensorType, ...]:

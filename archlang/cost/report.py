@@ -438,6 +438,7 @@ def _check_size(what: str, v: Any) -> None:
 
 
 def to_sympy(d: DimLike):
+    """A size as a sympy expression; a floor atom becomes ``sympy.floor``."""
     import sympy
 
     if not isinstance(d, Dim):
@@ -446,7 +447,9 @@ def to_sympy(d: DimLike):
     for t in d.terms:
         mono = sympy.Rational(t.num, t.den)
         for sym, e in t.powers:
-            mono *= sympy.Symbol(sym, positive=True, integer=True) ** e
+            atom = sympy.Symbol(sym, positive=True, integer=True) if isinstance(sym, str) \
+                else sympy.floor(to_sympy(sym.arg) / sym.den)
+            mono *= atom ** e
         expr += mono
     return expr
 

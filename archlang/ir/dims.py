@@ -1,21 +1,28 @@
 """Symbolic dimensions: polynomials over named sizes with rational coefficients.
 
 Takes: integers and free size names (``B``, ``S``, ``img``). Produces: immutable
-:class:`Dim` values closed under ``+ - *`` and exact division by constants, which the
-shape checker uses for symbolic shapes and the cost model turns into sympy expressions.
-A dimension that is a constant is always a plain ``int``: arithmetic normalises, so a
-shape is a tuple of ``int | Dim`` and never holds ``Dim`` constants. No sympy here: the
-checker must stay light.
+:class:`Dim` values closed under ``+ - *``, exact division by constants and floor / ceil
+division by positive constants, which the shape checker uses for symbolic shapes and the
+cost model turns into sympy expressions. A dimension that is a constant is always a plain
+``int``: arithmetic normalises, so a shape is a tuple of ``int | Dim`` and never holds
+``Dim`` constants. No sympy here: the checker must stay light.
+
+The atoms of a monomial are free sizes (``str``) or :class:`Floor` values, ``floor(q / d)``
+for a polynomial ``q`` with integer coefficients in ``[0, d)``: a strided convolution over a
+free length ``T`` gives ``floor((T + 1)/4) - 1``, exact at every ``T``. Free sizes are whole
+numbers, so every monomial is integer-valued, which the normal form of a floor relies on.
 """
 
 from __future__ import annotations
 
 from fractions import Fraction
+from math import gcd
 from typing import Union
 
 from pydantic import BaseModel, ConfigDict
 
-Power = tuple[tuple[str, int], ...]  # sorted (symbol, exponent) pairs; () is the constant monomial
+# sorted (atom, exponent) pairs, an atom being a free size or a Floor; () is the constant monomial
+Power = tuple[tuple[Union[str, "Floor"], int], ...]
 
 # Hard bounds on one polynomial, so that arithmetic on sizes can never run away (``(B+1)**2**30``).
 # The checker refuses far smaller sizes (a shape's dim has at most a few terms); these only
@@ -35,7 +42,64 @@ class Term(BaseModel):
 
     num: int
     den: int = 1
-    powers: Power = ()
+    powers: tuple[tuple[Union[str, Floor], int], ...] = ()  # noqa: UP007
+
+
+class Floor(BaseModel):
+    """The atom ``floor(arg / den)``: ``arg`` a polynomial with integer coefficients in
+    ``[0, den)`` and no common factor with ``den`` (``den >= 2``), so that equal floors are
+    equal values. Made by :func:`floordiv`; sorts after every free size."""
+
+    model_config = ConfigDict(frozen=True)
+
+    arg: Dim
+    den: int
+
+    def __str__(self) -> str:
+        a = str(self.arg)
+        return f"floor({a if len(self.arg.terms) == 1 else '(' + a + ')'}/{self.den})"
+
+    def __repr__(self) -> str:
+        return f"Floor({self})"
+
+    def __hash__(self) -> int:
+        return hash((self.arg, self.den))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Floor):
+            return self.den == other.den and self.arg == other.arg
+        return NotImplemented
+
+    def _key(self) -> tuple:
+        return (self.den, str(self.arg))
+
+    # ordering among atoms: free sizes (str) first, then floors by (den, arg)
+    def __lt__(self, other: object) -> bool:
+        if isinstance(other, str):
+            return False
+        if isinstance(other, Floor):
+            return self._key() < other._key()
+        return NotImplemented
+
+    def __gt__(self, other: object) -> bool:
+        if isinstance(other, str):
+            return True
+        if isinstance(other, Floor):
+            return self._key() > other._key()
+        return NotImplemented
+
+    def __le__(self, other: object) -> bool:
+        return self == other or self < other
+
+    def __ge__(self, other: object) -> bool:
+        return self == other or self > other
+
+    def value(self, values: dict[str, int]) -> DimLike:
+        """The floor with known sizes substituted: an ``int`` once its argument is known."""
+        a = self.arg.subs(values)
+        if isinstance(a, Dim):
+            return floordiv(a, self.den) if a != self.arg else Dim._atom(self)
+        return int(Fraction(a) // self.den)
 
 
 class Dim(BaseModel):
@@ -79,14 +143,30 @@ class Dim(BaseModel):
 
     @property
     def symbols(self) -> set[str]:
-        return {s for t in self.terms for s, _ in t.powers}
+        """The free sizes it depends on, also those inside a floor."""
+        out: set[str] = set()
+        for t in self.terms:
+            for a, _ in t.powers:
+                if isinstance(a, str):
+                    out.add(a)
+                else:
+                    out |= a.arg.symbols
+        return out
+
+    @property
+    def has_floor(self) -> bool:
+        return any(not isinstance(a, str) for t in self.terms for a, _ in t.powers)
+
+    @staticmethod
+    def _atom(a: Floor) -> Dim:
+        return Dim.model_construct(terms=(Term.model_construct(num=1, den=1, powers=((a, 1),)),))
 
     def __str__(self) -> str:
         out = ""
         for i, t in enumerate(sorted(self.terms, key=lambda t: (-sum(e for _, e in t.powers), t.powers))):
             c = Fraction(t.num, t.den)
             neg, c = c < 0, abs(c)
-            mono = "*".join(s if e == 1 else f"{s}^{e}" for s, e in t.powers)
+            mono = "*".join(str(s) if e == 1 else f"{s}^{e}" for s, e in t.powers)
             if mono:
                 body = (f"{c.numerator}*" if c.numerator != 1 else "") + mono
                 body += f"/{c.denominator}" if c.denominator != 1 else ""
@@ -104,17 +184,35 @@ class Dim(BaseModel):
     def subs(self, values: dict[str, int]) -> DimLike:
         """Substitute known sizes; the result is an ``int`` once every symbol is known."""
         acc: dict[Power, Fraction] = {}
+        extra: DimLike = 0  # terms whose floors changed: their products, added at the end
         for t in self.terms:
             c = Fraction(t.num, t.den)
             rest = []
+            parts: list[DimLike] = []
             for s, e in t.powers:
-                if s in values:
-                    c *= Fraction(values[s]) ** e
-                else:
+                if isinstance(s, str):
+                    if s in values:
+                        c *= Fraction(values[s]) ** e
+                    else:
+                        rest.append((s, e))
+                    continue
+                v = s.value(values)
+                if isinstance(v, int):
+                    c *= Fraction(v) ** e
+                elif len(v.terms) == 1 and v.terms[0].powers == ((s, 1),):  # unchanged
                     rest.append((s, e))
+                else:
+                    parts.extend([v] * e)
+            if parts:
+                term: DimLike = Dim._from_map({tuple(rest): c})
+                for v in parts:
+                    term = mul(term, v)
+                extra = add(extra, term)
+                continue
             key = tuple(rest)
             acc[key] = acc.get(key, Fraction(0)) + c
-        return Dim._from_map(acc)
+        out = Dim._from_map(acc)
+        return add(out, extra) if not (isinstance(extra, int) and extra == 0) else out
 
     # -- arithmetic (ints are accepted on either side)
     def __add__(self, other: DimLike) -> DimLike:
@@ -194,6 +292,69 @@ def div_exact(a: DimLike, b: int) -> DimLike | None:
     return mul(a, Fraction(1, b))  # type: ignore[return-value]
 
 
+def _lcm(a: int, b: int) -> int:
+    return a * b // gcd(a, b)
+
+
+def floordiv(a: DimLike, b: int) -> DimLike:
+    """``floor(a / b)`` for a positive ``b``, exact at every value of the free sizes.
+
+    An ``int`` gives an ``int``; a polynomial gives its integer part plus at most one
+    :class:`Floor` atom in normal form: ``floor((T - 3)/4) = floor((T + 1)/4) - 1``,
+    ``floor(2*T/2) = T``, and nested floors fold, ``floor((floor((T + 1)/2) - 4)/2) =
+    floor((T + 1)/4) - 2``. Raises :class:`DimTooLarge` past the bounds of a size.
+    """
+    if b <= 0:
+        raise ValueError(f"floor division by {b}: the divisor must be positive")
+    if isinstance(a, int):
+        return a // b
+    m = _as_map(a)
+    den = b
+    for c in m.values():
+        den = _lcm(den, (c / b).denominator)
+    if den.bit_length() > MAX_COEFF_BITS:
+        raise DimTooLarge(f"a symbolic size with a divisor beyond 2**{MAX_COEFF_BITS}")
+    whole: dict[Power, Fraction] = {}
+    rest: dict[Power, int] = {}
+    for p, c in m.items():
+        n = c * den / b  # an integer: den / b clears the denominators
+        q, r = divmod(int(n), den)
+        if q:
+            whole[p] = Fraction(q)
+        if r:
+            rest[p] = r
+    if not rest or list(rest) == [()]:  # the fractional part lies in [0, 1): nothing left
+        return Dim._from_map(whole)
+    g = den
+    for r in rest.values():
+        g = gcd(g, r)
+    den //= g
+    rest = {p: r // g for p, r in rest.items()}
+    # floor((floor(x) + c)/d) = floor((x + c)/d) for whole c and d: fold a lone floor of coefficient 1
+    atoms = [p for p in rest if p != ()]
+    if len(atoms) == 1 and len(atoms[0]) == 1 and atoms[0][0][1] == 1 and rest[atoms[0]] == 1 \
+            and isinstance(atoms[0][0][0], Floor):
+        inner: Floor = atoms[0][0][0]
+        folded = add(inner.arg, rest.get((), 0) * inner.den)
+        return add(Dim._from_map(whole), floordiv(folded, inner.den * den))
+    arg = Dim._from_map({p: Fraction(r) for p, r in rest.items()})
+    assert isinstance(arg, Dim)
+    return add(Dim._from_map(whole), Dim._atom(Floor.model_construct(arg=arg, den=den)))
+
+
+def ceildiv(a: DimLike, b: int) -> DimLike:
+    """``ceil(a / b)`` for a positive ``b``: ``floor((q + L - 1) / L)`` where ``a / b = q / L``
+    with whole ``q`` (``ceil(T/4) = floor((T + 3)/4)``)."""
+    if b <= 0:
+        raise ValueError(f"ceil division by {b}: the divisor must be positive")
+    if isinstance(a, int):
+        return -(-a // b)
+    den = b
+    for c in _as_map(a).values():
+        den = _lcm(den, (c / b).denominator)
+    return floordiv(add(a, Fraction(b * (den - 1), den)), b)  # type: ignore[arg-type]
+
+
 def fmt(d: DimLike) -> str:
     return str(d)
 
@@ -212,3 +373,8 @@ def product(dims: tuple[DimLike, ...] | list[DimLike]) -> DimLike:
         if not isinstance(d, int):
             out = mul(out, d)
     return out
+
+
+Term.model_rebuild()
+Floor.model_rebuild()
+Dim.model_rebuild()
