@@ -129,11 +129,10 @@ class Attention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, N, _ = x.shape
-        q, k, v = self.qkv(x).reshape(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = self.qkv(x).unflatten(-1, (3, self.heads, self.head_dim)).permute(2, 0, 3, 1, 4).unbind(0)
         x = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal,
                                            dropout_p=self.attn_drop if self.training else 0.0)
-        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, -1)))
+        return self.proj_drop(self.proj(x.transpose(1, 2).flatten(2)))
 
 
 def _rel_positions(length: int, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -162,17 +161,17 @@ class RelPosAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, C = x.shape
-        q, k, v = self.qkv(x).reshape(B, T, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        _, T, C = x.shape
+        q, k, v = self.qkv(x).unflatten(-1, (3, self.heads, self.head_dim)).permute(2, 0, 3, 1, 4).unbind(0)
         p = self.pos(_rel_positions(T, C, x.device, x.dtype)).view(2 * T - 1, self.heads, self.head_dim)
         content = (q + self.pos_bias_u[:, None]) @ k.transpose(-2, -1)  # [B, h, T, T]
         position = (q + self.pos_bias_v[:, None]) @ p.permute(1, 2, 0)  # [B, h, T, 2T-1]
         # relative shift: row i keeps offsets i - j for j = 0 .. T-1
-        position = torch.cat([position.new_zeros(B, self.heads, T, 1), position], dim=-1)
-        position = position.view(B, self.heads, 2 * T, T)[:, :, 1:].reshape(B, self.heads, T, 2 * T - 1)[..., :T]
+        position = F.pad(position, (1, 0))  # a zero column in front
+        position = position.view(-1, self.heads, 2 * T, T)[:, :, 1:].reshape(-1, self.heads, T, 2 * T - 1)[..., :T]
         attn = ((content + position) * self.head_dim ** -0.5).softmax(dim=-1)
         x = F.dropout(attn, self.attn_drop, self.training) @ v
-        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, T, -1)))
+        return self.proj_drop(self.proj(x.transpose(1, 2).flatten(2)))
 
 
 class CrossAttention(nn.Module):
@@ -188,12 +187,10 @@ class CrossAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        B, N, _ = x.shape
-        M = context.shape[1]
-        q = self.q(x).reshape(B, N, self.heads, self.head_dim).transpose(1, 2)
-        k, v = self.kv(context).reshape(B, M, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        q = self.q(x).unflatten(-1, (self.heads, self.head_dim)).transpose(1, 2)
+        k, v = self.kv(context).unflatten(-1, (2, self.heads, self.head_dim)).permute(2, 0, 3, 1, 4).unbind(0)
         x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
-        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, -1)))
+        return self.proj_drop(self.proj(x.transpose(1, 2).flatten(2)))
 
 
 def _relative_position_index(wh: int, ww: int) -> torch.Tensor:
@@ -221,7 +218,8 @@ def _shift_mask(h: int, w: int, window: tuple[int, int], shift: tuple[int, int])
 
 class WindowAttention(nn.Module):
     """Swin (shifted-)window attention on ``[B, H, W, C]``: cyclic shift, pad, partition into
-    windows, attention with a relative position bias (and the shift mask), then the reverse."""
+    windows, attention with a relative position bias (and the shift mask), then the reverse.
+    The batch is -1 in every reshape, so an exported graph takes any batch size."""
 
     def __init__(self, dim: int, heads: int, head_dim: int, window: tuple[int, int], grid: tuple[int, int],
                  shift: tuple[int, int] = (0, 0), pad: tuple[int, int] = (0, 0), qkv_bias: bool = True,
@@ -239,7 +237,7 @@ class WindowAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, H, W, C = x.shape
+        _, H, W, C = x.shape
         (wh, ww), (sh, sw), (ph, pw) = self.window, self.shift, self.pad
         if sh or sw:
             x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
@@ -247,9 +245,9 @@ class WindowAttention(nn.Module):
             x = F.pad(x, (0, 0, 0, pw, 0, ph))
         Hp, Wp = H + ph, W + pw
         n = wh * ww
-        x = x.view(B, Hp // wh, wh, Wp // ww, ww, C).permute(0, 1, 3, 2, 4, 5).reshape(-1, n, C)
+        x = x.view(-1, Hp // wh, wh, Wp // ww, ww, C).permute(0, 1, 3, 2, 4, 5).reshape(-1, n, C)
         x = self.proj_drop(self.proj(self.attend(x)))  # attention inside each window: [B * windows, n, C]
-        x = x.view(B, Hp // wh, Wp // ww, wh, ww, C).permute(0, 1, 3, 2, 4, 5).reshape(B, Hp, Wp, C)
+        x = x.view(-1, Hp // wh, Wp // ww, wh, ww, C).permute(0, 1, 3, 2, 4, 5).reshape(-1, Hp, Wp, C)
         if ph or pw:
             x = x[:, :H, :W, :].contiguous()
         if sh or sw:
@@ -329,20 +327,21 @@ class LocalAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, H, W, _ = x.shape
+        _, H, W, _ = x.shape
         k2, inner = self.kernel * self.kernel, self.heads * self.head_dim
         q, k, v = self.qkv(x).chunk(3, dim=-1)
 
         def neighbourhoods(t: torch.Tensor) -> torch.Tensor:  # [B, H, W, inner] -> [B, heads, HW, k2, hd]
             t = F.unfold(t.permute(0, 3, 1, 2), self.kernel, padding=self.kernel // 2)
-            return t.view(B, self.heads, self.head_dim, k2, H * W).permute(0, 1, 4, 3, 2)
+            return t.unflatten(1, (self.heads, self.head_dim, k2)).permute(0, 1, 4, 3, 2)
 
         inside = F.unfold(x.new_ones(1, 1, H, W), self.kernel, padding=self.kernel // 2)  # [1, k2, HW]
         mask = (inside > 0).transpose(1, 2)[:, None, :, None, :]  # [1, 1, HW, 1, k2]
-        q = q.reshape(B, H * W, self.heads, 1, self.head_dim).permute(0, 2, 1, 3, 4) * self.head_dim ** -0.5
+        q = q.flatten(1, 2).unflatten(-1, (self.heads, 1, self.head_dim)).permute(0, 2, 1, 3, 4)  # [B, h, HW, 1, hd]
+        q = q * self.head_dim ** -0.5
         attn = (q @ neighbourhoods(k).transpose(-2, -1)).masked_fill(~mask, float("-inf"))  # [B, h, HW, 1, k2]
         attn = F.dropout(attn.softmax(dim=-1), self.attn_drop, self.training)
-        out = (attn @ neighbourhoods(v)).squeeze(3).permute(0, 2, 1, 3).reshape(B, H, W, inner)
+        out = (attn @ neighbourhoods(v)).squeeze(3).permute(0, 2, 1, 3).reshape(-1, H, W, inner)
         return self.proj_drop(self.proj(out))
 
 
@@ -379,11 +378,10 @@ class PooledAttention(nn.Module):
             self.rel_pos_w = _trunc_normal(2 * size_w - 1, hd)
 
     def _pool(self, t: torch.Tensor, pool: nn.Conv2d, norm: nn.LayerNorm) -> torch.Tensor:
-        B, nh, _, hd = t.shape
         cls, t = t[:, :, : self.cls], t[:, :, self.cls:]
-        t = t.reshape(B * nh, self.grid[0], self.grid[1], hd).permute(0, 3, 1, 2)
+        t = t.reshape(-1, self.grid[0], self.grid[1], self.head_dim).permute(0, 3, 1, 2)  # [B * heads, hd, h, w]
         t = pool(t)
-        t = t.reshape(B, nh, hd, -1).transpose(2, 3)
+        t = t.unflatten(0, (-1, self.heads)).flatten(3).transpose(2, 3)
         return norm(torch.cat([cls, t], dim=2))
 
     def _rel_pos_bias(self, attn: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -396,16 +394,14 @@ class PooledAttention(nn.Module):
             return table[dist.long()]
 
         rh, rw = rel(qh, kh, self.rel_pos_h), rel(qw, kw, self.rel_pos_w)
-        B, nh, _, hd = q.shape
-        r_q = q[:, :, self.cls:].reshape(B, nh, qh, qw, hd)
+        r_q = q[:, :, self.cls:].unflatten(2, (qh, qw))
         bh = torch.einsum("byhwc,hkc->byhwk", r_q, rh)
         bw = torch.einsum("byhwc,wkc->byhwk", r_q, rw)
-        bias = (bh[:, :, :, :, :, None] + bw[:, :, :, :, None, :]).reshape(B, nh, qh * qw, kh * kw)
+        bias = (bh[:, :, :, :, :, None] + bw[:, :, :, :, None, :]).reshape(-1, self.heads, qh * qw, kh * kw)
         return attn + F.pad(bias, (self.cls, 0, self.cls, 0))  # no bias on the class tokens
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, N, _ = x.shape
-        q, k, v = self.qkv(x).reshape(B, N, 3, self.heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = self.qkv(x).unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4).unbind(0)
         q = self._pool(q, self.pool_q, self.norm_q)
         k = self._pool(k, self.pool_k, self.norm_k)
         v = self._pool(v, self.pool_v, self.norm_v)
@@ -415,8 +411,7 @@ class PooledAttention(nn.Module):
         x = attn.softmax(dim=-1) @ v
         if self.residual_pooling:
             x = x + q
-        x = x.transpose(1, 2).reshape(B, -1, self.dim_out)
-        return self.proj(x)
+        return self.proj(x.transpose(1, 2).flatten(2))
 
 
 class LoRA(nn.Module):
@@ -445,10 +440,13 @@ class LoRALinear(nn.Linear):
         y = F.linear(x, self.weight, self.bias)
         if not self.fused:
             return y + self.lora(x)
+        # each tapped block's update, zero-padded to the block's rows (padding, not zeros of a
+        # size read from x, so an exported graph takes any batch size)
         size = self.out_features // len(self.fused)
-        deltas = [getattr(self, f"lora_{p}")(x) if p in self.parts else x.new_zeros(*x.shape[:-1], size)
-                  for p in self.fused]
-        return y + torch.cat(deltas, dim=-1)
+        for i, p in enumerate(self.fused):
+            if p in self.parts:
+                y = y + F.pad(getattr(self, f"lora_{p}")(x), (i * size, self.out_features - (i + 1) * size))
+        return y
 
     @torch.no_grad()
     def merged(self) -> nn.Linear:
