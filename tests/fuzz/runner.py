@@ -361,7 +361,10 @@ class Worker:
     """One worker process; :meth:`run` kills and restarts it when an input hangs."""
 
     def __init__(self) -> None:
-        self._ctx = mp.get_context("fork")
+        # a fresh interpreter, not a fork: forking a process that has loaded torch (as pytest has by
+        # the time this test runs in the full suite) copies its threads' locks and its huge address
+        # space, and the children then crash or hit the RLIMIT_AS cap
+        self._ctx = mp.get_context("spawn")
         fd, self.dump_path = tempfile.mkstemp(prefix="archlang-fuzz-", suffix=".txt")
         os.close(fd)
         self.proc = None
