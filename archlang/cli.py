@@ -596,6 +596,91 @@ def render(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch fi
 
 
 @app.command(cls=_Command)
+def export(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch file.")], arch: ArchOpt = None,
+           set: SetOpt = None,
+           format: Annotated[str, typer.Option("--format", "-f", metavar="onnx|exported-program",
+                                               help="ONNX (checked with onnxruntime) or a torch.export program "
+                                                    "(.pt2).")] = "onnx",
+           out: Annotated[Path | None, typer.Option("--out", "-o", metavar="FILE", help="Output file (default: "
+                                                    "<arch>.onnx or <arch>.pt2).")] = None,
+           dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch/--static-batch", metavar="",
+                                                       help="Make the batch axis dynamic.")] = True,
+           batch: Annotated[int, typer.Option("--batch", "-b", min=1, metavar="N",
+                                              help="Example batch size to trace at.")] = 2,
+           weights: Annotated[Path | None, typer.Option("--weights", "-w", metavar="FILE",
+                                                        help="A file written by archlang.save to export with "
+                                                             "its weights (default: fresh initial weights).")] = None,
+           ) -> None:
+    """Export the model with a dynamic batch (ONNX or torch.export), and verify it at two batch sizes."""
+    from archlang.api import BudgetError, _check_budget
+    from archlang.check import check_spec
+
+    if format not in ("onnx", "exported-program"):
+        raise _usage(f"--format is onnx or exported-program, not {format}")
+    _need("torch", ".[torch]", "archc export")
+    if format == "onnx":
+        _need("onnx", "onnx onnxruntime", "--format onnx")
+        _need("onnxruntime", "onnx onnxruntime", "--format onnx")
+    if out is not None and not out.parent.is_dir():
+        raise _usage(f"--out: no folder {out.parent}")
+    if weights is not None and not weights.is_file():
+        raise _usage(f"--weights: no such file {weights}")
+    r = check_spec(_one_spec(spec, "export"), arch, set or [])
+    _print_diags([d for d in r.diagnostics if d.is_error], r.program.sources, "text")
+    if r.graph is None:
+        raise typer.Exit(_exit_code(r.diagnostics) or 1)
+    g = r.graph
+    try:
+        _check_budget(g, "auto", batch=max(batch, 3), sources=r.program.sources)
+    except BudgetError as e:
+        _print_diags(e.diagnostics, r.program.sources, "text")
+        raise typer.Exit(1) from None
+    from archlang.lower.build import instantiate
+    from archlang.lower.export import ExportError, export_onnx, export_program, verify_onnx, verify_program
+
+    if weights is not None:
+        import archlang
+
+        try:
+            model = archlang.load(weights)
+        except ValueError as e:
+            typer.echo(f"error: cannot load {weights}: {e}", err=True)
+            raise typer.Exit(1) from None
+        if model.archlang_graph.arch != g.arch:
+            raise _usage(f"--weights holds `{model.archlang_graph.arch}`, not `{g.arch}`")
+    else:
+        model, _ = instantiate(g)
+        model.archlang_graph = g
+    model.eval()
+    batches = (1, batch + 1) if dynamic_batch else (batch,)
+    try:
+        if format == "onnx":
+            path = export_onnx(model, out or Path(f"{g.arch}.onnx"), batch=batch, dynamic_batch=dynamic_batch)
+            diff = verify_onnx(path, model, batches=batches)
+            what = "onnxruntime"
+        else:
+            import torch
+
+            program = export_program(model, batch=max(batch, 2), dynamic_batch=dynamic_batch)
+            diff = verify_program(program, model, batches=batches)
+            path = out or Path(f"{g.arch}.pt2")
+            torch.export.save(program, str(path))
+            what = "the exported program"
+    except ExportError as e:
+        typer.echo(f"error[E0801]: {e}", err=True)
+        raise typer.Exit(1) from None
+    except OSError as e:
+        raise _usage(f"cannot write {out}: {e.strerror or e}") from None
+    shown = ", ".join(str(b) for b in batches)
+    typer.echo(f"wrote {path}  ({g.arch}, {'dynamic' if dynamic_batch else 'static'} batch; {what} agrees with "
+               f"PyTorch within {diff:.1e} at batch {shown})")
+    if diff > 1e-4:
+        typer.echo(f"error[E0801]: {what} differs from PyTorch by {diff:.2e} (more than 1e-4)", err=True)
+        raise typer.Exit(1)
+    raise typer.Exit(0)
+
+
+@app.command(cls=_Command)
 def ops() -> None:
     """List the primitive operations and their arguments."""
     from archlang.check.surface import REQUIRED, SURFACE

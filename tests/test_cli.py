@@ -105,3 +105,21 @@ def test_check_and_cost_agree_on_params() -> None:
     costed = json.loads(out)
     assert checked["params"] == costed["params"] == 28_429_666
     assert checked["trainable_params"] == costed["trainable_params"] == 910_312
+
+
+def test_export_onnx_with_a_dynamic_batch(tmp_path) -> None:
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "vit.onnx"
+    code, text = run("export", str(ROOT / "specs" / "vit_digits.arch"), "-o", str(out))
+    assert code == 0, text
+    assert out.is_file() and "dynamic batch; onnxruntime agrees with PyTorch within" in text
+    diff = float(text.split("within ")[1].split()[0])
+    assert diff <= 1e-4
+
+
+def test_export_usage_errors(tmp_path) -> None:
+    spec = str(ROOT / "specs" / "vit_digits.arch")
+    assert run("export", spec, "--format", "tflite")[0] == 2
+    assert run("export", spec, "-o", str(tmp_path / "missing" / "x.onnx"))[0] == 2
+    assert run("export", spec, "--weights", str(tmp_path / "nothing.safetensors"))[0] == 2
+    assert run("export", str(ROOT / "specs"))[0] == 2
