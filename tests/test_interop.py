@@ -190,6 +190,45 @@ def test_hub_refusals(tmp_path: Path) -> None:
         hub.from_pretrained(folder, max_memory="1KiB")
 
 
+def test_hub_repo_paths_through_huggingface_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """push_to_hub and a repo id in from_pretrained go through huggingface_hub's own calls;
+    here they are replaced by fakes, so nothing touches the network."""
+    hf = pytest.importorskip("huggingface_hub")
+    model = archlang.build(SPECS / "vit_digits.arch", depth=1).eval()
+    uploads: list[dict] = []
+    store = tmp_path / "remote"
+
+    class FakeApi:
+        def __init__(self, token=None):
+            self.token = token
+
+        def create_repo(self, repo_id, **kw):
+            uploads.append({"create": repo_id, **kw})
+
+        def upload_folder(self, *, repo_id, folder_path, **kw):
+            import shutil
+
+            shutil.copytree(folder_path, store)
+            uploads.append({"upload": repo_id, "files": sorted(p.name for p in Path(folder_path).iterdir()), **kw})
+            return "commit-info"
+
+    def fake_snapshot(repo_id, **kw):
+        uploads.append({"download": repo_id, **kw})
+        return str(store)
+
+    monkeypatch.setattr(hf, "HfApi", FakeApi)
+    monkeypatch.setattr(hf, "snapshot_download", fake_snapshot)
+    assert hub.push_to_hub(model, "someone/vit-digits", token="t", private=True, diagram=False) == "commit-info"
+    assert uploads[0] == {"create": "someone/vit-digits", "private": True, "repo_type": "model", "exist_ok": True}
+    assert uploads[1]["files"] == ["README.md", "config.json", "model.safetensors"]
+    assert 'from_pretrained("someone/vit-digits")' in (store / "README.md").read_text()
+    again = hub.from_pretrained("someone/vit-digits", revision="main").eval()
+    assert uploads[2]["download"] == "someone/vit-digits" and uploads[2]["revision"] == "main"
+    x = torch.randn(2, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(again(x), model(x))
+
+
 # ----------------------------------------------------------------------------- adapters
 
 
