@@ -87,3 +87,37 @@ def test_fit_formula_warns_when_it_holds_only_on_its_lattice() -> None:
         vit = fit_formula(load("specs/vit_b16.arch"), None, "img", "flops")  # a polynomial at every size
     assert not vit.lattice_only and vit.checked_off_lattice and vit.off_fitted == vit.off_actual
 
+
+
+# tiny configurations of the specs whose saved-tensor estimates were fixed (unfolded
+# neighbourhoods, explicit score matrices, a tensor kept by two ops counted once, frozen
+# weights keep nothing), measured with benchmarks/memory_truth.py's method
+PINNED = [
+    ("resnet50", {"img": 32, "layers": [1, 1, 1, 1], "classes": 10}, 0.05),
+    ("sasa_resnet50", {"img": 32, "layers": [1, 1, 1, 1], "classes": 10}, 0.05),
+    ("swinv2_t", {"img": 32, "window": 4, "depths": [1, 1, 2, 1], "embed": 16, "heads": [1, 2, 4, 8]}, 0.10),
+    ("swin_t_lora", {"img": 32, "window": 4, "depths": [1, 1, 2, 1], "embed": 16, "heads": [1, 2, 4, 8]}, 0.10),
+    ("mvitv2_t", {"img": 64, "embed": 16, "depths": [1, 1, 1, 1], "heads": [1, 1, 2, 2]}, 0.10),
+]
+
+
+@pytest.mark.parametrize(("spec", "params", "tol"), PINNED, ids=[s for s, _, _ in PINNED])
+def test_saved_bytes_agree_with_autograd(spec: str, params: dict, tol: float) -> None:
+    pytest.importorskip("torch")
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "memory_truth.py"
+    mod_spec = importlib.util.spec_from_file_location("memory_truth", path)
+    assert mod_spec is not None and mod_spec.loader is not None
+    truth = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(truth)
+    import torch
+
+    from archlang.lower.example import example_inputs
+
+    torch.manual_seed(0)
+    model = archlang.build(f"specs/{spec}.arch", **params)
+    measured = truth.measure_saved(model, lambda: example_inputs(model.archlang_graph, batch=2))
+    est = archlang.cost(f"specs/{spec}.arch", batch=2, train=True, **params).saved_bytes
+    assert abs(est / measured - 1) <= tol, (est, measured)

@@ -31,6 +31,7 @@ from archlang.ir.dims import Dim, DimLike, add, mul
 from archlang.ir.graph import Graph, Node
 from archlang.ir.graph import name_levels as levels
 
+_VIEWS = (O.Rearrange, O.Identity, O.Take, O.SliceOp, O.Split)  # outputs that share their input's storage
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 ADAM_STATE_BYTES = 8  # two fp32 moments per trainable parameter
 FIGURES = ("params", "trainable_params", "flops", "other_flops", "activation_bytes", "saved_bytes",
@@ -101,25 +102,80 @@ class CostReport:
         self.sizes = {"B": batch, **{s: 128 for s in free}, **(sizes or {})}
         self.free_sizes = ["B", *free]
         self.nodes: dict[str, NodeCost] = {}
-        memo: dict[tuple, tuple[dict[str, DimLike], dict[str, int]]] = {}
+        memo: dict[tuple, tuple] = {}
         with _gc_paused():
             counts = params_by_node(graph)
-            for n in graph.nodes:
-                self.nodes[n.name] = self._node(n, *counts[n.name], memo)
+            hits = [self._hit(n, memo) for n in graph.nodes]
+            saved = self._saved(hits, counts)
+            for n, hit, sv in zip(graph.nodes, hits, saved, strict=True):
+                self.nodes[n.name] = self._node(n, *counts[n.name], hit, sv)
 
     # -- per node
-    def _node(self, n: Node, params: int, trainable: int, memo: dict | None = None) -> NodeCost:
+    def _hit(self, n: Node, memo: dict) -> tuple:
         ins = tuple(self.graph.type_of(r) for r in n.inputs)
         key: tuple | None = (type(n.op), n.op, ins, n.outputs)
         try:
-            hit = memo.get(key) if memo is not None else None
+            hit = memo.get(key)
         except TypeError:  # an op with an unhashable attribute: evaluate it alone
             key, hit = None, None
         if hit is None:
             hit = self._figures(n, list(ins))
-            if memo is not None and key is not None:
+            if key is not None:
                 memo[key] = hit
-        sym, ev = hit
+        return hit
+
+    def _saved(self, hits: list[tuple], counts: dict[str, tuple[int, int]]) -> list[tuple[DimLike, int]]:
+        """Bytes each node saves for backward in a training step, symbolic and evaluated.
+
+        A graph tensor is counted once, by the first node that keeps it (a ReLU's output is
+        also the next convolution's input); views (rearrange, take, slice, split, identity,
+        dropout of probability 0) are their input's storage; nothing is saved where no
+        gradient flows (before the first trainable weight), and an input kept only for a
+        weight's gradient (linear, conv) is not kept when that weight is frozen."""
+        root: dict[tuple[str, int], tuple[str, int]] = {}
+        req: dict[str, bool] = {}
+        charged: set[tuple[str, int]] = set()
+        memo: dict[tuple, tuple[DimLike, int]] = {}
+        bpe = self.bytes_per
+        out: list[tuple[DimLike, int]] = []
+        for n, (_, _, keep) in zip(self.graph.nodes, hits, strict=True):
+            internal, internal_ev, saves_in, weight_in, saves_out = keep
+            ins = [root.get((r.node, r.index), (r.node, r.index)) for r in n.inputs]
+            trainable = counts[n.name][1] > 0
+            rg = trainable or any(req.get(r.node, False) for r in n.inputs)
+            req[n.name] = rg
+            op = n.op
+            if ins and (isinstance(op, _VIEWS) or (isinstance(op, O.Dropout | O.DropPath) and op.p == 0)):
+                for i in range(len(n.outputs)):
+                    root[(n.name, i)] = ins[0]
+                out.append((0, 0))
+                continue
+            if not rg:
+                out.append((0, 0))
+                continue
+            refs = [ins[i] for i in saves_in] + ([ins[i] for i in weight_in] if trainable else []) \
+                + ([(n.name, 0)] if saves_out else [])
+            new = []
+            for r in refs:
+                if r not in charged:
+                    charged.add(r)
+                    new.append(r)
+            types = tuple(self.graph.by_name[r[0]].outputs[r[1]] for r in new)
+            key = (id(internal), types)
+            hit = memo.get(key)
+            if hit is None:
+                total: DimLike = internal
+                for t in types:
+                    total = add(total, mul(numel(t), bpe))
+                hit = (total, _eval(total, self.sizes)) if types else (internal, internal_ev)
+                memo[key] = hit
+            out.append(hit)
+        return out
+
+    def _node(self, n: Node, params: int, trainable: int, hit: tuple, saved: tuple[DimLike, int]) -> NodeCost:
+        sym, ev, _ = hit
+        sym = {**sym, "saved_bytes": saved[0] if self.train else 0}
+        ev = {**ev, "saved_bytes": saved[1] if self.train else 0, "saved_train_bytes": saved[1]}
         return NodeCost(name=n.name, op=n.op.op, scope=n.scope, params=params, trainable_params=trainable,
                         flops=ev["flops"], other_flops=ev["other_flops"], activation_bytes=ev["activation_bytes"],
                         saved_bytes=ev["saved_bytes"], attention_entries=ev["attention_entries"],
@@ -129,8 +185,11 @@ class CostReport:
                         build_scratch_bytes=ev["build_scratch_bytes"],
                         symbolic={**sym, "params": params}, saved_train_bytes=ev["saved_train_bytes"])
 
-    def _figures(self, n: Node, ins: list) -> tuple[dict[str, DimLike], dict[str, int]]:
-        """A node's figures from its op and tensor types alone: (symbolic, evaluated)."""
+    def _figures(self, n: Node, ins: list) -> tuple[dict[str, DimLike], dict[str, int], tuple]:
+        """A node's figures from its op and tensor types alone: (symbolic, evaluated, what it
+        keeps for backward: internal bytes symbolic and evaluated, the inputs it saves, those
+        it saves for its weights, whether it saves its output); saved bytes are the graph's
+        (:meth:`_saved`)."""
         c: OpCost = COST_RULES[type(n.op)](n.op, ins, n.outputs)
         act: DimLike = 0
         if not isinstance(n.op, O.Output | O.Identity):
@@ -145,18 +204,18 @@ class CostReport:
             saved_bytes = add(saved_bytes, mul(n.outputs[0].shape[0], bpe))  # one scale per sample
         sym = {
             "flops": c.flops, "other_flops": c.other_flops,
-            "activation_bytes": mul(act, bpe), "saved_bytes": saved_bytes if self.train else 0,
+            "activation_bytes": mul(act, bpe),
             "attention_entries": c.attn_entries, "attention_bytes": mul(c.attn_entries, bpe),
             "attention_global_bytes": mul(mul(mul(c.attn_global_per_head, heads), ins[0].shape[0]), bpe)
             if c.attn_entries else 0,
             "buffer_bytes": c.buffer_bytes(bpe),
         }
         ev = {k: _eval(v, self.sizes) for k, v in sym.items()}
-        ev["saved_train_bytes"] = ev["saved_bytes"] if self.train else _eval(saved_bytes, self.sizes)
         ev["attention_per_head"] = _eval(c.attn_per_head, self.sizes)
         ev["build_scratch_bytes"] = c.build_scratch
         ev["attention_global_per_head"] = _eval(c.attn_global_per_head, self.sizes)
-        return sym, ev
+        keep = (saved_bytes, _eval(saved_bytes, self.sizes), c.saves_inputs, c.weight_inputs, c.saves_output)
+        return sym, ev, keep
 
     # -- totals
     def _total(self, key: str) -> int:

@@ -10,8 +10,14 @@ free sizes. Conventions:
   also when causal).
 - ``other_flops`` estimates the rest: 1 per output element for elementwise ops, 5 per
   element for norms, 3 per score for softmax.
-- ``saved`` estimates the elements autograd keeps for backward (inputs of linear/conv/norm
-  layers and activations, attention probabilities as the math backend keeps them).
+- what autograd keeps for backward: ``saves_inputs`` (inputs kept whole, whenever the output
+  needs a gradient), ``weight_inputs`` (inputs kept only for the gradient of the op's own
+  trainable weights: a frozen linear keeps nothing of its input), ``saves_output`` (the output
+  itself: relu, sigmoid, tanh, softmax), and ``saved``, the elements of intermediates inside
+  the op (attention probabilities where the lowering computes them explicitly, unfolded
+  neighbourhoods, norm statistics). The report counts each graph tensor once however many
+  ops keep it (a ReLU's output is the next convolution's input), sees through views
+  (rearrange, slices) and saves nothing where no gradient flows.
 - ``attn_entries`` is the number of attention scores of the layer (batch x heads x the
   entries of every head's matrices); ``attn_per_head`` those of one example and one head,
   summed over windows; ``attn_global_per_head`` what one global matrix over the same tokens
@@ -42,7 +48,10 @@ from archlang.ir.types import TensorType
 class OpCost:
     flops: DimLike = 0
     other_flops: DimLike = 0
-    saved: DimLike = 0  # elements saved for backward
+    saved: DimLike = 0  # elements of intermediates saved for backward (not graph tensors)
+    saves_inputs: tuple[int, ...] = ()  # inputs saved whole when the output needs a gradient
+    weight_inputs: tuple[int, ...] = ()  # inputs saved only for the op's trainable weights' gradients
+    saves_output: bool = False  # the output is saved (relu, sigmoid, tanh, softmax)
     attn_entries: DimLike = 0
     attn_per_head: DimLike = 0
     attn_global_per_head: DimLike = 0
@@ -97,7 +106,7 @@ rule(O.Input, O.Output, O.Identity, O.Rearrange, O.Concat, O.Split, O.Take, O.Sl
 def _linear(op: O.Linear, ins, outs) -> OpCost:
     rows = m(numel(ins[0]), 1) if op.in_features == 0 else _rows(ins[0], op.in_features)
     return OpCost(flops=m(2, rows, op.in_features, op.out_features),
-                  other_flops=m(rows, op.out_features) if op.bias else 0, saved=numel(ins[0]))
+                  other_flops=m(rows, op.out_features) if op.bias else 0, weight_inputs=(0,))
 
 
 def _rows(t: TensorType, last: int) -> DimLike:
@@ -110,14 +119,14 @@ def _conv2d(op: O.Conv2d, ins, outs) -> OpCost:
     spatial = m(out.shape[0], out.shape[2], out.shape[3])
     k = op.kernel[0] * op.kernel[1]
     return OpCost(flops=m(2, spatial, op.out_channels, op.in_channels // op.groups, k),
-                  other_flops=numel(out) if op.bias else 0, saved=numel(ins[0]))
+                  other_flops=numel(out) if op.bias else 0, weight_inputs=(0,))
 
 
 @rule(O.Conv1d)
 def _conv1d(op: O.Conv1d, ins, outs) -> OpCost:
     out = outs[0]
     return OpCost(flops=m(2, out.shape[0], out.shape[2], op.out_channels, op.in_channels // op.groups, op.kernel),
-                  other_flops=numel(out) if op.bias else 0, saved=numel(ins[0]))
+                  other_flops=numel(out) if op.bias else 0, weight_inputs=(0,))
 
 
 @rule(O.LayerNorm, O.BatchNorm, O.GroupNorm)
@@ -131,7 +140,7 @@ def _norm(op: O.OpBase, ins, outs) -> OpCost:
         stats = m(2, op.channels)
     # nn.BatchNorm*d registers running_mean and running_var (float) and num_batches_tracked (int64)
     buffers = (2 * op.channels, 1) if isinstance(op, O.BatchNorm) else (0, 0)
-    return OpCost(other_flops=m(5, numel(outs[0])), saved=s(numel(x), stats), buffer_float=buffers[0],
+    return OpCost(other_flops=m(5, numel(outs[0])), saved=stats, saves_inputs=(0,), buffer_float=buffers[0],
                   buffer_int64=buffers[1])
 
 
@@ -173,6 +182,12 @@ def _sum(*costs: OpCost) -> OpCost:
     return out
 
 
+def _explicit_probs(scores: DimLike, drop: float) -> DimLike:
+    """What explicit attention keeps of its probabilities: the softmax output, and with
+    dropout also the mask (float on the CPU; a byte on CUDA) and the dropped probabilities."""
+    return m(3, scores) if drop > 0 else scores
+
+
 def _fused_saved(rows_q: DimLike, rows_kv: DimLike, inner: int, heads: int) -> DimLike:
     """What autograd keeps for SDPA's fused kernel: q, k, v (their projections' outputs), the
     output and the log-sum-exp per query and head; never the score matrix."""
@@ -186,7 +201,7 @@ def _attention(op: O.Attention, ins, outs) -> OpCost:
     out = _sum(_proj(rows, c, 3 * op.inner, op.qkv_bias), _attn_core(b, op.heads, n, n, op.head_dim),
                _proj(rows, op.inner, c, op.proj_bias))
     # SDPA's output is laid out [B, N, heads, head_dim]: the projection's input is a view of it
-    out.saved = s(m(rows, c), _fused_saved(rows, rows, op.inner, op.heads))
+    out.saved, out.weight_inputs = _fused_saved(rows, rows, op.inner, op.heads), (0,)
     return out
 
 
@@ -197,7 +212,7 @@ def _cross(op: O.CrossAttention, ins, outs) -> OpCost:
     inner = op.heads * op.head_dim
     out = _sum(_proj(m(b, n), c, inner, op.qkv_bias), _proj(m(b, k_len), ck, 2 * inner, op.qkv_bias),
                _attn_core(b, op.heads, n, k_len, op.head_dim), _proj(m(b, n), inner, c, op.proj_bias))
-    out.saved = s(m(b, n, c), m(b, k_len, ck), _fused_saved(m(b, n), m(b, k_len), inner, op.heads))
+    out.saved, out.weight_inputs = _fused_saved(m(b, n), m(b, k_len), inner, op.heads), (0, 1)
     return out
 
 
@@ -215,7 +230,7 @@ def _window(op: O.WindowAttention, ins, outs) -> OpCost:
     # the additive mask (relative position bias, plus the shift mask per window) is kept once,
     # broadcast over the batch
     mask = op.heads * n * n * (n_win if any(op.shift) else 1)
-    out.saved = s(m(rows, op.dim), _fused_saved(rows, rows, op.inner, op.heads), m(rows, op.inner), mask)
+    out.saved, out.weight_inputs = s(_fused_saved(rows, rows, op.inner, op.heads), m(rows, op.inner), mask), (0,)
     # buffers: relative_position_index [n, n] (int64) and, for shifted windows, attn_mask
     # [windows, n, n] (float; None, so no buffer, without a shift)
     out.buffer_int64 = n * n
@@ -232,7 +247,13 @@ def _local(op: O.LocalAttention, ins, outs) -> OpCost:
     core.attn_per_head = m(pixels, k2)
     core.attn_global_per_head = m(pixels, pixels)
     rows = m(b, pixels)
-    return _sum(_proj(rows, c, 3 * op.inner, op.qkv_bias), core, _proj(rows, op.inner, c, op.proj_bias))
+    out = _sum(_proj(rows, c, 3 * op.inner, op.qkv_bias), core, _proj(rows, op.inner, c, op.proj_bias))
+    # explicit, as lowered: the scaled queries, the unfolded k x k neighbourhoods of keys and
+    # values (k^2 copies of each), the probabilities and the projection's input
+    out.saved = s(m(rows, op.inner), m(2, rows, op.inner, k2), _explicit_probs(core.saved, op.attn_drop),
+                  m(rows, op.inner))
+    out.weight_inputs = (0,)
+    return out
 
 
 @rule(O.PooledAttention)
@@ -248,25 +269,41 @@ def _pooled(op: O.PooledAttention, ins, outs) -> OpCost:
         for (gh, gw), kern in (((qh, qw), op.kernel_q), ((kh, kw), op.kernel_kv), ((kh, kw), op.kernel_kv))
     ]
     rel = OpCost(flops=m(2, bh, qh * qw, hd, kh + kw)) if op.rel_pos else OpCost()
-    return _sum(_proj(m(b, n), c, 3 * op.dim_out, op.qkv_bias), *pools, rel,
-                _attn_core(b, op.heads, nq, nk, hd), _proj(m(b, nq), op.dim_out, op.dim_out, True))
+    core = _attn_core(b, op.heads, nq, nk, hd)
+    out = _sum(_proj(m(b, n), c, 3 * op.dim_out, op.qkv_bias), *pools, rel, core,
+               _proj(m(b, nq), op.dim_out, op.dim_out, True))
+    # explicit, as lowered: the pooling convs' inputs (q, k, v on the grid), the LayerNorms'
+    # inputs and statistics, the scaled q and the normed k and v for the matmuls, the
+    # queries and position tables of the decomposed relative positions, the probabilities
+    # (the scores, explicit) and the projection's input
+    grid = op.grid[0] * op.grid[1]
+    do = op.dim_out
+    rel_saved = m(b, qh * qw, do) if op.rel_pos else 0
+    out.saved = s(m(3, b, grid, do), m(2, b, nq, do), m(4, b, nk, do), m(2, bh, s(nq, m(2, nk))), rel_saved,
+                  core.saved, m(b, nq, do))
+    out.weight_inputs = (0,)
+    return out
 
 
 @rule(O.Activation, O.Binary, O.Scale)
 def _elementwise(op: O.OpBase, ins, outs) -> OpCost:
-    saved = numel(ins[0]) if isinstance(op, O.Activation) or (isinstance(op, O.Binary) and op.fn in ("mul", "div")) \
-        else 0
-    return OpCost(other_flops=numel(outs[0]), saved=saved)
+    if isinstance(op, O.Activation):  # relu, sigmoid and tanh differentiate from their result
+        if op.fn in ("relu", "sigmoid", "tanh"):
+            return OpCost(other_flops=numel(outs[0]), saves_output=True)
+        return OpCost(other_flops=numel(outs[0]), saves_inputs=(0,))
+    if isinstance(op, O.Binary) and op.fn in ("mul", "div"):
+        return OpCost(other_flops=numel(outs[0]), saves_inputs=tuple(range(len(ins))))
+    return OpCost(other_flops=numel(outs[0]))
 
 
 @rule(O.Glu)
 def _glu(op: O.Glu, ins, outs) -> OpCost:
-    return OpCost(other_flops=m(2, numel(outs[0])), saved=numel(ins[0]))
+    return OpCost(other_flops=m(2, numel(outs[0])), saves_inputs=(0,))
 
 
 @rule(O.Softmax)
 def _softmax(op: O.Softmax, ins, outs) -> OpCost:
-    return OpCost(other_flops=m(3, numel(outs[0])), saved=numel(outs[0]))
+    return OpCost(other_flops=m(3, numel(outs[0])), saves_output=True)
 
 
 @rule(O.Dropout, O.DropPath)
@@ -278,7 +315,7 @@ def _dropout(op: O.OpBase, ins, outs) -> OpCost:
 def _matmul(op: O.Matmul, ins, outs) -> OpCost:
     a = ins[0]
     out = outs[0]
-    return OpCost(flops=m(2, numel(out), a.shape[-1]), saved=s(numel(ins[0]), numel(ins[1])))
+    return OpCost(flops=m(2, numel(out), a.shape[-1]), saves_inputs=(0, 1))
 
 
 @rule(O.Mean)
@@ -288,18 +325,20 @@ def _mean(op: O.Mean, ins, outs) -> OpCost:
 
 @rule(O.Pool2d)
 def _pool(op: O.Pool2d, ins, outs) -> OpCost:
-    return OpCost(other_flops=m(numel(outs[0]), op.kernel[0] * op.kernel[1]), saved=numel(ins[0]))
+    # max pooling also keeps its argmax (int64, counted as elements here)
+    return OpCost(other_flops=m(numel(outs[0]), op.kernel[0] * op.kernel[1]), saves_inputs=(0,),
+                  saved=numel(outs[0]) if op.kind == "max" else 0)
 
 
 @rule(O.ChannelScale, O.Affine)
 def _channel(op: O.OpBase, ins, outs) -> OpCost:
-    return OpCost(other_flops=m(2 if isinstance(op, O.Affine) else 1, numel(outs[0])), saved=numel(ins[0]))
+    return OpCost(other_flops=m(2 if isinstance(op, O.Affine) else 1, numel(outs[0])), weight_inputs=(0,))
 
 
 @rule(O.TiedLinear)
 def _tied(op: O.TiedLinear, ins, outs) -> OpCost:
     rows = product(ins[0].shape[:-1])
-    return OpCost(flops=m(2, rows, op.in_features, op.out_features), saved=numel(ins[0]))
+    return OpCost(flops=m(2, rows, op.in_features, op.out_features), weight_inputs=(0,))
 
 
 rule(O.LearnedTokens, O.SpatialShift)(_free)
@@ -312,8 +351,14 @@ def _rel_pos_attention(op: O.RelPosAttention, ins, outs) -> OpCost:
     positions = s(m(2, t), -1)  # relative offsets T-1 .. -(T-1)
     core = _attn_core(b, op.heads, t, t, op.head_dim)
     pos_scores = OpCost(flops=m(2, b, op.heads, t, positions, op.head_dim))  # (q + v) @ p^T
-    return _sum(_proj(rows, c, 3 * op.inner, op.qkv_bias), OpCost(flops=m(2, positions, c, op.inner)), pos_scores,
-                core, _proj(rows, op.inner, c, op.proj_bias))
+    out = _sum(_proj(rows, c, 3 * op.inner, op.qkv_bias), OpCost(flops=m(2, positions, c, op.inner)), pos_scores,
+               core, _proj(rows, op.inner, c, op.proj_bias))
+    # explicit, as lowered: the qkv output (k and v are views of it), q + u and q + v and the
+    # position projections for the two score matmuls, the probabilities (and, with attention
+    # dropout, its mask and the dropped probabilities), the projection's input
+    out.saved = s(m(6, rows, op.inner), m(positions, op.inner), _explicit_probs(core.saved, op.attn_drop))
+    out.weight_inputs = (0,)
+    return out
 
 
 @rule(O.WindowAttentionV2)
@@ -322,7 +367,16 @@ def _window_v2(op: O.WindowAttentionV2, ins, outs) -> OpCost:
     # relative_coords_table [1, 2wh-1, 2ww-1, 2] (float) beside the buffers of window attention
     cpb = OpCost(flops=m(2, coords, 2, op.cpb_hidden) + 2 * coords * op.cpb_hidden * op.heads,
                  buffer_float=coords * 2)
-    return _sum(_window(op, ins, outs), cpb)
+    out = _sum(_window(op, ins, outs), cpb)
+    # cosine attention, explicit as lowered: the qkv output (q and k normalised, v), the
+    # normalised q and k, the scores (scaled by the learned logit scale) and the probabilities,
+    # the projection's input
+    b = ins[0].shape[0]
+    rows = m(b, (op.grid[0] + op.pad[0]) * (op.grid[1] + op.pad[1]))
+    out.saved = s(m(6, rows, op.inner), out.attn_entries, _explicit_probs(out.attn_entries, op.attn_drop),
+                  m(coords, op.cpb_hidden))
+    out.weight_inputs = (0,)
+    return out
 
 
 rule(O.ChannelShift)(_free)

@@ -1,0 +1,257 @@
+"""Memory estimates against what torch measures, for every shipped spec.
+
+For each spec's default arch, at a small size (the overrides of tests/test_every_spec.py, and
+smaller ResNets here), batch 2, float32, on the CPU:
+
+- **saved**: the bytes of the unique storages that ``torch.autograd.graph.saved_tensors_hooks``
+  sees in one forward in train mode, parameters and buffers left out (they are resident),
+  against ``archlang.cost(..., train=True).saved_bytes``;
+- **inference peak**: parameter and buffer bytes plus the highest running total of the
+  profiler's CPU memory events (``torch.profiler.profile(profile_memory=True)``) over one
+  forward in eval mode under ``torch.no_grad()`` (the inputs are made inside, so they count),
+  against ``peak_inference_bytes()``;
+- **training peak**: the same over a train-mode forward, ``backward()`` of the outputs' sum and
+  one ``torch.optim.AdamW`` step (its state is made then, so it counts), against
+  ``peak_training_bytes()``.
+
+    .venv/bin/python benchmarks/memory_truth.py [--markdown docs/memory.md] [--only swin_t,gpt]
+
+Takes a few minutes on 2 cores. The functions ``measure_saved``, ``measure_inference_peak``
+and ``measure_training_peak`` are the method; tests/test_memory.py uses them too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# the small sizes of tests/test_every_spec.py, and small ResNets (that test skips them)
+SMALL: dict[str, dict] = {
+    "swin_t": {"img": 64, "window": 4, "depths": [1, 1, 2, 1], "embed": 16, "heads": [1, 2, 4, 8]},
+    "swin_t_lora": {"img": 64, "window": 4, "depths": [1, 1, 2, 1], "embed": 16, "heads": [1, 2, 4, 8]},
+    "swinv2_t": {"img": 64, "window": 4, "depths": [1, 1, 2, 1], "embed": 16, "heads": [1, 2, 4, 8]},
+    "vit_b16": {"img": 32, "patch": 8, "depth": 1, "dim": 64, "heads": 2},
+    "deit_s_distilled": {"img": 32, "patch": 8, "depth": 1, "dim": 64, "heads": 2},
+    "mixer_b16": {"img": 32, "patch": 8, "depth": 1, "dim": 32},
+    "resmlp_12": {"img": 32, "patch": 8, "depth": 1, "dim": 32},
+    "gmlp_s16": {"img": 32, "patch": 8, "depth": 1},
+    "s2mlp": {"img": 56, "depth": 1, "dim": 32},
+    "cyclemlp_b1": {"img": 64, "layers": [1, 1, 1, 1], "dims": [16, 32, 64, 128]},
+    "mvitv2_t": {"img": 64, "embed": 16, "depths": [1, 1, 1, 1], "heads": [1, 1, 2, 2]},
+    "vit_s_r26_s32": {"img": 64, "layers": [1, 1, 1, 1], "widths": [128, 128, 128, 128], "depth": 1, "dim": 64,
+                      "heads": 2},
+    "transformer": {"enc_layers": 1, "dec_layers": 1, "d": 32, "heads": 4, "ff": 64, "src_vocab": 50,
+                    "tgt_vocab": 50, "max_len": 64},
+    "gpt": {"layers": 1, "dim": 32, "heads": 2, "vocab": 64, "block_size": 64},
+    "bert": {"layers": 1, "dim": 32, "heads": 2, "vocab": 64, "max_len": 32},
+    "igpt": {"res": 4, "layers": 1, "width": 32, "heads": 2, "vocab": 16},
+    "conformer": {"layers": 1, "dim": 32, "heads": 2, "vocab": 10},
+    "vit_digits": {"depth": 1},
+    "ast": {"mel": 32, "frames": 64, "dim": 32, "depth": 1, "heads": 2, "classes": 5},
+    "llava": {"img": 28, "patch": 14, "vision_dim": 32, "vision_layers": 1, "vision_heads": 2, "dim": 32, "layers": 1,
+              "heads": 2, "ffn": 64, "vocab": 64, "context": 128},
+    "unit": {"img": 32, "patch": 8, "vocab": 100, "max_text": 16, "dim": 32, "heads": 4, "ff": 64, "enc_layers": 1,
+             "dec_layers": 1, "det_queries": 5, "det_classes": 3, "vqa_answers": 7},
+    "resnet50": {"img": 64, "layers": [1, 1, 1, 1], "classes": 10},
+    "nonlocal_resnet50": {"img": 64, "layers": [1, 2, 2, 1], "nl": [0, 1, 1, 0], "classes": 10},
+    "sasa_resnet50": {"img": 64, "layers": [1, 1, 1, 1], "classes": 10},
+}
+SIZES = {"S": 8, "T": 63}  # free sizes; 63 frames give whole strides after Conformer's subsampling
+BATCH = 2
+
+
+# ----------------------------------------------------------------------------- the method
+
+
+def _resident_ptrs(model) -> set[int]:
+    return {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
+
+
+def resident_bytes(model) -> int:
+    """Parameter and buffer bytes (each storage once)."""
+    seen: dict[int, int] = {}
+    for t in [*model.parameters(), *model.buffers()]:
+        st = t.untyped_storage()
+        seen[st.data_ptr()] = st.nbytes()
+    return sum(seen.values())
+
+
+def _outputs_sum(out: Any):
+    outs = out if isinstance(out, dict) else {"out": out}
+    return sum(v.float().sum() for v in outs.values() if v.is_floating_point())
+
+
+def measure_saved(model, make_inputs) -> int:
+    """Bytes of the unique non-resident storages that autograd saves in one train-mode forward."""
+    import torch
+
+    model.train()
+    resident = _resident_ptrs(model)
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        st = t.untyped_storage()
+        ptr = st.data_ptr()
+        if ptr and ptr not in resident:
+            seen[ptr] = st.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(*make_inputs())
+    del out
+    return sum(seen.values())
+
+
+def _peak_of(prof) -> int:
+    """The highest running total of the profiler's CPU allocation events, in time order."""
+    events = []
+
+    def walk(node):
+        f = node.extra_fields
+        if type(f).__name__ == "_ExtraFields_Allocation" and f.device.type == "cpu":
+            events.append((node.start_time_ns, f.alloc_size))
+        for c in node.children:
+            walk(c)
+
+    for root in prof.profiler.kineto_results.experimental_event_tree():
+        walk(root)
+    events.sort(key=lambda e: e[0])
+    total = peak = 0
+    for _, n in events:
+        total += n
+        peak = max(peak, total)
+    return peak
+
+
+def _profile():
+    from torch.profiler import ProfilerActivity, profile
+
+    return profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+
+
+def measure_inference_peak(model, make_inputs) -> int:
+    """Resident bytes plus the profiler's peak over one eval-mode, no-grad forward."""
+    import torch
+
+    model.eval()
+    with torch.no_grad(), _profile() as prof:
+        out = model(*make_inputs())
+        del out
+    return resident_bytes(model) + _peak_of(prof)
+
+
+def measure_training_peak(model, make_inputs) -> int:
+    """Resident bytes plus the profiler's peak over forward, backward and one AdamW step."""
+    import torch
+
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=1e-3)
+    opt.zero_grad(set_to_none=True)
+    with _profile() as prof:
+        loss = _outputs_sum(model(*make_inputs()))
+        loss.backward()
+        del loss
+        opt.step()
+    peak = resident_bytes(model) + _peak_of(prof)
+    opt.zero_grad(set_to_none=True)
+    return peak
+
+
+def measure(spec: str | Path, arch: str | None = None, batch: int = BATCH, sizes: dict | None = None,
+            **params: Any) -> dict[str, int]:
+    """The three measurements and their estimates for one arch."""
+    import torch
+
+    import archlang
+    from archlang.lower.example import example_inputs
+
+    sizes = SIZES if sizes is None else sizes
+    torch.manual_seed(0)
+    model = archlang.build(spec, arch, **params)
+    g = model.archlang_graph
+
+    def make_inputs():
+        return example_inputs(g, batch=batch, sizes=sizes)
+
+    tr = archlang.cost(spec, arch, batch=batch, train=True, sizes=sizes, **params)
+    inf = archlang.cost(spec, arch, batch=batch, sizes=sizes, **params)
+    return {
+        "saved_est": tr.saved_bytes, "saved": measure_saved(model, make_inputs),
+        "inference_est": inf.peak_inference_bytes()[0], "inference": measure_inference_peak(model, make_inputs),
+        "training_est": tr.peak_training_bytes()[0], "training": measure_training_peak(model, make_inputs),
+    }
+
+
+# ----------------------------------------------------------------------------- the table
+
+
+def _kib(n: int) -> str:
+    return f"{n / 1024:,.0f}"
+
+
+def _ratio(est: int, got: int) -> str:
+    return f"{est / got:.2f}" if got else "-"
+
+
+def table(rows: list[tuple[str, dict[str, int]]]) -> str:
+    head = ("| spec | saved est | saved | ratio | inference est | inference | ratio | training est | training "
+            "| ratio |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+    body = ""
+    for name, r in rows:
+        body += f"| {name} |"
+        for k in ("saved", "inference", "training"):
+            body += f" {_kib(r[k + '_est'])} | {_kib(r[k])} | {_ratio(r[k + '_est'], r[k])} |"
+        body += "\n"
+    return head + body
+
+
+def main(argv: list[str] | None = None) -> int:
+    from archlang.check import choose_arch, load
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--markdown", help="also write the table into this file, between the markers")
+    ap.add_argument("--only", help="comma-separated spec names")
+    args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(2)
+    specs = sorted((ROOT / "specs").glob("*.arch"))
+    if args.only:
+        specs = [s for s in specs if s.stem in args.only.split(",")]
+    rows = []
+    t0 = time.time()
+    for spec in specs:
+        arch, _ = choose_arch(load(spec), None)
+        t = time.time()
+        r = measure(spec, arch, **SMALL.get(spec.stem, {}))
+        rows.append((f"{spec.stem}" + (f" ({arch})" if arch != spec.stem else ""), r))
+        print(f"{spec.stem:20s} saved {_ratio(r['saved_est'], r['saved']):>5}  inference "
+              f"{_ratio(r['inference_est'], r['inference']):>5}  training {_ratio(r['training_est'], r['training']):>5}"
+              f"  ({time.time() - t:.1f} s)", file=sys.stderr)
+    text = table(rows)
+    print(text)
+    print(f"{len(rows)} specs in {time.time() - t0:.0f} s", file=sys.stderr)
+    if args.markdown:
+        path = Path(args.markdown)
+        cmd = "python benchmarks/memory_truth.py --markdown docs/memory.md"
+        block = (f"<!-- memory_truth: begin -->\nKiB, batch {BATCH}, float32, CPU, torch {torch.__version__}; "
+                 f"ratio = estimate / measured. Produced by `{cmd}`.\n\n{text}<!-- memory_truth: end -->")
+        old = path.read_text() if path.exists() else ""
+        if "<!-- memory_truth: begin -->" in old:
+            pre, rest = old.split("<!-- memory_truth: begin -->", 1)
+            post = rest.split("<!-- memory_truth: end -->", 1)[1]
+            path.write_text(pre + block + post)
+        else:
+            path.write_text(old + ("\n" if old else "") + block + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
