@@ -47,7 +47,7 @@ def assert_parity(spec: str, arch: str | None, timm_name: str, size: int = 224, 
         got, want = ours(x), ref(x)
     if isinstance(got, dict):
         got = got["logits"]
-    assert (got - want).abs().max().item() <= 1e-4
+    assert (got - want).abs().max().item() <= 1e-5
 
 
 @pytest.mark.parametrize(("spec", "arch", "timm_name", "params"), [
@@ -101,7 +101,7 @@ def test_torch_transformer_parity() -> None:
         te = ours.sinusoidal_pos_1(ours.tgt_embed(tgt) * 512 ** 0.5)
         mask = nn.Transformer.generate_square_subsequent_mask(5)
         want = ours.generator(ref(se, te, tgt_mask=mask, tgt_is_causal=True))
-    assert (got - want).abs().max().item() <= 1e-4
+    assert (got - want).abs().max().item() <= 1e-5
 
 
 def test_strict_import_lists_keys() -> None:
