@@ -354,7 +354,7 @@ def build(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch fil
     from archlang.lower.rules import LoweringError
 
     try:
-        source, cls_name = generate(g)
+        source, cls_name = generate(g, dtype=dtype)
     except LoweringError as e:
         typer.echo(f"error[E0801]: cannot lower `{g.arch}` to PyTorch: {e}", err=True)
         raise typer.Exit(1) from None

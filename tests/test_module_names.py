@@ -47,3 +47,16 @@ def test_every_shipped_spec_imports_by_its_printed_name(tmp_path) -> None:
     r = subprocess.run([sys.executable, "-c", code, str(tmp_path), *stems], capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_build_dtype_is_the_written_modules_default(tmp_path) -> None:
+    res = CliRunner().invoke(app, ["build", str(ROOT / "specs" / "vit_digits.arch"), "-o", str(tmp_path),
+                                   "--dtype", "bfloat16"])
+    assert res.exit_code == 0, res.output
+    code = ("import sys, torch; sys.path.insert(0, sys.argv[1]); from vit_digits import build\n"
+            "m = build(); assert {p.dtype for p in m.parameters()} == {torch.bfloat16}\n"
+            "assert m(torch.randn(2, 1, 16, 16, dtype=torch.bfloat16)).dtype == torch.bfloat16\n"
+            "assert torch.get_default_dtype() == torch.float32\n"
+            "assert {p.dtype for p in build(torch.float32).parameters()} == {torch.float32}\n")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]

@@ -982,8 +982,14 @@ def prelude_sources(names: set[str]) -> list[str]:
     return out
 
 
-def generate(graph: Graph) -> tuple[str, str]:
-    """Return ``(source, class_name)`` of the generated module for ``graph``."""
+DTYPES = {"float32": "torch.float32", "bfloat16": "torch.bfloat16", "float16": "torch.float16"}
+
+
+def generate(graph: Graph, dtype: str = "float32") -> tuple[str, str]:
+    """Return ``(source, class_name)`` of the generated module for ``graph``; the module's
+    ``build()`` constructs the model in ``dtype`` by default."""
+    if dtype not in DTYPES:
+        raise LoweringError(f"dtype is one of {', '.join(DTYPES)}, not {dtype!r}")
     for n in graph.nodes:
         if type(n.op) not in LOWER_RULES:
             raise LoweringError(f"no lowering rule for op `{n.op.op}`")
@@ -1023,8 +1029,16 @@ def generate(graph: Graph) -> tuple[str, str]:
     if src_helpers:
         parts.append("\n\n\n".join(src_helpers))
     parts.extend(blocks)
-    parts.append(f"def build() -> {root_plan.name}:\n    \"\"\"A freshly initialised `{doc(graph.arch)}`.\"\"\"\n"
-                 f"    return {root_plan.name}()")
+    parts.append(
+        f"def build(dtype: torch.dtype = {DTYPES[dtype]}) -> {root_plan.name}:\n"
+        f"    \"\"\"A freshly initialised `{doc(graph.arch)}`, its parameters and float buffers created in `dtype`.\"\"\"\n"
+        f"    default = torch.get_default_dtype()\n"
+        f"    torch.set_default_dtype(dtype)\n"
+        f"    try:\n"
+        f"        model = {root_plan.name}()\n"
+        f"    finally:\n"
+        f"        torch.set_default_dtype(default)\n"
+        f"    return model.to(dtype)  # tables a helper computes in float32 for accuracy\n")
     source = "\n\n\n".join(p.rstrip() for p in parts) + "\n"
     return source, root_plan.name
 
