@@ -42,18 +42,28 @@ ROWS = [
 ]
 
 
-def main() -> None:
-    print("| family | spec | params | GFLOPs | attention memory | diagram | reference |")
-    print("|---|---|---|---|---|---|---|")
+HEADER = ("| family | spec | params | GFLOPs | attention memory | diagram | reference |\n"
+          "|---|---|---|---|---|---|---|")
+
+
+def rows(draw: bool = False) -> list[str]:
+    """The gallery table's rows (``draw`` also writes each diagram to docs/gallery/)."""
+    out = []
     for family, stem, ref in ROWS:
         spec = ROOT / "specs" / f"{stem}.arch"
         arch, _ = choose_arch(load(spec), None)
         rep = archlang.cost(spec, arch)
-        diagram = ROOT / "docs" / "gallery" / f"{arch}.svg"
-        archlang.render(spec, arch).save(diagram)
+        if draw:
+            archlang.render(spec, arch).save(ROOT / "docs" / "gallery" / f"{arch}.svg")
         attn = human_bytes(rep.attention_bytes) if rep.attention_bytes else "-"
-        print(f"| {family} | `specs/{stem}.arch` | {human_count(rep.params)} | {rep.flops / 1e9:.2f} | {attn} | "
-              f"[{arch}](docs/gallery/{arch}.svg) | {ref} |")
+        out.append(f"| {family} | `specs/{stem}.arch` | {human_count(rep.params)} | {rep.flops / 1e9:.2f} | {attn} | "
+                   f"[{arch}](docs/gallery/{arch}.svg) | {ref} |")
+    return out
+
+
+def main() -> None:
+    print(HEADER)
+    print("\n".join(rows(draw=True)))
 
 
 if __name__ == "__main__":

@@ -101,3 +101,17 @@ def test_readme_build_example_is_the_cli_output(tmp_path, monkeypatch) -> None:
     res = CliRunner().invoke(app, ["build", "specs/swin_t.arch"])
     assert res.exit_code == 0, res.output
     assert block == res.output, "README's build example is stale: rerun `archc build specs/swin_t.arch`"
+
+
+def test_readme_gallery_is_the_cost_model_output() -> None:
+    """The gallery table's figures are what `python docs/make_gallery.py` computes now."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "docs"))
+    try:
+        import make_gallery
+    finally:
+        sys.path.remove(str(ROOT / "docs"))
+    text = (ROOT / "README.md").read_text()
+    shown = [line for line in text.splitlines() if line.startswith("| ") and "](docs/gallery/" in line]
+    assert shown == make_gallery.rows(), "README's gallery is stale: rerun `python docs/make_gallery.py`"
