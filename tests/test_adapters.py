@@ -32,9 +32,15 @@ def test_swin_t_lora_trainable_params() -> None:
 def test_optimizer_state_counts_trainable_only() -> None:
     full = archlang.cost("specs/swin_t.arch", train=True)
     lora = archlang.cost("specs/swin_t_lora.arch", train=True)
-    saved_weights = (full.trainable_params - lora.trainable_params) * (4 + 8)
-    assert full.peak_training_bytes()[0] - lora.peak_training_bytes()[0] == pytest.approx(
-        saved_weights - 141_312 * 4, rel=0.05)
+    f, lo = full.training_parts(), lora.training_parts()
+    # gradients and AdamW moments exist for trainable parameters only (4 + 8 bytes each in fp32)
+    assert f["grads"] + f["optimizer"] == full.trainable_params * 12 == 28_288_354 * 12
+    assert lo["grads"] + lo["optimizer"] == lora.trainable_params * 12 == 910_312 * 12
+    assert lo["params"] - f["params"] == 141_312 * 4  # the LoRA weights themselves
+    # frozen layers keep no inputs for their weights' gradients: the LoRA model saves less
+    assert lo["saved"] < f["saved"]
+    assert f["peak"] - lo["peak"] == pytest.approx(
+        (full.trainable_params - lora.trainable_params) * 12 - 141_312 * 4 + f["saved"] - lo["saved"], rel=1e-9)
 
 
 def test_vit_b16_bitfit_counts_agree() -> None:
