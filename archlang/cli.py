@@ -129,6 +129,19 @@ class _Out:
         return max(40, shutil.get_terminal_size((100, 24)).columns)
 
 
+def _progress(message: str):  # type: ignore[no-untyped-def]
+    """A spinner on stderr while long work runs (checking a big spec, a sweep, compiling), on a
+    terminal only: piped output and tests see nothing."""
+    import contextlib
+    import os
+
+    if not getattr(sys.stderr, "isatty", lambda: False)():
+        return contextlib.nullcontext(None)
+    from rich.console import Console
+
+    return Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR"))).status(message)
+
+
 def _wrap(text: str, indent: int = 4) -> str:
     """``text`` wrapped to the terminal width, continuation lines indented."""
     import textwrap
@@ -339,7 +352,8 @@ def build(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch fil
         raise _usage(f"--out {out} is a file; give a folder for the generated module")
     if compile:
         _need("torch", ".[torch]", "--compile")
-    r = check_spec(_one_spec(spec, "build"), arch, set or [])
+    with _progress(f"checking {spec}"):
+        r = check_spec(_one_spec(spec, "build"), arch, set or [])
     _print_diags(r.diagnostics, r.program.sources, "text")
     if r.graph is None:
         raise typer.Exit(_exit_code(r.diagnostics) or 1)
@@ -492,7 +506,8 @@ def cost(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch file
         if not plot.parent.is_dir():
             raise _usage(f"--plot: no folder {plot.parent}")
     sizes = _parse_sizes(size)
-    r = check_spec(_one_spec(spec, "cost"), arch, set or [])
+    with _progress(f"checking {spec}"):
+        r = check_spec(_one_spec(spec, "cost"), arch, set or [])
     _print_diags([d for d in r.diagnostics if d.is_error], r.program.sources, "text")
     if r.graph is None:
         raise typer.Exit(_exit_code(r.diagnostics) or 1)
@@ -514,7 +529,12 @@ def cost(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch file
     if sweep:
         param, values = _parse_sweep(sweep, [p.name for p in g.params])
         try:
-            rows = sweep_fn(r.program, g.arch, param, values, overrides, **kw)
+            rows = []
+            with _progress(f"sweeping {param}") as status:
+                for i, v in enumerate(values):
+                    if status is not None:
+                        status.update(f"sweeping {param}: {param}={v} ({i + 1} of {len(values)})")
+                    rows += sweep_fn(r.program, g.arch, param, [v], overrides, **kw)
         except ValueError as e:  # a value of the sweep that does not check: its diagnostics
             typer.echo(f"--sweep {param}: a value does not check:\n{e}", err=True)
             raise typer.Exit(1) from None
@@ -572,7 +592,8 @@ def render(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch fi
         raise _usage(f"--out: no folder {out.parent}")
     if out is not None and out.is_dir():
         raise _usage(f"--out {out} is a folder; give a file such as {out / 'model.svg'}")
-    r = check_spec(_one_spec(spec, "render"), arch, set or [])
+    with _progress(f"checking {spec}"):
+        r = check_spec(_one_spec(spec, "render"), arch, set or [])
     _print_diags([d for d in r.diagnostics if d.is_error], r.program.sources, "text")
     if r.graph is None:
         raise typer.Exit(_exit_code(r.diagnostics) or 1)
@@ -625,7 +646,8 @@ def export(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch fi
         raise _usage(f"--out: no folder {out.parent}")
     if weights is not None and not weights.is_file():
         raise _usage(f"--weights: no such file {weights}")
-    r = check_spec(_one_spec(spec, "export"), arch, set or [])
+    with _progress(f"checking {spec}"):
+        r = check_spec(_one_spec(spec, "export"), arch, set or [])
     _print_diags([d for d in r.diagnostics if d.is_error], r.program.sources, "text")
     if r.graph is None:
         raise typer.Exit(_exit_code(r.diagnostics) or 1)
