@@ -201,3 +201,95 @@ def test_output_survives_reassignment(tmp_path: Path) -> None:
     oracle = dict(zip(model.output_names, interpret(model.archlang_graph, model.state_dict(), [x]), strict=True))
     for k, v in want.items():
         assert torch.equal(oracle[k], v), k
+
+
+# ----------------------------------------------------------------------------- timm conventions for classifiers
+
+CLASSIFIERS = [
+    ("vit_b16", "vit_ti16", {"img": 32}, (2, 3, 32, 32), 192, "head"),
+    ("swin_t", None, {"img": 64, "window": 4, "depths": [1, 1, 2, 1], "embed": 16, "heads": [1, 2, 4, 8]},
+     (2, 3, 64, 64), 128, "head.fc"),
+]
+
+
+@pytest.mark.parametrize(("spec", "arch", "params", "shape", "features", "classifier"), CLASSIFIERS,
+                         ids=[c[0] for c in CLASSIFIERS])
+def test_classifier_has_timm_methods(spec, arch, params, shape, features, classifier) -> None:
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model = archlang.build(ROOT / "specs" / f"{spec}.arch", arch, **params).eval()
+    keys = list(model.state_dict())
+    assert model.num_classes == 1000 and model.default_cfg is model.pretrained_cfg
+    assert model.default_cfg["classifier"] == classifier and model.default_cfg["num_classes"] == 1000
+    assert model.default_cfg["input_size"] == shape[1:] and model.default_cfg["mean"] == (0.485, 0.456, 0.406)
+    x = torch.randn(*shape)
+    with torch.no_grad():
+        logits = model(x)
+        feats = model.forward_features(x)
+        assert feats.shape == (shape[0], features)
+        assert torch.equal(logits, model.forward_head(feats))
+        assert torch.equal(model.forward_head(feats, pre_logits=True), feats)
+    assert logits.shape == (shape[0], 1000)
+    model.set_grad_checkpointing(False)
+    assert list(model.state_dict()) == keys  # nothing new in the state_dict
+
+    model.reset_classifier(10)
+    assert model.num_classes == 10 and model.get_submodule(classifier).out_features == 10
+    assert list(model.state_dict()) == keys
+    with torch.no_grad():
+        assert model(x).shape == (shape[0], 10)
+    model.reset_classifier(0)
+    assert model.num_classes == 0 and isinstance(model.get_submodule(classifier), torch.nn.Identity)
+    with torch.no_grad():
+        assert torch.equal(model(x), feats)
+
+
+@pytest.mark.parametrize(("spec", "arch", "params", "shape", "features", "classifier"), CLASSIFIERS,
+                         ids=[c[0] for c in CLASSIFIERS])
+def test_grad_checkpointing_gives_the_same_loss_and_gradients(spec, arch, params, shape, features,
+                                                              classifier) -> None:
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model = archlang.build(ROOT / "specs" / f"{spec}.arch", arch, **{**params, "drop_path_rate": 0.0}).train()
+    x = torch.randn(*shape)
+
+    def run(enable: bool):
+        model.zero_grad(set_to_none=True)
+        model.set_grad_checkpointing(enable)
+        assert model.grad_checkpointing is enable
+        loss = model(x).square().mean()
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    loss0, grads0 = run(False)
+    loss1, grads1 = run(True)
+    torch.testing.assert_close(loss1, loss0, rtol=1e-6, atol=1e-7)
+    assert grads1.keys() == grads0.keys()
+    for n in grads0:
+        torch.testing.assert_close(grads1[n], grads0[n], rtol=1e-5, atol=1e-6, msg=n)
+
+
+def test_only_classifiers_get_timm_methods() -> None:
+    for arch in ("gpt", "transformer"):
+        src = _source(ROOT / "specs" / f"{arch}.arch")
+        assert "forward_features" not in src and "reset_classifier" not in src
+        assert "torch.utils.checkpoint" not in src
+
+
+def test_checkpointing_runs_the_blocks_under_checkpoint(monkeypatch) -> None:
+    torch = pytest.importorskip("torch")
+    import torch.utils.checkpoint as ckpt
+
+    model = archlang.build(ROOT / "specs" / "vit_b16.arch", "vit_ti16", img=32, depth=2).train()
+    calls = []
+    real = ckpt.checkpoint
+    monkeypatch.setattr(ckpt, "checkpoint", lambda *a, **k: calls.append(k) or real(*a, **k))
+    x = torch.randn(1, 3, 32, 32)
+    model(x).sum().backward()
+    assert calls == []
+    model.set_grad_checkpointing()
+    model(x).sum().backward()
+    assert calls == [{"use_reentrant": False}] * 2
+    with torch.no_grad():  # no grad: no checkpointing
+        model(x)
+    assert len(calls) == 2

@@ -169,6 +169,7 @@ class ClassPlan:
     helpers: set[str] = field(default_factory=set)
     uses: set[str] = field(default_factory=set)  # names the generated class mentions
     uses_container: bool = False
+    uses_checkpoint: bool = False  # forward runs blocks through torch.utils.checkpoint
 
 
 def _wiring(inst: Inst, ref: ValueRef, produced: dict[tuple[str, int], tuple]) -> tuple:
@@ -543,6 +544,8 @@ def _index_split(local: str) -> tuple[str, int] | None:
 def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tuple]) -> list[str]:
     insts = plan.instances
     inst0 = insts[0]
+    head = _classifier_head(graph, lora) if is_root else None
+    head_expr: ast.expr | None = None  # the head applied to `x`, for forward_head
     fwd_args_used: set[str] = set()
     tree = ModuleTree(set(plan.args) | {"self"})
     # value names in forward
@@ -635,7 +638,9 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
         if idx < skip_to:
             continue
         if not (isinstance(it, Node) and isinstance(it.op, O.Input)):
-            flush(list(it.inputs), idx)
+            # a classifier's output reads the head, which forward_head applies: keep its input pending
+            at_out = head is not None and isinstance(it, Node) and isinstance(it.op, O.Output)
+            flush([head.inputs[0]] if at_out and head is not None else list(it.inputs), idx)
         if idx in runs:  # consecutive instances of one class, each feeding the next: a loop
             run = items[idx:runs[idx] + 1]
             skip_to = runs[idx] + 1
@@ -662,9 +667,20 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
                                                                      upper=lit(start + len(run))), ctx=ast.Load())
             children = [ch for i in insts for loc in locs for ch in i.children_at(loc)]
             body.append(f"        for {blk} in {code(target)}:")
-            step = call(ast.Name(id=blk, ctx=ast.Load()), ast.Name(id=v, ctx=ast.Load()),
-                        *(ref_code(r) for r in it.inputs[1:]))
-            body.append(f"            {v} = {code(step, fwd_names)}  # {comment_text(out_comment(children, 0))}")
+            rest = [ref_code(r) for r in it.inputs[1:]]
+            step = call(ast.Name(id=blk, ctx=ast.Load()), ast.Name(id=v, ctx=ast.Load()), *rest)
+            shape = comment_text(out_comment(children, 0))
+            if head is not None:  # a classifier: timm's activation checkpointing of repeated blocks
+                plan.uses_checkpoint = True
+                ckpt = call("torch.utils.checkpoint.checkpoint", ast.Name(id=blk, ctx=ast.Load()),
+                            ast.Name(id=v, ctx=ast.Load()), *rest, use_reentrant=lit(False))
+                body.append("            if self.grad_checkpointing and torch.is_grad_enabled() "
+                            "and not torch.jit.is_scripting():")
+                body.append(f"                {v} = {code(ckpt, fwd_names)}  # {shape}")
+                body.append("            else:")
+                body.append(f"                {v} = {code(step, fwd_names)}  # {shape}")
+            else:
+                body.append(f"            {v} = {code(step, fwd_names)}  # {shape}")
             last = run[-1].outputs[0]
             names[(last.node, last.index)] = v
             live_names[v] = (last.node, last.index)
@@ -731,6 +747,10 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
         plan.helpers.update(helpers_of(rule, ctx))
         if isinstance(node_.op, O.Output):
             continue
+        if node_ is head:  # the classifier: forward_head applies it; forward_features returns its input
+            ctx.ins = [ast.Name(id="x", ctx=ast.Load())]
+            head_expr = rule.forward(ctx)
+            continue
         if rule.reuses_input or (isinstance(node_.op, O.PosEmbed) and node_.op.kind == "learned"):
             flush([], idx)
         ctx.ins = [ref_code(r) for r in node_.inputs]
@@ -759,11 +779,14 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
         emit(", ".join(var_names), expr, comment)
 
     # outputs
-    flush([o.inputs[0] for o in graph.output_nodes()] if is_root else list(inst0.outputs), len(items))
-    if is_root:
+    flush([head.inputs[0]] if head is not None else [o.inputs[0] for o in graph.output_nodes()] if is_root
+          else list(inst0.outputs), len(items))
+    if head is not None:
+        ret: ast.expr = ref_code(head.inputs[0])
+    elif is_root:
         outs = graph.output_nodes()
         rets = [ref_code(o.inputs[0]) for o in outs]
-        ret: ast.expr = rets[0] if len(rets) == 1 else ast.Dict(
+        ret = rets[0] if len(rets) == 1 else ast.Dict(
             keys=[ast.Constant(o.op.name) for o in outs], values=rets)  # type: ignore[attr-defined]
     else:
         rets = [ref_code(r) for r in inst0.outputs]
@@ -781,6 +804,9 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
         lines.append(f"    arch_params = {{{', '.join(f'{p.name!r}: {literal(p.value)}' for p in graph.params)}}}")
         lines.append(f"    input_names = {tuple(graph.inputs)!r}")
         lines.append(f"    output_names = {tuple(graph.outputs)!r}")
+        if head is not None:
+            lines.append(f"    default_cfg = {_default_cfg(graph, head)!r}")
+            lines.append("    pretrained_cfg = default_cfg")
         lines.append("")
     schedules = _schedules(child_calls, set(plan.args) | {"self"})
     tree_lines = tree.lines()
@@ -789,6 +815,9 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
     sig = ", ".join(["self", *plan.args])
     lines.append(f"    def __init__({sig}):")
     lines.append("        super().__init__()")
+    if head is not None:
+        lines.append(f"        self.num_classes = {head.op.out_features!r}")  # type: ignore[attr-defined]
+        lines.append("        self.grad_checkpointing = False")
     for a in plan.args:
         if a in fwd_args_used:
             lines.append(f"        self.{a} = {a}")
@@ -804,9 +833,11 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
         lines.append("    def no_weight_decay(self) -> set[str]:")
         lines.append('        """Parameters that take no weight decay (timm convention): tokens, positions, bias tables."""')
         lines.append("        return {" + ", ".join(repr(n) for n in nwd) + "}")
+    if head is not None:
+        lines.extend(_classifier_methods(head))
     lines.append("")
     in_types = [graph.type_of(r) for r in in_refs] if not is_root else [n.outputs[0] for n in graph.input_nodes()]
-    lines.append(f"    def forward(self, {', '.join(params)}):")
+    lines.append(f"    def {'forward_features' if head is not None else 'forward'}(self, {', '.join(params)}):")
     for p, t in zip(params, in_types, strict=False):
         if is_root:
             lines.append(f"        # {comment_text(f'{p}: {t}')}")
@@ -814,7 +845,68 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
             series = [graph.type_of(i.inputs[params.index(p)]) for i in insts]
             lines.append(f"        # {comment_text(f'{p}: {shape_comment(series, dims_series, arg_names)}')}")
     lines.extend(body)
+    if head is not None:
+        assert head_expr is not None
+        feats = graph.type_of(head.inputs[0])
+        lines.append("")
+        lines.append("    def forward_head(self, x, pre_logits: bool = False):")
+        lines.append(f"        # {comment_text(f'x: {feats}')}")
+        lines.append(f"        return x if pre_logits else {code(head_expr, fwd_names)}")
+        lines.append("")
+        lines.append(f"    def forward(self, {params[0]}):")
+        lines.append(f"        return self.forward_head(self.forward_features({params[0]}))")
     return lines
+
+
+def _classifier_head(graph: Graph, lora: dict[str, tuple]) -> Node | None:
+    """The linear that makes a classifier's only output from its only input (timm's head), at
+    the top level and without LoRA; None for any other graph."""
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        return None
+    ref = graph.output_nodes()[0].inputs[0]
+    node = graph.node(ref.node)
+    if not isinstance(node.op, O.Linear) or ref.index != 0 or node.scope or node.name in lora:
+        return None
+    return node
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _default_cfg(graph: Graph, head: Node) -> dict[str, Any]:
+    """timm's ``default_cfg`` of a classifier: the input size of a ``[B, C, H, W]`` input, the
+    classes, the head's name and, for 3-channel images, ImageNet's mean and std."""
+    cfg: dict[str, Any] = {}
+    shape = graph.input_nodes()[0].outputs[0].shape
+    image = len(shape) == 4 and type(shape[0]) is not int and all(type(d) is int for d in shape[1:])
+    if image:
+        cfg["input_size"] = tuple(shape[1:])
+    cfg["num_classes"] = head.op.out_features  # type: ignore[attr-defined]
+    cfg["classifier"] = state_key(head.name)
+    if image and shape[1] == 3:
+        cfg["mean"], cfg["std"] = IMAGENET_MEAN, IMAGENET_STD
+    return cfg
+
+
+def _classifier_methods(head: Node) -> list[str]:
+    """timm's ``reset_classifier`` and ``set_grad_checkpointing`` for a classifier's root class."""
+    op = head.op
+    assert isinstance(op, O.Linear)
+    target = code(access_node(state_key(head.name)))
+    new = call("nn.Linear", op.in_features, ast.Name(id="num_classes", ctx=ast.Load()),
+               **({} if op.bias else {"bias": lit(False)}))
+    return [
+        "",
+        "    def reset_classifier(self, num_classes: int):",
+        '        """A fresh classifier with `num_classes` outputs (timm convention); 0 leaves none: logits are features."""',
+        "        self.num_classes = num_classes",
+        f"        {target} = {code(new)} if num_classes > 0 else nn.Identity()",
+        "",
+        "    def set_grad_checkpointing(self, enable: bool = True):",
+        '        """Run the repeated blocks under activation checkpointing while grad is on (timm convention)."""',
+        "        self.grad_checkpointing = enable",
+    ]
 
 
 def arg_code(arg: tuple[str, int], root: str) -> ast.expr:
@@ -1024,7 +1116,10 @@ def generate(graph: Graph, dtype: str = "float32") -> tuple[str, str]:
     if needs_math:
         header.append("import math")
         header.append("")
-    header += ["import torch", "import torch.nn.functional as F", "from torch import nn", "", ""]
+    header += ["import torch", "import torch.nn.functional as F"]
+    if any(p.uses_checkpoint for p in plans):
+        header.append("import torch.utils.checkpoint")
+    header += ["from torch import nn", "", ""]
     parts = ["\n".join(header)]
     if src_helpers:
         parts.append("\n\n\n".join(src_helpers))
