@@ -168,7 +168,7 @@ def test_names_are_identifiers(name: str) -> None:
     assert camel("attention") != "Attention" and camel("swin_block") == "SwinBlock"
     assert access("layers.0.attn") == "self.layers[0].attn"
     assert state_key("layers.0.class") == "layers.0.class_"
-    assert "\n" not in comment_text(name) and eval('"""' + doc(name) + '"""') == name
+    assert "\n" not in comment_text(name) and ast.literal_eval('"""' + doc(name) + '"""') == name
 
 
 def test_module_list_gaps_are_bounded(tmp_path: Path) -> None:
