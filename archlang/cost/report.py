@@ -17,10 +17,8 @@ each distinct formula once, times its count.
 
 from __future__ import annotations
 
-import gc
 import json
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +28,7 @@ from archlang.ir.adapters import param_table
 from archlang.ir.dims import Dim, DimLike, add, mul
 from archlang.ir.graph import Graph, Node
 from archlang.ir.graph import name_levels as levels
+from archlang.perf import gc_paused
 
 _VIEWS = (O.Rearrange, O.Identity, O.Take, O.SliceOp, O.Split)  # outputs that share their input's storage
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -103,7 +102,7 @@ class CostReport:
         self.free_sizes = ["B", *free]
         self.nodes: dict[str, NodeCost] = {}
         memo: dict[tuple, tuple] = {}
-        with _gc_paused():
+        with gc_paused():
             counts = params_by_node(graph)
             hits = [self._hit(n, memo) for n in graph.nodes]
             saved = self._saved(hits, counts)
@@ -419,7 +418,7 @@ class CostReport:
         raise KeyError(f"`{node}` is not an attention layer")
 
     def to_json(self) -> dict[str, Any]:
-        with _gc_paused():
+        with gc_paused():
             return self._to_json()
 
     def _to_json(self) -> dict[str, Any]:
@@ -446,19 +445,6 @@ class CostReport:
 
     def json(self) -> str:
         return json.dumps(self.to_json(), indent=1)
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while many acyclic objects are made (a report of
-    100k nodes): its passes over the growing heap would otherwise cost more than the work."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def sum_dims(values: Iterable[DimLike]) -> DimLike:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from archlang.interop._model import base_model, graph_of
+from archlang.lower.io import header_mismatches, listing
 
 if TYPE_CHECKING:
     import torch
@@ -36,7 +37,6 @@ FORMAT = "archlang-adapters/1"
 KEYS = ("format", "arch", "family", "main", "params", "dtype", "base_sha256", "ir_sha256", "lora", "taps",
         "statements")
 MAX_META_BYTES = 8 * 2**20
-MAX_SHOWN = 8
 _NO_STRUCTURE = {"dropout": ("p",), "drop_path": ("p",)}  # rates that do not change what the weights mean
 _RATES = ("attn_drop", "proj_drop")
 
@@ -100,7 +100,7 @@ def _trainable_names(model: nn.Module, graph: Graph) -> list[str]:
     spec = [p.name for p in param_table(graph) if p.trainable]
     missing = [n for n in spec if n not in params]
     if missing:
-        raise AdapterError(f"the model lacks parameters its spec trains ({_listing(missing)}); were the adapters "
+        raise AdapterError(f"the model lacks parameters its spec trains ({listing(missing)}); were the adapters "
                            "merged (archlang.merge_adapters)? Save the adapters before merging")
     extra = [n for n, p in params.items() if p.requires_grad and n not in set(spec)]
     return spec + extra
@@ -164,11 +164,6 @@ def save_adapters(model: nn.Module, path: str | Path, *, running_stats: bool = T
 # ----------------------------------------------------------------------------- load
 
 
-def _listing(names: list[str]) -> str:
-    shown = ", ".join(f"`{n[:120]}`" for n in names[:MAX_SHOWN])
-    return shown + (f" and {len(names) - MAX_SHOWN} more" if len(names) > MAX_SHOWN else "")
-
-
 def _read(meta: Any, path: Path) -> dict[str, str]:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         fmt = meta.get("format") if isinstance(meta, dict) else None
@@ -208,8 +203,6 @@ def load_adapters(model: nn.Module, path: str | Path, *, strict: bool = True) ->
     import torch
     from safetensors import safe_open
 
-    from archlang.lower.io import _ST_NAMES as ST_NAMES
-
     path = Path(path)
     target = base_model(model)
     graph = graph_of(target, "load_adapters")
@@ -233,24 +226,16 @@ def load_adapters(model: nn.Module, path: str | Path, *, strict: bool = True) ->
                                f"model has ({_describe(mine)}: {ours[:500]})")
         state = target.state_dict()
         keys = list(f.keys())
-        unknown = [k for k in keys if k not in state]
-        mismatched = []
-        for k in keys:
-            if k in state:
-                sl = f.get_slice(k)
-                shape, dt = tuple(sl.get_shape()), ST_NAMES.get(sl.get_dtype(), sl.get_dtype())
-                want = (tuple(state[k].shape), str(state[k].dtype).removeprefix("torch."))
-                if (shape, dt) != want:
-                    mismatched.append(f"{k} is {dt}{list(shape)} in the file, {want[1]}{list(want[0])} in the model")
+        unknown, mismatched = header_mismatches(f, state)
         absent = [k for k in _trainable_names(target, graph) if k not in set(keys)] if strict else []
         if unknown or mismatched or absent:
             parts = []
             if unknown:
-                parts.append(f"not in the model: {_listing(unknown)}")
+                parts.append(f"not in the model: {listing(unknown)}")
             if mismatched:
-                parts.append(f"different: {_listing(mismatched)}")
+                parts.append(f"different: {listing(mismatched)}")
             if absent:
-                parts.append(f"trained by the model but missing from the file: {_listing(absent)}")
+                parts.append(f"trained by the model but missing from the file: {listing(absent)}")
             raise AdapterError(f"{path} does not fit this model ({_describe(mine)}): " + "; ".join(parts))
         with torch.no_grad():
             for k in keys:

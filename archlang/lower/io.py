@@ -222,35 +222,45 @@ def _rebuild_graph(m: dict[str, Any]) -> tuple[Graph, Program]:
     return r.graph, prog
 
 
-def _listing(names: list[str]) -> str:
+def listing(names: list[str]) -> str:
+    """Names for a message: the first few, then how many more."""
     shown = ", ".join(f"`{n[:120]}`" for n in names[:MAX_SHOWN])
     return shown + (f" and {len(names) - MAX_SHOWN} more" if len(names) > MAX_SHOWN else "")
 
 
-def _compare_header(model: nn.Module, f: Any, dtype: str) -> None:
-    """The file's tensors must be exactly the model's state_dict: names, shapes, dtypes."""
-    expected = {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
-    keys = list(f.keys())
-    missing = [k for k in expected if k not in set(keys)]
-    unexpected = [k for k in keys if k not in expected]
-    mismatched = []
-    for k in keys:
-        if k not in expected:
+def header_mismatches(f: Any, state: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Compare an open safetensors file's header with ``state`` (a state_dict, real or on the
+    meta device) without reading any tensor data: the file's names the model lacks, and a line
+    for each shared name whose shape or dtype differs."""
+    unknown, mismatched = [], []
+    names = list(f.keys())  # a safetensors handle, not a dict
+    for k in names:
+        if k not in state:
+            unknown.append(k)
             continue
         sl = f.get_slice(k)
         shape, st = tuple(sl.get_shape()), sl.get_dtype()
-        want_shape, want_dtype = expected[k]
-        if shape != want_shape or _ST_NAMES.get(st) != str(want_dtype).removeprefix("torch."):
-            mismatched.append(f"{k} is {st}{list(shape)} in the file, {str(want_dtype).removeprefix('torch.')}"
+        want_shape, want_dtype = tuple(state[k].shape), str(state[k].dtype).removeprefix("torch.")
+        if shape != want_shape or _ST_NAMES.get(st, st) != want_dtype:
+            mismatched.append(f"{k} is {_ST_NAMES.get(st, st)}{list(shape)} in the file, {want_dtype}"
                               f"{list(want_shape)} in the model")
+    return unknown, mismatched
+
+
+def _compare_header(model: nn.Module, f: Any, dtype: str) -> None:
+    """The file's tensors must be exactly the model's state_dict: names, shapes, dtypes."""
+    state = model.state_dict()
+    unexpected, mismatched = header_mismatches(f, state)
+    keys = set(f.keys())
+    missing = [k for k in state if k not in keys]
     if missing or unexpected or mismatched:
         parts = []
         if missing:
-            parts.append(f"missing from the file: {_listing(missing)}")
+            parts.append(f"missing from the file: {listing(missing)}")
         if unexpected:
-            parts.append(f"not in the model: {_listing(unexpected)}")
+            parts.append(f"not in the model: {listing(unexpected)}")
         if mismatched:
-            parts.append(f"different: {_listing(mismatched)}")
+            parts.append(f"different: {listing(mismatched)}")
         raise LoadError(f"the file's tensors do not match the model its spec builds ({dtype}): " + "; ".join(parts))
 
 
