@@ -219,6 +219,20 @@ def _dedupe(diags: list[Diagnostic]) -> list[Diagnostic]:
     return out
 
 
+def _checked(spec: Path, command: str, arch: str | None, sets: list[str] | None, *, warnings: bool = False):
+    """Check the one spec a command takes (a spinner on a terminal while it runs); print its
+    errors (and warnings and notes with ``warnings``); exit 1 or 2 unless it gave a graph."""
+    from archlang.check import check_spec
+
+    path = _one_spec(spec, command)
+    with _progress(f"checking {spec}"):
+        r = check_spec(path, arch, sets or [])
+    _print_diags(r.diagnostics if warnings else [d for d in r.diagnostics if d.is_error], r.program.sources, "text")
+    if r.graph is None:
+        raise typer.Exit(_exit_code(r.diagnostics) or 1)
+    return r
+
+
 def _about(diags: list[Diagnostic], arch: str | None) -> list[Diagnostic]:
     """Warnings and notes say which arch they concern (a file's archs share its blocks);
     :func:`_dedupe` merges the arch names of the same diagnostic."""
@@ -314,12 +328,8 @@ def list_(spec: Annotated[Path, typer.Argument(metavar="SPEC|DIR", help="A .arch
 @app.command(cls=_Command)
 def ir(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch file.")], arch: ArchOpt = None, set: SetOpt = None) -> None:
     """Print the elaborated IR of one arch as JSON."""
-    from archlang.check import check_spec
 
-    r = check_spec(_one_spec(spec, "ir"), arch, set or [])
-    _print_diags([d for d in r.diagnostics if d.is_error], r.program.sources, "text")
-    if r.graph is None:
-        raise typer.Exit(_exit_code(r.diagnostics) or 1)
+    r = _checked(spec, "ir", arch, set)
     typer.echo(r.graph.model_dump_json(indent=1))
 
 
@@ -339,7 +349,6 @@ def build(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch fil
           ) -> None:
     """Generate a standalone PyTorch module, DIR/<arch>.py, with <arch>.cost.json beside it."""
     from archlang.api import BudgetError, _check_budget, budget_bytes
-    from archlang.check import check_spec
     from archlang.cost import cost_graph
 
     if dtype not in ("float32", "bfloat16", "float16"):
@@ -352,11 +361,7 @@ def build(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch fil
         raise _usage(f"--out {out} is a file; give a folder for the generated module")
     if compile:
         _need("torch", ".[torch]", "--compile")
-    with _progress(f"checking {spec}"):
-        r = check_spec(_one_spec(spec, "build"), arch, set or [])
-    _print_diags(r.diagnostics, r.program.sources, "text")
-    if r.graph is None:
-        raise typer.Exit(_exit_code(r.diagnostics) or 1)
+    r = _checked(spec, "build", arch, set, warnings=True)
     g = r.graph
     try:
         _check_budget(g, max_memory, batch=batch, train=train, dtype=dtype, sources=r.program.sources)
@@ -487,7 +492,6 @@ def cost(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch file
     """Cost report before training: params, FLOPs, activation and attention memory, formulas."""
     from rich.console import Console
 
-    from archlang.check import check_spec
     from archlang.cost import cost_graph
     from archlang.cost.sweep import growth as growth_fn
     from archlang.cost.sweep import plot as plot_fn
@@ -506,11 +510,7 @@ def cost(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch file
         if not plot.parent.is_dir():
             raise _usage(f"--plot: no folder {plot.parent}")
     sizes = _parse_sizes(size)
-    with _progress(f"checking {spec}"):
-        r = check_spec(_one_spec(spec, "cost"), arch, set or [])
-    _print_diags([d for d in r.diagnostics if d.is_error], r.program.sources, "text")
-    if r.graph is None:
-        raise typer.Exit(_exit_code(r.diagnostics) or 1)
+    r = _checked(spec, "cost", arch, set)
     g = r.graph
     free = sorted({s_ for n in g.nodes for t in n.outputs for d in t.shape if not isinstance(d, int)
                    for s_ in d.symbols} - {"B"})
@@ -580,7 +580,6 @@ def render(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch fi
                                                                          "(Graphviz's default: 96).")] = None
            ) -> None:
     """Draw the architecture from its IR: clusters for stages and blocks, ×N for repeats, shapes on edges."""
-    from archlang.check import check_spec
     from archlang.render import INSTALL_HINT, dot_available, render_graph
     from archlang.render.diagram import COST_METRICS, FORMATS
 
@@ -592,11 +591,7 @@ def render(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch fi
         raise _usage(f"--out: no folder {out.parent}")
     if out is not None and out.is_dir():
         raise _usage(f"--out {out} is a folder; give a file such as {out / 'model.svg'}")
-    with _progress(f"checking {spec}"):
-        r = check_spec(_one_spec(spec, "render"), arch, set or [])
-    _print_diags([d for d in r.diagnostics if d.is_error], r.program.sources, "text")
-    if r.graph is None:
-        raise typer.Exit(_exit_code(r.diagnostics) or 1)
+    r = _checked(spec, "render", arch, set)
     g = r.graph
     from archlang.render import RenderError
 
@@ -634,7 +629,6 @@ def export(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch fi
            ) -> None:
     """Export the model with a dynamic batch (ONNX or torch.export), and verify it at two batch sizes."""
     from archlang.api import BudgetError, _check_budget
-    from archlang.check import check_spec
 
     if format not in ("onnx", "exported-program"):
         raise _usage(f"--format is onnx or exported-program, not {format}")
@@ -646,11 +640,7 @@ def export(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch fi
         raise _usage(f"--out: no folder {out.parent}")
     if weights is not None and not weights.is_file():
         raise _usage(f"--weights: no such file {weights}")
-    with _progress(f"checking {spec}"):
-        r = check_spec(_one_spec(spec, "export"), arch, set or [])
-    _print_diags([d for d in r.diagnostics if d.is_error], r.program.sources, "text")
-    if r.graph is None:
-        raise typer.Exit(_exit_code(r.diagnostics) or 1)
+    r = _checked(spec, "export", arch, set)
     g = r.graph
     try:
         _check_budget(g, "auto", batch=max(batch, 3), sources=r.program.sources)

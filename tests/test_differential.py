@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 
+from oracle import perturb, rel_err  # noqa: E402
 from strategies import Program, programs  # noqa: E402
 
 import archlang  # noqa: E402
@@ -78,23 +79,6 @@ def _write(p: Program) -> Path:
     return path
 
 
-def _perturb(model: torch.nn.Module, seed: int = 0) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for par in model.parameters():
-            par.add_(0.1 * torch.randn(par.shape, generator=g, dtype=par.dtype))
-        for name, b in model.named_buffers():
-            if name.endswith("running_mean"):
-                b.copy_(0.1 * torch.randn(b.shape, generator=g, dtype=b.dtype))
-            elif name.endswith("running_var"):
-                b.copy_(0.5 + torch.rand(b.shape, generator=g, dtype=b.dtype))
-
-
-def _err(got: torch.Tensor, want: torch.Tensor) -> float:
-    assert got.shape == want.shape, f"shape {tuple(got.shape)} != {tuple(want.shape)}"
-    return ((got - want).abs().max() / max(1.0, want.abs().max().item())).item() if want.numel() else 0.0
-
-
 def _as_dict(out) -> dict[str, torch.Tensor]:
     return out if isinstance(out, dict) else {"out": out}
 
@@ -110,7 +94,7 @@ def compare(model: torch.nn.Module, graph, inputs: list[torch.Tensor], train: bo
     got, want = _as_dict(model(*xa)), _as_dict(oracle(*xb))
     assert set(got) == set(want), (mode, sorted(got), sorted(want))
     for k in want:
-        e = _err(got[k], want[k])
+        e = rel_err(got[k], want[k])
         assert e <= OUT_TOL, f"{mode}: output `{k}` differs by {e:.3g}"
     names = [n for n, par in model.named_parameters() if par.requires_grad]
     mine, theirs = dict(model.named_parameters()), oracle.tensors()
@@ -130,7 +114,7 @@ def compare(model: torch.nn.Module, graph, inputs: list[torch.Tensor], train: bo
     for label, a, b, leaf in zip(labels, ga, gb, leaves_b, strict=True):
         a = torch.zeros_like(leaf) if a is None else a
         b = torch.zeros_like(leaf) if b is None else b
-        e = _err(a, b)
+        e = rel_err(a, b)
         assert e <= GRAD_TOL, f"{mode}: gradient of {label} differs by {e:.3g}"
 
 
@@ -139,7 +123,7 @@ def agrees(p: Program, batch: int, seq: int) -> None:
     batch = max(batch, 2) if p.batch2 else batch
     torch.manual_seed(0)
     model = archlang.build(_write(p), p.arch, max_memory=None).double()
-    _perturb(model)
+    perturb(model)
     inputs = [x.double() if x.is_floating_point() else x
               for x in example_inputs(model.archlang_graph, batch=batch, sizes={"S": seq})]
     for train in (False, True):

@@ -39,6 +39,7 @@ OUT_TOL, GRAD_TOL = 1e-6, 1e-5
 
 # Small sizes: those of tests/test_every_spec.py, plus the CNNs that have none there, and a
 # few shrunk further for time. Drop rates are set to 0 separately (see `_no_drop`).
+from oracle import perturb, rel_err  # noqa: E402
 from small_sizes import SIZES  # noqa: E402
 from small_sizes import SMALL as _SMALL  # noqa: E402
 
@@ -71,22 +72,6 @@ def _no_drop(graph) -> dict[str, float]:
     return {p.name: 0.0 for p in graph.params if p.type == "float" and "drop" in p.name}
 
 
-def _perturb(model: torch.nn.Module, seed: int = 0) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.1 * torch.randn(p.shape, generator=g, dtype=p.dtype))
-        for name, b in model.named_buffers():
-            if name.endswith("running_mean"):
-                b.copy_(0.1 * torch.randn(b.shape, generator=g, dtype=b.dtype))
-            elif name.endswith("running_var"):
-                b.copy_(0.5 + torch.rand(b.shape, generator=g, dtype=b.dtype))
-
-
-def _err(got: torch.Tensor, want: torch.Tensor) -> float:
-    return ((got - want).abs().max() / max(1.0, want.abs().max().item())).item() if want.numel() else 0.0
-
-
 def compare(model: torch.nn.Module, graph, inputs: list[torch.Tensor],
             train: bool) -> tuple[float, float, str, str]:
     """(output error, gradient error, worst output, worst gradient) of ``model`` against the
@@ -100,7 +85,7 @@ def compare(model: torch.nn.Module, graph, inputs: list[torch.Tensor],
     got = got if isinstance(got, dict) else {"out": got}
     want = want if isinstance(want, dict) else {"out": want}
     assert set(got) == set(want)
-    out_err, worst_out = max((_err(got[k], want[k]), k) for k in want)
+    out_err, worst_out = max((rel_err(got[k], want[k]), k) for k in want)
     g = torch.Generator().manual_seed(1)
     weights = {k: torch.randn(v.shape, generator=g, dtype=v.dtype) for k, v in want.items()}
     names = [n for n, p in model.named_parameters() if p.requires_grad]
@@ -114,7 +99,7 @@ def compare(model: torch.nn.Module, graph, inputs: list[torch.Tensor],
     for label, a, b, leaf in zip(labels, ga, gb, leaves_b, strict=True):
         a = torch.zeros_like(leaf) if a is None else a
         b = torch.zeros_like(leaf) if b is None else b
-        e = _err(a, b)
+        e = rel_err(a, b)
         if e > grad_err:
             grad_err, worst = e, label
     return out_err, grad_err, worst_out, worst
@@ -127,7 +112,7 @@ def assert_agree(spec, arch: str | None = None, *, modes=(False, True), batch: i
     torch.manual_seed(seed)
     model = archlang.build(spec, arch, **params).double()
     graph = model.archlang_graph
-    _perturb(model, seed)
+    perturb(model, seed)
     inputs = [x.double() if x.is_floating_point() else x
               for x in example_inputs(graph, batch=batch, sizes=sizes or SIZES, seed=seed)]
     results = {}
@@ -341,8 +326,8 @@ arch t() {
   out y = win: window_attention_v2(g, heads = 2, window = 4, shift = 2)
   adapt lora(r = 2, alpha = 4) on "win.q", "win.v"
 }""",
-    # Fails today: the binary-op lowering writes its left operand unparenthesised, so
-    # `(a + b) * c` is generated as `a + b * c` (outputs y and u).
+    # once miscompiled: the binary-op lowering wrote its left operand unparenthesised, so
+    # `(a + b) * c` was generated as `a + b * c` (outputs y and u)
     "precedence": """
 arch t() {
   in a: [B, 4]
