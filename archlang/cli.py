@@ -196,25 +196,22 @@ def _print_diags(diags: list[Diagnostic], sources: Sources, fmt: str) -> None:
     typer.echo(_styled(text) if colour else text, err=True, color=colour)
 
 
-def _dedupe(diags: list[Diagnostic]) -> list[Diagnostic]:
-    """One copy of each diagnostic; the `in arch` notes of its copies become one list."""
+def _dedupe(found: list[tuple[Diagnostic, str | None]]) -> list[Diagnostic]:
+    """One copy of each diagnostic of a file's archs (they share its blocks); a warning or note
+    says which archs it concerns."""
     from archlang.diagnostics import Label
 
     seen: dict[tuple, tuple[Diagnostic, list[str]]] = {}
-    for d in diags:
-        key = (d.code, d.message, str(d.span))
-        archs = [n.message[len("in arch "):] for n in d.notes if n.message.startswith("in arch `")]
-        if key in seen:
-            seen[key][1].extend(a for a in archs if a not in seen[key][1])
-        else:
-            seen[key] = (d, archs)
+    for d, arch in found:
+        _, archs = seen.setdefault((d.code, d.message, str(d.span)), (d, []))
+        if arch is not None and not d.is_error and arch not in archs:
+            archs.append(arch)
     out = []
     for d, archs in seen.values():
         if archs:
-            notes = [n for n in d.notes if not n.message.startswith("in arch `")]
-            what = "in arch" if len(archs) == 1 else "in archs"
-            d = Diagnostic(d.code, d.message, d.span, d.help, [*notes, Label(f"{what} {', '.join(archs)}")],
-                           d.severity)
+            names = ", ".join(f"`{a}`" for a in archs)
+            d = Diagnostic(d.code, d.message, d.span, d.help,
+                           [*d.notes, Label(f"in arch{'s' if len(archs) > 1 else ''} {names}")], d.severity)
         out.append(d)
     return out
 
@@ -231,18 +228,6 @@ def _checked(spec: Path, command: str, arch: str | None, sets: list[str] | None,
     if r.graph is None:
         raise typer.Exit(_exit_code(r.diagnostics) or 1)
     return r
-
-
-def _about(diags: list[Diagnostic], arch: str | None) -> list[Diagnostic]:
-    """Warnings and notes say which arch they concern (a file's archs share its blocks);
-    :func:`_dedupe` merges the arch names of the same diagnostic."""
-    from archlang.diagnostics import Label
-
-    if arch is None:
-        return diags
-    return [d if d.is_error else Diagnostic(d.code, d.message, d.span, d.help,
-                                            [*d.notes, Label(f"in arch `{arch}`")], d.severity)
-            for d in diags]
 
 
 def _params(g: Graph) -> tuple[int, int]:
@@ -274,10 +259,10 @@ def check(spec: Annotated[Path, typer.Argument(metavar="SPEC|DIR", help="A .arch
     for f in files:
         prog = load(f)
         names = [arch] if arch else [a.name for a in prog.main_archs()] or [None]
-        diags: list[Diagnostic] = []
+        found: list[tuple[Diagnostic, str | None]] = []
         for name in names:
             r = check_spec(prog, name, set or [])
-            diags.extend(_about(r.diagnostics, r.arch))  # merged per file below
+            found.extend((d, r.arch) for d in r.diagnostics)
             if r.graph is not None:
                 g = r.graph
                 params, trainable = _params(g)
@@ -293,7 +278,7 @@ def check(spec: Annotated[Path, typer.Argument(metavar="SPEC|DIR", help="A .arch
                                      f"{human_count(params, sep='')} params)", indent=24))
             elif r.arch is not None:
                 report.append({"file": str(f), "arch": r.arch, "ok": False})
-        diags = _dedupe(diags)
+        diags = _dedupe(found)
         if format == "text":
             _print_diags(diags, prog.sources, format)
         all_diags.extend(diags)
