@@ -133,19 +133,21 @@ def _check_common(batch: int, dtype: str) -> None:
 
 
 def _check_budget(g: Graph, max_memory: int | str | None = "auto", *, batch: int = 1, train: bool = False,
-                  dtype: str = "float32", sources=None) -> None:
+                  dtype: str = "float32", sources=None):
     """Raise :class:`BudgetError` (E0901, naming the node and its formula) when the estimated
-    peak of ``g`` exceeds ``max_memory`` (see :func:`budget_bytes`); nothing is allocated."""
+    peak of ``g`` exceeds ``max_memory`` (see :func:`budget_bytes`); nothing is allocated.
+    Returns the cost report it computed, or ``None`` when there is no budget to check."""
     _check_common(batch, dtype)
     limit = budget_bytes(max_memory)
     if limit is None:
-        return
+        return None
     from archlang.cost import cost_graph
     from archlang.cost.report import budget_diagnostic
 
-    diag = budget_diagnostic(cost_graph(g, batch=batch, train=train, dtype=dtype), limit)
+    rep = cost_graph(g, batch=batch, train=train, dtype=dtype)
+    diag = budget_diagnostic(rep, limit)
     if diag is None:
-        return
+        return rep
     if max_memory == "auto":
         diag.help = (f"{diag.help}; the default budget is the memory available now ({_human(limit)}): "
                      "pass max_memory (\"64GiB\", or \"off\" for none) to change it")

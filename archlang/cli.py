@@ -349,11 +349,12 @@ def build(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch fil
     r = _checked(spec, "build", arch, set, warnings=True)
     g = r.graph
     try:
-        _check_budget(g, max_memory, batch=batch, train=train, dtype=dtype, sources=r.program.sources)
+        rep = _check_budget(g, max_memory, batch=batch, train=train, dtype=dtype, sources=r.program.sources)
     except BudgetError as e:
         _print_diags(e.diagnostics, r.program.sources, "text")
         raise typer.Exit(1) from None
-    rep = cost_graph(g, batch=batch, train=train, dtype=dtype)
+    if rep is None:  # --max-memory off: the report is still written
+        rep = cost_graph(g, batch=batch, train=train, dtype=dtype)
     from archlang.lower.codegen import generate
     from archlang.lower.rules import LoweringError
 
