@@ -206,3 +206,9 @@ def test_buffers_in_the_report_json_and_summary() -> None:
     assert rep.formula("buffer_bytes") == 1_114_064
     r = CliRunner().invoke(app, ["cost", "specs/swin_t.arch"])
     assert r.exit_code == 0 and "buffers" in r.output and "1,114,064 bytes" in r.output
+
+
+def test_fit_formula_takes_a_spec_path_as_the_readme_writes_it() -> None:
+    per_layer = archlang.fit_formula("specs/igpt.arch", "igpt_l", "res", "attention_bytes", node="blocks.0.attn")
+    B, res = sympy.symbols("B res", positive=True, integer=True)
+    assert sympy.simplify(per_layer - 64 * B * res**4) == 0

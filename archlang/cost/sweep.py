@@ -13,7 +13,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from archlang.check import Program, check_spec
+from archlang.check import Program, check_spec, load_source
 from archlang.cost.report import FIGURES, CostReport, cost_graph, to_sympy
 
 SIZE_PARAMS = ("img", "res", "image_size", "size", "seq", "seq_len", "frames")
@@ -149,7 +149,7 @@ def _off_lattice(values: list[int], limit: int = 16) -> list[int]:
     return cands[:limit]
 
 
-def fit_formula(prog: Program, arch: str | None, param: str, figure: str, node: str | None = None,
+def fit_formula(prog: Program | str | Path, arch: str | None, param: str, figure: str, node: str | None = None,
                 values: list[int] | None = None, sets: dict[str, Any] | None = None, degree: int = 4,
                 check_off_lattice: bool = True, **kw: Any) -> FittedFormula:
     """``figure`` (of ``node``, or in total) as a polynomial in ``param`` and the free sizes.
@@ -161,10 +161,14 @@ def fit_formula(prog: Program, arch: str | None, param: str, figure: str, node: 
     between (Swin at multiples of 224 has whole windows; at 384 they are padded): so the
     formula is also checked at a size off the lattice that the spec accepts, and when it
     disagrees there a :class:`LatticeWarning` says so and the result's ``lattice_only`` is
-    true. The result is a :class:`FittedFormula`, usable as the sympy expression."""
+    true. The result is a :class:`FittedFormula`, usable as the sympy expression. ``prog`` is a
+    loaded program or a spec (a path, or source text)."""
     import warnings
 
     import sympy
+
+    if not isinstance(prog, Program):
+        prog = load_source(prog)
 
     if figure not in FIGURES:
         raise KeyError(f"figure is one of {', '.join(FIGURES)}")
