@@ -14,6 +14,7 @@ from archlang.check import CheckResult, Program, check_spec, load_source
 from archlang.check.elaborate import Elaborator, Frame, show
 from archlang.diagnostics import Diagnostic, render_text
 from archlang.ir.graph import Graph
+from archlang.ir.types import FLOAT_DTYPES
 from archlang.syntax import ast as A
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ class BudgetError(SpecError):
     """The estimated memory of a model exceeds ``max_memory``; nothing was allocated."""
 
 
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = tuple(FLOAT_DTYPES)
 
 
 def available_memory() -> int | None:

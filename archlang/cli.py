@@ -16,6 +16,7 @@ import typer
 import typer.core
 
 from archlang.diagnostics import Diagnostic, Severity, Sources, render_json, render_text
+from archlang.ir.types import FLOAT_DTYPES
 from archlang.units import human_bytes, human_count
 
 if TYPE_CHECKING:
@@ -336,8 +337,8 @@ def build(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch fil
     from archlang.api import BudgetError, _check_budget, budget_bytes
     from archlang.cost import cost_graph
 
-    if dtype not in ("float32", "bfloat16", "float16"):
-        raise _usage(f"--dtype is float32, bfloat16 or float16, not {dtype}")
+    if dtype not in FLOAT_DTYPES:
+        raise _usage(f"--dtype is {', '.join(FLOAT_DTYPES)}, not {dtype}")
     try:
         budget_bytes(max_memory)
     except ValueError as e:
@@ -485,8 +486,8 @@ def cost(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch file
     from archlang.cost.sweep import sweep as sweep_fn
     from archlang.cost.view import summary, sweep_table, table
 
-    if dtype not in ("float32", "bfloat16", "float16"):
-        raise _usage(f"--dtype is float32, bfloat16 or float16, not {dtype}")
+    if dtype not in FLOAT_DTYPES:
+        raise _usage(f"--dtype is {', '.join(FLOAT_DTYPES)}, not {dtype}")
     if plot and not sweep:
         raise _usage("--plot draws a sweep; add --sweep PARAM=V1,V2,...")
     if plot:

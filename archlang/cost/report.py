@@ -28,10 +28,11 @@ from archlang.ir.adapters import param_table
 from archlang.ir.dims import Dim, DimLike, add, mul
 from archlang.ir.graph import Graph, Node
 from archlang.ir.graph import name_levels as levels
+from archlang.ir.types import FLOAT_DTYPES
 from archlang.perf import gc_paused
 
 _VIEWS = (O.Rearrange, O.Identity, O.Take, O.SliceOp, O.Split)  # outputs that share their input's storage
-DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+DTYPE_BYTES = FLOAT_DTYPES
 ADAM_STATE_BYTES = 8  # two fp32 moments per trainable parameter
 FIGURES = ("params", "trainable_params", "flops", "other_flops", "activation_bytes", "saved_bytes",
            "attention_entries", "attention_bytes", "attention_global_bytes", "buffer_bytes")

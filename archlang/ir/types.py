@@ -13,6 +13,10 @@ from archlang.ir.dims import Dim, fmt_shape
 
 DimT = Union[int, Dim]  # noqa: UP007
 
+# The floating-point dtypes a model can be built and costed in, with their bytes per element
+# (torch's names: `torch.bfloat16` ...). The one list the API, CLI, cost, lowering and I/O use.
+FLOAT_DTYPES: dict[str, int] = {"float32": 4, "bfloat16": 2, "float16": 2}
+
 
 class TensorType(BaseModel):
     model_config = ConfigDict(frozen=True)

@@ -17,9 +17,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from archlang.ir.graph import Graph
+from archlang.ir.types import FLOAT_DTYPES
 from archlang.lower.codegen import generate
 
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = tuple(FLOAT_DTYPES)
 
 
 def load_source(source: str, name: str) -> types.ModuleType:

@@ -19,7 +19,7 @@ from typing import Any
 from archlang.ir import ops as O
 from archlang.ir.dims import Dim, fmt
 from archlang.ir.graph import Graph, Node, Scope, ValueRef
-from archlang.ir.types import TensorType
+from archlang.ir.types import FLOAT_DTYPES, TensorType
 from archlang.lower.rules import (
     LOWER_RULES,
     MAX_INDEX_GAP,
@@ -1074,14 +1074,11 @@ def prelude_sources(names: set[str]) -> list[str]:
     return out
 
 
-DTYPES = {"float32": "torch.float32", "bfloat16": "torch.bfloat16", "float16": "torch.float16"}
-
-
 def generate(graph: Graph, dtype: str = "float32") -> tuple[str, str]:
     """Return ``(source, class_name)`` of the generated module for ``graph``; the module's
     ``build()`` constructs the model in ``dtype`` by default."""
-    if dtype not in DTYPES:
-        raise LoweringError(f"dtype is one of {', '.join(DTYPES)}, not {dtype!r}")
+    if dtype not in FLOAT_DTYPES:
+        raise LoweringError(f"dtype is one of {', '.join(FLOAT_DTYPES)}, not {dtype!r}")
     for n in graph.nodes:
         if type(n.op) not in LOWER_RULES:
             raise LoweringError(f"no lowering rule for op `{n.op.op}`")
@@ -1125,7 +1122,7 @@ def generate(graph: Graph, dtype: str = "float32") -> tuple[str, str]:
         parts.append("\n\n\n".join(src_helpers))
     parts.extend(blocks)
     parts.append(
-        f"def build(dtype: torch.dtype = {DTYPES[dtype]}) -> {root_plan.name}:\n"
+        f"def build(dtype: torch.dtype = torch.{dtype}) -> {root_plan.name}:\n"
         f"    \"\"\"A freshly initialised `{doc(graph.arch)}`, its parameters and float buffers created in `dtype`.\"\"\"\n"
         f"    default = torch.get_default_dtype()\n"
         f"    torch.set_default_dtype(dtype)\n"
