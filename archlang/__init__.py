@@ -15,6 +15,7 @@ from __future__ import annotations
 # `archlang.cost` name; the packages stay importable as `from archlang.cost import ...`.
 import archlang.check as _check_package  # noqa: F401
 import archlang.cost as _cost_package  # noqa: F401
+import archlang.ops as _ops_package  # noqa: F401  (the op families: every op and its rules)
 import archlang.render as _render_package  # noqa: F401  (same reason: `archlang.render()` is the function)
 from archlang.api import (
     SpecError,

@@ -29,9 +29,10 @@ torch = pytest.importorskip("torch")
 import archlang  # noqa: E402
 from archlang.check import choose_arch, load  # noqa: E402
 from archlang.ir import ops as O  # noqa: E402
-from archlang.ir.ops import OP_CLASSES  # noqa: E402
+from archlang.ir.ops import op_classes  # noqa: E402
 from archlang.lower.example import example_inputs  # noqa: E402
 from archlang.lower.interpret import EVAL_RULES, Interpreter, InterpretError, interpret  # noqa: E402
+from archlang.ops.registry import DEFS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted((ROOT / "specs").glob("*.arch"))
@@ -129,7 +130,7 @@ def assert_agree(spec, arch: str | None = None, *, modes=(False, True), batch: i
 
 
 def test_every_op_has_an_eval_rule() -> None:
-    missing = [c.__name__ for c in OP_CLASSES if c not in EVAL_RULES]
+    missing = [c.__name__ for c in op_classes() if c not in EVAL_RULES]
     assert not missing
 
 
@@ -349,17 +350,29 @@ def _write(tmp_path: Path, text: str, name: str = "t") -> Path:
     return path
 
 
+# the examples of the ops that family modules define (archlang/ops/*.py), with their sizes
+FAMILY_SPECS: dict[str, tuple[str, dict[str, int]]] = {
+    d.cls.__name__: (d.example, dict(d.example_sizes)) for d in DEFS.values()}
+
+
 @pytest.mark.parametrize("name", list(OP_SPECS))
 def test_op_agrees_with_the_interpreter(name: str, tmp_path: Path) -> None:
     assert_agree(_write(tmp_path, OP_SPECS[name]), sizes={"S": 9})
 
 
+@pytest.mark.parametrize("name", list(FAMILY_SPECS))
+def test_family_op_example_agrees_with_the_interpreter(name: str, tmp_path: Path) -> None:
+    text, sizes = FAMILY_SPECS[name]
+    assert_agree(_write(tmp_path, text), sizes={**SIZES, **sizes})
+
+
 def test_every_op_is_exercised_op_by_op(tmp_path: Path) -> None:
-    """The hand-written specs above reach every op class."""
+    """The hand-written specs above and the family ops' examples reach every op class."""
     seen: set[type] = set()
-    for name, text in OP_SPECS.items():
+    texts = {**OP_SPECS, **{name: text for name, (text, _) in FAMILY_SPECS.items()}}
+    for name, text in texts.items():
         seen |= {type(n.op) for n in archlang.graph(_write(tmp_path, text, name)).nodes}
-    missing = [c.__name__ for c in OP_CLASSES if c not in seen]
+    missing = [c.__name__ for c in op_classes() if c not in seen]
     assert not missing
 
 

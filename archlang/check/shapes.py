@@ -57,6 +57,12 @@ def _eq(a: DimLike, b: DimLike, message: str, help: str | None = None, i: int = 
         raise ShapeError("E0301", message, help, input_index=i)
 
 
+# the helpers under public names, for the family modules of archlang.ops
+expect_rank = _rank
+expect_min_rank = _min_rank
+expect_equal = _eq
+
+
 def _norm_dim(dim: int, rank: int, what: str) -> int:
     if not -rank <= dim < rank:
         raise ShapeError("E0304", f"{what}: dim {dim} is out of range for a rank-{rank} tensor")

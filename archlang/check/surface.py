@@ -92,6 +92,11 @@ def _last(ctx: BuildCtx, x: TensorType, what: str) -> int:
     return _const(ctx, x.shape[-1], f"the input width of `{what}`")
 
 
+# the helpers under public names, for the family modules of archlang.ops
+const_dim = _const
+last_dim = _last
+
+
 # ----------------------------------------------------------------------------- layers
 
 

@@ -9,16 +9,17 @@ use them for module names, diagram clusters and adapter selectors.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from functools import cached_property
 from typing import TYPE_CHECKING, Literal, Union
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator
 from typing_extensions import TypeAliasType
 
 from archlang.diagnostics import Span
 from archlang.ir.dims import Dim
-from archlang.ir.ops import Op, OpBase
+from archlang.ir.ops import OpBase, op_class
 from archlang.ir.types import TensorType
 
 if TYPE_CHECKING:
@@ -53,12 +54,26 @@ class Node(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     name: str
-    op: Op
+    op: SerializeAsAny[OpBase]  # any registered op class, serialised with its own fields
     inputs: tuple[ValueRef, ...] = ()
     outputs: tuple[TensorType, ...] = ()
     scope: str = ""  # the innermost block instance this node belongs to ("" = top level)
     vars: tuple[str, ...] = ()  # the spec's variable names for the outputs, where it named them
     span: Span
+
+    @field_validator("op", mode="before")
+    @classmethod
+    def _op_by_tag(cls, v: object) -> object:
+        """An op instance as it is; a mapping (from JSON) becomes the class its ``op`` tag names."""
+        if isinstance(v, dict):
+            tag = v.get("op")
+            found = op_class(tag) if isinstance(tag, str) else None
+            if found is None:
+                raise ValueError(f"unknown op tag {tag!r:.60}")
+            return found.model_validate(v)
+        if isinstance(v, OpBase) and type(v) is not OpBase:
+            return v
+        raise ValueError("an op must be an instance of a registered op class or its JSON mapping")
 
 
 class ParamValue(BaseModel):
@@ -124,6 +139,9 @@ class Graph(BaseModel):
     scopes: tuple[Scope, ...] = ()
     adapters: tuple[AdapterTap, ...] = ()
     freezes: tuple[FreezeRule, ...] = ()
+    # `checkpoint "sel"` globs over block instances (block_instances()) to activation-checkpoint
+    # by default in the generated module; left out of the JSON when empty (same IR digest as before)
+    checkpoint: tuple[str, ...] = Field(default=(), exclude_if=lambda v: not v)
 
     # -- lookups (cached; the model is frozen)
     @cached_property
@@ -141,6 +159,16 @@ class Graph(BaseModel):
             if p.name == name:
                 return p.value
         raise KeyError(name)
+
+    def block_instances(self) -> list[str]:
+        """The outermost block instances whose block is instantiated more than once, in graph
+        order (``blocks.3``; ``layers.1.blocks.0`` and ``layers.1.downsample`` in Swin): the
+        units activation checkpointing can recompute."""
+        paths = {s.path for s in self.scopes}
+        outer = [s for s in self.scopes
+                 if not any(s.path[:i] in paths for i, c in enumerate(s.path) if c == ".")]
+        counts = Counter(s.block for s in outer)
+        return [s.path for s in outer if counts[s.block] > 1]
 
     def input_nodes(self) -> list[Node]:
         return [self.by_name[n] for n in self.inputs]

@@ -1,17 +1,21 @@
-"""The op vocabulary: every primitive operation of the IR, defined once.
+"""The op vocabulary's base classes and the built-in ops of the IR.
 
 Takes: nothing (pure definitions). Produces: one frozen pydantic class per op holding its
-typed attributes (the ``op`` field is the tag of the :data:`Op` union), and for ops with
-weights, :meth:`OpBase.parameters` giving each weight's local name and shape. Every later
-stage keeps a table keyed by these classes: shape rules (``archlang.check.shapes``),
-cost rules, lowering rules and drawing rules; tests fail when a table misses an op.
+typed attributes (the ``op`` field is its tag), and for ops with weights,
+:meth:`OpBase.parameters` giving each weight's local name and shape. Defining a subclass of
+:class:`OpBase` with a literal ``op`` tag registers it (:func:`op_classes`, :func:`op_class`),
+so the vocabulary is open: the family modules of :mod:`archlang.ops` define an op and all
+its rules (signature, shape, cost, lowering, drawing, interpreter) in one file. The ops
+below predate that layout: their rules live in the tables of each stage
+(``archlang.check.shapes``, ``archlang.cost.rules``, ``archlang.lower.rules``,
+``archlang.render.rules``, ``archlang.lower.interpret``); tests fail when a table misses an op.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from archlang.ir.dims import Dim
 from archlang.ir.types import TensorType
@@ -46,8 +50,28 @@ class BufferSpec(BaseModel):
     persistent: bool = False
 
 
+# Every concrete op class, by its tag: filled as classes are defined (here and in the family
+# modules of :mod:`archlang.ops`), never listed by hand. See :func:`op_classes`.
+_BY_TAG: dict[str, type[OpBase]] = {}
+
+
 class OpBase(BaseModel):
+    """The base of every op. A subclass whose ``op`` field has a literal default is a concrete
+    op: defining it registers it under that tag (two classes may not share a tag)."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: object) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        field = cls.model_fields.get("op")
+        tag = field.default if field is not None else None
+        if not isinstance(tag, str):
+            return  # an abstract base (_AttnCommon)
+        other = _BY_TAG.get(tag)
+        if other is not None and other.__qualname__ != cls.__qualname__:
+            raise TypeError(f"op tag {tag!r} is taken by {other.__module__}.{other.__qualname__}")
+        _BY_TAG[tag] = cls
 
     def parameters(self) -> tuple[ParamSpec, ...]:
         return ()
@@ -576,21 +600,13 @@ class Matmul(OpBase):
     op: Literal["matmul"] = "matmul"
 
 
-OP_CLASSES: tuple[type[OpBase], ...] = (
-    Input, Output, Linear, Conv2d, Conv1d, LayerNorm, BatchNorm, GroupNorm, Embedding,
-    PrependToken, PosEmbed, Attention, CrossAttention, WindowAttention, LocalAttention,
-    PooledAttention, Activation, Glu, Softmax, Dropout, DropPath, Binary, Scale, Rearrange,
-    Concat, Split, Mean, Pool2d, Take, SliceOp, Identity, Roll, Matmul, ChannelScale, Affine, TiedLinear,
-    LearnedTokens, SpatialShift, RelPosAttention, WindowAttentionV2, ChannelShift,
-)
+def op_classes() -> tuple[type[OpBase], ...]:
+    """Every op class defined so far, in definition order. The family modules of
+    :mod:`archlang.ops` add theirs when ``archlang`` is imported, so after ``import archlang``
+    this is the whole vocabulary."""
+    return tuple(_BY_TAG.values())
 
-Op = Annotated[
-    Union[  # noqa: UP007
-        Input, Output, Linear, Conv2d, Conv1d, LayerNorm, BatchNorm, GroupNorm, Embedding,
-        PrependToken, PosEmbed, Attention, CrossAttention, WindowAttention, LocalAttention,
-        PooledAttention, Activation, Glu, Softmax, Dropout, DropPath, Binary, Scale, Rearrange,
-        Concat, Split, Mean, Pool2d, Take, SliceOp, Identity, Roll, Matmul, ChannelScale, Affine, TiedLinear,
-        LearnedTokens, SpatialShift, RelPosAttention, WindowAttentionV2, ChannelShift,
-    ],
-    Field(discriminator="op"),
-]
+
+def op_class(tag: str) -> type[OpBase] | None:
+    """The op class with tag ``tag`` (``"linear"``), or None."""
+    return _BY_TAG.get(tag)

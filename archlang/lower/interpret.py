@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from archlang.ir import ops as O
 from archlang.ir.adapters import lora_module, lora_param_name, lora_targets
 from archlang.ir.graph import Graph, Node
+from archlang.ops.registry import eval_rules
 
 
 class InterpretError(Exception):
@@ -121,6 +122,10 @@ def rule(*classes: type[O.OpBase]) -> Callable[[EvalRule], EvalRule]:
             EVAL_RULES[c] = fn
         return fn
     return deco
+
+
+# the rules of the ops defined in archlang.ops family modules (loaded with `import archlang`)
+EVAL_RULES.update(eval_rules())
 
 
 def param_lookup(params: Mapping[str, Tensor], node: str, local: str) -> Tensor:
