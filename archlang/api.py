@@ -157,6 +157,62 @@ def _check_budget(g: Graph, max_memory: int | str | None = "auto", *, batch: int
     raise BudgetError([diag], render_text([diag], sources or Sources()))
 
 
+def _plan_budget(g: Graph, max_memory: int | str | None = "auto", *, batch: int = 1, train: bool = False,
+                 dtype: str = "float32", sources=None):
+    """The budget check of a build: for inference :func:`_check_budget`; for a training step
+    the activation-checkpoint plan (:mod:`archlang.cost.plan`) that fits ``max_memory`` with the
+    least recomputation, the spec's ``checkpoint`` statements included. Returns ``(report,
+    plan)`` (``None`` for what was not computed); raises :class:`BudgetError` (E0901, with the
+    largest batch that fits with every block checkpointed) when no plan fits."""
+    if not train:
+        return _check_budget(g, max_memory, batch=batch, dtype=dtype, sources=sources), None
+    _check_common(batch, dtype)
+    limit = budget_bytes(max_memory)
+    from archlang.cost import cost_graph
+    from archlang.cost.plan import plan_checkpoints, resolve
+
+    rep = cost_graph(g, batch=batch, train=True, dtype=dtype)
+    plan = plan_checkpoints(rep, limit, resolve(g))
+    if plan.fits:
+        return rep, plan
+    assert limit is not None
+    diag = _no_plan_diagnostic(g, rep, plan, limit, max_memory)
+    raise BudgetError([diag], render_text([diag], sources or _sources()))
+
+
+def _sources():
+    from archlang.diagnostics import Sources
+
+    return Sources()
+
+
+def _no_plan_diagnostic(g: Graph, rep, plan, limit: int, max_memory: int | str | None) -> Diagnostic:
+    """E0901 for a training step that no checkpoint plan fits: the budget diagnostic of the
+    unplanned step, what checkpointing every block still needs, and the batch that would fit."""
+    from archlang.cost.plan import fitting_batch
+    from archlang.cost.report import budget_diagnostic
+    from archlang.diagnostics import Label
+
+    diag = budget_diagnostic(rep, limit) or Diagnostic(
+        "E0901", f"a training step needs ~{_human(plan.peak_after)} at batch {rep.batch} ({rep.dtype}) with the "
+                 f"spec's checkpointed blocks; over the budget of {_human(limit)}", None)
+    if plan.candidates:
+        diag.notes.append(Label(f"activation checkpointing of all {plan.candidates} block instances still needs "
+                                f"~{_human(plan.peak_after)}"))
+    else:
+        diag.notes.append(Label("no repeated block instances to activation-checkpoint"))
+    fit = fitting_batch(g, limit, rep.batch, rep.dtype, rep.sizes) if plan.candidates else None
+    if fit is not None:
+        diag.help = (f"batch {fit} fits with every block instance checkpointed (--batch {fit}); or use --dtype "
+                     "bfloat16, or raise --max-memory")
+    else:
+        diag.help = ("not even batch 1 fits with every block instance checkpointed: use --dtype bfloat16, a "
+                     "smaller model, or raise --max-memory")
+    if max_memory == "auto":
+        diag.help += f"; the default budget is the memory available now ({_human(limit)})"
+    return diag
+
+
 def _human(n: int) -> str:
     from archlang.units import human_bytes
 
@@ -176,15 +232,24 @@ def build(spec: str | Path | Program, arch: str | None = None, *, compile: bool 
     parameters, buffers, activations and attention in ``dtype``, exceeds ``max_memory`` is
     refused with :class:`BudgetError`: by default the budget is the memory available now;
     give bytes or a size ("16GiB"), or ``None``/"off" for no budget.
+
+    With ``train=True`` the model is built with the activation-checkpoint plan that fits the
+    budget with the least recomputation (:func:`archlang.cost.plan.plan_checkpoints`; the
+    spec's ``checkpoint "..."`` statements are always in it): ``model.checkpoint_plan`` names
+    the blocks, ``model.archlang_checkpoint_plan`` is the plan with its figures, and
+    ``model.set_grad_checkpointing(True / False / names)`` switches at run time. E0901
+    (:class:`BudgetError`) when even checkpointing every block does not fit; it names the
+    largest batch that would.
     """
     from archlang.lower.build import instantiate
 
     _check_common(batch, dtype)
     prog = spec if isinstance(spec, Program) else load_source(spec)
     g = graph(prog, arch, **params)
-    _check_budget(g, max_memory, batch=batch, train=train, dtype=dtype, sources=prog.sources)
-    model, _ = instantiate(g, dtype=dtype)
-    model.archlang_graph = g
+    _, plan = _plan_budget(g, max_memory, batch=batch, train=train, dtype=dtype, sources=prog.sources)
+    model, _ = instantiate(planned_graph(g, plan), dtype=dtype)
+    model.archlang_graph = g  # the spec's IR (what `save` checks); the plan is in the code
+    model.archlang_checkpoint_plan = plan
     model.archlang_program = prog  # the sources `save` stores, as they were read for this build
     model.archlang_spec_text = prog.sources.get(prog.main_file) or _spec_text(spec)
     if compile:
@@ -192,6 +257,14 @@ def build(spec: str | Path | Program, arch: str | None = None, *, compile: bool 
 
         return torch.compile(model, fullgraph=True)
     return model
+
+
+def planned_graph(g: Graph, plan) -> Graph:
+    """``g`` with a checkpoint plan's blocks as its ``checkpoint`` selectors (the generated code
+    checkpoints them by default); ``g`` itself without a plan or when the plan adds nothing."""
+    if plan is None or set(plan.blocks) == set(plan.declared):
+        return g
+    return g.model_copy(update={"checkpoint": (*g.checkpoint, *(b for b in plan.blocks if b not in plan.declared))})
 
 
 def _spec_text(spec: str | Path) -> str:

@@ -181,6 +181,7 @@ class Elaborator:
         self.outputs: list[str] = []
         self.adapt_stmts: list[A.Adapt] = []
         self.freeze_stmts: list[A.Freeze] = []
+        self.checkpoint_stmts: list[A.Checkpoint] = []
         self.steps = 0
         self.tap_order: dict[int, int] = {}  # statement -> position among adapt/freeze statements
         # (scope path, node, output index) -> the spec's variable name for that value in that scope
@@ -274,10 +275,10 @@ class Elaborator:
         for alias in reversed(chain[:-1]):
             assert isinstance(alias, A.ArchAlias)
             for st in alias.body:
-                if isinstance(st, A.Adapt | A.Freeze):
+                if isinstance(st, A.Adapt | A.Freeze | A.Checkpoint):
                     self.exec_stmt(st, fr, in_arch=True)
                 else:
-                    self.record(Diagnostic("E0406", "a variant's body may only hold `adapt`, `freeze` and `unfreeze`",
+                    self.record(Diagnostic("E0406", "a variant's body may only hold `adapt`, `freeze`, `unfreeze` and `checkpoint`",
                                            st.span, help="put other statements in the base arch"))
         if not self.outputs and not any(d.is_error for d in self.diags):
             self.record(Diagnostic("E0605", f"arch `{name}` has no outputs", base.span,
@@ -285,9 +286,31 @@ class Elaborator:
         adapters, freezes = self.resolve_adapters()
         if any(d.is_error for d in self.diags):
             return None
-        return Graph(arch=name, family=base.name, file=self.prog.main_file, params=tuple(params),
-                     inputs=tuple(self.inputs), outputs=tuple(self.outputs), nodes=tuple(self.hinted_nodes()),
-                     scopes=tuple(self.hinted_scopes()), adapters=adapters, freezes=freezes)
+        g = Graph(arch=name, family=base.name, file=self.prog.main_file, params=tuple(params),
+                  inputs=tuple(self.inputs), outputs=tuple(self.outputs), nodes=tuple(self.hinted_nodes()),
+                  scopes=tuple(self.hinted_scopes()), adapters=adapters, freezes=freezes)
+        return self.with_checkpoints(g)
+
+    def with_checkpoints(self, g: Graph) -> Graph | None:
+        """``g`` with the `checkpoint` selectors; E0707 for one that matches no block instance."""
+        if not self.checkpoint_stmts:
+            return g
+        blocks = g.block_instances()
+        shown = ", ".join(f"`{b}`" for b in blocks[:4]) + (", ..." if len(blocks) > 4 else "")
+        hint = (f"selectors are globs over the repeated top-level block instances: {shown}" if blocks
+                else "only a block called more than once, outside any other block, can be checkpointed")
+        sels: list[str] = []
+        for st in self.checkpoint_stmts:
+            for k, sel in enumerate(st.selectors):
+                if not any(fnmatch.fnmatchcase(b, sel) for b in blocks):
+                    self.record(Diagnostic("E0707", f"checkpoint selector \"{sel}\" matches no block instance",
+                                           _at(st.selector_spans, k, st.span),
+                                           help=did_you_mean(sel, blocks) or hint))
+                if sel not in sels:
+                    sels.append(sel)
+        if any(d.is_error for d in self.diags):
+            return None
+        return g.model_copy(update={"checkpoint": tuple(sels)})
 
     def hinted_nodes(self) -> list[Node]:
         out = []
@@ -534,6 +557,11 @@ class Elaborator:
                 raise self.fail("E0406", "`adapt` belongs in an arch or variant body", st.span)
             self.adapt_stmts.append(st)
             self.tap_order[id(st)] = len(self.tap_order)
+            return None
+        if isinstance(st, A.Checkpoint):
+            if not in_arch:
+                raise self.fail("E0406", "`checkpoint` belongs in an arch or variant body", st.span)
+            self.checkpoint_stmts.append(st)
             return None
         if isinstance(st, A.Freeze):
             if not in_arch:

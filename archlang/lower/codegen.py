@@ -546,6 +546,10 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
     inst0 = insts[0]
     head = _classifier_head(graph, lora) if is_root else None
     head_expr: ast.expr | None = None  # the head applied to `x`, for forward_head
+    # a checkpoint plan (spec statements or archc build --max-memory): every repeated top-level
+    # block instance gets a run-time switch, `blk.grad_checkpointing`; the plan's are on at first
+    ckpt_plan = checkpoint_plan(graph) if is_root else ()
+    ckpt_blocks = set(graph.block_instances()) if ckpt_plan else set()
     fwd_args_used: set[str] = set()
     tree = ModuleTree(set(plan.args) | {"self"})
     # value names in forward
@@ -670,12 +674,12 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
             rest = [ref_code(r) for r in it.inputs[1:]]
             step = call(ast.Name(id=blk, ctx=ast.Load()), ast.Name(id=v, ctx=ast.Load()), *rest)
             shape = comment_text(out_comment(children, 0))
-            if head is not None:  # a classifier: timm's activation checkpointing of repeated blocks
+            if head is not None or ckpt_plan:  # timm's activation checkpointing of repeated blocks
                 plan.uses_checkpoint = True
                 ckpt = call("torch.utils.checkpoint.checkpoint", ast.Name(id=blk, ctx=ast.Load()),
                             ast.Name(id=v, ctx=ast.Load()), *rest, use_reentrant=lit(False))
-                body.append("            if self.grad_checkpointing and torch.is_grad_enabled() "
-                            "and not torch.jit.is_scripting():")
+                flag = f"{blk}.grad_checkpointing" if ckpt_plan else "self.grad_checkpointing"  # per instance
+                body.append(f"            if {flag} and torch.is_grad_enabled() and not torch.jit.is_scripting():")
                 body.append(f"                {v} = {code(ckpt, fwd_names)}  # {shape}")
                 body.append("            else:")
                 body.append(f"                {v} = {code(step, fwd_names)}  # {shape}")
@@ -695,8 +699,9 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
             keys = [(r.node, r.index) for r in outs]
             first_in = names.get((it.inputs[0].node, it.inputs[0].index)) if it.inputs else None
             nxt = items[idx + 1] if idx + 1 < len(items) else None
+            switched = it.path in ckpt_blocks  # a checkpointable instance of a planned model: not inlined
             if len(keys) == 1 and keys[0] not in names and uses[keys[0]] == 1 and len(code(call_expr)) <= 70 \
-                    and isinstance(nxt, Node) and not isinstance(nxt.op, O.Output):
+                    and isinstance(nxt, Node) and not isinstance(nxt.op, O.Output) and not switched:
                 pref = (it.scope.output_vars[0] if it.scope and it.scope.output_vars else "") \
                     or child_local.split(".")[-1]
                 pending[keys[0]] = (call_expr, comment, first_in or "x" if pref.isdigit() else pref)
@@ -715,6 +720,16 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
                 names[key] = v
                 live_names[v] = key
                 var_names.append(v)
+            if switched:
+                plan.uses_checkpoint = True
+                mod = access_node(child_local)
+                ckpt = call("torch.utils.checkpoint.checkpoint", mod, *args, use_reentrant=lit(False))
+                body.append(f"        if {code(mod)}.grad_checkpointing and torch.is_grad_enabled() "
+                            "and not torch.jit.is_scripting():")
+                emit(", ".join(var_names), ckpt, comment, "            ")
+                body.append("        else:")
+                emit(", ".join(var_names), call_expr, comment, "            ")
+                continue
             emit(", ".join(var_names), call_expr, comment)
             continue
         node_ = it
@@ -807,6 +822,9 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
         if head is not None:
             lines.append(f"    default_cfg = {_default_cfg(graph, head)!r}")
             lines.append("    pretrained_cfg = default_cfg")
+        if ckpt_plan:
+            lines.append(f"    checkpoint_blocks = {tuple(state_key(b) for b in graph.block_instances())!r}")
+            lines.append(f"    checkpoint_plan = {tuple(state_key(b) for b in ckpt_plan)!r}  # checkpointed by default")
         lines.append("")
     schedules = _schedules(child_calls, set(plan.args) | {"self"})
     tree_lines = tree.lines()
@@ -817,6 +835,7 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
     lines.append("        super().__init__()")
     if head is not None:
         lines.append(f"        self.num_classes = {head.op.out_features!r}")  # type: ignore[attr-defined]
+    if head is not None or ckpt_plan:
         lines.append("        self.grad_checkpointing = False")
     for a in plan.args:
         if a in fwd_args_used:
@@ -828,13 +847,17 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
         plan.helpers.add("set_trainable")
         lines.append("        # fine-tuning, as the spec says: LoRA weights train; these rules set the rest")
         lines.append(f"        set_trainable(self, {rules!r})")
+    if ckpt_plan:
+        lines.append("        self.set_grad_checkpointing(self.checkpoint_plan)")
     if is_root and (nwd := _no_weight_decay(graph)):
         lines.append("")
         lines.append("    def no_weight_decay(self) -> set[str]:")
         lines.append('        """Parameters that take no weight decay (timm convention): tokens, positions, bias tables."""')
         lines.append("        return {" + ", ".join(repr(n) for n in nwd) + "}")
     if head is not None:
-        lines.extend(_classifier_methods(head))
+        lines.extend(_classifier_methods(head, planned=bool(ckpt_plan)))
+    if ckpt_plan:
+        lines.extend(PLANNED_CHECKPOINTING)
     lines.append("")
     in_types = [graph.type_of(r) for r in in_refs] if not is_root else [n.outputs[0] for n in graph.input_nodes()]
     lines.append(f"    def {'forward_features' if head is not None else 'forward'}(self, {', '.join(params)}):")
@@ -889,24 +912,55 @@ def _default_cfg(graph: Graph, head: Node) -> dict[str, Any]:
     return cfg
 
 
-def _classifier_methods(head: Node) -> list[str]:
-    """timm's ``reset_classifier`` and ``set_grad_checkpointing`` for a classifier's root class."""
+def _classifier_methods(head: Node, planned: bool = False) -> list[str]:
+    """timm's ``reset_classifier`` and ``set_grad_checkpointing`` (unless ``planned``: then
+    :data:`PLANNED_CHECKPOINTING` has it) for a classifier's root class."""
     op = head.op
     assert isinstance(op, O.Linear)
     target = code(access_node(state_key(head.name)))
     new = call("nn.Linear", op.in_features, ast.Name(id="num_classes", ctx=ast.Load()),
                **({} if op.bias else {"bias": lit(False)}))
-    return [
+    reset = [
         "",
         "    def reset_classifier(self, num_classes: int):",
         '        """A fresh classifier with `num_classes` outputs (timm convention); 0 leaves none: logits are features."""',
         "        self.num_classes = num_classes",
         f"        {target} = {code(new)} if num_classes > 0 else nn.Identity()",
+    ]
+    if planned:
+        return reset
+    return [
+        *reset,
         "",
         "    def set_grad_checkpointing(self, enable: bool = True):",
         '        """Run the repeated blocks under activation checkpointing while grad is on (timm convention)."""',
         "        self.grad_checkpointing = enable",
     ]
+
+
+# the run-time switch of a model built with a checkpoint plan (`checkpoint_blocks`, `checkpoint_plan`)
+PLANNED_CHECKPOINTING = [
+    "",
+    "    def set_grad_checkpointing(self, enable=True):",
+    '        """Activation checkpointing while grad is on (timm convention): True for every block in',
+    "        `checkpoint_blocks`, False for none, or the names of the blocks to checkpoint (built with",
+    '        `checkpoint_plan`)."""',
+    "        names = set(self.checkpoint_blocks if enable is True else () if enable is False else",
+    "                    [enable] if isinstance(enable, str) else enable)",
+    "        unknown = sorted(names - set(self.checkpoint_blocks))",
+    "        if unknown:",
+    '            raise ValueError(f"not a block that can be checkpointed: {unknown[0]!r} (see checkpoint_blocks)")',
+    "        self.grad_checkpointing = bool(names)",
+    "        for name in self.checkpoint_blocks:",
+    "            self.get_submodule(name).grad_checkpointing = name in names",
+]
+
+
+def checkpoint_plan(graph: Graph) -> tuple[str, ...]:
+    """The block instances the graph's ``checkpoint`` globs select (:mod:`archlang.cost.plan`)."""
+    from archlang.cost.plan import resolve
+
+    return resolve(graph)
 
 
 def arg_code(arg: tuple[str, int], root: str) -> ast.expr:

@@ -217,6 +217,14 @@ class Freeze(Stmt):
     selector_spans: tuple[Span, ...] = ()
 
 
+@dataclass(frozen=True)
+class Checkpoint(Stmt):
+    """``checkpoint "blocks.*"``: activation-checkpoint the block instances the globs select."""
+
+    selectors: tuple[str, ...]
+    selector_spans: tuple[Span, ...] = ()
+
+
 # ----------------------------------------------------------------------------- definitions
 
 

@@ -27,7 +27,8 @@ _TERMINAL_NAMES = {
     "LPAR": "`(`", "RPAR": "`)`", "LSQB": "`[`", "RSQB": "`]`", "LBRACE": "`{`", "RBRACE": "`}`",
     "COMMA": "`,`", "COLON": "`:`", "EQUAL": "`=`", "DOT": "`.`", "__ANON_0": "`..`",
     "MINUS": "`-`", "STAR": "`*`", "COMP_OP": "a comparison", "ADD_OP": "`+`/`-`",
-    "MUL_OP": "`*`/`/`", "POW_OP": "`**`", "FREEZE": "`freeze`", "$END": "end of file",
+    "MUL_OP": "`*`/`/`", "POW_OP": "`**`", "FREEZE": "`freeze`", "CHECKPOINT": "`checkpoint`",
+    "$END": "end of file",
 }
 
 
@@ -369,6 +370,10 @@ class _Builder(Transformer):
     def freeze_stmt(self, meta, c):
         return A.Freeze(self._span(meta), str(c[0]) == "freeze", tuple(str(s)[1:-1] for s in c[1]),
                         tuple(self._tok(s) for s in c[1]))
+
+    @v_args(meta=True)
+    def checkpoint_stmt(self, meta, c):
+        return A.Checkpoint(self._span(meta), tuple(str(s)[1:-1] for s in c[1]), tuple(self._tok(s) for s in c[1]))
 
     # -- definitions
     def params(self, c):
