@@ -58,6 +58,7 @@ CODES: dict[str, str] = {
     "E0302": "wrong rank",
     "E0303": "bad rearrange pattern",
     "E0304": "index out of range",
+    "E0310": "key/value heads do not divide the query heads",
     "E0401": "wrong argument type",
     "E0402": "missing argument",
     "E0403": "too many arguments",

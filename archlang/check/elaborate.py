@@ -238,6 +238,8 @@ class Elaborator:
         self.taken[name] = span
 
     def auto_name(self, fr: Frame, base: str) -> str:
+        if base in MODULE_MEMBERS:  # an op named like a member (`attend`): its nodes are `attend_op`, ...
+            base = f"{base}_op"
         key = self.full(fr, base)
         n = self.counters.get(key, 0)
         while True:
