@@ -1620,4 +1620,8 @@ def elaborate(prog: Program, arch: str, overrides: list[Override] | None = None
               ) -> tuple[Graph | None, list[Diagnostic]]:
     el = Elaborator(prog)
     graph = el.run_arch(arch, overrides or [])
+    if graph is not None:  # constant expressions become build-time buffers (archlang.ops.tensor)
+        from archlang.ops.tensor import fold_constants
+
+        graph = fold_constants(graph)
     return graph, el.diags
