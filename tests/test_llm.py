@@ -92,3 +92,84 @@ def test_rope_costs_no_parameters_or_buffers_and_no_counted_flops() -> None:
 def test_rope_refuses_an_odd_number_of_rotated_channels() -> None:
     diags = archlang.check("arch t() {\n  in x: [B, 4, T, 10]\n  out y = rope(x, fraction = 0.5)\n}\n")
     assert any(d.code == "E0406" and "fraction" in d.message for d in diags)
+
+
+# ----------------------------------------------------------------------------- Llama
+
+LLAMA = "specs/llama.arch"
+TINY = {"vocab": 101, "dim": 64, "layers": 2, "heads": 4, "kv_heads": 2, "ffn": 172, "norm_eps": 1e-5}
+
+
+def _perturbed(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Every tensor moved off its initial value (RMSNorm gains start at exactly 1)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    return model.eval()
+
+
+def _hf_llama(theta: float, tie: bool = False, cls_name: str = "LlamaForCausalLM", **extra):
+    cfg_cls = getattr(transformers, cls_name.replace("ForCausalLM", "Config"))
+    cfg = cfg_cls(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                  intermediate_size=172, vocab_size=101, rms_norm_eps=1e-5, max_position_embeddings=512,
+                  rope_parameters={"rope_type": "default", "rope_theta": theta}, tie_word_embeddings=tie,
+                  attn_implementation="eager", **extra)
+    torch.manual_seed(0)
+    return _perturbed(getattr(transformers, cls_name)(cfg))
+
+
+def _logits_gap(ours: torch.nn.Module, hf: torch.nn.Module, T: int, seed: int = 1) -> float:
+    ids = torch.randint(0, 101, (2, T), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        want = hf(input_ids=ids).logits
+        got = ours(ids)
+    assert got.shape == want.shape == (2, T, 101)
+    assert want.abs().max().item() > 0.5  # logits are not all near zero
+    return (got - want).abs().max().item()
+
+
+@pytest.mark.parametrize("theta", [10000.0, 500000.0])
+def test_llama_loads_hf_state_dict_strictly_and_matches_logits(theta: float) -> None:
+    hf = _hf_llama(theta)
+    ours = archlang.build(LLAMA, "llama", **TINY, rope_theta=theta).eval()
+    assert set(ours.state_dict()) == set(hf.state_dict())  # the same keys (no mapping)
+    ours.load_state_dict(hf.state_dict(), strict=True)
+    for T in (16, 300):
+        assert _logits_gap(ours, hf, T) <= TOL, f"T = {T}"
+
+
+def test_llama_with_a_tied_head_shares_the_embedding() -> None:
+    hf = _hf_llama(10000.0, tie=True)
+    ours = archlang.build(LLAMA, "llama", **TINY, tie=True).eval()
+    sd = hf.state_dict()
+    # HF lists the tied head under its own key too, as the embedding's tensor
+    assert sd["lm_head.weight"].data_ptr() == sd["model.embed_tokens.weight"].data_ptr()
+    missing, unexpected = ours.load_state_dict(sd, strict=False)
+    assert not missing and unexpected == ["lm_head.weight"]
+    assert archlang.cost(LLAMA, "llama", **TINY, tie=True).params == sum(p.numel() for p in hf.parameters())
+    assert _logits_gap(ours, hf, 16) <= TOL
+
+
+def test_llama_flops_and_attention_memory_match_torch() -> None:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from archlang.lower.codegen import generate
+
+    rep = archlang.cost(LLAMA, "llama", **TINY, batch=1, sizes={"T": 16})
+    model = archlang.build(LLAMA, "llama", **TINY).eval()
+    assert rep.params == sum(p.numel() for p in model.parameters())
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as fc, torch.no_grad():
+        model(torch.randint(0, 101, (1, 16)))
+    assert rep.flops == fc.get_total_flops()
+    # every attention layer is in the attention-matrix report: layers x heads x T x T float32 scores
+    assert len(rep.attention_layers()) == 2
+    assert rep.attention_bytes == 2 * 4 * 16 * 16 * 4
+    source, _ = generate(archlang.graph(LLAMA, "llama", **TINY))
+    assert source.count("F.scaled_dot_product_attention(") >= 1 and "softmax" not in source
+
+
+@pytest.mark.parametrize(("arch", "params"), [("llama2_7b", 6_738_415_616), ("llama3_8b", 8_030_261_248)])
+def test_llama_variants_have_the_published_parameter_counts(arch: str, params: int) -> None:
+    assert archlang.cost(LLAMA, arch).params == params
