@@ -15,22 +15,26 @@ saved tensors are live again. So the estimated peak of checkpointing the set ``C
 
     peak(C) = peak - sum(saved(b) - inputs(b) for b in C) + max(saved(b) for b in C)
 
-(the last term is 0 for an empty ``C``). When :meth:`CostReport.training_parts` takes a
-``checkpointed`` argument (a schedule-simulating estimate), that figure is used instead, to
-check the plan and as the reported peak.
+(the last term is 0 for an empty ``C``). Under this formula the choice is a covering
+knapsack, the least recompute FLOPs whose savings reach the excess, solved exactly for each
+possible value of the max term (ascending thresholds on ``saved(b)``) by dynamic programming
+over a Pareto frontier of (bytes saved, FLOPs), which stays small because repeated blocks
+have equal figures (a frontier over :data:`MAX_FRONTIER` states is thinned: the result still
+fits, but may recompute a little more than the least).
 
-The choice is a covering knapsack: the least recompute FLOPs whose savings reach the excess.
-It is solved exactly for each possible value of the max term (ascending thresholds on
-``saved(b)``) by dynamic programming over a Pareto frontier of (bytes saved, FLOPs), which
-stays small because repeated blocks have equal figures; a frontier over
-:data:`MAX_FRONTIER` states is thinned (the result still fits, but may then recompute a
-little more than the least). The plan is then checked against the report, and blocks are
-added greedily (most bytes saved per FLOP first) until it fits, should the check disagree.
+When :meth:`CostReport.training_parts` takes a ``checkpointed`` argument (its schedule
+simulation: the recomputation of a block comes when the blocks after it have freed what they
+saved, so checkpointing early blocks saves more), that figure decides: the formula's plan is
+the start, blocks are added greedily (most bytes saved per FLOP first) until the simulated
+peak fits, then dropped (least saved per FLOP first, later blocks first) while it still fits.
+That is a heuristic, not an exact optimum: no block of the plan can be left out, but another
+set might recompute less.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
@@ -192,39 +196,67 @@ def _report_takes_checkpointed() -> bool:
     return "checkpointed" in inspect.signature(CostReport.training_parts).parameters
 
 
+def additive_peak(rep: CostReport) -> int:
+    """The training peak as if everything were live at once: parameters, their gradients and
+    AdamW moments, buffers, every byte saved for backward, and the forward's largest
+    activation with its attention scores (or the build's high-water mark, when higher). The
+    formula's ``peak``: an upper bound on the schedule's."""
+    trainable = rep.trainable_params
+    nodes = rep.nodes.values()
+    # a gradient and AdamW's two moments per trainable parameter, in its dtype
+    step = (rep.param_bytes + trainable * 3 * rep.bytes_per + rep.buffer_bytes
+            + sum(n.saved_train_bytes for n in nodes)
+            + max((n.attention_bytes + n.activation_bytes for n in nodes), default=0))
+    return max(step, rep.build_peak_bytes()[0])
+
+
 def estimated_peak(rep: CostReport, blocks: tuple[str, ...] | frozenset[str],
-                   figures: list[BlockFigures] | None = None) -> int:
+                   figures: list[BlockFigures] | None = None, simulate: bool | None = None) -> int:
     """The estimated training peak with ``blocks`` checkpointed: the report's own figure when
-    it takes a ``checkpointed`` argument, else the formula in the module docstring."""
+    it takes a ``checkpointed`` argument (and ``simulate`` is not False), else the formula in
+    the module docstring."""
     chosen = frozenset(blocks)
-    if _report_takes_checkpointed():
+    if simulate is not False and _report_takes_checkpointed():
         return rep.training_parts(checkpointed=chosen)["peak"]  # type: ignore[call-arg]
-    base = rep.training_parts()["peak"]
+    base = additive_peak(rep)
     if not chosen:
         return base
     figs = [f for f in (figures or block_figures(rep)) if f.name in chosen]
     return base - sum(f.saving for f in figs) + max((f.saved for f in figs), default=0)
 
 
-def plan_checkpoints(rep: CostReport, budget: int | None, declared: tuple[str, ...] = ()) -> CheckpointPlan:
+def plan_checkpoints(rep: CostReport, budget: int | None, declared: tuple[str, ...] = (),
+                     simulate: bool | None = None) -> CheckpointPlan:
     """The plan with the least recompute FLOPs whose estimated training peak fits ``budget``
     (bytes), always checkpointing ``declared``; with ``budget=None`` just ``declared``. When
-    nothing fits, the plan checkpoints every candidate and ``fits`` is False."""
+    nothing fits, the plan checkpoints every candidate and ``fits`` is False.
+
+    With the formula (``simulate=False``, or a report without a ``checkpointed`` argument)
+    the plan is exact. With the report's simulated peak the formula's plan is the start:
+    blocks are added (most bytes saved per FLOP first) until it fits, then dropped (least
+    saved per FLOP, later blocks first: their recomputation comes when more is live) while
+    it still fits, so no block of the plan can be left out."""
     figures = block_figures(rep)
     order = {f.name: i for i, f in enumerate(figures)}
     fixed = frozenset(declared)
-    before = estimated_peak(rep, (), figures)
+    sim = simulate is not False and _report_takes_checkpointed()
+
+    def peak(c: frozenset[str]) -> int:
+        return estimated_peak(rep, c, figures, sim)
+
+    before = peak(frozenset())
     chosen = fixed
-    if budget is not None and estimated_peak(rep, tuple(fixed), figures) > budget:
-        chosen = _choose(figures, fixed, before, budget) or frozenset(order)
-        chosen = _repair(rep, figures, chosen, budget)
+    if budget is not None and peak(fixed) > budget:
+        chosen = _choose(figures, fixed, additive_peak(rep), budget) or frozenset(order)
+        if sim:
+            chosen = _prune(figures, _repair(figures, chosen, budget, peak), fixed, budget, peak)
     blocks = tuple(sorted(chosen, key=order.__getitem__))
     by_name = {f.name: f for f in figures}
     return CheckpointPlan(
         arch=rep.graph.arch, batch=rep.batch, dtype=rep.dtype, blocks=blocks,
         declared=tuple(b for b in blocks if b in fixed), candidates=len(figures),
         recompute_flops=sum(by_name[b].flops for b in blocks), step_flops=3 * rep.flops,
-        peak_before=before, peak_after=estimated_peak(rep, blocks, figures), budget=budget)
+        peak_before=before, peak_after=peak(frozenset(blocks)), budget=budget)
 
 
 def _choose(figures: list[BlockFigures], fixed: frozenset[str], before: int, budget: int) -> frozenset[str] | None:
@@ -286,12 +318,35 @@ def _pareto(states: dict[int, tuple[int, int, tuple[int, ...]]]) -> dict[int, tu
     return out
 
 
-def _repair(rep: CostReport, figures: list[BlockFigures], chosen: frozenset[str], budget: int) -> frozenset[str]:
-    """Add blocks, most bytes saved per FLOP first, until the report's peak fits (or all are in)."""
-    rest = sorted((f for f in figures if f.name not in chosen),
-                  key=lambda f: -(f.saving / f.flops if f.flops else float("inf")))
-    while estimated_peak(rep, tuple(chosen), figures) > budget and rest:
+def _efficiency(f: BlockFigures) -> float:
+    return f.saving / f.flops if f.flops else float("inf")
+
+
+def _repair(figures: list[BlockFigures], chosen: frozenset[str], budget: int,
+            peak: Callable[[frozenset[str]], int]) -> frozenset[str]:
+    """Add blocks, most bytes saved per FLOP first (earlier first), until ``peak`` fits (or all are in)."""
+    rest = sorted((f for f in figures if f.name not in chosen), key=lambda f: -_efficiency(f))
+    while rest and peak(chosen) > budget:
         chosen = chosen | {rest.pop(0).name}
+    return chosen
+
+
+def _prune(figures: list[BlockFigures], chosen: frozenset[str], fixed: frozenset[str], budget: int,
+           peak: Callable[[frozenset[str]], int]) -> frozenset[str]:
+    """Drop blocks (not ``fixed`` ones) while ``peak`` still fits: the least bytes saved per
+    FLOP first, and of equal ones the later block, until no block can be dropped."""
+    if peak(chosen) > budget:
+        return chosen
+    pos = {f.name: i for i, f in enumerate(figures)}
+    order = sorted((f for f in figures if f.name in chosen and f.name not in fixed),
+                   key=lambda f: (_efficiency(f), -f.flops, -pos[f.name]))
+    changed = True
+    while changed:
+        changed = False
+        for f in order:
+            if f.name in chosen and peak(chosen - {f.name}) <= budget:
+                chosen = chosen - {f.name}
+                changed = True
     return chosen
 
 
