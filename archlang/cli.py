@@ -329,12 +329,17 @@ def build(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch fil
                                                   "memory available now, `off` is no limit.")] = "auto",
           batch: Annotated[int, typer.Option("--batch", "-b", metavar='N', min=1, help="Batch size for the cost report and "
                                                                           "--max-memory.")] = 1,
-          train: Annotated[bool, typer.Option("--train", metavar="", help="Budget a training step, not inference.")] = False,
+          train: Annotated[bool, typer.Option("--train", metavar="", help="Budget a training step, not inference: "
+                                              "activation-checkpoint the fewest block FLOPs that make it fit.")] = False,
           dtype: Annotated[str, typer.Option("--dtype", metavar='DTYPE', help="float32, bfloat16 or float16: the dtype of the "
                                                              "model, the cost report and --max-memory.")] = "float32",
           ) -> None:
-    """Generate a standalone PyTorch module, DIR/<arch>.py, with <arch>.cost.json beside it."""
-    from archlang.api import BudgetError, _check_budget, budget_bytes
+    """Generate a standalone PyTorch module, DIR/<arch>.py, with <arch>.cost.json beside it.
+
+    With --train, the block instances to activation-checkpoint so that the training step's
+    estimated peak fits --max-memory are planned (least recomputation) and written into the
+    module; the plan is printed."""
+    from archlang.api import BudgetError, _plan_budget, budget_bytes, planned_graph
     from archlang.cost import cost_graph
 
     if dtype not in FLOAT_DTYPES:
@@ -350,7 +355,7 @@ def build(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch fil
     r = _checked(spec, "build", arch, set, warnings=True)
     g = r.graph
     try:
-        rep = _check_budget(g, max_memory, batch=batch, train=train, dtype=dtype, sources=r.program.sources)
+        rep, plan = _plan_budget(g, max_memory, batch=batch, train=train, dtype=dtype, sources=r.program.sources)
     except BudgetError as e:
         _print_diags(e.diagnostics, r.program.sources, "text")
         raise typer.Exit(1) from None
@@ -360,7 +365,7 @@ def build(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch fil
     from archlang.lower.rules import LoweringError
 
     try:
-        source, cls_name = generate(g, dtype=dtype)
+        source, cls_name = generate(planned_graph(g, plan), dtype=dtype)
     except LoweringError as e:
         typer.echo(f"error[E0801]: cannot lower `{g.arch}` to PyTorch: {e}", err=True)
         raise typer.Exit(1) from None
@@ -385,6 +390,8 @@ def build(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch fil
     typer.echo(f"  wrote {path}  (class {cls_name}; `from {stem} import build; model = build()`)")
     typer.echo(f"  wrote {cost_path}  ({human_count(rep.flops, 'FLOP')}, peak ~{human_bytes(rep.peak_bytes()[0])} "
                f"at batch {batch})")
+    if plan is not None and (plan.blocks or plan.budget is not None):
+        typer.echo("  " + plan.summary().replace("\n", "\n  "))
     _write_diagram(g, out)
     if compile:
         _compile_check(g, source)
