@@ -240,20 +240,47 @@ def _window(op: O.WindowAttention, ins, outs) -> OpCost:
 
 @rule(O.LocalAttention)
 def _local(op: O.LocalAttention, ins, outs) -> OpCost:
+    """Blocked local attention, as lowered (prelude.LocalAttention): the grid is cut into
+    blocks of bh x bw queries (:func:`local_halo_axis`), each attending through SDPA to its
+    (bh+k-1) x (bw+k-1) halo of keys under a mask; the scores of a whole halo are computed."""
     b, h, w, c = ins[0].shape
-    pixels = m(h, w)
-    k2 = op.kernel * op.kernel
-    core = _attn_core(m(b, pixels), op.heads, 1, k2, op.head_dim)
-    core.attn_per_head = m(pixels, k2)
-    core.attn_global_per_head = m(pixels, pixels)
-    rows = m(b, pixels)
+    k = op.kernel
+    (bh, nh), (bw, nw) = local_halo_axis(k, h), local_halo_axis(k, w)
+    blocks, queries, keys = m(nh, nw), bh * bw, (bh + k - 1) * (bw + k - 1)
+    core = _attn_core(m(b, blocks), op.heads, queries, keys, op.head_dim)
+    core.attn_per_head = m(blocks, queries, keys)
+    core.attn_global_per_head = m(h, w, h, w)
+    rows, padded = m(b, h, w), m(b, blocks, queries)  # pixels, and pixels with the padded queries
     out = _sum(_proj(rows, c, 3 * op.inner, op.qkv_bias), core, _proj(rows, op.inner, c, op.proj_bias))
-    # explicit, as lowered: the scaled queries, the unfolded k x k neighbourhoods of keys and
-    # values (k^2 copies of each), the probabilities and the projection's input
-    out.saved = s(m(rows, op.inner), m(2, rows, op.inner, k2), _explicit_probs(core.saved, op.attn_drop),
-                  m(rows, op.inner))
+    # kept for backward: the blocked queries and each block's halo of keys and values, SDPA's
+    # output and log-sum-exp per query and head (or, with attention dropout, the math kernel's
+    # probabilities), the mask [blocks, 1, queries, keys], the gather index (int64: two
+    # elements of float32 each) and the projection's input (a copy of the pixels, cut out)
+    halo = m(2, b, blocks, keys, op.inner)
+    if op.attn_drop > 0:
+        attend = s(m(padded, op.inner), halo, _explicit_probs(core.saved, op.attn_drop))
+    else:
+        attend = s(m(padded, op.inner), halo, m(padded, op.inner), m(padded, op.heads))
+    out.saved = s(attend, m(blocks, queries, keys), m(2, blocks, keys), m(rows, op.inner))
     out.weight_inputs = (0,)
     return out
+
+
+def local_halo_axis(kernel: int, n: DimLike) -> tuple[int, DimLike]:
+    """The query block side and the number of blocks along an axis of ``n`` pixels, as
+    prelude._halo_block chooses them: ``kernel`` (``n`` when shorter), or the largest size from
+    ``kernel`` down to ``(kernel + 1) // 2`` that divides ``n``; for a symbolic ``n``,
+    ``kernel`` and ``ceil(n / kernel)`` blocks (the last one padded)."""
+    from archlang.ir.dims import ceildiv
+
+    if not isinstance(n, int):
+        return kernel, ceildiv(n, kernel)
+    if n <= kernel:
+        return n, 1
+    for b in range(kernel, (kernel + 1) // 2 - 1, -1):
+        if n % b == 0:
+            return b, n // b
+    return kernel, -(-n // kernel)
 
 
 @rule(O.PooledAttention)

@@ -330,11 +330,90 @@ class WindowAttentionV2(WindowAttention):
         attn = F.dropout(attn.softmax(dim=-1), self.attn_drop, self.training)
         return (attn @ v).transpose(1, 2).reshape(-1, n, self.heads * self.head_dim)
 
+    def position_bias(self) -> torch.Tensor:
+        """The continuous position bias, 16 * sigmoid(cpb_mlp(coords)) at each pair: [1, heads, n, n]."""
+        n = self.window[0] * self.window[1]
+        table = self.cpb_mlp(self.relative_coords_table).view(-1, self.heads)
+        rel = table[self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1)
+        return 16 * torch.sigmoid(rel).unsqueeze(0)
+
+    @torch.no_grad()
+    def fold_constants(self) -> None:
+        """For inference: evaluate the CPB MLP once (its bias, with the shift mask, goes into
+        ``fused_bias``), the clamped logit scale (``fused_scale``) and, for a plain ``qkv``
+        linear, its q/k/v bias (``fused_qkv_bias``); ``attend`` then runs one SDPA call on
+        the scaled cosine queries. Non-persistent buffers: ``state_dict`` is unchanged."""
+        bias = self.position_bias()
+        if self.attn_mask is not None:
+            nw = self.attn_mask.shape[0]
+            n = bias.shape[-1]
+            bias = (bias + self.attn_mask.unsqueeze(1)).reshape(1, nw * self.heads, n, n)
+        self.fused_bias = bias.detach().clone()
+        self.fused_scale = torch.clamp(self.logit_scale, max=math.log(1.0 / 0.01)).exp().detach().clone()
+        plain = type(self.qkv) is nn.Linear and self.qkv.bias is None
+        self.fused_qkv_bias = torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias)).detach() \
+            if plain and self.q_bias is not None else None
+
+    def _attend_folded(self, x: torch.Tensor) -> torch.Tensor:
+        """``attend`` with the constants folded (see :meth:`fold_constants`): one SDPA call."""
+        n = x.shape[1]
+        if self.fused_qkv_bias is not None:
+            qkv = F.linear(x, self.qkv.weight, self.fused_qkv_bias)
+        else:
+            qkv = self.qkv(x)
+            if self.q_bias is not None:
+                qkv = qkv + torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
+        q, k, v = qkv.reshape(-1, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        q = F.normalize(q, dim=-1) * self.fused_scale
+        k = F.normalize(k, dim=-1)
+        if self.attn_mask is not None:
+            nw = self.attn_mask.shape[0]
+            q, k, v = (t.reshape(-1, nw * self.heads, n, self.head_dim) for t in (q, k, v))
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=self.fused_bias.to(q.dtype), scale=1.0,
+                                           dropout_p=self.attn_drop if self.training else 0.0)
+        return x.reshape(-1, self.heads, n, self.head_dim).transpose(1, 2).reshape(-1, n, self.heads * self.head_dim)
+
+
+def _halo_block(kernel: int, n: int) -> int:
+    """The side of the query blocks of blocked local attention along an axis of ``n`` pixels:
+    ``kernel`` (the whole axis when it is shorter), or else the largest size from ``kernel`` down
+    to ``(kernel + 1) // 2`` that divides ``n``, so that no padded queries are computed.
+    (archlang.cost.rules mirrors this choice.)"""
+    if n <= kernel:
+        return n
+    for b in range(kernel, (kernel + 1) // 2 - 1, -1):
+        if n % b == 0:
+            return b
+    return kernel
+
+
+def _halo_mask(size: tuple[int, int], block: tuple[int, int], kernel: int, device: torch.device,
+               dtype: torch.dtype) -> torch.Tensor:
+    """The additive mask (0 / -inf) of blocked local attention: [blocks, 1, queries, halo keys].
+    Query (y, x) of a block sees key (y + dy, x + dx) for dy, dx in -kernel//2 .. kernel-1-kernel//2
+    when the key lies inside the image; padded queries (cut off afterwards) see their
+    neighbourhood whatever it holds, so that no row is empty."""
+    lo, hi = kernel // 2, kernel - 1 - kernel // 2
+
+    def axis(n: int, b: int) -> torch.Tensor:  # [blocks along the axis, b, b + kernel - 1]
+        nb = -(-n // b)
+        qs = torch.arange(nb * b, device=device).view(nb, b)
+        ks = torch.arange(nb, device=device)[:, None] * b - lo + torch.arange(b + kernel - 1, device=device)
+        rel = ks[:, None, :] - qs[:, :, None]
+        return (rel >= -lo) & (rel <= hi) & (((ks >= 0) & (ks < n))[:, None, :] | (qs >= n)[:, :, None])
+
+    rows, cols = axis(size[0], block[0]), axis(size[1], block[1])
+    ok = (rows[:, None, :, None, :, None] & cols[None, :, None, :, None, :]).flatten(4).flatten(2, 3).flatten(0, 1)
+    return torch.zeros(ok.shape, device=device, dtype=dtype).masked_fill_(~ok, float("-inf")).unsqueeze(1)
+
 
 class LocalAttention(nn.Module):
     """Stand-alone self-attention (Ramachandran et al. 2019) on ``[B, H, W, C]``: each pixel's
     query attends to the keys and values of its k x k neighbourhood; positions beyond the
-    border are masked out."""
+    border are masked out. Computed in blocks (HaloNet's blocking, Vaswani et al. 2021): the
+    queries of each bh x bw block attend, through SDPA, to the (bh+k-1) x (bw+k-1) halo of keys
+    around it with a mask, so memory grows as H*W*C (halo copies of k and v, ((b+k-1)/b)^2
+    each) rather than the k^2 copies of an unfold."""
 
     def __init__(self, dim: int, heads: int, head_dim: int, kernel: int, qkv_bias: bool = True,
                  proj_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0):
@@ -346,20 +425,31 @@ class LocalAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, H, W, _ = x.shape
-        k2, inner = self.kernel * self.kernel, self.heads * self.head_dim
-        q, k, v = self.qkv(x).chunk(3, dim=-1)
-
-        def neighbourhoods(t: torch.Tensor) -> torch.Tensor:  # [B, H, W, inner] -> [B, heads, HW, k2, hd]
-            t = F.unfold(t.permute(0, 3, 1, 2), self.kernel, padding=self.kernel // 2)
-            return t.unflatten(1, (self.heads, self.head_dim, k2)).permute(0, 1, 4, 3, 2)
-
-        inside = F.unfold(x.new_ones(1, 1, H, W), self.kernel, padding=self.kernel // 2)  # [1, k2, HW]
-        mask = (inside > 0).transpose(1, 2)[:, None, :, None, :]  # [1, 1, HW, 1, k2]
-        q = q.flatten(1, 2).unflatten(-1, (self.heads, 1, self.head_dim)).permute(0, 2, 1, 3, 4)  # [B, h, HW, 1, hd]
-        q = q * self.head_dim ** -0.5
-        attn = (q @ neighbourhoods(k).transpose(-2, -1)).masked_fill(~mask, float("-inf"))  # [B, h, HW, 1, k2]
-        attn = F.dropout(attn.softmax(dim=-1), self.attn_drop, self.training)
-        out = (attn @ neighbourhoods(v)).squeeze(3).permute(0, 2, 1, 3).reshape(-1, H, W, inner)
+        k, heads, hd = self.kernel, self.heads, self.head_dim
+        bh, bw = _halo_block(k, H), _halo_block(k, W)
+        nh, nw = -(-H // bh), -(-W // bw)
+        ph, pw = nh * bh - H, nw * bw - W  # padded queries, cut off at the end
+        lo, hi = k // 2, k - 1 - k // 2
+        wh, ww = bh + k - 1, bw + k - 1  # the halo window of a block
+        q, kv = self.qkv(x).split([heads * hd, 2 * heads * hd], dim=-1)
+        if ph or pw:
+            q = F.pad(q, (0, 0, 0, pw, 0, ph))
+        # blocks first, then batch x heads (the mask broadcasts over them): [blocks, B * heads, bh * bw, hd]
+        q = q.reshape(-1, nh, bh, nw, bw, heads, hd).permute(1, 3, 0, 5, 2, 4, 6).reshape(nh * nw, -1, bh * bw, hd)
+        # each block's halo of keys and values, gathered from the zero-padded grid (Hk x Wk)
+        Hk, Wk = nh * bh + k - 1, nw * bw + k - 1
+        rows = torch.arange(nh, device=x.device)[:, None] * bh + torch.arange(wh, device=x.device)  # [nh, wh]
+        cols = torch.arange(nw, device=x.device)[:, None] * bw + torch.arange(ww, device=x.device)  # [nw, ww]
+        index = (rows[:, None, :, None] * Wk + cols[None, :, None, :]).flatten()  # [blocks * wh * ww]
+        kv = F.pad(kv, (0, 0, lo, hi + pw, lo, hi + ph)).reshape(-1, Hk * Wk, 2, heads, hd)
+        kv = kv.permute(2, 0, 3, 1, 4).index_select(3, index)  # [2, B, heads, blocks * wh * ww, hd]
+        kv = kv.reshape(2, -1, nh * nw, wh * ww, hd).transpose(1, 2)  # [2, blocks, B * heads, wh * ww, hd], a view
+        mask = _halo_mask((H, W), (bh, bw), k, x.device, q.dtype)
+        out = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=mask,
+                                             dropout_p=self.attn_drop if self.training else 0.0)
+        out = out.reshape(nh, nw, -1, heads, bh, bw, hd).permute(2, 0, 4, 1, 5, 3, 6).reshape(-1, nh * bh, nw * bw, heads * hd)
+        if ph or pw:
+            out = out[:, :H, :W]
         return self.proj_drop(self.proj(out))
 
 

@@ -600,7 +600,7 @@ LOWER_RULES[O.WindowAttentionV2] = Rule(
                             "_trunc_normal", "_log_spaced_coords"),
     module=lambda c: call("WindowAttentionV2", **_kwargs(c, _WINDOW, _ATTN_DEFAULTS)))
 LOWER_RULES[O.LocalAttention] = Rule(
-    forward=_call, helpers=("LocalAttention",),
+    forward=_call, helpers=("LocalAttention", "_halo_block", "_halo_mask"),
     module=lambda c: call("LocalAttention", **_kwargs(c, [*_COMMON, "kernel"], _ATTN_DEFAULTS)))
 LOWER_RULES[O.PooledAttention] = Rule(
     forward=_call, helpers=("PooledAttention", "_trunc_normal"),
