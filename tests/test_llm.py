@@ -94,6 +94,26 @@ def test_rope_refuses_an_odd_number_of_rotated_channels() -> None:
     assert any(d.code == "E0406" and "fraction" in d.message for d in diags)
 
 
+
+@pytest.mark.parametrize(("block", "hf_module", "act"), [("swiglu", "llama.modeling_llama.LlamaMLP", "silu"),
+                                                         ("geglu", "gemma.modeling_gemma.GemmaMLP", "gelu_pytorch_tanh")])
+def test_gated_mlps_equal_hf(block: str, hf_module: str, act: str) -> None:
+    import importlib
+
+    from transformers import LlamaConfig
+
+    mod, cls = hf_module.rsplit(".", 1)
+    ref = getattr(importlib.import_module(f"transformers.models.{mod}"), cls)(
+        LlamaConfig(hidden_size=64, intermediate_size=172, hidden_act=act))
+    extra = ', approximate = "tanh"' if block == "geglu" else ""
+    spec = f"use std.nn\narch t() {{\n  in x: [B, N, 64]\n  out y = mlp: {block}(x, hidden = 172{extra})\n}}\n"
+    ours = archlang.build(spec).eval()
+    ours.load_state_dict({f"mlp.{k}": v for k, v in _perturbed(ref).state_dict().items()}, strict=True)
+    x = torch.randn(2, 9, 64)
+    with torch.no_grad():
+        assert (ours(x) - ref(x)).abs().max().item() <= TOL
+
+
 # ----------------------------------------------------------------------------- Llama
 
 LLAMA = "specs/llama.arch"
