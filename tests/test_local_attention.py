@@ -149,3 +149,21 @@ def test_memory_is_linear_in_the_pixels_not_the_kernel_area() -> None:
         per_input[kernel] = measured / (2 * 22 * 22 * 32 * 4)
     assert max(per_input.values()) < 24, per_input
     assert per_input[11] <= per_input[7], per_input
+
+
+@pytest.mark.parametrize(("img", "expr"), [(224, "B*H*W*b*h*(M + R - 1)**2"), (64, "B*H*W*b*h*(M + R - 1)**2")])
+def test_local_formula_is_the_attention_bytes(img: int, expr: str) -> None:
+    import sympy
+
+    rep = archlang.cost(ROOT / "specs/sasa_resnet50.arch", img=img)
+    got, values = rep.local_formula("layer1.0.attn")
+    assert str(got) == expr
+    assert values["M"] == (7 if img == 224 else 4)  # 56 = 8 x 7; 16 = 4 x 4
+    subs = {sympy.Symbol(k, positive=True, integer=True): v for k, v in values.items()}
+    assert got.subs(subs) == rep.nodes["layer1.0.attn"].attention_bytes
+    rect = archlang.cost(_spec(14, 12, 8, 2, 7))  # blocks of 7 x 6
+    got, values = rect.local_formula("attn")
+    assert str(got) == "B*H*W*b*h*(M_h + R - 1)*(M_w + R - 1)"
+    assert (values["M_h"], values["M_w"], values["H"], values["W"]) == (7, 6, 14, 12)
+    subs = {sympy.Symbol(k, positive=True, integer=True): v for k, v in values.items()}
+    assert got.subs(subs) == rect.nodes["attn"].attention_bytes

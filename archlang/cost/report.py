@@ -388,7 +388,8 @@ class CostReport:
     def local_formula(self, node: str):
         """An attention layer's score-matrix bytes in its own sizes, with their values:
         ``B*h*N**2*b`` (global), ``B*h*M**2*H*W*b`` (windows of M x M on an H x W grid),
-        ``B*h*R**2*H*W*b`` (local R x R), ``B*h*N*M*b`` (cross). Returns ``(expr, values)``."""
+        ``B*h*(M+R-1)**2*H*W*b`` (local R x R, computed in
+        blocks of M x M queries with their halo of keys), ``B*h*N*M*b`` (cross). Returns ``(expr, values)``."""
         import sympy
 
         op = self.graph.node(node).op
@@ -399,10 +400,17 @@ class CostReport:
             H, W, M = sympy.symbols("H W M", positive=True, integer=True)
             values |= {"H": op.grid[0] + op.pad[0], "W": op.grid[1] + op.pad[1], "M": op.window[0]}
             return B * h * M**2 * H * W * b, values
-        if isinstance(op, O.LocalAttention):
-            H, W, R = sympy.symbols("H W R", positive=True, integer=True)
-            values |= {"H": ins[0].shape[1], "W": ins[0].shape[2], "R": op.kernel}
-            return B * h * R**2 * H * W * b, values
+        if isinstance(op, O.LocalAttention):  # blocks of M x M queries, each with its halo of keys
+            from archlang.cost.rules import local_halo_axis
+            from archlang.ir.dims import mul
+
+            H, W, R, M = sympy.symbols("H W R M", positive=True, integer=True)
+            (mh, nh), (mw, nw) = local_halo_axis(op.kernel, ins[0].shape[1]), local_halo_axis(op.kernel, ins[0].shape[2])
+            values |= {"H": mul(nh, mh), "W": mul(nw, mw), "R": op.kernel}  # the grid padded to whole blocks
+            if mh == mw:
+                return B * h * (M + R - 1)**2 * H * W * b, values | {"M": mh}
+            Mh, Mw = sympy.symbols("M_h M_w", positive=True, integer=True)
+            return B * h * (Mh + R - 1) * (Mw + R - 1) * H * W * b, values | {"M_h": mh, "M_w": mw}
         if isinstance(op, O.CrossAttention):
             N, M = sympy.symbols("N M", positive=True, integer=True)
             values |= {"N": ins[0].shape[1], "M": ins[1].shape[1]}
