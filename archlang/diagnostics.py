@@ -54,6 +54,7 @@ CODES: dict[str, str] = {
     "E0205": "unknown architecture",
     "E0206": "ambiguous architecture",
     "E0207": "reserved name",
+    "E0208": "checkpoint selector matches no block instance",
     "E0301": "shape mismatch",
     "E0302": "wrong rank",
     "E0303": "bad rearrange pattern",

@@ -206,7 +206,7 @@ def test_checkpoint_selector_matching_nothing_is_an_error() -> None:
     bad = SPEC.replace('checkpoint "blocks.1", "blocks.2"', 'checkpoint "block.1"')
     diags = archlang.check(bad, "tiny_ckpt")
     errs = [d for d in diags if d.is_error]
-    assert [d.code for d in errs] == ["E0707"]
+    assert [d.code for d in errs] == ["E0208"]
     assert "block.1" in errs[0].message and "blocks.1" in (errs[0].help or "")
 
 

@@ -294,7 +294,7 @@ class Elaborator:
         return self.with_checkpoints(g)
 
     def with_checkpoints(self, g: Graph) -> Graph | None:
-        """``g`` with the `checkpoint` selectors; E0707 for one that matches no block instance."""
+        """``g`` with the `checkpoint` selectors; E0208 for one that matches no block instance."""
         if not self.checkpoint_stmts:
             return g
         blocks = g.block_instances()
@@ -305,7 +305,7 @@ class Elaborator:
         for st in self.checkpoint_stmts:
             for k, sel in enumerate(st.selectors):
                 if not any(fnmatch.fnmatchcase(b, sel) for b in blocks):
-                    self.record(Diagnostic("E0707", f"checkpoint selector \"{sel}\" matches no block instance",
+                    self.record(Diagnostic("E0208", f"checkpoint selector \"{sel}\" matches no block instance",
                                            _at(st.selector_spans, k, st.span),
                                            help=did_you_mean(sel, blocks) or hint))
                 if sel not in sels:
