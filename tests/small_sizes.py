@@ -34,6 +34,8 @@ SMALL: dict[str, dict] = {
               "heads": 2, "ffn": 64, "vocab": 64, "context": 128},
     "llama": {"vocab": 64, "dim": 32, "layers": 1, "heads": 4, "kv_heads": 2, "ffn": 64},
     "mistral": {"vocab": 64, "dim": 32, "layers": 1, "heads": 4, "kv_heads": 2, "ffn": 64, "window": 8},
+    "beit": {"img": 32, "patch": 8, "depth": 1, "dim": 32, "heads": 2, "classes": 10},
+    "cait": {"img": 32, "patch": 8, "depth": 1, "depth_cls": 1, "dim": 32, "heads": 2, "classes": 10},
     "unit": {"img": 32, "patch": 8, "vocab": 100, "max_text": 16, "dim": 32, "heads": 4, "ff": 64, "enc_layers": 1,
              "dec_layers": 1, "det_queries": 5, "det_classes": 3, "vqa_answers": 7},
 }

@@ -423,9 +423,14 @@ def fold_constants(g: Graph) -> Graph:
     for n in g.nodes:
         if n.name not in const:
             keep.update(r.node for r in n.inputs if r.node in const)
-    for s in g.scopes:  # a block's tensor arguments and results stay values
-        keep.update(r.node for r in (*s.inputs, *s.outputs) if r.node in const)
     by_name = {n.name: n for n in g.nodes}
+    while True:  # a block that keeps a node keeps its tensor arguments and results as values
+        alive = {n.scope for n in g.nodes if n.name not in const or n.name in keep}
+        more = {r.node for s in g.scopes if _holds(s.path, alive) for r in (*s.inputs, *s.outputs)
+                if r.node in const and r.node not in keep}
+        if not more:
+            break
+        keep |= more
 
     def steps_of(name: str) -> tuple[Node, ...]:
         order: list[str] = []
@@ -442,7 +447,13 @@ def fold_constants(g: Graph) -> Graph:
             todo.append((cur, True))
             todo.extend((r.node, False) for r in reversed(by_name[cur].inputs))
         pos = {n: i for i, n in enumerate(by_name)}
-        return tuple(by_name[n] for n in sorted(order, key=pos.__getitem__))
+        order.sort(key=pos.__getitem__)
+        # named by position (s0, s1 ...), so that every instance of a block holds the same steps
+        local = {n: f"s{i}" for i, n in enumerate(order)}
+        return tuple(by_name[n].model_copy(update={
+            "name": local[n], "scope": "", "vars": (),
+            "inputs": tuple(r.model_copy(update={"node": local[r.node]}) for r in by_name[n].inputs)})
+            for n in order)
 
     nodes: list[Node] = []
     for n in g.nodes:
@@ -453,9 +464,14 @@ def fold_constants(g: Graph) -> Graph:
                 nodes.append(n)
             else:
                 nodes.append(n.model_copy(update={"op": Const(steps=steps_of(n.name)), "inputs": ()}))
-    used_scopes = {n.scope for n in nodes}
-    scopes = tuple(s for s in g.scopes if any(u == s.path or u.startswith(s.path + ".") for u in used_scopes))
+    used = {n.scope for n in nodes}
+    scopes = tuple(s for s in g.scopes if _holds(s.path, used))
     return g.model_copy(update={"nodes": tuple(nodes), "scopes": scopes})
+
+
+def _holds(path: str, scopes: set[str]) -> bool:
+    """Whether the block instance at ``path`` holds (directly or in a nested block) a node of ``scopes``."""
+    return any(u == path or u.startswith(path + ".") for u in scopes)
 
 
 # ----------------------------------------------------------------------------- gather
