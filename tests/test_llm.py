@@ -193,3 +193,38 @@ def test_llama_flops_and_attention_memory_match_torch() -> None:
 @pytest.mark.parametrize(("arch", "params"), [("llama2_7b", 6_738_415_616), ("llama3_8b", 8_030_261_248)])
 def test_llama_variants_have_the_published_parameter_counts(arch: str, params: int) -> None:
     assert archlang.cost(LLAMA, arch).params == params
+
+
+# ----------------------------------------------------------------------------- Mistral
+
+MISTRAL = "specs/mistral.arch"
+
+
+def test_mistral_sliding_window_matches_hf_beyond_the_window() -> None:
+    hf = _hf_llama(10000.0, cls_name="MistralForCausalLM", sliding_window=8, head_dim=16)
+    assert hf.config.sliding_window == 8
+    ours = archlang.build(MISTRAL, "mistral", **TINY, window=8).eval()
+    assert set(ours.state_dict()) == set(hf.state_dict())
+    ours.load_state_dict(hf.state_dict(), strict=True)
+    assert _logits_gap(ours, hf, 32) <= TOL  # T = 32, four windows long
+    # the window matters: plain causal attention (Llama, same weights) differs past the window
+    llama = archlang.build(LLAMA, "llama", **TINY).eval()
+    llama.load_state_dict(hf.state_dict(), strict=True)
+    ids = torch.randint(0, 101, (1, 32))
+    with torch.no_grad():
+        a, b = ours(ids), llama(ids)
+    assert (a[:, :8] - b[:, :8]).abs().max().item() <= TOL  # the first window is causal attention
+    assert (a[:, 8:] - b[:, 8:]).abs().max().item() > 1e-3
+
+
+def test_mistral_costs_and_attention_report() -> None:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    rep = archlang.cost(MISTRAL, "mistral", **TINY, window=8, batch=1, sizes={"T": 32})
+    model = archlang.build(MISTRAL, "mistral", **TINY, window=8).eval()
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as fc, torch.no_grad():
+        model(torch.randint(0, 101, (1, 32)))
+    assert rep.flops == fc.get_total_flops()
+    assert len(rep.attention_layers()) == 2 and rep.attention_bytes == 2 * 4 * 32 * 32 * 4
+    assert archlang.cost(MISTRAL, "mistral_7b").params == 7_241_732_096  # Mistral-7B-v0.1
