@@ -273,3 +273,24 @@ def test_small_swin_plan_fits_and_matches() -> None:
 def test_full_size_plan_fits_and_matches(spec: str) -> None:
     r = check_plan(spec, 32)
     print(spec, r)
+
+
+def test_archc_build_train_prints_and_writes_the_plan(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from archlang.cli import app
+
+    sets = [a for k, v in SMALL_VIT.items() for a in ("--set", f"{k}={v}")]
+    rep = archlang.cost("specs/vit_b16.arch", batch=32, train=True, **SMALL_VIT)
+    plan = plan_checkpoints(rep, int(0.8 * rep.peak_training_bytes()[0]))
+    budget = f"{int(0.8 * rep.peak_training_bytes()[0])}B"
+    r = CliRunner().invoke(app, ["build", "specs/vit_b16.arch", *sets, "--train", "--batch", "32",
+                                 "--max-memory", budget, "-o", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert f"checkpoint plan: {len(plan.blocks)} of 4 block instances" in r.output
+    assert "recompute:" in r.output and "estimated training peak at batch 32:" in r.output
+    src = (tmp_path / "vit_b16.py").read_text()
+    assert f"checkpoint_plan = {plan.blocks!r}" in src
+    r = CliRunner().invoke(app, ["build", "specs/vit_b16.arch", *sets, "--train", "--batch", "64",
+                                 "--max-memory", "1MiB", "-o", str(tmp_path / "no")])
+    assert r.exit_code == 1 and "error[E0901]" in r.output and "not even batch 1 fits" in r.output
