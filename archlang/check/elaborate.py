@@ -14,7 +14,7 @@ from __future__ import annotations
 import fnmatch
 import keyword
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -473,16 +473,20 @@ class Elaborator:
     def step_limit(nodes: int) -> int:
         return min(MAX_STEPS, FREE_STEPS + STEPS_PER_NODE * nodes)
 
-    def exec_stmt(self, st: A.Stmt, fr: Frame, in_arch: bool) -> list[Any] | None:
-        if self.gave_up:
-            raise _OutOfSteps(self.diags[-1])
+    def count_step(self, span: Span | None) -> None:
+        """One statement (or comprehension item) more; the whole elaboration stops past the step limit."""
         self.steps += 1
         if self.steps > FREE_STEPS and self.steps > self.step_limit(len(self.nodes)):
             raise _OutOfSteps(Diagnostic(
                 "E0406", f"elaboration runs more than {self.step_limit(len(self.nodes)):,} statements while making "
-                         f"{len(self.nodes):,} node{'s' if len(self.nodes) != 1 else ''}", st.span,
+                         f"{len(self.nodes):,} node{'s' if len(self.nodes) != 1 else ''}", span,
                 help=f"a spec may run {FREE_STEPS:,} statements plus {STEPS_PER_NODE} per node it makes (at most "
                      f"{MAX_STEPS:,}); check the loop bounds: archlang unrolls every loop at compile time"))
+
+    def exec_stmt(self, st: A.Stmt, fr: Frame, in_arch: bool) -> list[Any] | None:
+        if self.gave_up:
+            raise _OutOfSteps(self.diags[-1])
+        self.count_step(st.span)
         if isinstance(st, A.Assign):
             val = self.eval(st.value, fr)
             if len(st.targets) == 1:
@@ -688,22 +692,14 @@ class Elaborator:
         if isinstance(e, A.Call):
             return self.call(e, fr, None, e.span)
         if isinstance(e, A.Labeled):
-            parts = []
-            for p in e.label:
-                if isinstance(p, str):
-                    parts.append(p)
-                else:
-                    v = self.eval(p, fr)
-                    if v is POISON:
-                        return POISON
-                    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                        raise self.fail("E0401", f"a label index must be a non-negative int, got {show(v)}", p.span)
-                    parts.append(str(v))
-            return self.call(e.call, fr, ".".join(parts), e.span)
+            label = self.label_text(e.label, fr)
+            return POISON if label is POISON else self.call(e.call, fr, label, e.span)
         if isinstance(e, A.Index):
             v, i = self.eval(e.value, fr), self.eval(e.index, fr)
             if v is POISON or i is POISON:
                 return POISON
+            if isinstance(v, Tensor) and isinstance(i, int) and not isinstance(i, bool):  # `x[0]`: dim 0
+                return self.tensor_subscript(e, v, [(e.index, i)], fr)
             if not isinstance(v, list):
                 raise self.fail("E0401", f"cannot index {type_name(v)}", e.value.span,
                                 help="index lists (`depths[s]`) or shapes (`x.shape[1]`); select tensor elements "
@@ -739,7 +735,206 @@ class Elaborator:
                 return v.type.rank
             raise self.fail("E0201", f"{type_name(v)} has no attribute `{e.attr}`", e.span,
                             help="tensors have `.shape` and `.rank`")
+        if isinstance(e, A.ListComp):
+            return self.list_comp(e, fr)
+        if isinstance(e, A.Subscript):
+            return self.subscript(e, fr)
+        if isinstance(e, A.LabelPart):
+            raise self.fail("E0404", "`name{...}` is a computed label; it names the call it labels", e.span,
+                            help="write it before a call: `patch_embed{i}: conv2d(x, ...)`; use it again as "
+                                 "`patch_embed{i}(z)` to share that layer's weights")
         raise AssertionError(f"unhandled expression {e!r}")  # pragma: no cover
+
+    # -- labels with computed parts, comprehensions, subscripts (issue 12, "lang")
+    def label_text(self, path: tuple[str | A.Expr, ...], fr: Frame) -> Any:
+        """The dotted label ``path`` stands for: names, `[index]` parts and `{part}` suffixes
+        evaluated now (`patch_embed{i}` with i = 2 is `patch_embed2`); POISON after an error."""
+        parts: list[str] = []
+        for p in path:
+            if isinstance(p, str):
+                parts.append(p)
+                continue
+            v = self.eval(p.part if isinstance(p, A.LabelPart) else p, fr)
+            if v is POISON:
+                return POISON
+            if isinstance(p, A.LabelPart):
+                if isinstance(v, bool) or not isinstance(v, int | str) or (isinstance(v, int) and v < 0):
+                    raise self.fail("E0401", f"a computed label part is a non-negative int or a str, got {typed(v)}",
+                                    p.part.span, help="e.g. `patch_embed{i}: conv2d(...)` with a loop index `i`, "
+                                                      "or `{\"_\" + name}` with a str parameter")
+                piece = parts[-1] + str(v)
+                if not _LABEL_PIECE(piece):
+                    raise self.fail("E0207", f"`{_short(piece, 40)}` cannot be a label: a label piece is a name "
+                                             "(letters, digits and `_`, not starting with a digit)", p.span,
+                                    help="labels become attribute names and state_dict keys of the generated module; "
+                                         "compute a part of letters, digits and `_`")
+                parts[-1] = piece
+                continue
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise self.fail("E0401", f"a label index must be a non-negative int, got {show(v)}", p.span)
+            parts.append(str(v))
+        return ".".join(parts)
+
+    def list_comp(self, e: A.ListComp, fr: Frame) -> Any:
+        """``[elt for v in iter if cond ...]``: each item counts as a statement toward the step
+        limit; the list obeys MAX_LIST; the loop variables are local to the comprehension."""
+        out: list[Any] = []
+        inner = replace(fr, env=dict(fr.env))
+        if not self.comp_clause(e, 0, inner, out):
+            return POISON
+        return self.check_list(out, e.span)
+
+    def comp_clause(self, e: A.ListComp, k: int, fr: Frame, out: list[Any]) -> bool:
+        cl = e.clauses[k]
+        items = self.comp_items(cl, fr)
+        if items is POISON:
+            return False
+        for v in items:
+            self.count_step(cl.span)
+            shown = show(v) if isinstance(v, int | float | str) else type_name(v)
+            fr.env[cl.var] = Binding(v, cl.span, f"`{cl.var}` = {_short(shown, 40)} (comprehension variable)")
+            keep = True
+            for cond in cl.conds:
+                c = self.eval(cond, fr)
+                if c is POISON:
+                    return False
+                if not isinstance(c, bool):
+                    raise self.fail("E0404", f"a comprehension's `if` needs a compile-time bool, got {type_name(c)}",
+                                    cond.span, help="e.g. `[x for x in dims if x > 1]`")
+                if not c:
+                    keep = False
+                    break
+            if not keep:
+                continue
+            if k + 1 < len(e.clauses):
+                if not self.comp_clause(e, k + 1, fr, out):
+                    return False
+                continue
+            item = self.eval(e.elt, fr)
+            if item is POISON:
+                return False
+            if isinstance(item, tuple):
+                raise self.fail("E0407", f"each item is {len(item)} values; a list item is one value", e.elt.span,
+                                help="pick one output, or build one list per output")
+            out.append(item)
+            if len(out) > MAX_LIST:
+                raise self.fail("E0406", f"a list of more than {MAX_LIST:,} items", e.span,
+                                help=f"compile-time lists hold at most {MAX_LIST:,} items")
+        return True
+
+    def comp_items(self, cl: A.Comprehension, fr: Frame) -> Any:
+        lo = self.eval(cl.iter, fr)
+        if cl.stop is not None:
+            hi = self.eval(cl.stop, fr)
+            if lo is POISON or hi is POISON:
+                return POISON
+            for v, ex in ((lo, cl.iter), (hi, cl.stop)):
+                if not isinstance(v, int) or isinstance(v, bool):
+                    raise self.fail("E0401", f"`{cl.var} in a .. b` counts with integers, got {typed(v)}", ex.span)
+            if hi - lo > MAX_LOOP:
+                raise self.fail("E0406", f"a comprehension of {hi - lo:,} iterations is too long", cl.span,
+                                help=f"a loop runs at most {MAX_LOOP:,} times")
+            return range(lo, hi)
+        if lo is POISON:
+            return POISON
+        if isinstance(lo, list | tuple):
+            return list(lo)
+        help_ = ("count with `for i in 0 .. n` or `range(n)`" if isinstance(lo, int) and not isinstance(lo, bool)
+                 else "a tensor's values exist only when the model runs; loop over a list of tensors, or over "
+                      "`range(x.shape[1])`" if isinstance(lo, Tensor) else "e.g. `[d * 2 for d in dims]`")
+        raise self.fail("E0401", f"a comprehension loops over a list or `a .. b`, got {typed(lo)}", cl.iter.span,
+                        help=help_)
+
+    def subscript(self, e: A.Subscript, fr: Frame) -> Any:
+        """``l[1:3]``, ``l[::2]`` (one item, on a list); ``x[:, 0]``, ``x[:, ::2]``, ``x[1:7:2]``
+        on a tensor (:meth:`tensor_subscript`)."""
+        v = self.eval(e.value, fr)
+        if v is POISON:
+            return POISON
+        items: list[tuple[A.Expr | A.SliceItem, Any]] = []
+        for it in e.items:
+            if not isinstance(it, A.SliceItem):
+                i = self.eval(it, fr)
+                if i is POISON:
+                    return POISON
+                items.append((it, i))
+                continue
+            bounds: list[int | None] = []
+            for b in (it.start, it.stop, it.step):
+                if b is None:
+                    bounds.append(None)
+                    continue
+                bv = _intify(self.eval(b, fr))
+                if bv is POISON:
+                    return POISON
+                if isinstance(bv, Dim):
+                    raise self.fail("E0404", f"a slice bound must be known at compile time, but it is the free size "
+                                             f"`{fmt(bv)}`", b.span, help="give the size a value with --set")
+                if not isinstance(bv, int) or isinstance(bv, bool):
+                    raise self.fail("E0401", f"slice bounds are ints, got {typed(bv)}", b.span)
+                bounds.append(bv)
+            if bounds[2] is not None and bounds[2] < 1:
+                raise self.fail("E0406", f"a slice step must be positive, got {bounds[2]}", it.step.span if it.step else it.span,
+                                help="slices run forward: `x[:, ::2]` keeps every other item")
+            items.append((it, tuple(bounds)))
+        if isinstance(v, list):
+            if len(items) != 1:
+                raise self.fail("E0401", f"a list takes one index, got {len(items)}", e.span,
+                                help="index a nested list one level at a time: `l[i][j]`")
+            (_, b), = items
+            if not isinstance(b, tuple):  # pragma: no cover - a lone index parses as A.Index
+                raise self.fail("E0401", f"an index must be an int, got {type_name(b)}", e.span)
+            return self.check_list(v[slice(*b)], e.span)
+        if isinstance(v, Tensor):
+            return self.tensor_subscript(e, v, items, fr)
+        raise self.fail("E0401", f"cannot index {type_name(v)}", e.value.span,
+                        help="index lists (`depths[s]`, `dims[1:]`) and tensors (`x[:, 0]`, `x[:, ::2]`)")
+
+    def tensor_subscript(self, e: A.Expr, v: Tensor, items: list[tuple[Any, Any]], fr: Frame) -> Any:
+        """Item k applies to dim k: an int selects (``take``), a slice keeps ``start:stop:step``
+        (``slice``), ``:`` keeps the whole dim. Python's rules for negative bounds; a bound past
+        the dim, an empty slice or an index out of range is E0304 (nothing is clamped)."""
+        t = v.type
+        if len(items) > t.rank:
+            raise self.fail("E0304", f"{len(items)} indices for a tensor of rank {t.rank} ({t})", e.span,
+                            help=f"index at most {t.rank} dims; {v.origin}")
+        ops: list[O.OpBase] = []
+        for k in reversed(range(len(items))):  # from the last: the dims before keep their numbers
+            it, s = items[k]
+            n = t.shape[k]
+            span = it.span
+            if isinstance(s, tuple):
+                start, stop, step = s
+                if start is None and stop is None and step in (None, 1):
+                    continue
+                if not isinstance(n, int):
+                    raise self.fail("E0404", f"slicing dim {k} of {t} needs its size, but it is the free size "
+                                             f"`{fmt(n)}`", span, help="give the size a value with --set")
+                lo = 0 if start is None else start + n if start < 0 else start
+                hi = n if stop is None else stop + n if stop < 0 else stop
+                for b, raw in ((lo, start), (hi, stop)):
+                    if not 0 <= b <= n:
+                        raise self.fail("E0304", f"slice bound {raw} is out of range for dim {k} of {t}", span,
+                                        help=f"bounds run from {-n} to {n}; {v.origin}")
+                if hi <= lo:
+                    raise self.fail("E0304", f"the slice {_slice_text(s)} of dim {k} ({n} items) is empty", span,
+                                    help=f"it keeps items {lo} to {hi - 1}; every dim of a tensor is at least 1")
+                ops.append(O.SliceOp(start=lo, stop=hi, dim=k, step=step or 1))
+                continue
+            if isinstance(s, Tensor):
+                raise self.fail("E0401", f"a tensor subscript takes ints and slices, got {typed(s)}", span,
+                                help="select with an int (`x[:, 0]`) or a slice (`x[:, 1:]`); gather by an index "
+                                     "tensor with an op")
+            if not isinstance(s, int) or isinstance(s, bool):
+                raise self.fail("E0401", f"an index must be an int, got {typed(s)}", span)
+            if isinstance(n, int) and not -n <= s < n:
+                raise self.fail("E0304", f"index {s} is out of range for dim {k} of {t}", span,
+                                help=f"valid indices are {-n} to {n - 1}; {v.origin}")
+            ops.append(O.Take(index=s, dim=k))
+        out: Any = v
+        for op in ops:
+            out = self.emit(op, [out], op.op, None, e.span, fr, [e.span])
+        return out
 
     def check_list(self, v: list, span: Span) -> list:
         """Refuse a compile-time list holding more than :data:`MAX_LIST` items in all (nested
@@ -984,6 +1179,8 @@ class Elaborator:
 
     # -- calls
     def call(self, c: A.Call, fr: Frame, label: str | None, span: Span) -> Any:
+        if c.path:  # `blocks[0].fc(z)`, `pe{s}(z)`: an earlier labelled layer, called again
+            return self.call_shared(c, fr, label, span)
         if c.func in SURFACE:
             return self.call_op(SURFACE[c.func], c, fr, label, span)
         if c.func in self.prog.blocks:
@@ -1000,9 +1197,91 @@ class Elaborator:
         if c.func in self.prog.archs:
             raise self.fail("E0202", f"`{c.func}` is an arch; only blocks and ops can be called", c.func_span,
                             help="turn the shared part into a `block` and call it from both archs")
-        hint = did_you_mean(c.func, [*SURFACE, *self.prog.blocks, *BUILTINS])
+        if self.labelled(fr, c.func) is not None or self.full(fr, c.func) in self.scope_spans:
+            return self.call_shared(c, fr, label, span)  # `pe1(z)`: the layer labelled `pe1`, again
+        hint = did_you_mean(c.func, [*SURFACE, *self.prog.blocks, *BUILTINS, *self.labels_here(fr)])
         raise self.fail("E0202", f"unknown operation or block `{c.func}`", c.func_span,
                         help=hint or "see `archc ops` for the primitive ops; blocks come from this file or `use`")
+
+    # -- weight sharing: calling an earlier labelled layer
+    def labelled(self, fr: Frame, local: str) -> Node | None:
+        """The node labelled ``local`` in this scope (a layer made here or in a block instance below)."""
+        name = self.full(fr, local)
+        if name not in self.taken:
+            return None
+        return next((n for n in reversed(self.nodes) if n.name == name), None)
+
+    def labels_here(self, fr: Frame) -> list[str]:
+        """Layers with weights that ``fr`` can call again (for did-you-mean)."""
+        pre = f"{fr.path}." if fr.path else ""
+        return [n.name[len(pre):] for n in self.nodes if n.name.startswith(pre) and n.op.parameters()
+                and n.scope == fr.path]
+
+    def call_shared(self, c: A.Call, fr: Frame, label: str | None, span: Span) -> Any:
+        """``y = pe1(z)``: a new node that runs the layer labelled ``pe1`` on new inputs with the
+        same weights (``Node.shares``): its parameters are counted once, the generated module
+        calls the same submodule twice, the state_dict has one copy."""
+        local = self.label_text(c.path, fr) if c.path else c.func
+        if local is POISON:
+            return POISON
+        name = self.full(fr, local)
+        node = self.labelled(fr, local)
+        if node is None:
+            if name in self.scope_spans:
+                raise self.fail("E0406", f"`{local}` is a block instance; only one layer's weights can be shared",
+                                c.func_span, help="call a layer labelled inside it (`blk.fc(z)`), or call the block "
+                                                  "again for new weights",
+                                notes=[Label(f"`{local}` is created here", self.scope_spans[name])])
+            outside = next((n for n in reversed(self.nodes) if n.name == local), None) if fr.path else None
+            if outside is not None:
+                raise self.fail("E0201", f"`{local}` is labelled outside this block instance", c.func_span,
+                                help="a layer is shared where it is made, or from the block instances around "
+                                     "it: make it in this block, or call it from the arch",
+                                notes=[Label(f"`{local}` is made here", outside.span)])
+            hint = did_you_mean(local, self.labels_here(fr))
+            raise self.fail("E0201", f"no layer labelled `{local}` to share", c.func_span,
+                            help=hint or "label a layer first (`pe1: conv2d(x, ...)`), then call it on another "
+                                         "input: `pe1(z)`")
+        if isinstance(node.op, O.Input | O.Output):
+            raise self.fail("E0405", f"`{local}` is an {'input' if isinstance(node.op, O.Input) else 'output'}, "
+                                     "not a layer", c.func_span, help="call a labelled layer with weights: `pe1(z)`")
+        if not node.op.parameters():
+            raise self.fail("E0406", f"`{local}` ({node.op.op}) has no weights to share", c.func_span,
+                            help=f"call the op again for the same computation: `{node.op.op}(...)`",
+                            notes=[Label(f"`{local}` is made here", node.span)])
+        if c.kwargs:
+            raise self.fail("E0403", f"a shared layer takes its input tensors only; `{local}` keeps the arguments "
+                                     "it was made with", c.kwargs[0].span,
+                            help=f"e.g. `{local}({', '.join(f'x{i}' for i in range(len(node.inputs))) or 'x'})`",
+                            notes=[Label(f"`{local}` is made here", node.span)])
+        if len(c.args) != len(node.inputs):
+            raise self.fail("E0403", f"`{local}` takes {len(node.inputs)} tensor{'s' if len(node.inputs) != 1 else ''}"
+                                     f", got {len(c.args)}", c.span, notes=[Label(f"`{local}` is made here", node.span)])
+        inputs: list[Tensor] = []
+        for a in c.args:
+            v = self.eval(a, fr)
+            if v is POISON:
+                return POISON
+            if not isinstance(v, Tensor):
+                raise self.fail("E0405", f"`{local}` expects a tensor, got {typed(v)}", a.span)
+            inputs.append(v)
+        root = node.shares or node.name  # sharing a shared layer shares the original
+        base = local.rsplit(".", 1)[-1]
+        if base.isdigit():
+            base = node.op.op
+        try:
+            out = self.emit(node.op, inputs, base, label, span, fr, [a.span for a in c.args])
+        except DiagnosticError as err:
+            ins = ", ".join(str(self.type_at(r)) for r in node.inputs)
+            err.diag.notes.append(Label(f"`{local}` is made here for {ins}; a shared layer needs inputs it fits",
+                                        node.span))
+            raise
+        self.nodes[-1] = self.nodes[-1].model_copy(update={"shares": root})
+        return out
+
+    def type_at(self, r: ValueRef) -> TensorType | None:
+        n = next((n for n in reversed(self.nodes) if n.name == r.node), None)
+        return n.outputs[r.index] if n is not None and r.index < len(n.outputs) else None
 
     def bind_args(self, c: A.Call, names: list[str], fr: Frame, what: str, extra: bool = False
                   ) -> tuple[dict[str, tuple[Any, Span]], dict[str, tuple[Any, Span]]]:
@@ -1369,7 +1648,7 @@ class Elaborator:
 
     # -- adapters
     def resolve_adapters(self) -> tuple[tuple[AdapterTap, ...], tuple[FreezeRule, ...]]:
-        linear_like = {n.name: n for n in self.nodes if n.op.parameters()}
+        linear_like = {n.name: n for n in self.nodes if n.op.parameters() and n.shares is None}
         taps: list[AdapterTap] = []
         for st in self.adapt_stmts:
             if st.kind not in ("lora", "bitfit"):
@@ -1479,6 +1758,15 @@ def _too_large(v: Any) -> bool:
     if isinstance(v, float):
         return not math.isfinite(v)
     return isinstance(v, int) and abs(v) > MAX_INT
+
+
+def _LABEL_PIECE(s: str) -> bool:
+    return s.isidentifier() and s.isascii()
+
+
+def _slice_text(s: tuple[int | None, int | None, int | None]) -> str:
+    start, stop, step = s
+    return f"{'' if start is None else start}:{'' if stop is None else stop}" + ("" if step is None else f":{step}")
 
 
 def _short(text: str, n: int = 60) -> str:

@@ -429,7 +429,10 @@ def _slice(op: O.SliceOp, ins: list[TensorType]) -> tuple[TensorType, ...]:
     n = x.shape[d]
     if op.start < 0 or op.stop < op.start or (isinstance(n, int) and op.stop > n):
         raise ShapeError("E0304", f"slice {op.start}..{op.stop} is out of range for dim {op.dim} of {x}")
-    return (TensorType(shape=(*x.shape[:d], op.stop - op.start, *x.shape[d + 1:]), dtype=x.dtype),)
+    if op.step < 1:
+        raise ShapeError("E0406", f"slice step {op.step}: a step is at least 1")
+    length = op.stop - op.start if op.step == 1 else -(-(op.stop - op.start) // op.step)
+    return (TensorType(shape=(*x.shape[:d], length, *x.shape[d + 1:]), dtype=x.dtype),)
 
 
 __all__ = ["SHAPE_RULES", "ShapeError", "broadcast", "conv_out", "infer", "mul"]

@@ -419,9 +419,10 @@ def _take(ctx, ins, a):
     return O.Take(index=a["index"], dim=a["dim"])
 
 
-@op("slice", ("x",), (Arg("start", "int"), Arg("stop", "int"), Arg("dim", "int", 1)), "Keep start .. stop of `dim`.")
+@op("slice", ("x",), (Arg("start", "int"), Arg("stop", "int"), Arg("dim", "int", 1), Arg("step", "int", 1, min=1)),
+    "Keep start .. stop of `dim`, every `step`-th item (x[:, start:stop:step]).")
 def _slice(ctx, ins, a):
-    return O.SliceOp(start=a["start"], stop=a["stop"], dim=a["dim"])
+    return O.SliceOp(start=a["start"], stop=a["stop"], dim=a["dim"], step=a["step"])
 
 
 # ----------------------------------------------------------------------------- rearrange

@@ -141,7 +141,7 @@ class CostReport:
         for n, (_, _, keep) in zip(self.graph.nodes, hits, strict=True):
             internal, internal_ev, saves_in, weight_in, saves_out = keep
             ins = [root.get((r.node, r.index), (r.node, r.index)) for r in n.inputs]
-            trainable = counts[n.name][1] > 0
+            trainable = counts[n.shares or n.name][1] > 0  # a shared layer trains its original's weights
             rg = trainable or any(req.get(r.node, False) for r in n.inputs)
             req[n.name] = rg
             op = n.op

@@ -144,6 +144,8 @@ def param_table(graph: Graph) -> list[ParamInfo]:
     """Every parameter of the graph, base and LoRA, with its trainability (see module doc)."""
     base: list[tuple[str, Node, str, tuple[int, ...]]] = []
     for n in graph.nodes:
+        if n.shares is not None:  # `y = pe1(z)` runs with `pe1`'s weights: they are listed once, there
+            continue
         for p in n.op.parameters():
             base.append((f"{n.name}.{p.name}" if p.name else n.name, n, p.role, p.shape))
     trainable = {name: True for name, *_ in base}

@@ -59,6 +59,10 @@ class Node(BaseModel):
     outputs: tuple[TensorType, ...] = ()
     scope: str = ""  # the innermost block instance this node belongs to ("" = top level)
     vars: tuple[str, ...] = ()  # the spec's variable names for the outputs, where it named them
+    # `y = pe1(z)`: this node runs with the weights of node `pe1` (weight sharing): it owns no
+    # parameters (counted once, at `pe1`); the generated module calls `pe1`'s submodule again.
+    # Left out of the JSON when unset, so graphs without sharing keep their IR digest.
+    shares: str | None = Field(default=None, exclude_if=lambda v: v is None)
     span: Span
 
     @field_validator("op", mode="before")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Literal, Union
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from archlang.ir.dims import Dim
 from archlang.ir.types import TensorType
@@ -574,12 +574,13 @@ class Take(OpBase):
 
 
 class SliceOp(OpBase):
-    """Keep ``start .. stop`` along ``dim``."""
+    """Keep ``start .. stop`` along ``dim``, every ``step``-th item (``x[:, 1:7:2]``)."""
 
     op: Literal["slice"] = "slice"
     start: int
     stop: int
     dim: int
+    step: int = Field(default=1, exclude_if=lambda v: v == 1)  # left out of the JSON at 1: IR digests stay
 
 
 class Identity(OpBase):

@@ -190,7 +190,7 @@ def structure(inst: Inst, lora: dict[str, tuple]) -> tuple:
             wires = tuple(_wiring(inst, r, produced) for r in it.inputs)
             shape_of_code = tuple(getattr(it.op, f) for op_name, f in STRUCTURAL if op_name == it.op.op)
             out.append(("node", inst.local(it.name), it.op.op, wires, len(it.outputs), lora.get(it.name),
-                        shape_of_code))
+                        shape_of_code, inst.local(it.shares) if it.shares else None))
             for i in range(len(it.outputs)):
                 produced[(it.name, i)] = ("node", inst.local(it.name), i)
         else:
@@ -750,14 +750,15 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
                 return arg_code(plan.arg_of[key], "self")
             return lit(_attr_value(_op, f))
 
-        ctx = Ctx(ops=[n.op for n in same], ins=[], mod=access_node(local),
+        # a shared layer (`y = pe1(z)`) calls the submodule of the layer it shares, and makes none
+        ctx = Ctx(ops=[n.op for n in same], ins=[], mod=access_node(inst0.local(node_.shares) if node_.shares else local),
                   in_types=[graph.type_of(r) for r in node_.inputs], out_types=node_.outputs,
                   init_attr=init_attr, fwd_attr=fwd_attr)
         mod = rule.module(ctx)
         if mod is not None and node_.name in lora:
             mod = _wrap_lora(mod, lora[node_.name])
             plan.helpers |= {"LoRA", "LoRALinear", "add_lora"}
-        if mod is not None:
+        if mod is not None and not node_.shares:
             tree.add(local, mod)
         plan.helpers.update(helpers_of(rule, ctx))
         if isinstance(node_.op, O.Output):
@@ -1090,7 +1091,8 @@ def _trainability_rules(graph: Graph) -> list[tuple[str, tuple[str, ...]]]:
             if split_kind(sel)[0] is None:
                 out.append(sel)
             else:
-                out += [state_key(n.name) for n in graph.nodes if n.op.parameters() and matches(sel, n.name, n.op.op)]
+                out += [state_key(n.name) for n in graph.nodes if n.op.parameters() and not n.shares
+                        and matches(sel, n.name, n.op.op)]
         return tuple(out)
 
     events = [(r.index, ("freeze" if r.freeze else "unfreeze", resolve(r.selectors))) for r in graph.freezes]
@@ -1100,7 +1102,7 @@ def _trainability_rules(graph: Graph) -> list[tuple[str, tuple[str, ...]]]:
 
 def _no_weight_decay(graph: Graph) -> list[str]:
     return sorted(state_key(f"{n.name}.{p.name}" if p.name else n.name) for n in graph.nodes
-                  for p in n.op.parameters() if p.role in ("token", "pos", "rel_pos"))
+                  for p in n.op.parameters() if p.role in ("token", "pos", "rel_pos") and not n.shares)
 
 
 _PRELUDE_USES: dict[str, set[str]] = {}

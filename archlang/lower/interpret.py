@@ -777,7 +777,7 @@ def _slice(c: EvalCtx) -> Tensor:
     assert isinstance(op, O.SliceOp)
     x = c.x()
     d = op.dim % x.ndim
-    return x[(slice(None),) * d + (slice(op.start, op.stop),)]
+    return x[(slice(None),) * d + (slice(op.start, op.stop, op.step),)]
 
 
 @rule(O.Roll)
@@ -812,7 +812,9 @@ def interpret(graph: Graph, params: Mapping[str, Tensor], inputs: Sequence[Tenso
             raise InterpretError(f"no eval rule for op `{node.op.op}`")
         xs = [feed[node.name]] if isinstance(node.op, O.Input) else \
             [values[r.node][r.index] for r in node.inputs]
-        out = fn(EvalCtx(node=node, xs=xs, params=params, train=train, lora=lora.get(node.name, {})))
+        # a shared layer (`y = pe1(z)`) reads the parameters (and LoRA) of the layer it shares
+        own = node if node.shares is None else node.model_copy(update={"name": node.shares})
+        out = fn(EvalCtx(node=own, xs=xs, params=params, train=train, lora=lora.get(own.name, {})))
         values[node.name] = out if isinstance(out, tuple) else (out,)
     return tuple(values[name][0] for name in graph.outputs)
 

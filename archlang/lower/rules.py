@@ -692,6 +692,21 @@ def _take(c: Ctx) -> ast.expr:
 def _slice(c: Ctx) -> ast.expr:
     op = c.op
     assert isinstance(op, O.SliceOp)
+    if not (c.const("step") and op.step == 1):  # strided: `x[:, start:stop:step]`
+        n = c.in_types[0].shape[op.dim] if c.const("dim") else None
+        part = ast.Slice(lower=None if c.const("start") and op.start == 0 else c.fwd_attr("start"),
+                         upper=None if c.const("stop") and op.stop == n else c.fwd_attr("stop"),
+                         step=c.fwd_attr("step"))
+        full = ast.Slice(lower=None, upper=None, step=None)
+        if c.const("dim") and op.dim >= 0:
+            elts: list[ast.expr] = [*([full] * op.dim), part]
+        elif c.const("dim"):
+            elts = [ast.Constant(Ellipsis), part, *([full] * (-op.dim - 1))]
+        else:
+            return E("x[(slice(None),) * (d % x.ndim) + (slice(start, stop, step),)]", x=c.x(), d=c.fwd_attr("dim"),
+                     start=c.fwd_attr("start"), stop=c.fwd_attr("stop"), step=c.fwd_attr("step"))
+        index = elts[0] if len(elts) == 1 else ast.Tuple(elts=elts, ctx=ast.Load())
+        return ast.Subscript(value=c.x(), slice=index, ctx=ast.Load())
     if c.const("start") and c.const("stop"):
         length = lit(op.stop - op.start)  # type: ignore[operator]
     elif c.const("start") and op.start == 0:

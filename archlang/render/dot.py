@@ -23,7 +23,7 @@ What is drawn:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from html import escape
 from typing import Any
 
@@ -201,6 +201,10 @@ class GraphInfo:
 
     def __init__(self, g: Graph) -> None:
         self.looks = {n.name: look(n.op, [g.type_of(r) for r in n.inputs], n.outputs) for n in g.nodes}
+        for n in g.nodes:  # a shared layer (`y = pe1(z)`) says whose weights it runs with
+            if n.shares:
+                lk = self.looks[n.name]
+                self.looks[n.name] = replace(lk, detail=(*lk.detail, f"weights of {n.shares}"))
         self.residual = residual_inputs(g)
         self._types: dict[tuple[str, int], str] = {}
         self._by_type: dict[TensorType, str] = {}

@@ -268,7 +268,8 @@ def _take(op: O.Take, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Lo
 
 @_rule(O.SliceOp)
 def _slice(op: O.SliceOp, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    return Look("Slice", (_index_expr(op.dim, f"{op.start}:{op.stop}"),), "reshape")
+    step = f":{op.step}" if op.step != 1 else ""
+    return Look("Slice", (_index_expr(op.dim, f"{op.start}:{op.stop}{step}"),), "reshape")
 
 
 @_rule(O.Roll)

@@ -82,6 +82,9 @@ class Call(Expr):
     func_span: Span
     args: tuple[Expr, ...]
     kwargs: tuple[Keyword, ...]
+    # `blocks[i].fc(z)`, `pe{s}(z)`: a call of an earlier labelled layer (weight sharing) by a
+    # label path; empty for a call by a plain name (`pe1(z)` is resolved by the elaborator)
+    path: tuple[str | Expr, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,52 @@ class Slice(Expr):
 
 
 @dataclass(frozen=True)
+class SliceItem:
+    """``start:stop:step`` in a subscript; a missing part is None (``::2``)."""
+
+    span: Span
+    start: Expr | None
+    stop: Expr | None
+    step: Expr | None = None
+
+
+@dataclass(frozen=True)
+class Subscript(Expr):
+    """``x[:, 0]``, ``x[:, ::2]``, ``l[1:3]``: a subscript with a colon slice or several items
+    (a single index ``l[i]`` is :class:`Index`, ``l[a .. b]`` is :class:`Slice`)."""
+
+    value: Expr
+    items: tuple[Expr | SliceItem, ...]
+
+
+@dataclass(frozen=True)
+class LabelPart(Expr):
+    """``patch_embed{i}``: a label piece with a part computed at compile time (only in labels)."""
+
+    value: Expr
+    part: Expr
+
+
+@dataclass(frozen=True)
+class Comprehension:
+    """``for var in iter [if cond]...`` (``iter`` a list, or ``start .. stop`` when ``stop`` is set)."""
+
+    var: str
+    iter: Expr
+    stop: Expr | None
+    conds: tuple[Expr, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class ListComp(Expr):
+    """``[elt for var in iter if cond ...]``: a compile-time list built item by item."""
+
+    elt: Expr
+    clauses: tuple[Comprehension, ...]
+
+
+@dataclass(frozen=True)
 class Attr(Expr):
     value: Expr
     attr: str
@@ -107,7 +156,9 @@ class Attr(Expr):
 class Labeled(Expr):
     """``label: call(...)``: the label is a path of names and index expressions."""
 
-    label: tuple[str | Expr, ...]  # names, or index expressions evaluated at elaboration
+    # names, index expressions (`blocks[i]`) or computed parts (`LabelPart`: `embed{i}`)
+    # evaluated at elaboration
+    label: tuple[str | Expr, ...]
     call: Call
 
 

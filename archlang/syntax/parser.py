@@ -28,6 +28,7 @@ _TERMINAL_NAMES = {
     "COMMA": "`,`", "COLON": "`:`", "EQUAL": "`=`", "DOT": "`.`", "__ANON_0": "`..`",
     "MINUS": "`-`", "STAR": "`*`", "COMP_OP": "a comparison", "ADD_OP": "`+`/`-`",
     "MUL_OP": "`*`/`/`", "POW_OP": "`**`", "FREEZE": "`freeze`", "CHECKPOINT": "`checkpoint`",
+    "LABEL_BRACE": "`{` (a computed label part)",
     "$END": "end of file",
 }
 
@@ -176,6 +177,17 @@ class _Builder(Transformer):
     def list_lit(self, meta, c):
         return A.ListLit(self._span(meta), tuple(x for x in c if x is not None))
 
+    @v_args(meta=True)
+    def list_comp(self, meta, c):
+        return A.ListComp(self._span(meta), c[0], tuple(c[1:]))
+
+    @v_args(meta=True)
+    def comp_for(self, meta, c):
+        return A.Comprehension(str(c[0]), c[1], c[2], tuple(c[3:]), self._span(meta))
+
+    def comp_if(self, c):
+        return c[0]
+
     # -- operators
     @v_args(meta=True)
     def binop(self, meta, c):
@@ -220,7 +232,12 @@ class _Builder(Transformer):
     @v_args(meta=True)
     def call(self, meta, c):
         func, args = c[0], c[1] or []
-        if not isinstance(func, A.Name):
+        path: tuple = ()
+        if isinstance(func, A.Attr | A.Index | A.LabelPart):  # `blocks[i].fc(z)`: an earlier layer, again
+            path = self._label_path(func, "only named operations, blocks and labelled layers can be called",
+                                    "call an op or block by name (`linear(x, 10)`), or a labelled layer "
+                                    "to share its weights (`pe1(z)`)")
+        elif not isinstance(func, A.Name):
             raise DiagnosticError(Diagnostic(
                 "E0101", "only named operations and blocks can be called", func.span,
                 help="call an op or block by name, e.g. `linear(x, 10)`"))
@@ -234,15 +251,34 @@ class _Builder(Transformer):
                 raise DiagnosticError(Diagnostic(
                     "E0101", "positional argument after a keyword argument", a.span,
                     help="put positional arguments first"))
+        if path:
+            return A.Call(self._span(meta), _path_text(path), func.span, pos, kws, path)
         return A.Call(self._span(meta), func.id, func.span, pos, kws)
 
-    @v_args(meta=True)
-    def index(self, meta, c):
-        return A.Index(self._span(meta), c[0], c[1])
+    def subscripts(self, c):
+        return list(c)
 
     @v_args(meta=True)
-    def slice(self, meta, c):
-        return A.Slice(self._span(meta), c[0], c[1], c[2])
+    def subscript(self, meta, c):
+        value, items = c[0], c[1]
+        span = self._span(meta)
+        if len(items) == 1 and isinstance(items[0], tuple):  # `l[a .. b]`
+            return A.Slice(span, value, items[0][0], items[0][1])
+        if len(items) == 1 and isinstance(items[0], A.Expr):
+            return A.Index(span, value, items[0])
+        return A.Subscript(span, value, tuple(
+            A.SliceItem(span, it[0], it[1]) if isinstance(it, tuple) else it for it in items))
+
+    def range_sub(self, c):
+        return (c[0], c[1])
+
+    @v_args(meta=True)
+    def colon_sub(self, meta, c):
+        return A.SliceItem(self._span(meta), c[0], c[1], c[2])
+
+    @v_args(meta=True)
+    def label_part(self, meta, c):
+        return A.LabelPart(self._span(meta), c[0], c[2] if len(c) > 2 else c[1])
 
     @v_args(meta=True)
     def attr(self, meta, c):
@@ -257,16 +293,17 @@ class _Builder(Transformer):
                 help="write `name: op(...)`, e.g. `fc1: linear(x, 3072)`"))
         return A.Labeled(self._span(meta), self._label_path(label), call)
 
-    def _label_path(self, e) -> tuple:
+    def _label_path(self, e, message: str = "a label is a dotted name such as `blocks[i].attn`",
+                    help: str = "labels are names, `.name`, `[index]` and computed parts `name{i}` only") -> tuple:
         if isinstance(e, A.Name):
             return (e.id,)
         if isinstance(e, A.Attr):
-            return (*self._label_path(e.value), e.attr)
+            return (*self._label_path(e.value, message, help), e.attr)
         if isinstance(e, A.Index):
-            return (*self._label_path(e.value), e.index)
-        raise DiagnosticError(Diagnostic(
-            "E0101", "a label is a dotted name such as `blocks[i].attn`", e.span,
-            help="labels are names, `.name` and `[index]` only"))
+            return (*self._label_path(e.value, message, help), e.index)
+        if isinstance(e, A.LabelPart):  # the part joins the piece before it: `embed{i}` -> embed0
+            return (*self._label_path(e.value, message, help), e)
+        raise DiagnosticError(Diagnostic("E0101", message, e.span, help=help))
 
     # -- annotations
     @v_args(meta=True)
@@ -408,6 +445,19 @@ class _Builder(Transformer):
 
     def start(self, c):
         return list(c)
+
+
+def _path_text(path: tuple) -> str:
+    """``blocks[i].fc``, ``pe{s}``: a label path as written, for messages."""
+    out = ""
+    for p in path:
+        if isinstance(p, str):
+            out += f".{p}" if out else p
+        elif isinstance(p, A.LabelPart):
+            out += "{…}"
+        else:
+            out += "[…]"
+    return out
 
 
 MAX_SOURCE_CHARS = 2_000_000  # a spec (or one `use`d module) larger than this is refused unparsed
