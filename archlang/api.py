@@ -221,7 +221,7 @@ def _human(n: int) -> str:
 
 def build(spec: str | Path | Program, arch: str | None = None, *, compile: bool = False,
           max_memory: int | str | None = "auto", batch: int = 1, train: bool = False, dtype: str = "float32",
-          **params: Any):
+          attention: str = "auto", **params: Any):
     """Build the PyTorch model of one arch: ``archlang.build("specs/swin_t.arch", img=384)``.
 
     The module is executed from the same generated source that ``archc build`` writes; it
@@ -232,6 +232,10 @@ def build(spec: str | Path | Program, arch: str | None = None, *, compile: bool 
     parameters, buffers, activations and attention in ``dtype``, exceeds ``max_memory`` is
     refused with :class:`BudgetError`: by default the budget is the memory available now;
     give bytes or a size ("16GiB"), or ``None``/"off" for no budget.
+
+    ``attention`` lowers every ``attend``: "sdpa" (``F.scaled_dot_product_attention``), "flex"
+    (FlexAttention, fused under ``torch.compile``) or "auto" (the rule in
+    :mod:`archlang.ops.attention`).
 
     With ``train=True`` the model is built with the activation-checkpoint plan that fits the
     budget with the least recomputation (:func:`archlang.cost.plan.plan_checkpoints`; the
@@ -247,7 +251,10 @@ def build(spec: str | Path | Program, arch: str | None = None, *, compile: bool 
     prog = spec if isinstance(spec, Program) else load_source(spec)
     g = graph(prog, arch, **params)
     _, plan = _plan_budget(g, max_memory, batch=batch, train=train, dtype=dtype, sources=prog.sources)
-    model, _ = instantiate(planned_graph(g, plan), dtype=dtype)
+    from archlang.ops.attention import attention_lowering
+
+    with attention_lowering(attention):
+        model, _ = instantiate(planned_graph(g, plan), dtype=dtype)
     model.archlang_graph = g  # the spec's IR (what `save` checks); the plan is in the code
     model.archlang_checkpoint_plan = plan
     model.archlang_program = prog  # the sources `save` stores, as they were read for this build

@@ -333,6 +333,8 @@ def build(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch fil
                                               "activation-checkpoint the fewest block FLOPs that make it fit.")] = False,
           dtype: Annotated[str, typer.Option("--dtype", metavar='DTYPE', help="float32, bfloat16 or float16: the dtype of the "
                                                              "model, the cost report and --max-memory.")] = "float32",
+          attention: Annotated[str, typer.Option("--attention", metavar="auto|sdpa|flex", help="Lowering of `attend`: "
+                                                 "SDPA, FlexAttention, or auto (archlang.ops.attention).")] = "auto",
           ) -> None:
     """Generate a standalone PyTorch module, DIR/<arch>.py, with <arch>.cost.json beside it.
 
@@ -344,6 +346,10 @@ def build(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch fil
 
     if dtype not in FLOAT_DTYPES:
         raise _usage(f"--dtype is {', '.join(FLOAT_DTYPES)}, not {dtype}")
+    from archlang.ops.attention import LOWERINGS, attention_lowering
+
+    if attention not in LOWERINGS:
+        raise _usage(f"--attention is {', '.join(LOWERINGS)}, not {attention}")
     try:
         budget_bytes(max_memory)
     except ValueError as e:
@@ -365,7 +371,8 @@ def build(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch fil
     from archlang.lower.rules import LoweringError
 
     try:
-        source, cls_name = generate(planned_graph(g, plan), dtype=dtype)
+        with attention_lowering(attention):
+            source, cls_name = generate(planned_graph(g, plan), dtype=dtype)
     except LoweringError as e:
         typer.echo(f"error[E0801]: cannot lower `{g.arch}` to PyTorch: {e}", err=True)
         raise typer.Exit(1) from None

@@ -8,6 +8,8 @@ backend, or when the attention-memory report misses an ``attend``.
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -25,13 +27,66 @@ def _spec(call: str, q: str = "[B, 4, 7, 8]", k: str = "[B, 2, 9, 8]", v: str = 
 
 
 def _inputs(g, batch: int = 2, dtype=torch.float64, seed: int = 0) -> list[torch.Tensor]:
+    """Random inputs: floats, sorted document ids for int inputs, and bool masks that keep
+    each query's own position (no row is fully masked)."""
     torch.manual_seed(seed)
     out = []
     for name in g.inputs:
         t = g.node(name).outputs[0]
         shape = [batch if not isinstance(d, int) else d for d in t.shape]
-        out.append(torch.randn(*shape, dtype=dtype))
+        if t.dtype == "int":
+            out.append(torch.randint(0, 3, shape).sort(dim=-1).values)
+        elif t.dtype == "bool":
+            keep = torch.rand(shape) < 0.6
+            keep[..., torch.arange(min(shape[-2:])), torch.arange(min(shape[-2:]))] = True
+            out.append(keep)
+        else:
+            out.append(torch.randn(*shape, dtype=dtype))
     return out
+
+
+# name -> (call, extra inputs, q, k/v heads and lengths): every kind the issue lists
+CASES = {
+    "plain": ("attend(q, k, v)", "", "[B, 4, 7, 8]", "[B, 4, 9, 8]", "[B, 4, 9, 6]"),
+    "causal": ("attend(q, k, v, causal = true)", "", "[B, 4, 7, 8]", "[B, 4, 7, 8]", "[B, 4, 7, 6]"),
+    "gqa": ("attend(q, k, v, causal = true, scale = 0.2)", "", "[B, 4, 7, 8]", "[B, 2, 7, 8]", "[B, 2, 7, 6]"),
+    "bias_tensor": ("attend(q, k, v, bias = pos)", "  in pos: [4, 7, 9]\n", "[B, 4, 7, 8]", "[B, 2, 9, 8]",
+                    "[B, 2, 9, 8]"),
+    "mask_tensor": ("attend(q, k, v, mask = keep)", "  in keep: bool[B, 1, 7, 9]\n", "[B, 4, 7, 8]",
+                    "[B, 4, 9, 8]", "[B, 4, 9, 8]"),
+    "sliding_window": ("attend(q, k, v, mask = q_idx - kv_idx < window, causal = true)", "", "[B, 4, 9, 8]",
+                       "[B, 2, 9, 8]", "[B, 2, 9, 8]"),
+    "alibi": ("attend(q, k, v, bias = slope[h] * (kv_idx - q_idx), causal = true)", "  in slope: [4]\n",
+              "[B, 4, 7, 8]", "[B, 4, 7, 8]", "[B, 4, 7, 8]"),
+    "document": ("attend(q, k, v, mask = doc[b, q_idx] == doc[b, kv_idx])", "  in doc: int[B, 7]\n",
+                 "[B, 4, 7, 8]", "[B, 4, 7, 8]", "[B, 4, 7, 8]"),
+}
+
+
+def _case(name: str) -> str:
+    call, extra, q, k, v = CASES[name]
+    return _spec(call, q, k, v, extra).replace("arch t() {", "arch t(window: int = 3) {")
+
+
+def _run(model, ins: list[torch.Tensor], dtype) -> torch.Tensor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # eager FlexAttention says it is unfused
+        return model.to(dtype)(*[x.to(dtype) if x.is_floating_point() else x for x in ins])
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_both_lowerings_agree_with_the_interpreter_and_each_other(name: str) -> None:
+    text = _case(name)
+    g = archlang.graph(text)
+    ins = _inputs(g)
+    (ref,) = interpret(g, {}, [x.double() if x.is_floating_point() else x for x in ins])
+    got = {}
+    for kind in ("sdpa", "flex"):
+        model = archlang.build(text, max_memory=None, attention=kind)
+        assert (_run(model, ins, torch.float64) - ref).abs().max().item() < 1e-10, kind
+        got[kind] = _run(model, ins, torch.float32)
+    assert (got["sdpa"] - got["flex"]).abs().max().item() < 1e-5
+    assert (got["sdpa"].double() - ref).abs().max().item() < 1e-5
 
 
 def test_gqa_causal_scale_against_torch_sdpa() -> None:

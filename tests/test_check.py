@@ -210,7 +210,7 @@ def test_every_op_is_built_somewhere() -> None:
 
 
 def test_surface_args_are_typed() -> None:
-    kinds = {"int", "float", "bool", "str", "pair", "ints"}
+    kinds = {"int", "float", "bool", "str", "pair", "ints", "tensor", "expr", "expr_score"}
     for s in SURFACE.values():
         assert s.tensors, s.name
         for a in s.args:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from archlang.check.index_args import INDEX_VARS, Deferred
+from archlang.check.index_args import bind as bind_index_arg
 from archlang.check.program import Program
 from archlang.check.shapes import ShapeError, infer
 from archlang.check.surface import REQUIRED, SURFACE, Arg, BuildCtx, BuildError, Surface
@@ -1283,7 +1285,8 @@ class Elaborator:
         n = next((n for n in reversed(self.nodes) if n.name == r.node), None)
         return n.outputs[r.index] if n is not None and r.index < len(n.outputs) else None
 
-    def bind_args(self, c: A.Call, names: list[str], fr: Frame, what: str, extra: bool = False
+    def bind_args(self, c: A.Call, names: list[str], fr: Frame, what: str, extra: bool = False,
+                  deferred: frozenset[str] = frozenset()
                   ) -> tuple[dict[str, tuple[Any, Span]], dict[str, tuple[Any, Span]]]:
         if len(c.args) > len(names):
             raise self.fail("E0403", f"`{what}` takes at most {len(names)} positional argument"
@@ -1292,7 +1295,7 @@ class Elaborator:
         bound: dict[str, tuple[Any, Span]] = {}
         extras: dict[str, tuple[Any, Span]] = {}
         for n, a in zip(names, c.args, strict=False):
-            bound[n] = (self.eval(a, fr), a.span)
+            bound[n] = (Deferred(a, fr) if n in deferred else self.eval(a, fr), a.span)
         for kw in c.kwargs:
             if kw.name in bound or kw.name in extras:
                 raise self.fail("E0403", f"argument `{kw.name}` is given twice", kw.span)
@@ -1303,12 +1306,13 @@ class Elaborator:
                 hint = did_you_mean(kw.name, names)
                 raise self.fail("E0204", f"`{what}` has no argument `{kw.name}`", kw.span,
                                 help=hint or f"arguments: {', '.join(names)}")
-            bound[kw.name] = (self.eval(kw.value, fr), kw.span)
+            bound[kw.name] = (Deferred(kw.value, fr) if kw.name in deferred else self.eval(kw.value, fr), kw.span)
         return bound, extras
 
     def call_op(self, s: Surface, c: A.Call, fr: Frame, label: str | None, span: Span) -> Any:
         names = [*s.tensors, *(a.name for a in s.args)]
-        bound, extras = self.bind_args(c, names, fr, s.name, s.extra_kwargs)
+        bound, extras = self.bind_args(c, names, fr, s.name, s.extra_kwargs,
+                                       frozenset(a.name for a in s.args if a.type.startswith("expr")))
         if any(_has_poison(v) for v, _ in [*bound.values(), *extras.values()]):
             return POISON
         inputs: list[Tensor] = []
@@ -1335,6 +1339,10 @@ class Elaborator:
         for a in s.args:
             if a.name in bound:
                 v, vspan = bound[a.name]
+                if a.type == "tensor" or a.type.startswith("expr"):  # becomes inputs (archlang.check.index_args)
+                    args[a.name] = bind_index_arg(self, v, a.type, f"`{s.name}` argument `{a.name}`", vspan, fr,
+                                                  inputs, input_spans, INDEX_VARS[a.type])
+                    continue
                 args[a.name] = self.coerce_arg(v, a.type, f"`{s.name}` argument `{a.name}`", vspan)
                 self.check_min(s, a, args[a.name], vspan, c, names, fr)
             elif a.default is REQUIRED:

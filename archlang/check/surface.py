@@ -31,7 +31,10 @@ class BuildError(Exception):
 @dataclass(frozen=True)
 class Arg:
     name: str
-    type: str  # int float bool str pair ints tensor tensors
+    # int float bool str pair ints; "tensor": a tensor by keyword, and "expr" / "expr_score": a
+    # tensor or an index expression of b, h, q_idx, kv_idx (and score), kept as a tree
+    # (archlang.check.index_args): both become inputs of the op, the builder gets their positions
+    type: str
     default: Any = REQUIRED
     doc: str = ""
     min: int | None = None  # least value of an int (of each item of a pair/ints): sizes, counts, strides
