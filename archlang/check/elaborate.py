@@ -695,7 +695,16 @@ class Elaborator:
             return self.call(e, fr, None, e.span)
         if isinstance(e, A.Labeled):
             label = self.label_text(e.label, fr)
-            return POISON if label is POISON else self.call(e.call, fr, label, e.span)
+            if label is POISON:
+                return POISON
+            try:
+                return self.call(e.call, fr, label, e.span)
+            except DiagnosticError as err:
+                if err.diag.code == "E0604" and err.diag.span == e.span and any(
+                        isinstance(p, A.LabelPart) for p in e.label):
+                    err.diag.help = (f"its computed parts give `{label}` again; they must differ on every call, "
+                                     "e.g. the loop index itself: `name{i}`")
+                raise
         if isinstance(e, A.Index):
             v, i = self.eval(e.value, fr), self.eval(e.index, fr)
             if v is POISON or i is POISON:
@@ -1199,7 +1208,8 @@ class Elaborator:
         if c.func in self.prog.archs:
             raise self.fail("E0202", f"`{c.func}` is an arch; only blocks and ops can be called", c.func_span,
                             help="turn the shared part into a `block` and call it from both archs")
-        if self.labelled(fr, c.func) is not None or self.full(fr, c.func) in self.scope_spans:
+        if self.labelled(fr, c.func) is not None or self.full(fr, c.func) in self.scope_spans \
+                or (fr.path and c.func in self.taken):
             return self.call_shared(c, fr, label, span)  # `pe1(z)`: the layer labelled `pe1`, again
         hint = did_you_mean(c.func, [*SURFACE, *self.prog.blocks, *BUILTINS, *self.labels_here(fr)])
         raise self.fail("E0202", f"unknown operation or block `{c.func}`", c.func_span,
@@ -1217,7 +1227,7 @@ class Elaborator:
         """Layers with weights that ``fr`` can call again (for did-you-mean)."""
         pre = f"{fr.path}." if fr.path else ""
         return [n.name[len(pre):] for n in self.nodes if n.name.startswith(pre) and n.op.parameters()
-                and n.scope == fr.path]
+                and n.shares is None]
 
     def call_shared(self, c: A.Call, fr: Frame, label: str | None, span: Span) -> Any:
         """``y = pe1(z)``: a new node that runs the layer labelled ``pe1`` on new inputs with the
@@ -1249,7 +1259,7 @@ class Elaborator:
                                      "not a layer", c.func_span, help="call a labelled layer with weights: `pe1(z)`")
         if not node.op.parameters():
             raise self.fail("E0406", f"`{local}` ({node.op.op}) has no weights to share", c.func_span,
-                            help=f"call the op again for the same computation: `{node.op.op}(...)`",
+                            help="call the op again for the same computation; sharing is for layers with parameters",
                             notes=[Label(f"`{local}` is made here", node.span)])
         if c.kwargs:
             raise self.fail("E0403", f"a shared layer takes its input tensors only; `{local}` keeps the arguments "
