@@ -132,7 +132,8 @@ def _conv1d(op: O.Conv1d, ins: list[TensorType]) -> tuple[TensorType, ...]:
 def _layernorm(op: O.LayerNorm, ins: list[TensorType]) -> tuple[TensorType, ...]:
     (x,) = ins
     _min_rank(x, 1, "layernorm")
-    _eq(x.shape[-1], op.dim, f"layernorm over {op.dim} features, got {fmt(x.shape[-1])}")
+    d = _norm_dim(op.axis, x.rank, "layernorm")
+    _eq(x.shape[d], op.dim, f"layernorm over {op.dim} features, got {fmt(x.shape[d])}")
     return (x,)
 
 
@@ -256,7 +257,8 @@ def _pooled(op: O.PooledAttention, ins: list[TensorType]) -> tuple[TensorType, .
 @rule(O.ChannelScale)
 def _channel_scale(op: O.ChannelScale, ins: list[TensorType]) -> tuple[TensorType, ...]:
     _min_rank(ins[0], 1, "channel_scale")
-    _eq(ins[0].shape[-1], op.dim, f"channel_scale over {op.dim} channels, got {fmt(ins[0].shape[-1])}")
+    d = _norm_dim(op.axis, ins[0].rank, "channel_scale")
+    _eq(ins[0].shape[d], op.dim, f"channel_scale over {op.dim} channels, got {fmt(ins[0].shape[d])}")
     return (ins[0],)
 
 

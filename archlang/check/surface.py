@@ -158,9 +158,23 @@ def _conv1d(ctx, ins, a):
                     padding=a["padding"], groups=a["groups"], bias=a["bias"])
 
 
-@op("layernorm", ("x",), (Arg("eps", "float", 1e-5, range="positive"), Arg("affine", "bool", True)), "LayerNorm over the last dim.")
+@op("layernorm", ("x",), (Arg("eps", "float", 1e-5, range="positive"), Arg("affine", "bool", True),
+                          Arg("bias", "bool", True), Arg("dim", "int", -1)),
+    "LayerNorm over the last dim (or `dim`: 1 for the channels of NCHW); `bias = false`: a weight only.")
 def _layernorm(ctx, ins, a):
-    return O.LayerNorm(dim=_last(ctx, ins[0], "layernorm"), eps=a["eps"], affine=a["affine"])
+    x, axis = ins[0], _axis(ctx, ins[0], a["dim"], "layernorm")
+    last = axis == x.rank - 1
+    return O.LayerNorm(dim=_last(ctx, x, "layernorm") if last else _const(ctx, x.shape[axis], "the features of `layernorm`"),
+                       eps=a["eps"], affine=a["affine"], bias=a["bias"], axis=-1 if last else axis)
+
+
+def _axis(ctx: BuildCtx, x: TensorType, d: int, what: str) -> int:
+    """``d`` as a non-negative axis of ``x`` (E0304 when out of range)."""
+    if x.rank == 0:
+        raise BuildError("E0302", f"{what} needs at least one dim, got a scalar tensor")
+    if not -x.rank <= d < x.rank:
+        raise BuildError("E0304", f"{what}: dim {d} is out of range for {x}", arg="dim")
+    return d % x.rank
 
 
 @op("batchnorm", ("x",), (Arg("eps", "float", 1e-5, range="positive"), Arg("momentum", "float", 0.1, range="prob")), "BatchNorm over dim 1 of [B, C, ...].")
@@ -407,14 +421,17 @@ def _pool(kind: str):
                 raise BuildError("E0406", f"{kind} pooling pads at most half its kernel: padding {p_} with kernel {kk}",
                                  help=f"use padding <= {kk // 2}, or `same = true`", arg="padding")
         return O.Pool2d(kind=kind, kernel=k, stride=s, padding=pair(a["padding"]),
-                        pad=same_pad(ctx, ins[0], k, s) if a["same"] else (0, 0, 0, 0))
+                        pad=same_pad(ctx, ins[0], k, s) if a["same"] else (0, 0, 0, 0),
+                        count_include_pad=a.get("count_include_pad", True))
     return build
 
 
 for _k in ("max", "avg"):
     op(f"{_k}_pool2d", ("x",), (Arg("kernel", "pair", min=1), Arg("stride", "pair", 0, min=0),
-                                Arg("padding", "pair", 0, min=0), Arg("same", "bool", False)),
-       f"{_k.capitalize()} pooling on [B, C, H, W] (stride defaults to the kernel; `same`: TF SAME padding).")(_pool(_k))
+                                Arg("padding", "pair", 0, min=0), Arg("same", "bool", False),
+                                *((Arg("count_include_pad", "bool", True),) if _k == "avg" else ())),
+       f"{_k.capitalize()} pooling on [B, C, H, W] (stride defaults to the kernel; `same`: TF SAME padding"
+       + ("; `count_include_pad = false` averages over the real inputs only)." if _k == "avg" else ")."))(_pool(_k))
 
 
 @op("take", ("x",), (Arg("index", "int"), Arg("dim", "int", 1)), "Select one index along `dim` (x[:, 0]).")
@@ -524,7 +541,11 @@ def _act_by_name(ctx, ins, a):
 @op("channel_scale", ("x",), (Arg("init", "float", 1.0),),
     "Multiply the last dim by a learned vector (LayerScale; ResMLP's ls), initialised to `init`.")
 def _channel_scale(ctx, ins, a):
-    return O.ChannelScale(dim=_last(ctx, ins[0], "channel_scale"), init=a["init"])
+    x, axis = ins[0], _axis(ctx, ins[0], a["dim"], "channel_scale")
+    last = axis == x.rank - 1
+    return O.ChannelScale(dim=_last(ctx, x, "channel_scale") if last else
+                          _const(ctx, x.shape[axis], "the channels of `channel_scale`"), init=a["init"],
+                          axis=-1 if last else axis)
 
 
 @op("affine", ("x",), (), "ResMLP's Affine norm on [B, N, C]: alpha * x + beta, per channel.")

@@ -133,7 +133,7 @@ def _conv1d(op: O.Conv1d, ins, outs) -> OpCost:
 def _norm(op: O.OpBase, ins, outs) -> OpCost:
     x = ins[0]
     if isinstance(op, O.LayerNorm):  # input, and a mean and a reciprocal std per row
-        stats = m(2, product(x.shape[:-1]))
+        stats = m(2, product(x.shape[:-1] if op.axis == -1 else x.shape[:op.axis] + x.shape[op.axis + 1:]))
     elif isinstance(op, O.GroupNorm):
         stats = m(2, x.shape[0], op.groups)
     else:

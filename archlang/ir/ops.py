@@ -157,16 +157,21 @@ class Conv1d(OpBase):
 
 
 class LayerNorm(OpBase):
+    """LayerNorm over the ``dim`` features of axis ``axis`` (-1: the last; 1: channels of NCHW),
+    with a learned weight when ``affine`` and a learned bias when also ``bias``."""
+
     op: Literal["layernorm"] = "layernorm"
     dim: int
     eps: float = 1e-5
     affine: bool = True
+    bias: bool = True
+    axis: int = -1
 
     def parameters(self) -> tuple[ParamSpec, ...]:
         if not self.affine:
             return ()
-        return (ParamSpec(name="weight", shape=(self.dim,), role="norm"),
-                ParamSpec(name="bias", shape=(self.dim,), role="bias"))
+        w = ParamSpec(name="weight", shape=(self.dim,), role="norm")
+        return (w, ParamSpec(name="bias", shape=(self.dim,), role="bias")) if self.bias else (w,)
 
 
 class BatchNorm(OpBase):
@@ -242,6 +247,7 @@ class ChannelScale(OpBase):
     op: Literal["channel_scale"] = "channel_scale"
     dim: int
     init: float = 1.0
+    axis: int = -1  # the scaled axis: -1 the last, 1 the channels of NCHW
 
     def parameters(self) -> tuple[ParamSpec, ...]:
         return (ParamSpec(name="", shape=(self.dim,), role="norm"),)
@@ -563,6 +569,7 @@ class Pool2d(OpBase):
     stride: tuple[int, int]
     padding: tuple[int, int] = (0, 0)
     pad: tuple[int, int, int, int] = (0, 0, 0, 0)  # extra (left, right, top, bottom): TF "same", -inf for max
+    count_include_pad: bool = True  # avg: the `padding` zeros count in the average (False: only real inputs)
 
 
 class Take(OpBase):

@@ -263,8 +263,11 @@ def _normalise(x: Tensor, dims: tuple[int, ...], eps: float) -> Tensor:
 def _layernorm(c: EvalCtx) -> Tensor:
     op = c.op
     assert isinstance(op, O.LayerNorm)
-    y = _normalise(c.x(), (-1,), op.eps)
-    return y * c.p("weight") + c.p("bias") if op.affine else y
+    x = c.x().movedim(op.axis, -1)  # over another dim than the last: normalise there
+    y = _normalise(x, (-1,), op.eps)
+    if op.affine:
+        y = y * c.p("weight") + c.p("bias") if op.bias else y * c.p("weight")
+    return y.movedim(-1, op.axis)
 
 
 @rule(O.BatchNorm)
@@ -320,7 +323,8 @@ def _pos_embed(c: EvalCtx) -> Tensor:
 
 @rule(O.ChannelScale)
 def _channel_scale(c: EvalCtx) -> Tensor:
-    return c.x() * c.p("")
+    x = c.x().movedim(c.op.axis, -1)  # type: ignore[attr-defined]
+    return (x * c.p("")).movedim(-1, c.op.axis)  # type: ignore[attr-defined]
 
 
 @rule(O.Affine)
@@ -761,6 +765,10 @@ def _pool2d(c: EvalCtx) -> Tensor:
     x = F.pad(x, (left + p1, right + p1, top + p0, bottom + p0), value=fill)
     win = x.unfold(2, kh, sh).unfold(3, kw, sw)  # [B, C, oh, ow, kh, kw]
     win = win.reshape(*win.shape[:4], kh * kw)
+    if op.kind == "avg" and not op.count_include_pad:  # divide by the inputs in each window, not the kernel
+        ones = F.pad(torch.ones_like(c.x()[:1, :1]), (left, right, top, bottom), value=1.0)
+        ones = F.pad(ones, (p1, p1, p0, p0), value=0.0).unfold(2, kh, sh).unfold(3, kw, sw)
+        return win.sum(dim=-1) / ones.reshape(*ones.shape[:4], kh * kw).sum(dim=-1)
     return win.max(dim=-1).values if op.kind == "max" else win.mean(dim=-1)
 
 

@@ -516,7 +516,20 @@ def _ln_mod(c: Ctx) -> ast.expr:
     return call("nn.LayerNorm", c.init_attr("dim"), **kw)
 
 
-LOWER_RULES[O.LayerNorm] = Rule(forward=_call, module=_ln_mod)
+    if not (c.const("bias") and c.op.bias):  # type: ignore[attr-defined]
+        kw["bias"] = c.init_attr("bias")
+def _ln_forward(c: Ctx) -> ast.expr:
+    """nn.LayerNorm over the last dim; over another (NCHW channels) it moves there and back."""
+    if not c.const("axis"):
+        raise LoweringError("a layernorm's dim must be the same in every instance of a block")
+    axis = c.op.axis  # type: ignore[attr-defined]
+    if axis in (-1, c.in_types[0].rank - 1):
+        return _call(c)
+    moved = call(c.mod, E("x.movedim(d, -1)", x=c.x(), d=_int(axis)))
+    return E("y.movedim(-1, d)", y=moved, d=_int(axis))
+
+
+LOWER_RULES[O.LayerNorm] = Rule(forward=_ln_forward, module=_ln_mod)
 
 
 def _bn_mod(c: Ctx) -> ast.expr:
@@ -675,7 +688,9 @@ LOWER_RULES[O.Mean] = Rule(forward=_mean)
 def _pool_forward(c: Ctx) -> ast.expr:
     kind = _choice(c.op.kind, ("max", "avg"))  # type: ignore[attr-defined]
     x = _padded(c, lit(float("-inf")) if kind == "max" else None)
-    return call(f"F.{kind}_pool2d", x, c.fwd_attr("kernel"), c.fwd_attr("stride"), c.fwd_attr("padding"))
+    kw = {} if kind == "max" or (c.const("count_include_pad") and c.op.count_include_pad) else \
+        {"count_include_pad": c.fwd_attr("count_include_pad")}  # type: ignore[attr-defined]
+    return call(f"F.{kind}_pool2d", x, c.fwd_attr("kernel"), c.fwd_attr("stride"), c.fwd_attr("padding"), **kw)
 
 
 LOWER_RULES[O.Pool2d] = Rule(forward=_pool_forward)
@@ -776,7 +791,7 @@ def _rearrange(c: Ctx) -> ast.expr:
 LOWER_RULES[O.Rearrange] = Rule(forward=_rearrange)
 
 LOWER_RULES[O.ChannelScale] = Rule(
-    forward=lambda c: E("x * gamma", x=c.x(), gamma=c.mod),
+    forward=_channel_scale,
     module=lambda c: E("nn.Parameter(torch.full((d,), v))", d=c.init_attr("dim"), v=c.init_attr("init")))
 LOWER_RULES[O.Affine] = Rule(forward=_call, module=lambda c: call("Affine", c.init_attr("dim")), helpers=("Affine",))
 LOWER_RULES[O.LearnedTokens] = Rule(
@@ -797,3 +812,14 @@ def _tied(c: Ctx) -> ast.expr:
 LOWER_RULES[O.TiedLinear] = Rule(forward=_tied)
 
 __all__ = ["LOWER_RULES", "Ctx", "LoweringError", "Rule", "field"]
+def _channel_scale(c: Ctx) -> ast.expr:
+    """``x * gamma``; over a dim before the last (NCHW channels) gamma is viewed as [C, 1, 1]."""
+    if not c.const("axis"):
+        raise LoweringError("a channel_scale's dim must be the same in every instance of a block")
+    axis, rank = c.op.axis, c.in_types[0].rank  # type: ignore[attr-defined]
+    if axis in (-1, rank - 1):
+        return E("x * gamma", x=c.x(), gamma=c.mod)
+    view = call(ast.Attribute(value=c.mod, attr="view", ctx=ast.Load()), -1, *([1] * (rank - 1 - axis)))
+    return E("x * gamma", x=c.x(), gamma=view)
+
+

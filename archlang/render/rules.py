@@ -107,7 +107,12 @@ def _conv1d(op: O.Conv1d, ins: list[TensorType], outs: tuple[TensorType, ...]) -
 
 @_rule(O.LayerNorm)
 def _layernorm(op: O.LayerNorm, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    return Look("LayerNorm", () if op.affine else ("no affine",), "norm")
+    detail = () if op.affine else ("no affine",)
+    if op.affine and not op.bias:
+        detail = ("no bias",)
+    if op.axis != -1:
+        detail = (*detail, f"over dim {op.axis}")
+    return Look("LayerNorm", detail, "norm")
 
 
 @_rule(O.BatchNorm)
@@ -254,6 +259,8 @@ def _mean(op: O.Mean, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Lo
 def _pool(op: O.Pool2d, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
     title = "MaxPool" if op.kind == "max" else "AvgPool"
     detail = _square(op.kernel) + (f", stride {_pair(op.stride)}" if op.stride != op.kernel else "")
+    if op.kind == "avg" and not op.count_include_pad:
+        detail += ", padding not counted"
     return Look(title, (detail,), "reshape")
 
 
