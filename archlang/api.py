@@ -221,7 +221,7 @@ def _human(n: int) -> str:
 
 def build(spec: str | Path | Program, arch: str | None = None, *, compile: bool = False,
           max_memory: int | str | None = "auto", batch: int = 1, train: bool = False, dtype: str = "float32",
-          attention: str = "auto", **params: Any):
+          inference: bool = False, attention: str = "auto", **params: Any):
     """Build the PyTorch model of one arch: ``archlang.build("specs/swin_t.arch", img=384)``.
 
     The module is executed from the same generated source that ``archc build`` writes; it
@@ -232,6 +232,10 @@ def build(spec: str | Path | Program, arch: str | None = None, *, compile: bool 
     parameters, buffers, activations and attention in ``dtype``, exceeds ``max_memory`` is
     refused with :class:`BudgetError`: by default the budget is the memory available now;
     give bytes or a size ("16GiB"), or ``None``/"off" for no budget.
+
+    ``inference=True`` gives the inference build (:mod:`archlang.lower.inference`), in eval
+    mode: BatchNorm folded into the conv before it, LoRA merged, dropout removed, attention
+    biases precomputed; it loads the default build's state_dict (folding it as it loads).
 
     ``attention`` lowers every ``attend``: "sdpa" (``F.scaled_dot_product_attention``), "flex"
     (FlexAttention, fused under ``torch.compile``) or "auto" (the rule in
@@ -259,6 +263,10 @@ def build(spec: str | Path | Program, arch: str | None = None, *, compile: bool 
     model.archlang_checkpoint_plan = plan
     model.archlang_program = prog  # the sources `save` stores, as they were read for this build
     model.archlang_spec_text = prog.sources.get(prog.main_file) or _spec_text(spec)
+    if inference:  # eval-only: BatchNorm folded, LoRA merged, dropout gone (archlang.lower.inference)
+        from archlang.lower.inference import fold
+
+        fold(model, g)
     if compile:
         import torch
 
@@ -288,13 +296,18 @@ def save(model: Any, path: str | Path) -> Path:
     return _save(model, path)
 
 
-def load(path: str | Path, **kwargs: Any) -> Any:
+def load(path: str | Path, *, inference: bool = False, **kwargs: Any) -> Any:
     """Rebuild a model saved by :func:`save` from its spec (parsed and checked again, never
     from code or names in the file), check it against the file, and load its weights;
-    ``max_memory`` as for :func:`build`."""
+    ``max_memory`` as for :func:`build`; ``inference=True`` then folds it (see :func:`build`)."""
     from archlang.lower.io import load as _load
 
-    return _load(path, **kwargs)
+    model = _load(path, **kwargs)
+    if inference:
+        from archlang.lower.inference import fold
+
+        fold(model)
+    return model
 
 
 def load_timm_weights(model: Any, timm_state_dict: Any) -> Any:

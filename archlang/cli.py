@@ -331,6 +331,10 @@ def build(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch fil
                                                                           "--max-memory.")] = 1,
           train: Annotated[bool, typer.Option("--train", metavar="", help="Budget a training step, not inference: "
                                               "activation-checkpoint the fewest block FLOPs that make it fit.")] = False,
+          inference: Annotated[bool, typer.Option("--inference", metavar="", help="Also write build_inference(): the "
+                                                  "model with BatchNorm folded into convs, LoRA merged, dropout "
+                                                  "removed, attention biases precomputed (eval only; loads the "
+                                                  "default state_dict).")] = False,
           dtype: Annotated[str, typer.Option("--dtype", metavar='DTYPE', help="float32, bfloat16 or float16: the dtype of the "
                                                              "model, the cost report and --max-memory.")] = "float32",
           attention: Annotated[str, typer.Option("--attention", metavar="auto|sdpa|flex", help="Lowering of `attend`: "
@@ -376,6 +380,10 @@ def build(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch fil
     except LoweringError as e:
         typer.echo(f"error[E0801]: cannot lower `{g.arch}` to PyTorch: {e}", err=True)
         raise typer.Exit(1) from None
+    if inference:
+        from archlang.lower.inference import inference_source
+
+        source = inference_source(source, g, cls_name)
     from archlang.lower.build import module_name
 
     stem = module_name(g.arch)
@@ -394,7 +402,8 @@ def build(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch fil
                + (f"; {trainable:,} trainable)" if trainable != params else ")"))
     typer.echo(f"  in   {ins}")
     typer.echo(f"  out  {outs}")
-    typer.echo(f"  wrote {path}  (class {cls_name}; `from {stem} import build; model = build()`)")
+    entry = "build_inference" if inference else "build"
+    typer.echo(f"  wrote {path}  (class {cls_name}; `from {stem} import {entry}; model = {entry}()`)")
     typer.echo(f"  wrote {cost_path}  ({human_count(rep.flops, 'FLOP')}, peak ~{human_bytes(rep.peak_bytes()[0])} "
                f"at batch {batch})")
     if plan is not None and (plan.blocks or plan.budget is not None):

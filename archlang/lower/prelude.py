@@ -250,6 +250,7 @@ class WindowAttention(nn.Module):
         self.register_buffer("relative_position_index", _relative_position_index(wh, ww), persistent=False)
         mask = _shift_mask(grid[0] + pad[0], grid[1] + pad[1], self.window, self.shift) if any(shift) else None
         self.register_buffer("attn_mask", mask, persistent=False)
+        self.register_buffer("fused_bias", None, persistent=False)  # set by fold_constants() (inference)
         self.qkv = nn.Linear(dim, 3 * heads * head_dim, bias=qkv_bias)
         self.proj = nn.Linear(heads * head_dim, dim, bias=proj_bias)
         self.proj_drop = nn.Dropout(proj_drop)
@@ -276,15 +277,33 @@ class WindowAttention(nn.Module):
         """Multi-head attention inside windows: [B * windows, n, C] -> [B * windows, n, heads * head_dim]."""
         n = x.shape[1]
         q, k, v = self.qkv(x).reshape(-1, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        bias = bias.view(n, n, -1).permute(2, 0, 1).unsqueeze(0)  # [1, heads, n, n]
-        if self.attn_mask is not None:  # windows differ: fold them into the head axis, broadcast over B
+        bias = self.position_bias() if self.fused_bias is None else self.fused_bias
+        if self.attn_mask is not None:  # windows differ: they are folded into the head axis, broadcast over B
             nw = self.attn_mask.shape[0]
-            bias = (bias + self.attn_mask.unsqueeze(1)).reshape(1, nw * self.heads, n, n)
             q, k, v = (t.reshape(-1, nw * self.heads, n, self.head_dim) for t in (q, k, v))
         x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
                                            dropout_p=self.attn_drop if self.training else 0.0)
         return x.reshape(-1, self.heads, n, self.head_dim).transpose(1, 2).reshape(-1, n, self.heads * self.head_dim)
+
+    def position_bias(self) -> torch.Tensor:
+        """The relative position bias gathered from the table, plus the shift mask when there is
+        one: [1, heads, n, n], or [1, windows * heads, n, n] with the windows in the head axis."""
+        n = self.window[0] * self.window[1]
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        bias = bias.view(n, n, -1).permute(2, 0, 1).unsqueeze(0)  # [1, heads, n, n]
+        if self.attn_mask is not None:
+            nw = self.attn_mask.shape[0]
+            bias = (bias + self.attn_mask.unsqueeze(1)).reshape(1, nw * self.heads, n, n)
+        return bias
+
+    @torch.no_grad()
+    def fold_constants(self) -> None:
+        """For inference: compute the position bias (shift mask included) once, into the
+        non-persistent buffer ``fused_bias`` that ``attend`` then reads instead of gathering it
+        from the table on every call. The table stays (``state_dict`` is unchanged); call this
+        again after the table changes (archlang's inference build does, after each
+        ``load_state_dict``)."""
+        self.fused_bias = self.position_bias().detach().clone()
 
 
 def _log_spaced_coords(wh: int, ww: int) -> torch.Tensor:
@@ -311,24 +330,69 @@ class WindowAttentionV2(WindowAttention):
         self.q_bias = nn.Parameter(torch.zeros(inner)) if qkv_bias else None
         self.v_bias = nn.Parameter(torch.zeros(inner)) if qkv_bias else None
         self.register_buffer("relative_coords_table", _log_spaced_coords(*self.window), persistent=False)
+        self.register_buffer("fused_scale", None, persistent=False)  # set by fold_constants() (inference)
+        self.register_buffer("fused_qkv_bias", None, persistent=False)
 
     def attend(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[1]
+        if self.fused_bias is not None:
+            return self._attend_folded(x)
         qkv = self.qkv(x)  # a module call, so that a LoRA tap on `qkv` takes part (it has no bias of its own)
         if self.q_bias is not None:
             qkv = qkv + torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
         q, k, v = qkv.reshape(-1, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
         attn = attn * torch.clamp(self.logit_scale, max=math.log(1.0 / 0.01)).exp()
-        table = self.cpb_mlp(self.relative_coords_table).view(-1, self.heads)
-        rel = table[self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1)
-        attn = attn + 16 * torch.sigmoid(rel).unsqueeze(0)
+        attn = attn + self.position_bias()
         if self.attn_mask is not None:
             nw = self.attn_mask.shape[0]
             attn = attn.view(-1, nw, self.heads, n, n) + self.attn_mask.unsqueeze(1).unsqueeze(0)
             attn = attn.view(-1, self.heads, n, n)
         attn = F.dropout(attn.softmax(dim=-1), self.attn_drop, self.training)
         return (attn @ v).transpose(1, 2).reshape(-1, n, self.heads * self.head_dim)
+
+    def position_bias(self) -> torch.Tensor:
+        """The continuous position bias, 16 * sigmoid(cpb_mlp(coords)) at each pair: [1, heads, n, n]."""
+        n = self.window[0] * self.window[1]
+        table = self.cpb_mlp(self.relative_coords_table).view(-1, self.heads)
+        rel = table[self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1)
+        return 16 * torch.sigmoid(rel).unsqueeze(0)
+
+    @torch.no_grad()
+    def fold_constants(self) -> None:
+        """For inference: evaluate the CPB MLP once (its bias, with the shift mask, goes into
+        ``fused_bias``), the clamped logit scale (``fused_scale``) and, for a plain ``qkv``
+        linear, its q/k/v bias (``fused_qkv_bias``); ``attend`` then runs one SDPA call on
+        the scaled cosine queries. Non-persistent buffers: ``state_dict`` is unchanged."""
+        bias = self.position_bias()
+        if self.attn_mask is not None:
+            nw = self.attn_mask.shape[0]
+            n = bias.shape[-1]
+            bias = (bias + self.attn_mask.unsqueeze(1)).reshape(1, nw * self.heads, n, n)
+        self.fused_bias = bias.detach().clone()
+        self.fused_scale = torch.clamp(self.logit_scale, max=math.log(1.0 / 0.01)).exp().detach().clone()
+        plain = type(self.qkv) is nn.Linear and self.qkv.bias is None
+        self.fused_qkv_bias = torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias)).detach() \
+            if plain and self.q_bias is not None else None
+
+    def _attend_folded(self, x: torch.Tensor) -> torch.Tensor:
+        """``attend`` with the constants folded (see :meth:`fold_constants`): one SDPA call."""
+        n = x.shape[1]
+        if self.fused_qkv_bias is not None:
+            qkv = F.linear(x, self.qkv.weight, self.fused_qkv_bias)
+        else:
+            qkv = self.qkv(x)
+            if self.q_bias is not None:
+                qkv = qkv + torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
+        q, k, v = qkv.reshape(-1, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        q = F.normalize(q, dim=-1) * self.fused_scale
+        k = F.normalize(k, dim=-1)
+        if self.attn_mask is not None:
+            nw = self.attn_mask.shape[0]
+            q, k, v = (t.reshape(-1, nw * self.heads, n, self.head_dim) for t in (q, k, v))
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=self.fused_bias.to(q.dtype), scale=1.0,
+                                           dropout_p=self.attn_drop if self.training else 0.0)
+        return x.reshape(-1, self.heads, n, self.head_dim).transpose(1, 2).reshape(-1, n, self.heads * self.head_dim)
 
     def position_bias(self) -> torch.Tensor:
         """The continuous position bias, 16 * sigmoid(cpb_mlp(coords)) at each pair: [1, heads, n, n]."""

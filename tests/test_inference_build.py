@@ -1,0 +1,205 @@
+"""The inference build (``archlang.build(..., inference=True)``, ``archc build --inference``):
+for every shipped spec at a small size, with random weights and random BatchNorm running
+statistics, it loads the default build's state_dict (and its own), its eval outputs equal
+the default build's within 1e-5 (relative to the outputs' scale), and the folds happened:
+no BatchNorm that follows a conv runs, no dropout module is left, no LoRA layer is left,
+the Swin biases are precomputed buffers. Speed is measured by benchmarks/bench_inference.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from small_sizes import SIZES, SMALL, SMALL_CNNS
+
+import archlang
+from archlang.check import choose_arch, load
+
+torch = pytest.importorskip("torch")
+
+from archlang.lower.example import example_inputs  # noqa: E402
+from archlang.lower.inference import conv_bn_pairs, inference_source  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = sorted((ROOT / "specs").glob("*.arch"))
+TOL = 1e-5
+# two blocks in the first stage, so that a shifted window (and its mask) is there at a small size
+SHIFTED = {"depths": [2, 2, 1, 1]}
+
+
+def _params(stem: str) -> dict:
+    p = {**SMALL.get(stem, {}), **SMALL_CNNS.get(stem, {})}
+    return {**p, **SHIFTED} if stem.startswith("swin") else p
+
+
+def _arch(spec: Path) -> str:
+    name, _ = choose_arch(load(spec), None)
+    assert name is not None
+    return name
+
+
+def randomise(model) -> None:
+    """Every float parameter and buffer random (BatchNorm variances positive), in place."""
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if not t.is_floating_point():
+                continue
+            if name.endswith("running_var"):
+                t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
+            elif name.endswith("running_mean"):
+                t.copy_(torch.randn(t.shape, generator=gen) * 0.2)
+            elif t.ndim <= 1:
+                t.copy_(1.0 + 0.2 * torch.randn(t.shape, generator=gen) if name.endswith("weight")
+                        else 0.2 * torch.randn(t.shape, generator=gen))
+            else:
+                fan_in = t[0].numel()
+                t.copy_(torch.randn(t.shape, generator=gen) * fan_in ** -0.5)
+
+
+def _outputs(model, xs) -> dict:
+    with torch.no_grad():
+        out = model(*xs)
+    return out if isinstance(out, dict) else {"out": out}
+
+
+def _assert_close(got: dict, want: dict) -> None:
+    assert got.keys() == want.keys()
+    for k in want:
+        scale = max(1.0, want[k].abs().max().item())
+        err = (got[k].double() - want[k].double()).abs().max().item()
+        assert err <= TOL * scale, f"{k}: max |inference - default| = {err:.3g} at output scale {scale:.3g}"
+
+
+def _case(spec: Path):
+    arch = _arch(spec)
+    params = _params(spec.stem)
+    g = archlang.graph(spec, arch, **params)
+    if g.param_count() > 3_000_000:
+        pytest.skip(f"{spec.stem} has no small configuration")
+    torch.manual_seed(0)
+    default = archlang.build(spec, arch, max_memory=None, **params).eval()
+    randomise(default)
+    return arch, params, g, default
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[s.stem for s in SPECS])
+def test_inference_build_matches_default_and_folds(spec: Path) -> None:
+    arch, params, g, default = _case(spec)
+    xs = example_inputs(g, batch=2, sizes=SIZES)
+    want = _outputs(default, xs)
+
+    torch.manual_seed(1)  # other initial weights: the loaded state_dict must decide everything
+    model = archlang.build(spec, arch, max_memory=None, inference=True, **params)
+    assert not model.training
+    model.load_state_dict(default.state_dict())  # strict: the default keys, folded as they load
+    calls: list[str] = []
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.register_forward_hook(lambda mod, i, o, name=name: calls.append(name))
+    _assert_close(_outputs(model, xs), want)
+
+    pairs = conv_bn_pairs(g)
+    folded = {bn for _, bn, _, _ in pairs}
+    bn_nodes = [n.name for n in g.nodes if n.op.op == "batchnorm"]
+    assert not folded & set(calls), "a BatchNorm that follows a conv still ran"
+    assert len(calls) == len(bn_nodes) - len(folded)  # the others (after a non-conv) still run
+    kinds = {type(m).__name__ for m in model.modules()}
+    assert not kinds & {"Dropout", "DropPath", "LoRALinear", "LoRA"}
+    std_convs = {n for n, m in model.named_modules() if type(m).__name__ == "StdConv2d"}
+    assert not std_convs & {conv for conv, _, _, std in pairs if std is not None}
+    for name, m in model.named_modules():
+        if hasattr(m, "fold_constants"):  # Swin: the bias is a precomputed, non-persistent buffer
+            assert m.fused_bias is not None and f"{name}.fused_bias" in dict(model.named_buffers())
+            assert f"{name}.fused_bias" not in model.state_dict()
+
+    # its own (folded) state_dict loads too, into a fresh inference build
+    torch.manual_seed(2)
+    again = archlang.build(spec, arch, max_memory=None, inference=True, **params)
+    again.load_state_dict(model.state_dict())
+    _assert_close(_outputs(again, xs), want)
+
+
+def test_conv_bn_pairs_follow_the_graph() -> None:
+    """ResNet-50: every BatchNorm reads a conv (the stem, three per bottleneck, the shortcut)."""
+    g = archlang.graph(ROOT / "specs" / "resnet50.arch", "resnet50", **SMALL_CNNS["resnet50"])
+    pairs = conv_bn_pairs(g)
+    assert ("conv1", "bn1", 1e-5, None) in pairs
+    assert ("layer2.0.downsample.0", "layer2.0.downsample.1", 1e-5, None) in pairs
+    assert len(pairs) == sum(n.op.op == "batchnorm" for n in g.nodes) == 1 + 4 * 3 + 4
+
+
+def test_fold_after_load_and_train_mode_is_inert() -> None:
+    """Folding a model that already holds trained weights gives its outputs; running stats are
+    baked in, so train() no longer changes what the model computes."""
+    from archlang.lower.inference import fold
+
+    spec = ROOT / "specs" / "resnet50.arch"
+    params = {**SMALL_CNNS["resnet50"], "img": 32}
+    default = archlang.build(spec, "resnet50", max_memory=None, **params).eval()
+    randomise(default)
+    x = torch.randn(2, 3, 32, 32)
+    want = _outputs(default, [x])
+    model = archlang.build(spec, "resnet50", max_memory=None, **params)
+    model.load_state_dict(default.state_dict())
+    fold(model)
+    _assert_close(_outputs(model, [x]), want)
+    model.train()
+    _assert_close(_outputs(model, [x]), want)
+    assert fold(model) is model  # folding twice changes nothing
+    _assert_close(_outputs(model.eval(), [x]), want)
+
+
+def test_written_module_has_a_standalone_inference_build(tmp_path: Path) -> None:
+    """``archc build --inference`` writes build_inference(), which needs nothing but torch."""
+    from typer.testing import CliRunner
+
+    from archlang.cli import app
+    from archlang.lower.build import load_source
+
+    spec = ROOT / "specs" / "resnet50.arch"
+    params = {**SMALL_CNNS["resnet50"], "img": 32}
+    sets = [a for k, v in params.items() for a in ("--set", f"{k}={list(v) if isinstance(v, tuple) else v}")]
+    r = CliRunner().invoke(app, ["build", str(spec), *sets, "--inference", "--out", str(tmp_path),
+                                 "--max-memory", "off"])
+    assert r.exit_code == 0, r.output
+    assert "build_inference" in r.output
+    source = (tmp_path / "resnet50.py").read_text()
+    assert "import archlang" not in source and "from archlang" not in source
+    module = load_source(source, "resnet50_inference_test")
+    default = archlang.build(spec, "resnet50", max_memory=None, **params).eval()
+    randomise(default)
+    model = module.build_inference()
+    model.load_state_dict(default.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    _assert_close(_outputs(model, [x]), _outputs(default, [x]))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    g = archlang.graph(spec, "resnet50", **params)
+    assert inference_source("", g, "Resnet50").count("def build_inference") == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stem", ["swin_t", "swinv2_t", "resnet50"])
+def test_inference_build_compiles_without_graph_breaks(stem: str) -> None:
+    spec = ROOT / "specs" / f"{stem}.arch"
+    arch, params, g, default = _case(spec)
+    model = archlang.build(spec, arch, max_memory=None, inference=True, **params)
+    model.load_state_dict(default.state_dict())
+    xs = example_inputs(g, batch=2, sizes=SIZES)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True)
+    _assert_close(_outputs(compiled, xs), _outputs(default, xs))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stem", ["swin_t", "resnet50"])
+def test_inference_build_exports(stem: str) -> None:
+    from archlang.lower.export import export_program, verify_program
+
+    spec = ROOT / "specs" / f"{stem}.arch"
+    arch, params, g, default = _case(spec)
+    model = archlang.build(spec, arch, max_memory=None, inference=True, **params)
+    model.load_state_dict(default.state_dict())
+    prog = export_program(model, g)
+    verify_program(prog, model, g)
