@@ -228,3 +228,74 @@ def test_mistral_costs_and_attention_report() -> None:
     assert rep.flops == fc.get_total_flops()
     assert len(rep.attention_layers()) == 2 and rep.attention_bytes == 2 * 4 * 32 * 32 * 4
     assert archlang.cost(MISTRAL, "mistral_7b").params == 7_241_732_096  # Mistral-7B-v0.1
+
+
+# ----------------------------------------------------------------------------- LLaVA
+
+LLAVA = "specs/llava.arch"
+LLAVA_TINY = {"img": 28, "patch": 14, "vision_dim": 32, "vision_layers": 3, "vision_heads": 2, "vision_ffn": 64,
+              "dim": 64, "layers": 2, "heads": 4, "kv_heads": 2, "ffn": 172, "vocab": 120, "image_token": 110}
+
+
+def _hf_llava():
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
+                              image_size=28, patch_size=14)
+    text = LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                       intermediate_size=172, vocab_size=120, rms_norm_eps=1e-5)
+    cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_index=110, attn_implementation="eager")
+    assert (cfg.vision_feature_layer, cfg.vision_feature_select_strategy) == (-2, "default")
+    torch.manual_seed(0)
+    return _perturbed(LlavaForConditionalGeneration(cfg))
+
+
+def _llava_inputs(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, 100, (2, 12), generator=g)
+    ids[0, 2:6] = 110  # one image (2 x 2 patches) per example, at different places
+    ids[1, 5:9] = 110
+    return torch.randn(2, 3, 28, 28, generator=g), ids
+
+
+def test_llava_loads_hf_state_dict_strictly_and_matches_logits() -> None:
+    hf = _hf_llava()
+    ours = archlang.build(LLAVA, "llava", **LLAVA_TINY).eval()
+    assert set(ours.state_dict()) == set(hf.state_dict())  # the unused last CLIP layer and post_layernorm too
+    ours.load_state_dict(hf.state_dict(), strict=True)
+    image, ids = _llava_inputs()
+    with torch.no_grad():
+        want = hf(input_ids=ids, pixel_values=image).logits
+        got = ours(image, ids)
+        other = ours(torch.randn(2, 3, 28, 28), ids)
+    assert got.shape == want.shape == (2, 12, 120)
+    assert (got - want).abs().max().item() <= TOL
+    assert (other - got)[0, :2].abs().max().item() == 0  # text before the image does not see it
+    assert (other - got)[0, 2:].abs().max().item() > 1e-3  # the image tokens carry the image
+
+
+def test_llava_trains_the_projector_and_lm_and_costs_as_torch_counts() -> None:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = archlang.build(LLAVA, "llava", **LLAVA_TINY)
+    image, ids = _llava_inputs()
+    model(image, ids).sum().backward()
+    grads = {n: p.grad is not None for n, p in model.named_parameters()}
+    assert all(g for n, g in grads.items() if not n.startswith("model.vision_tower."))
+    assert not any(p.requires_grad for n, p in model.named_parameters() if n.startswith("model.vision_tower."))
+    rep = archlang.cost(LLAVA, "llava", **LLAVA_TINY, batch=1, sizes={"T": 12})
+    assert rep.params == sum(p.numel() for p in model.parameters())
+    model.eval()
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as fc, torch.no_grad():
+        model(image[:1], ids[:1])
+    assert rep.flops == fc.get_total_flops()
+    # CLIP's 3 layers (5 tokens, 2 heads) and the LM's 2 (12 tokens, 4 heads), float32 scores
+    assert len(rep.attention_layers()) == 5
+    assert rep.attention_bytes == (3 * 2 * 5 * 5 + 2 * 4 * 12 * 12) * 4
+
+
+def test_llava_v15_7b_has_hf_parameter_count() -> None:
+    # llava-hf/llava-1.5-7b-hf with the full CLIP tower (its last layer and post_layernorm
+    # unused): 7,063,427,072; without them it would be 7,050,828,800
+    assert archlang.cost(LLAVA, "llava_v15_7b").params == 7_063_427_072

@@ -48,6 +48,34 @@ def _require(name: str) -> Any:
                           "pip install onnx onnxruntime (or pip install -e '.[dev]')") from None
 
 
+_SYMBOLICS: list[str] = []
+
+
+def _register_symbolics() -> None:
+    """Rules for the ops the TorchScript exporter lacks, in ONNX primitives (registered once):
+    ``aten::rms_norm`` (``nn.RMSNorm``; ONNX has RMSNormalization only from opset 23)."""
+    if _SYMBOLICS:
+        return
+    import torch
+    from torch.onnx import register_custom_op_symbolic, symbolic_helper
+
+    @symbolic_helper.parse_args("v", "is", "v", "f")
+    def rms_norm(g: Any, x: Any, shape: list[int], weight: Any, eps: float | None) -> Any:
+        axes = list(range(-len(shape), 0))
+        sq = g.op("Mul", x, x)
+        if g.opset >= 18:
+            ms = g.op("ReduceMean", sq, g.op("Constant", value_t=torch.tensor(axes, dtype=torch.long)), keepdims_i=1)
+        else:
+            ms = g.op("ReduceMean", sq, axes_i=axes, keepdims_i=1)
+        eps_v = g.op("CastLike", g.op("Constant", value_t=torch.tensor(
+            torch.finfo(torch.float32).eps if eps is None else eps, dtype=torch.float32)), x)
+        y = g.op("Div", x, g.op("Sqrt", g.op("Add", ms, eps_v)))
+        return y if symbolic_helper._is_none(weight) else g.op("Mul", y, weight)
+
+    register_custom_op_symbolic("aten::rms_norm", rms_norm, 9)
+    _SYMBOLICS.append("aten::rms_norm")
+
+
 def _model_and_graph(model_or_graph: Any) -> tuple[Any, Graph]:
     """The model in eval mode and its IR graph."""
     if isinstance(model_or_graph, Graph):
@@ -100,6 +128,7 @@ def export_onnx(model_or_graph: Any, path: str | Path, *, batch: int = 2, dynami
         dynamic_axes = {name: {i: "batch" for i in ax} for name, ax in axes.items() if ax}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _register_symbolics()
     with warnings.catch_warnings():
         # the TorchScript exporter warns that it is deprecated and about Python values in the
         # trace; verify_onnx checks the result at other batch sizes instead
