@@ -42,12 +42,12 @@ from archlang.lower.rules import lit as _lit
 
 PRELUDE = Path(__file__).resolve().parent / "prelude.py"
 # attributes whose per-instance values the lowering rule handles itself (not constructor arguments)
-RULE_HANDLED = {("rearrange", "axes")}
+RULE_HANDLED = {("rearrange", "axes"), ("const", "steps")}
 # attributes that change the code itself, not just a value: instances differing in them get
 # different classes
 STRUCTURAL = (("activation", "fn"), ("binary", "fn"), ("pos_embed", "kind"), ("conv2d", "standardize"),
               ("rearrange", "lhs"), ("rearrange", "rhs"), ("tied_linear", "source"), ("pool2d", "kind"),
-              ("mean", "keepdim"))
+              ("mean", "keepdim"), ("const", "steps"))  # a build-time constant's code (archlang.ops.tensor)
 
 
 def lit(v: Any) -> ast.expr:
