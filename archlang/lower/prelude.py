@@ -394,49 +394,6 @@ class WindowAttentionV2(WindowAttention):
                                            dropout_p=self.attn_drop if self.training else 0.0)
         return x.reshape(-1, self.heads, n, self.head_dim).transpose(1, 2).reshape(-1, n, self.heads * self.head_dim)
 
-    def position_bias(self) -> torch.Tensor:
-        """The continuous position bias, 16 * sigmoid(cpb_mlp(coords)) at each pair: [1, heads, n, n]."""
-        n = self.window[0] * self.window[1]
-        table = self.cpb_mlp(self.relative_coords_table).view(-1, self.heads)
-        rel = table[self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1)
-        return 16 * torch.sigmoid(rel).unsqueeze(0)
-
-    @torch.no_grad()
-    def fold_constants(self) -> None:
-        """For inference: evaluate the CPB MLP once (its bias, with the shift mask, goes into
-        ``fused_bias``), the clamped logit scale (``fused_scale``) and, for a plain ``qkv``
-        linear, its q/k/v bias (``fused_qkv_bias``); ``attend`` then runs one SDPA call on
-        the scaled cosine queries. Non-persistent buffers: ``state_dict`` is unchanged."""
-        bias = self.position_bias()
-        if self.attn_mask is not None:
-            nw = self.attn_mask.shape[0]
-            n = bias.shape[-1]
-            bias = (bias + self.attn_mask.unsqueeze(1)).reshape(1, nw * self.heads, n, n)
-        self.fused_bias = bias.detach().clone()
-        self.fused_scale = torch.clamp(self.logit_scale, max=math.log(1.0 / 0.01)).exp().detach().clone()
-        plain = type(self.qkv) is nn.Linear and self.qkv.bias is None
-        self.fused_qkv_bias = torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias)).detach() \
-            if plain and self.q_bias is not None else None
-
-    def _attend_folded(self, x: torch.Tensor) -> torch.Tensor:
-        """``attend`` with the constants folded (see :meth:`fold_constants`): one SDPA call."""
-        n = x.shape[1]
-        if self.fused_qkv_bias is not None:
-            qkv = F.linear(x, self.qkv.weight, self.fused_qkv_bias)
-        else:
-            qkv = self.qkv(x)
-            if self.q_bias is not None:
-                qkv = qkv + torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
-        q, k, v = qkv.reshape(-1, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        q = F.normalize(q, dim=-1) * self.fused_scale
-        k = F.normalize(k, dim=-1)
-        if self.attn_mask is not None:
-            nw = self.attn_mask.shape[0]
-            q, k, v = (t.reshape(-1, nw * self.heads, n, self.head_dim) for t in (q, k, v))
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=self.fused_bias.to(q.dtype), scale=1.0,
-                                           dropout_p=self.attn_drop if self.training else 0.0)
-        return x.reshape(-1, self.heads, n, self.head_dim).transpose(1, 2).reshape(-1, n, self.heads * self.head_dim)
-
 
 def _halo_block(kernel: int, n: int) -> int:
     """The side of the query blocks of blocked local attention along an axis of ``n`` pixels:
