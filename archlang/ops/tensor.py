@@ -30,6 +30,7 @@ signature and its shape, cost, lowering, drawing and interpreter rules:
 from __future__ import annotations
 
 import ast
+import copy
 from typing import Any, Literal
 
 from archlang.check import shapes
@@ -40,7 +41,7 @@ from archlang.ir.dims import fmt, product
 from archlang.ir.graph import Graph, Node
 from archlang.ir.ops import BufferSpec, OpBase, ParamSpec
 from archlang.ir.types import TensorType
-from archlang.lower.rules import LOWER_RULES, Ctx, E, LoweringError, Rule, call, helpers_of, lit
+from archlang.lower.rules import LOWER_RULES, Ctx, E, LoweringError, Rule, call, code, helpers_of, lit
 from archlang.ops.registry import define
 from archlang.render.rules import Look
 
@@ -361,7 +362,46 @@ def _const_module(c: Ctx) -> ast.expr:
     if not c.const("steps"):
         raise LoweringError("a constant tensor must be the same in every instance of a block")
     expr, _ = _const_code(c.op)  # type: ignore[arg-type]
-    return E("nn.Buffer(v, persistent=False)", v=expr)
+    return _wrapped(E("nn.Buffer(v, persistent=False)", v=expr))
+
+
+_WIDTH = 100  # longer constant expressions are written over several lines
+
+
+def _wrapped(e: ast.expr) -> ast.expr:
+    """``e`` with its code written over several lines when it is long (calls one argument a
+    line, long sums split at the operator), as a person would; the text is kept on the node
+    (:func:`archlang.lower.rules.code` writes it as it is)."""
+    names: set[str] = set()
+    flat = code(e, names)
+    if len(flat) <= _WIDTH:
+        return e
+    out = copy.copy(e)
+    out._code = (_pretty(e, 8), frozenset(names))  # type: ignore[attr-defined]
+    return out
+
+
+def _pretty(e: ast.expr, indent: int) -> str:
+    flat = code(e)
+    if indent + len(flat) <= _WIDTH + 8:
+        return flat
+    pad = " " * (indent + 4)
+    if isinstance(e, ast.Call):
+        if isinstance(e.func, ast.Attribute) and not e.args and not e.keywords:  # x.long() of a long x
+            inner = _pretty(e.func.value, indent)
+            if isinstance(e.func.value, ast.BinOp | ast.UnaryOp | ast.Compare | ast.BoolOp | ast.IfExp) \
+                    and not inner.startswith("(\n"):
+                inner = f"({inner})"
+            return f"{inner}.{e.func.attr}()"
+        parts = [_pretty(a, indent + 4) for a in e.args]
+        parts += [f"{k.arg}={_pretty(k.value, indent + 4 + len(str(k.arg)) + 1)}" for k in e.keywords]
+        return f"{code(e.func)}(\n" + "".join(f"{pad}{p},\n" for p in parts) + " " * indent + ")"
+    if isinstance(e, ast.List):
+        return "[\n" + "".join(f"{pad}{_pretty(x, indent + 4)},\n" for x in e.elts) + " " * indent + "]"
+    if isinstance(e, ast.BinOp) and isinstance(e.op, ast.Add | ast.Sub):
+        sym = "+" if isinstance(e.op, ast.Add) else "-"
+        return f"(\n{pad}{_pretty(e.left, indent + 4)}\n{pad}{sym} {_pretty(e.right, indent + 4)}\n{' ' * indent})"
+    return flat
 
 
 def _const_helpers(c: Ctx) -> tuple[str, ...]:
