@@ -10,6 +10,8 @@ a state_dict key, a logit (1e-5, float32, eval), a parameter count, a FLOP count
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -215,6 +217,22 @@ def test_mistral_sliding_window_matches_hf_beyond_the_window() -> None:
         a, b = ours(ids), llama(ids)
     assert (a[:, :8] - b[:, :8]).abs().max().item() <= TOL  # the first window is causal attention
     assert (a[:, 8:] - b[:, 8:]).abs().max().item() > 1e-3
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "flex"])
+def test_mistral_runs_its_attention_through_sdpa_or_flex(attention: str) -> None:
+    hf = _hf_llama(10000.0, cls_name="MistralForCausalLM", sliding_window=8, head_dim=16)
+    ours = archlang.build(MISTRAL, "mistral", **TINY, window=8, attention=attention).eval()
+    source = ours.archlang_source
+    assert "softmax" not in source[source.index("class GqaAttention"):]  # the generated classes (not the prelude)
+    if attention == "flex":
+        assert source.count("flex_attention(") >= 1 and "block_mask(" in source
+    else:
+        assert source.count("F.scaled_dot_product_attention(") >= 1 and "flex_attention(" not in source
+    ours.load_state_dict(hf.state_dict(), strict=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # flex_attention outside torch.compile warns that it is unfused
+        assert _logits_gap(ours, hf, 32) <= TOL
 
 
 def test_mistral_costs_and_attention_report() -> None:
