@@ -513,11 +513,11 @@ def _ln_mod(c: Ctx) -> ast.expr:
         kw["eps"] = c.init_attr("eps")
     if not (c.const("affine") and c.op.affine):  # type: ignore[attr-defined]
         kw["elementwise_affine"] = c.init_attr("affine")
+    if not (c.const("bias") and c.op.bias):  # type: ignore[attr-defined]
+        kw["bias"] = c.init_attr("bias")
     return call("nn.LayerNorm", c.init_attr("dim"), **kw)
 
 
-    if not (c.const("bias") and c.op.bias):  # type: ignore[attr-defined]
-        kw["bias"] = c.init_attr("bias")
 def _ln_forward(c: Ctx) -> ast.expr:
     """nn.LayerNorm over the last dim; over another (NCHW channels) it moves there and back."""
     if not c.const("axis"):
@@ -790,6 +790,18 @@ def _rearrange(c: Ctx) -> ast.expr:
 
 LOWER_RULES[O.Rearrange] = Rule(forward=_rearrange)
 
+
+def _channel_scale(c: Ctx) -> ast.expr:
+    """``x * gamma``; over a dim before the last (NCHW channels) gamma is viewed as [C, 1, 1]."""
+    if not c.const("axis"):
+        raise LoweringError("a channel_scale's dim must be the same in every instance of a block")
+    axis, rank = c.op.axis, c.in_types[0].rank  # type: ignore[attr-defined]
+    if axis in (-1, rank - 1):
+        return E("x * gamma", x=c.x(), gamma=c.mod)
+    view = call(ast.Attribute(value=c.mod, attr="view", ctx=ast.Load()), -1, *([1] * (rank - 1 - axis)))
+    return E("x * gamma", x=c.x(), gamma=view)
+
+
 LOWER_RULES[O.ChannelScale] = Rule(
     forward=_channel_scale,
     module=lambda c: E("nn.Parameter(torch.full((d,), v))", d=c.init_attr("dim"), v=c.init_attr("init")))
@@ -812,14 +824,3 @@ def _tied(c: Ctx) -> ast.expr:
 LOWER_RULES[O.TiedLinear] = Rule(forward=_tied)
 
 __all__ = ["LOWER_RULES", "Ctx", "LoweringError", "Rule", "field"]
-def _channel_scale(c: Ctx) -> ast.expr:
-    """``x * gamma``; over a dim before the last (NCHW channels) gamma is viewed as [C, 1, 1]."""
-    if not c.const("axis"):
-        raise LoweringError("a channel_scale's dim must be the same in every instance of a block")
-    axis, rank = c.op.axis, c.in_types[0].rank  # type: ignore[attr-defined]
-    if axis in (-1, rank - 1):
-        return E("x * gamma", x=c.x(), gamma=c.mod)
-    view = call(ast.Attribute(value=c.mod, attr="view", ctx=ast.Load()), -1, *([1] * (rank - 1 - axis)))
-    return E("x * gamma", x=c.x(), gamma=view)
-
-
