@@ -219,7 +219,7 @@ def test_mistral_sliding_window_matches_hf_beyond_the_window() -> None:
     assert (a[:, 8:] - b[:, 8:]).abs().max().item() > 1e-3
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "flex"])
+@pytest.mark.parametrize("attention", ["sdpa", pytest.param("flex", marks=pytest.mark.slow)])
 def test_mistral_runs_its_attention_through_sdpa_or_flex(attention: str) -> None:
     hf = _hf_llama(10000.0, cls_name="MistralForCausalLM", sliding_window=8, head_dim=16)
     ours = archlang.build(MISTRAL, "mistral", **TINY, window=8, attention=attention).eval()
