@@ -78,8 +78,7 @@ def _cost(o: Rotary, ins: list[TensorType], outs: tuple[TensorType, ...]) -> OpC
     table = m(x.shape[-2], o.rot)  # one cos and one sin table, [N, rot], per call
     # x * cos, rotate_half(x) * sin and their sum on the rotated channels; the angles, their
     # cosines and sines. Backward keeps cos and sin (the multiplications' constant operands).
-    return OpCost(other_flops=m(3, rows, o.rot) + m(4, table), saved=m(2, table),
-                  temp=m(2, rows, o.rot) + m(3, table))
+    return OpCost(other_flops=m(3, rows, o.rot) + m(4, table), saved=m(2, table))
 
 
 def _forward(c: Ctx) -> Any:

@@ -130,8 +130,8 @@ def _place_shape(o: PlaceTokens, ins: list[TensorType]) -> tuple[TensorType, ...
 
 
 def _place_cost(o: PlaceTokens, ins: list[TensorType], outs: tuple[TensorType, ...]) -> OpCost:
-    # the comparison, then a copy of x with the rows written; backward keeps the bool mask
-    return OpCost(other_flops=numel(ins[1]), temp=numel(ins[1]))
+    # the comparison, then a copy of x with the rows written
+    return OpCost(other_flops=numel(ins[1]))
 
 
 def _place_forward(c: Ctx) -> Any:
