@@ -248,6 +248,15 @@ def _grad_bias(o: Attend, ins: list[TensorType]) -> bool:
     return any(ins[i].dtype == "float" for e in (o.bias, o.score) if e is not None for i in X.inputs(e))
 
 
+def _cpu_math(o: Attend, ins: list[TensorType]) -> bool:
+    """Whether a training forward on the CPU takes SDPA's math path (measured with
+    saved_tensors_hooks, torch 2.14): with dropout, a value head dim other than the key's, a
+    score term that may need a gradient, or a score rewrite (the prelude's scored_attention,
+    and FlexAttention's CPU fallback). Otherwise the fused kernel runs, also with GQA and with
+    a constant mask."""
+    return o.dropout > 0 or o.value_dim != o.head_dim or _grad_bias(o, ins) or _additive_score(o) is False
+
+
 def _cost(o: Attend, ins: list[TensorType], outs: tuple[TensorType, ...]) -> OpCost:
     q, k, _ = ins[:3]
     b, h, n = q.shape[0], o.heads, q.shape[2]
@@ -258,17 +267,71 @@ def _cost(o: Attend, ins: list[TensorType], outs: tuple[TensorType, ...]) -> OpC
     # and one more per score for each bias or mask
     extra = sum(1 for e in o.exprs()) + (1 if o.causal and o.exprs() else 0)
     out = OpCost(flops=m(2, scores, o.head_dim + o.value_dim), other_flops=m(4 + extra, scores),
-                 saves_inputs=(0, 1, 2), saves_output=True, saved=m(b, h, n),
-                 attn_entries=scores, attn_per_head=m(n, kv_len), attn_global_per_head=m(n, kv_len))
+                 saves_inputs=(0, 1, 2), attn_entries=scores, attn_per_head=m(n, kv_len),
+                 attn_global_per_head=m(n, kv_len))
+    lse = m(b, h, n)  # the fused kernel's log-sum-exp per query and head
+    if not _cpu_math(o, ins):
+        out.saves_output, out.saved = True, lse  # q, k, v, the output and the log-sum-exp
+    else:
+        # fused on CUDA (the output and the log-sum-exp); on the CPU the math path keeps the
+        # probabilities (with dropout also the mask and the dropped ones) and, grouped-query,
+        # contiguous copies of k and v, but not the output
+        out.saved = s(m(b, h, n, o.value_dim), lse)
+        gqa = m(b, o.kv_heads, kv_len, o.head_dim + o.value_dim) if o.kv_heads != o.heads else 0
+        out.saved_cpu = s(m(3 if o.dropout > 0 else 1, scores), gqa)
+        out.temp_train_cpu = scores
+        out.grad_temp_cpu = m(2, scores)
+    if o.value_dim != o.head_dim or _additive_score(o) is False:
+        out.temp = scores  # the CPU's math path also in inference
+    if _grad_bias(o, ins):  # what autograd keeps of a bias expression computed in forward
+        fl, i64 = _expr_saved(o, ins)
+        out.saved_cpu = s(out.saved_cpu or 0, fl)
+        out.saved = s(out.saved, fl)
+        out.saved_int64 = i64
     buf = _constant_bias(o, ins)
     if buf is not None:
         out.buffer_float = m(*buf)  # type: ignore[assignment]
-    # the CPU's fused kernel needs no dropout and no score term with a gradient; otherwise
-    # SDPA's math path keeps the probabilities (with dropout also the mask and the dropped ones)
-    if o.dropout > 0 or _grad_bias(o, ins) or o.score is not None:
-        probs = m(3, scores) if o.dropout > 0 else scores
-        out.saved_cpu = s(probs, m(b, h, n, o.head_dim))
     return out
+
+
+def _expr_saved(o: Attend, ins: list[TensorType]) -> tuple[Any, Any]:
+    """Elements autograd keeps of ``attention_bias``'s expressions when they read a float tensor
+    (a parameter): the other factor of each product or quotient with it (``kv_idx - q_idx`` of
+    ALiBi's ``slope[h] * (kv_idx - q_idx)``: int64 when it is an int), and the index of each
+    gather from it. Returns (float elements, int64 elements)."""
+    q, k = ins[0], ins[1]
+
+    def numel(e: X.Expr) -> Any:
+        size: Any = 1
+        for v in sorted(X.variables(e) - {X.SCORE}):
+            size = m(size, _extent(v, q, k))
+        return size
+
+    def grad(e: X.Expr) -> bool:
+        return any(ins[i].dtype == "float" for i in X.inputs(e))
+
+    fl: Any = 0
+    i64: Any = 0
+    for e in (o.bias, _additive_score(o) or None):
+        if e is None or (isinstance(e, X.Load) and _is_whole_type(e, ins)):
+            continue
+        for n in X.walk(e):
+            if isinstance(n, X.Bin) and n.op in ("*", "/"):
+                for mine, other in ((n.a, n.b), (n.b, n.a)):
+                    if grad(mine) and X.variables(other):
+                        if X.kind(other) == "int":
+                            i64 = s(i64, numel(other))
+                        else:
+                            fl = s(fl, numel(other))
+            if isinstance(n, X.Load) and ins[n.input].dtype == "float":
+                for ix in n.index:
+                    if X.variables(ix):
+                        i64 = s(i64, numel(ix))
+    return fl, i64
+
+
+def _is_whole_type(e: X.Load, ins: list[TensorType]) -> bool:
+    return e == _whole(ins[e.input], e.input, "")
 
 
 # ----------------------------------------------------------------------------- lowering
@@ -475,7 +538,7 @@ def _helpers(c: Ctx) -> tuple[str, ...]:
     o = c.op
     assert isinstance(o, Attend)
     if _use_flex(c):
-        return ("flex_attention", "block_mask")
+        return ("flex_attention", "block_mask", "attention_bias", "scored_attention")
     out = ("attention_bias",) if (o.bias is not None or o.mask is not None or o.score is not None) else ()
     return (*out, "scored_attention") if _additive_score(o) is False else out
 
