@@ -33,6 +33,7 @@ from archlang.lower.rules import (
     code,
     comment_text,
     doc,
+    fresh_value,
     helpers_of,
     ident,
     is_index,
@@ -581,6 +582,7 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
         for p in inst0.scope.dims:
             dims_series[p.name] = [_scope_value(i.scope, p.name) for i in insts]
     runs = _chained_runs(items, inst0, uses, last_use)
+    producers = {it.name: it for it in items if isinstance(it, Node)}  # nodes of this instance, by name
     arg_names = set(plan.args)  # sizes that are constructor arguments are named in shape comments
 
     body: list[str] = []
@@ -770,6 +772,7 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
         if rule.reuses_input or (isinstance(node_.op, O.PosEmbed) and node_.op.kind == "learned"):
             flush([], idx)
         ctx.ins = [ref_code(r) for r in node_.inputs]
+        ctx.fresh = tuple(fresh_value(r.node, r.index, uses, producers) for r in node_.inputs)
         expr = rule.forward(ctx)
         types = [[n.outputs[k] for n in same] for k in range(len(node_.outputs))]
         comment = "  # " + comment_text(", ".join(shape_comment(t, dims_series, arg_names) for t in types))

@@ -14,7 +14,7 @@ import builtins
 import keyword
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -392,6 +392,9 @@ class Ctx:
     out_types: tuple[TensorType, ...]
     init_attr: Callable[[str], ast.expr]  # attribute -> code valid in __init__ (literal or argument name)
     fwd_attr: Callable[[str], ast.expr]  # attribute -> code valid in forward (literal or self.<arg>)
+    # per input: the op that made it afresh when this node is its only reader (:func:`fresh_value`),
+    # else None: the code may overwrite it in place (timm's ReLU(inplace=True), ResNet's `x += s`)
+    fresh: tuple[O.OpBase | None, ...] = ()
 
     @property
     def op(self) -> O.OpBase:
@@ -629,10 +632,60 @@ _ACT = {"gelu": "F.gelu(x)", "gelu_tanh": "F.gelu(x, approximate='tanh')", "relu
         "silu": "F.silu(x)", "tanh": "torch.tanh(x)", "sigmoid": "torch.sigmoid(x)"}
 
 
+def writable(op: O.OpBase) -> bool:
+    """Whether the output of ``op`` is a new tensor that its backward does not read, so its only
+    reader may overwrite it: convolutions, norms, linear layers (they keep their inputs) and
+    additions (they keep nothing). Not activations that keep their output, nor ops whose
+    output may be a view of their input (rearrange, slices, identity, dropout in eval)."""
+    if isinstance(op, O.Binary):
+        return op.fn in ("add", "sub")
+    return isinstance(op, O.Conv2d | O.Conv1d | O.BatchNorm | O.LayerNorm | O.GroupNorm | O.Linear)
+
+
+def fresh_value(node: str, index: int, uses: Mapping[tuple[str, int], int],
+                producers: Mapping[str, object]) -> O.OpBase | None:
+    """The :func:`writable` op that made output ``index`` of ``node`` (of one block instance,
+    whose nodes are ``producers``) afresh, when that value is read once, possibly passed on
+    unchanged by dropout, drop-path (the input itself in eval mode, or a fresh product) and
+    identities that are themselves read once; else None."""
+    while uses.get((node, index), 0) == 1 and node in producers:
+        n = producers[node]
+        if writable(n.op):  # type: ignore[attr-defined]
+            return n.op  # type: ignore[attr-defined]
+        if not isinstance(n.op, O.Dropout | O.DropPath | O.Identity) or not n.inputs:  # type: ignore[attr-defined]
+            return None
+        node, index = n.inputs[0].node, n.inputs[0].index  # type: ignore[attr-defined]
+    return None
+
+
+def _in_place(c: Ctx, i: int, made_by: tuple[type[O.OpBase], ...] = (O.OpBase,)) -> bool:
+    """Input ``i`` may be overwritten with the (same-shaped, same-dtype) output; ``made_by``
+    narrows the ops that may have made it."""
+    return i < len(c.fresh) and isinstance(c.fresh[i], made_by) and c.in_types[i] == c.out_types[0]
+
+
+# the residual sum is written into a branch that ends in a convolution or a norm of a CNN
+# (timm's ResNet: `x += shortcut`); a transformer's `x + branch` stays out of place, so that
+# under autocast a float32 residual stream is not summed into a bfloat16 branch
+_CNN_BRANCH = (O.Conv2d, O.Conv1d, O.BatchNorm)
+
+
 def _act(c: Ctx) -> ast.expr:
     if not c.const("fn"):
         raise LoweringError("the activation must be the same in every instance of a block")
-    return E(_ACT[_choice(c.op.fn, _ACT)], x=c.x())  # type: ignore[attr-defined]
+    fn = _choice(c.op.fn, _ACT)  # type: ignore[attr-defined]
+    if fn == "relu" and _in_place(c, 0):  # relu differentiates from its output: in place is safe
+        return E("F.relu(x, inplace=True)", x=c.x())
+    return E(_ACT[fn], x=c.x())
+
+
+def _binary(c: Ctx) -> ast.expr:
+    fn = _choice(c.op.fn, _BINARY)  # type: ignore[attr-defined]
+    if fn in ("add", "sub") and _in_place(c, 0, _CNN_BRANCH):  # the residual sum, into the branch's output
+        return E(f"a.{fn}_(b)", a=c.ins[0], b=c.ins[1])
+    if fn == "add" and _in_place(c, 1, _CNN_BRANCH):
+        return E("b.add_(a)", a=c.ins[0], b=c.ins[1])
+    return E(_BINARY[fn], a=c.ins[0], b=c.ins[1])
 
 
 def _choice(v: object, allowed) -> str:
@@ -649,8 +702,7 @@ LOWER_RULES[O.Dropout] = Rule(forward=lambda c: _call(c) if _maybe(c) else c.x()
 LOWER_RULES[O.DropPath] = Rule(forward=lambda c: _call(c) if _maybe(c) else c.x(),
                                module=lambda c: call("DropPath", c.init_attr("p")) if _maybe(c) else None,
                                helpers=("DropPath",))
-LOWER_RULES[O.Binary] = Rule(
-    forward=lambda c: E(_BINARY[_choice(c.op.fn, _BINARY)], a=c.ins[0], b=c.ins[1]))  # type: ignore[attr-defined]
+LOWER_RULES[O.Binary] = Rule(forward=_binary)
 LOWER_RULES[O.Matmul] = Rule(forward=lambda c: E("a @ b", a=c.ins[0], b=c.ins[1]))
 
 
