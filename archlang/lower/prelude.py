@@ -675,61 +675,6 @@ def scored_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, score_mo
 
 def flex_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, score_mod=None, block_mask=None,
                    scale: float | None = None, enable_gqa: bool = False) -> torch.Tensor:
-    """``torch.nn.attention.flex_attention.flex_attention`` (fused when the model is compiled)."""
-    from torch.nn.attention.flex_attention import flex_attention as flex
-
-    return flex(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale, enable_gqa=enable_gqa)
-
-
-def block_mask(mask_mod, batch: int | None, heads: int | None, n: int, m: int, device: torch.device):
-    """FlexAttention's ``BlockMask`` of ``mask_mod(b, h, q_idx, kv_idx)``: blocks where it never
-    holds are skipped (``batch``/``heads`` None: the mask is the same for every example/head)."""
-    from torch.nn.attention.flex_attention import create_block_mask
-
-    return create_block_mask(mask_mod, batch, heads, n, m, device=device)
-
-
-def attention_bias(n: int, m: int, heads: int = 1, batch: int = 1, *, bias=None, mask=None, causal: bool = False,
-                   device: torch.device | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """The additive score bias of attention over ``n`` queries and ``m`` keys: ``bias(b, h,
-    q_idx, kv_idx)`` where ``mask(b, h, q_idx, kv_idx)`` holds (and, when ``causal``, the key
-    is not after the query), ``-inf`` elsewhere. The index arguments are broadcastable aranges,
-    b ``[batch, 1, 1, 1]``, h ``[heads, 1, 1]``, q_idx ``[n, 1]`` and kv_idx ``[m]``, so the result
-    broadcasts over ``[batch, heads, n, m]`` (SDPA's ``attn_mask``)."""
-    b = torch.arange(batch, device=device).view(-1, 1, 1, 1)
-    h = torch.arange(heads, device=device).view(-1, 1, 1)
-    q_idx = torch.arange(n, device=device).view(-1, 1)
-    kv_idx = torch.arange(m, device=device)
-    out = torch.zeros((), device=device, dtype=dtype)
-    if bias is not None:
-        out = out + bias(b, h, q_idx, kv_idx)
-    keep = mask(b, h, q_idx, kv_idx) if mask is not None else None
-    if causal:
-        keep = kv_idx <= q_idx if keep is None else keep & (kv_idx <= q_idx)
-    if keep is not None:
-        out = torch.where(keep, out, float("-inf"))
-    return out.to(dtype or torch.get_default_dtype())
-
-
-def scored_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, score_mod, attn_mask=None,
-                     scale: float | None = None, dropout_p: float = 0.0, enable_gqa: bool = False) -> torch.Tensor:
-    """Attention whose scores pass through ``score_mod(score, b, h, q_idx, kv_idx)`` (as
-    FlexAttention's), written out as SDPA's math backend computes it: SDPA has no score hook."""
-    if enable_gqa:
-        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
-        v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
-    score = q @ k.transpose(-2, -1) * (q.shape[-1] ** -0.5 if scale is None else scale)
-    n, m = score.shape[-2:]
-    score = score_mod(score, torch.arange(score.shape[0], device=q.device).view(-1, 1, 1, 1),
-                      torch.arange(score.shape[1], device=q.device).view(-1, 1, 1),
-                      torch.arange(n, device=q.device).view(-1, 1), torch.arange(m, device=q.device))
-    if attn_mask is not None:
-        score = score + attn_mask
-    return F.dropout(score.softmax(dim=-1), dropout_p) @ v
-
-
-def flex_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, score_mod=None, block_mask=None,
-                   scale: float | None = None, enable_gqa: bool = False) -> torch.Tensor:
     """``torch.nn.attention.flex_attention.flex_attention`` (fused when the model is compiled).
     FlexAttention has no backward on the CPU: there, when a gradient is needed, the same
     attention is written out (``scored_attention`` with the block mask's ``mask_mod``)."""
