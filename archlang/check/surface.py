@@ -538,8 +538,9 @@ def _act_by_name(ctx, ins, a):
     return O.Activation(fn=a["fn"])
 
 
-@op("channel_scale", ("x",), (Arg("init", "float", 1.0),),
-    "Multiply the last dim by a learned vector (LayerScale; ResMLP's ls), initialised to `init`.")
+@op("channel_scale", ("x",), (Arg("init", "float", 1.0), Arg("dim", "int", -1)),
+    "Multiply the last dim (or `dim`: 1 for NCHW) by a learned vector (LayerScale; ResMLP's ls), "
+    "initialised to `init`.")
 def _channel_scale(ctx, ins, a):
     x, axis = ins[0], _axis(ctx, ins[0], a["dim"], "channel_scale")
     last = axis == x.rank - 1
