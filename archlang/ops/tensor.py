@@ -563,7 +563,9 @@ def _gather_interpret(c: Any) -> Any:
 
 
 def _gather_cost(o: Gather, ins: list[TensorType], outs: tuple[TensorType, ...]) -> OpCost:
-    return OpCost(saved_int64=numel(ins[1]))  # the backward scatters through the index
+    # a copy; the backward scatters through the index, which it keeps (a buffer or a graph
+    # tensor already counted where it is made)
+    return OpCost()
 
 
 define(Gather, shape=_gather_shape, cost=_gather_cost, lower=Rule(forward=_gather_forward), draw=lambda o, ins, outs:
