@@ -268,3 +268,33 @@ def test_flex_skips_masked_blocks() -> None:
     assert bm.sparsity() == pytest.approx(100 * (1 - blocks.float().mean().item()))  # 56.25 %
     want = F.scaled_dot_product_attention(*ins, attn_mask=keep)
     assert (got - want).abs().max().item() < 1e-5
+
+
+def test_the_library_blocks_reproduce_the_attention_ops() -> None:
+    """std.nn's `mha` (over `attend`) in place of the `attention` op in ViT-B/16 (small): the
+    same state_dict keys load strictly and the logits agree; `cross_mha` likewise for
+    `cross_attention`."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    lib = (root / "archlang" / "stdlib" / "std" / "nn.arch").read_text()
+    block = re.search(r"block transformer_block\(.*?\n}\n", lib, re.S).group(0)  # type: ignore[union-attr]
+    assert "attn: attention(" in block
+    mine = block.replace("block transformer_block(", "block transformer_block_attend(") \
+        .replace("attn: attention(", "attn: mha(")
+    text = (root / "specs" / "vit_b16.arch").read_text().replace("transformer_block(", "transformer_block_attend(")
+    sizes = {"img": 32, "patch": 8, "depth": 2, "dim": 64, "heads": 2}
+    ops = archlang.build(root / "specs" / "vit_b16.arch", "vit_b16", max_memory=None, **sizes).eval()
+    lib_model = archlang.build(text + "\n" + mine, "vit_b16", max_memory=None, **sizes).eval()
+    assert "F.scaled_dot_product_attention" in lib_model.archlang_source
+    lib_model.load_state_dict(ops.state_dict(), strict=True)
+    x = torch.randn(2, 3, 32, 32)
+    assert (ops(x) - lib_model(x)).abs().max().item() < 1e-5
+
+    cross = "arch t() {{\n  in x: [B, 5, 16]\n  in m: [B, 7, 12]\n  out y = att: {}(x, m, heads = 2)\n}}\nuse std.nn\n"
+    a = archlang.build(cross.format("cross_attention"), max_memory=None).eval()
+    b = archlang.build(cross.format("cross_mha"), max_memory=None).eval()
+    b.load_state_dict(a.state_dict(), strict=True)
+    x, m = torch.randn(2, 5, 16), torch.randn(2, 7, 12)
+    assert (a(x, m) - b(x, m)).abs().max().item() < 1e-5
