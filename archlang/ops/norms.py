@@ -18,7 +18,7 @@ from typing import Any, Literal
 from archlang.check import shapes
 from archlang.check.surface import Arg, last_dim, op
 from archlang.cost.rules import OpCost, m, numel
-from archlang.ir.dims import fmt, product
+from archlang.ir.dims import add, fmt, product
 from archlang.ir.ops import OpBase, ParamSpec
 from archlang.ir.types import TensorType
 from archlang.lower.rules import Ctx, Rule, call
@@ -53,8 +53,9 @@ def _shape(o: RMSNorm, ins: list[TensorType]) -> tuple[TensorType, ...]:
 
 def _cost(o: RMSNorm, ins: list[TensorType], outs: tuple[TensorType, ...]) -> OpCost:
     # square, mean, rsqrt-multiply and the gain: 4 per element; backward needs the input and
-    # one reciprocal RMS per row
-    return OpCost(other_flops=m(4, numel(outs[0])), saved=product(ins[0].shape[:-1]), saves_inputs=(0,))
+    # one reciprocal RMS per row, and with a gain the normalised input (its gradient's factor)
+    normed = numel(ins[0]) if o.affine else 0
+    return OpCost(other_flops=m(4, numel(outs[0])), saved=add(product(ins[0].shape[:-1]), normed), saves_inputs=(0,))
 
 
 def _module(c: Ctx) -> Any:
