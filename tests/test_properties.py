@@ -114,6 +114,14 @@ def _expr(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
         st.lists(children, max_size=4).map(lambda xs: "[" + ", ".join(xs) + "]"),
         st.tuples(children, children).map(lambda t: f"{t[0]}[{t[1]}]"),
         st.tuples(names, children, children).map(lambda t: f"{t[0]}[{t[1]} .. {t[2]}]"),
+        # issue 12's language: subscripts with slices, comprehensions, computed labels, shared layers
+        st.tuples(names, st.lists(st.sampled_from([":", "::2", "1:", ":-1", "0", "-1", "1:7:2", "::0", "2:1"]),
+                                  min_size=1, max_size=3)).map(lambda t: f"{t[0]}[{', '.join(t[1])}]"),
+        st.tuples(children, names, children, st.none() | children).map(
+            lambda t: f"[{t[0]} for {t[1]} in {t[2]}" + (f" if {t[3]}]" if t[3] is not None else "]")),
+        st.tuples(children, names, ints).map(lambda t: f"[{t[0]} for {t[1]} in 0 .. {t[2]}]"),
+        st.tuples(names, children, op_calls).map(lambda t: f"({t[0]}{{{t[1]}}}: {t[2]})"),
+        st.tuples(names, st.lists(children, max_size=2)).map(lambda t: f"{t[0]}({', '.join(t[1])})"),
         st.tuples(names, st.sampled_from(["shape", "rank", "foo"])).map(lambda t: f"{t[0]}.{t[1]}"),
         st.tuples(names, st.sampled_from(["shape"]), ints).map(lambda t: f"{t[0]}.{t[1]}[{t[2]}]"),
         op_calls,
