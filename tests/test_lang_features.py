@@ -451,3 +451,51 @@ def test_shared_layer_with_a_wrong_input_names_its_origin() -> None:
     spec = "arch t() {\n  in x: [B, 8]\n  in z: [B, 16]\n  h = pe: linear(x, 8)\n  out y = pe(z)\n}\n"
     d = one_error(spec, "E0301")
     assert any("`pe` is made here for [B, 8]" in n.message for n in d.notes)
+
+
+COAT_LIKE = """
+# CoaT's serial blocks share one convolutional position encoder per stage (timm coat.py's
+# shared_cpe): one depthwise conv, applied before every block of the stage.
+arch coat_like(dims: [int] = [8, 16], depth: int = 2, img: int = 8) {
+  in x: [B, 3, img, img]
+  for s in 0 .. len(dims) {
+    x = patch_embed{s + 1}: conv2d(x, dims[s], kernel = 2, stride = 2)
+    t = rearrange(x, "b c h w -> b (h w) c")
+    for j in 0 .. depth {
+      g = rearrange(t, "b (h w) c -> b c h w", h = x.shape[2])
+      if j == 0 {
+        g = cpe{s + 1}: conv2d(g, dims[s], kernel = 3, padding = 1, groups = dims[s]) + g
+      } else {
+        g = cpe{s + 1}(g) + g
+      }
+      t = rearrange(g, "b c h w -> b (h w) c")
+      t = t + serial{s + 1}.blocks[j].mlp: linear(gelu(layernorm(t)), dims[s])
+    }
+    x = rearrange(t, "b (h w) c -> b c h w", h = x.shape[2])
+  }
+  out y = x
+}
+"""
+
+
+def test_coat_like_shared_position_encoders() -> None:
+    pytest.importorskip("torch")
+    from test_interpret import assert_agree
+
+    g = archlang.graph(COAT_LIKE)
+    assert [(n.name, n.shares) for n in g.nodes if n.shares] == [("cpe1_1", "cpe1"), ("cpe2_1", "cpe2")]
+    assert type(g).model_validate_json(g.model_dump_json()) == g  # the IR round-trips with `shares`
+    rep = archlang.cost(COAT_LIKE)
+    assert rep.nodes["cpe2_1"].params == 0 and rep.nodes["cpe2_1"].flops == rep.nodes["cpe2"].flops
+    model = archlang.build(COAT_LIKE)
+    keys = [k for k in model.state_dict() if k.startswith("cpe")]
+    assert keys == ["cpe1.weight", "cpe1.bias", "cpe2.weight", "cpe2.bias"]
+    assert sum(p.numel() for p in model.parameters()) == rep.params
+    assert_agree(COAT_LIKE, modes=(False,))
+
+
+def test_computed_labels_in_a_comprehension() -> None:
+    spec = "arch t() {\n  in x: [B, 4]\n  out y = concat([head{i}: linear(x, i + 1) for i in 0 .. 3], dim = 1)\n}\n"
+    g = archlang.graph(spec)
+    assert [n.name for n in g.nodes if n.op.parameters()] == ["head0", "head1", "head2"]
+    assert g.type_of(g.node("y").inputs[0]).shape[1] == 6
