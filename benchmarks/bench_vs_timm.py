@@ -1,62 +1,119 @@
 """Benchmark generated models against timm in one process: A/B interleaved, warm-up, medians.
 
-Takes: command-line options (models, batch, repeats, modes). Produces: a table of median
-times per (model, mode, implementation) and the ratio generated/timm. timm's Swin does not
-use SDPA in eager mode by default, so Swin is also measured against timm with fused
-attention switched on (the in-process equivalent of TIMM_FUSED_ATTN=2).
+Takes: command-line options (models, modes, passes, precisions, builds, batch, repeats).
+Produces: one row per (model, build, precision, mode, pass) with the median milliseconds of
+archlang's model, timm's as it ships and (where they differ) timm with fused attention forced
+on, their ratios, and the achieved GFLOP/s with its share of the matmul throughput measured
+in the same run (a 2048^3 matmul, fp32 and bf16). ``--markdown`` writes the table, with the
+command that made it, into docs/benchmarks.md.
 
-    python benchmarks/bench_vs_timm.py                       # eager, forward and forward+backward
-    python benchmarks/bench_vs_timm.py --compiled            # also torch.compile (slow on CPU)
-    python benchmarks/bench_vs_timm.py --models swin_t --batch 8 --repeats 15
+Contenders:
+
+- **timm** is ``timm.create_model(name)`` as it ships: timm 1.0's ``use_fused_attn()`` is on
+  by default (``TIMM_FUSED_ATTN`` unset means 1) for "tested" modules (ViT's Attention), but
+  Swin's WindowAttention asks for the *experimental* level (2), so shipped Swin-T computes its
+  attention explicitly; Swin-V2, MViTv2, Mixer and ResNet have no switch. The script refuses
+  to run with ``TIMM_FUSED_ATTN`` set, so that "as shipped" means the default.
+- **timm fused** sets ``fused_attn = True`` on every module that has the attribute (what
+  ``TIMM_FUSED_ATTN=2`` does at construction); it is listed only where that changes a module.
+- **sasa_resnet50** (archlang's local attention ResNet, no timm counterpart) is measured
+  against timm's resnet50 and archlang's resnet50: its ratio is SASA / ResNet-50.
+
+Precisions: ``fp32``; ``bf16`` (archlang's model built with ``archlang.build(...,
+dtype="bfloat16")`` against ``timm_model.to(torch.bfloat16)``, bf16 inputs); ``autocast``
+(fp32 models under ``torch.autocast("cpu", torch.bfloat16)``). Builds: ``default`` and
+``inference`` (``archlang.build(..., inference=True)``, forward only; skipped with a message
+while ``build`` does not accept it). Modes: ``eager`` and ``compiled`` (``torch.compile`` of
+each contender; slow to warm up on a CPU). Passes: ``fwd`` (eval, no grad) and ``train``
+(train mode, forward, backward of the logits' sum, gradients dropped). GFLOP/s counts
+archlang's analytic forward FLOPs (equal to ``FlopCounterMode``'s), and three times them for
+forward+backward.
+
+    python benchmarks/bench_vs_timm.py                                   # fp32 eager, every model
+    python benchmarks/bench_vs_timm.py --models resnet50 sasa_resnet50 --repeats 3 --batch 2
+    python benchmarks/bench_vs_timm.py --precisions fp32 bf16 autocast --builds default inference
+    python benchmarks/bench_vs_timm.py --modes eager compiled --passes fwd --markdown docs/benchmarks.md
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import inspect
+import os
+import shlex
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
-import timm
-import torch
-from timm.layers import set_fused_attn
-
-import archlang
-
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = {
+sys.path.insert(0, str(ROOT))
+
+# key: (spec, arch, timm model); sasa_resnet50 runs against resnet50
+MODELS: dict[str, tuple[str, str, str]] = {
     "swin_t": ("specs/swin_t.arch", "swin_t", "swin_tiny_patch4_window7_224"),
     "vit_b16": ("specs/vit_b16.arch", "vit_b16", "vit_base_patch16_224"),
+    "mixer_b16": ("specs/mixer_b16.arch", "mixer_b16", "mixer_b16_224"),
+    "swinv2_t": ("specs/swinv2_t.arch", "swinv2_t", "swinv2_tiny_window8_256"),
+    "mvitv2_t": ("specs/mvitv2_t.arch", "mvitv2_t", "mvitv2_tiny"),
+    "resnet50": ("specs/resnet50.arch", "resnet50", "resnet50"),
+    "sasa_resnet50": ("specs/sasa_resnet50.arch", "sasa_resnet50", "resnet50"),
 }
+PRECISIONS = ("fp32", "bf16", "autocast")
+BEGIN, END = "<!-- bench_vs_timm:begin -->", "<!-- bench_vs_timm:end -->"
 
 
-def make_step(model: torch.nn.Module, x: torch.Tensor, train: bool) -> Callable[[], None]:
+# ----------------------------------------------------------------------------- measuring
+
+
+def matmul_peak(dtype, n: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of an n^3 matmul in ``dtype`` (median of ``repeats`` after one warm-up)."""
+    import torch
+
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    torch.mm(a, b)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / statistics.median(times)
+
+
+def make_step(model, x, train: bool, autocast: bool) -> Callable[[], None]:
+    """One call of the model: eval forward under no_grad, or a training forward + backward."""
+    import torch
+
+    ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if autocast else nullcontext
+    model.train(train)
     if train:
-        model.train()
+        params = [p for p in model.parameters() if p.requires_grad]
 
         def step() -> None:
-            out = model(x)
+            with ctx():
+                out = model(x)
             if isinstance(out, dict):
                 out = out["logits"]
             out.float().sum().backward()
-            for p in model.parameters():
+            for p in params:
                 p.grad = None
     else:
-        model.eval()
-
         def step() -> None:
-            with torch.no_grad():
+            with torch.no_grad(), ctx():
                 model(x)
     return step
 
 
 def bench(contenders: dict[str, Callable[[], None]], repeats: int, warmup: int) -> dict[str, float]:
+    """Median seconds per call of each contender, run interleaved (A, B, C, A, B, C, ...)."""
     for fn in contenders.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {k: [] for k in contenders}
-    for _ in range(repeats):  # interleaved: A, B, C, A, B, C, ...
+    for _ in range(repeats):
         for name, fn in contenders.items():
             t0 = time.perf_counter()
             fn()
@@ -64,49 +121,204 @@ def bench(contenders: dict[str, Callable[[], None]], repeats: int, warmup: int) 
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def main() -> None:
+# ----------------------------------------------------------------------------- the contenders
+
+
+def inference_supported() -> bool:
+    import archlang
+
+    return "inference" in inspect.signature(archlang.build).parameters
+
+
+def build_ours(key: str, precision: str, build: str, spec: str | None = None, arch: str | None = None):
+    import archlang
+
+    spec_, arch_, _ = MODELS[key]
+    kwargs = {"inference": True} if build == "inference" else {}
+    dtype = "bfloat16" if precision == "bf16" else "float32"
+    return archlang.build(ROOT / (spec or spec_), arch or arch_, max_memory=None, dtype=dtype, **kwargs)
+
+
+def fused_switches(model) -> list:
+    """The modules of a timm model that carry timm's ``fused_attn`` switch turned off."""
+    return [m for m in model.modules() if getattr(m, "fused_attn", None) is False]
+
+
+def build_timm(name: str, precision: str, fused: bool):
+    import timm
+    import torch
+
+    model = timm.create_model(name)
+    if fused:
+        for m in fused_switches(model):
+            m.fused_attn = True
+    return model.to(torch.bfloat16) if precision == "bf16" else model
+
+
+def contenders_for(key: str, precision: str, build: str) -> dict:
+    """name -> model for one row: archlang, timm (as shipped) and timm fused where it differs;
+    for sasa_resnet50 also archlang's resnet50."""
+    _, _, timm_name = MODELS[key]
+    out = {"archlang": build_ours(key, precision, build)}
+    if key == "sasa_resnet50":
+        out["archlang resnet50"] = build_ours("resnet50", precision, build)
+    ref = build_timm(timm_name, precision, fused=False)
+    out["timm"] = ref
+    if fused_switches(ref):
+        out["timm fused"] = build_timm(timm_name, precision, fused=True)
+    if build == "inference":
+        for m in out.values():
+            m.eval()
+    return out
+
+
+def example_input(key: str, batch: int, precision: str):
+    import torch
+
+    import archlang
+    from archlang.lower.example import example_inputs
+
+    spec, arch, _ = MODELS[key]
+    (x,) = example_inputs(archlang.graph(ROOT / spec, arch), batch=batch)
+    return x.to(torch.bfloat16) if precision == "bf16" else x
+
+
+def forward_flops(key: str, batch: int, ref: bool = False) -> int:
+    import archlang
+
+    spec, arch, _ = MODELS["resnet50" if ref and key == "sasa_resnet50" else key]
+    return archlang.cost(ROOT / spec, arch, batch=batch).flops
+
+
+def training_peaks(key: str, batch: int) -> str:
+    """One line: each contender's peak memory over a training step (forward, backward, AdamW)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from memory_truth import measure_training_peak
+
+    peaks = {}
+    for name, model in contenders_for(key, "fp32", "default").items():
+        x = example_input(key, batch, "fp32")
+        peaks[name] = measure_training_peak(model, lambda x=x: (x,))
+    ref = peaks["timm"]
+    parts = [f"{k} {v / 2**20:,.0f} MiB ({v / ref:.2f}x timm)" for k, v in peaks.items()]
+    return f"{key} training-step peak memory, batch {batch}: " + ", ".join(parts)
+
+
+# ----------------------------------------------------------------------------- the table
+
+
+COLUMNS = ("model", "build", "precision", "mode", "pass", "archlang ms", "timm ms", "ratio", "timm fused ms",
+           "ratio fused", "archlang GFLOP/s", "% peak", "timm GFLOP/s", "timm % peak")
+
+
+def row_cells(key, build, precision, mode, pas, med, flops, peak) -> list[str]:
+    a, t = med["archlang"], med["timm"]
+    f = med.get("timm fused")
+    ref_flops = flops["ref"]
+    cells = [key, build, precision, mode, pas, f"{a * 1e3:.1f}", f"{t * 1e3:.1f}", f"{a / t:.3f}",
+             f"{f * 1e3:.1f}" if f else "", f"{a / f:.3f}" if f else "",
+             f"{flops['ours'] / a / 1e9:.1f}", f"{100 * flops['ours'] / a / peak:.1f}",
+             f"{ref_flops / t / 1e9:.1f}", f"{100 * ref_flops / t / peak:.1f}"]
+    if "archlang resnet50" in med:  # SASA: also against archlang's own resnet50
+        r = med["archlang resnet50"]
+        cells[8], cells[9] = f"{r * 1e3:.1f} (archlang resnet50)", f"{a / r:.3f}"
+    return cells
+
+
+def markdown(rows: list[list[str]], header: str) -> str:
+    lines = [header, "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_markdown(path: Path, text: str) -> None:
+    """Replace the generated section of ``path`` (between the markers) or append one."""
+    doc = path.read_text() if path.exists() else "# Generated models vs timm: speed\n"
+    block = f"{BEGIN}\n{text}\n{END}"
+    if BEGIN in doc and END in doc:
+        doc = doc[:doc.index(BEGIN)] + block + doc[doc.index(END) + len(END):]
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(doc)
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--modes", nargs="+", default=["eager"], choices=["eager", "compiled"])
+    ap.add_argument("--passes", nargs="+", default=["fwd", "train"], choices=["fwd", "train"])
+    ap.add_argument("--precisions", nargs="+", default=["fp32"], choices=list(PRECISIONS))
+    ap.add_argument("--builds", nargs="+", default=["default"], choices=["default", "inference"])
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--compiled", action="store_true", help="also benchmark torch.compile'd models")
-    ap.add_argument("--no-train", action="store_true", help="skip forward+backward")
-    args = ap.parse_args()
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--markdown", type=Path, default=None, help="write the table into this file (docs/benchmarks.md)")
+    ap.add_argument("--memory", action="store_true",
+                    help="also the training step's peak memory of each contender (fp32, default build; "
+                         "benchmarks/memory_truth.py's profiler method)")
+    args = ap.parse_args(argv)
 
+    if "TIMM_FUSED_ATTN" in os.environ:
+        print("error: TIMM_FUSED_ATTN is set; unset it so that `timm` means timm as it ships", file=sys.stderr)
+        return 2
+    import timm
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, timm {timm.__version__}, threads {torch.get_num_threads()}, "
-          f"batch {args.batch}, fp32, {args.repeats} interleaved repeats after {args.warmup} warm-up, medians")
-    print(f"{'model':<8} {'mode':<18} {'archlang ms':>12} {'timm ms':>10} {'ratio':>6}   {'timm fused ms':>13} {'ratio':>6}")
-    modes = [("eager", False, False)] + ([("eager", True, False)] if not args.no_train else [])
-    if args.compiled:
-        modes += [("compiled", False, True)] + ([("compiled", True, True)] if not args.no_train else [])
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    command = "python benchmarks/bench_vs_timm.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    header = (f"`{command.strip()}`, {datetime.date.today().isoformat()}: torch {torch.__version__}, timm "
+              f"{timm.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, {args.repeats} interleaved "
+              f"repeats after {args.warmup} warm-up, medians; ratio = archlang / timm. 2048^3 matmul: "
+              f"{peaks['fp32'] / 1e9:.1f} GFLOP/s fp32, {peaks['bf16'] / 1e9:.1f} GFLOP/s bf16 (% peak is of the "
+              "precision's; autocast counts against bf16).")
+    print(header, flush=True)
+    print(" | ".join(COLUMNS), flush=True)
+    rows: list[list[str]] = []
+    memory: list[str] = []
     for key in args.models:
-        spec, arch, timm_name = MODELS[key]
-        ours = archlang.build(ROOT / spec, arch)
-        set_fused_attn(False, experimental=False)
-        ref = timm.create_model(timm_name)
-        fused = None
-        if key.startswith("swin"):
-            set_fused_attn(True, experimental=True)  # TIMM_FUSED_ATTN=2
-            fused = timm.create_model(timm_name)
-            set_fused_attn(True, experimental=False)
-        x = torch.randn(args.batch, 3, 224, 224)
-        for mode, train, compiled in modes:
-            impls = {"archlang": ours, "timm": ref, **({"timm_fused": fused} if fused is not None else {})}
-            if compiled:
-                torch._dynamo.reset()
-                impls = {k: torch.compile(m) for k, m in impls.items()}
-            steps = {k: make_step(m, x, train) for k, m in impls.items()}
-            med = bench(steps, args.repeats, args.warmup + (1 if compiled else 0))
-            label = f"{mode} {'fwd+bwd' if train else 'fwd'}"
-            a, t = med["archlang"] * 1e3, med["timm"] * 1e3
-            line = f"{key:<8} {label:<18} {a:>12.1f} {t:>10.1f} {a / t:>6.3f}"
-            if "timm_fused" in med:
-                f = med["timm_fused"] * 1e3
-                line += f"   {f:>13.1f} {a / f:>6.3f}"
-            print(line, flush=True)
+        flops = {"ours": forward_flops(key, args.batch), "ref": forward_flops(key, args.batch, ref=True)}
+        if args.memory:
+            memory.append(training_peaks(key, args.batch))
+            print(memory[-1], flush=True)
+        for build in args.builds:
+            if build == "inference" and not inference_supported():
+                print(f"{key}: inference build skipped: archlang.build does not accept inference= yet", flush=True)
+                continue
+            for precision in args.precisions:
+                models = contenders_for(key, precision, build)
+                x = example_input(key, args.batch, precision)
+                peak = peaks["fp32" if precision == "fp32" else "bf16"]
+                for mode in args.modes:
+                    impls = models
+                    if mode == "compiled":
+                        torch._dynamo.reset()
+                        impls = {k: torch.compile(m) for k, m in models.items()}
+                    for pas in args.passes:
+                        if pas == "train" and build == "inference":
+                            print(f"{key} inference {precision} {mode} train: skipped (the inference build is "
+                                  "eval-only)", flush=True)
+                            continue
+                        train = pas == "train"
+                        steps = {k: make_step(m, x, train, precision == "autocast") for k, m in impls.items()}
+                        med = bench(steps, args.repeats, args.warmup + (1 if mode == "compiled" else 0))
+                        mult = 3 if train else 1
+                        cells = row_cells(key, build, precision, mode, "fwd+bwd" if train else "fwd", med,
+                                          {k: v * mult for k, v in flops.items()}, peak)
+                        rows.append(cells)
+                        print(" | ".join(cells), flush=True)
+    if args.markdown is not None:
+        write_markdown(args.markdown, markdown(rows, header) + ("\n\n" + "\n".join(f"- {m}" for m in memory)
+                                                               if memory else ""))
+        print(f"wrote {args.markdown}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
