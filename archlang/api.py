@@ -52,16 +52,18 @@ def graph(spec: str | Path | Program, arch: str | None = None, **params: Any) ->
 
 
 def cost(spec: str | Path, arch: str | None = None, *, batch: int = 1, dtype: str = "float32", train: bool = False,
-         sizes: dict[str, int] | None = None, **params: Any):
+         sizes: dict[str, int] | None = None, device: str = "cpu", **params: Any):
     """The cost report of one arch, computed from the IR without torch.
 
     ``.params``, ``.trainable_params``, ``.flops``, ``.activation_bytes``, ``.attention_bytes``,
     ``.nodes`` (per node), ``.breakdown(depth)``, ``.formula(figure)`` (sympy), ``.to_json()``.
-    ``sizes`` gives free sizes other than the batch (``{"S": 128}``).
+    ``sizes`` gives free sizes other than the batch (``{"S": 128}``); ``device`` (``"cpu"`` or
+    ``"cuda"``) picks the saved-tensor and optimizer rules of that device (docs/memory.md).
     """
     from archlang.cost import cost_graph
 
-    return cost_graph(graph(spec, arch, **params), batch=batch, dtype=dtype, train=train, sizes=sizes)
+    return cost_graph(graph(spec, arch, **params), batch=batch, dtype=dtype, train=train, sizes=sizes,
+                      device=device)
 
 
 def render(spec: str | Path, arch: str | None = None, *, depth: int | None = None, cost: bool | str = False,

@@ -498,7 +498,9 @@ def cost(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch file
          size: Annotated[list[str] | None, typer.Option("--size", metavar='NAME=N', help="Value of a free size, e.g. S=128.")] = None,
          sweep: Annotated[str | None, typer.Option("--sweep", metavar='PARAM=V1,V2,...', help="Vary a parameter: img=224,384,512.")] = None,
          plot: Annotated[Path | None, typer.Option("--plot", metavar='FILE', help="With --sweep: draw curves to FILE.png|svg.")] = None,
-         as_json: Annotated[bool, typer.Option("--json", metavar="", help="Print the report as JSON.")] = False) -> None:
+         as_json: Annotated[bool, typer.Option("--json", metavar="", help="Print the report as JSON.")] = False,
+         device: Annotated[str, typer.Option("--device", metavar="cpu|cuda", help="Saved-tensor and optimizer "
+                                             "rules of this device (docs/memory.md).")] = "cpu") -> None:
     """Cost report before training: params, FLOPs, activation and attention memory, formulas."""
     from rich.console import Console
 
@@ -511,6 +513,8 @@ def cost(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch file
 
     if dtype not in FLOAT_DTYPES:
         raise _usage(f"--dtype is {', '.join(FLOAT_DTYPES)}, not {dtype}")
+    if device not in ("cpu", "cuda"):
+        raise _usage(f"--device is cpu or cuda, not {device}")
     if plot and not sweep:
         raise _usage("--plot draws a sweep; add --sweep PARAM=V1,V2,...")
     if plot:
@@ -532,9 +536,9 @@ def cost(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch file
             raise _usage(f"--size: `{g.arch}` has no free size `{k}`"
                          + (f"; {hint}" if hint else f" (its free sizes: {', '.join(free) or 'none but B'}; "
                                                      "the batch is --batch)"))
-    rep = cost_graph(g, batch=batch, dtype=dtype, train=train, sizes=sizes)
+    rep = cost_graph(g, batch=batch, dtype=dtype, train=train, sizes=sizes, device=device)
     console = Console(width=100)
-    kw = dict(batch=batch, dtype=dtype, train=train, sizes=sizes)
+    kw = dict(batch=batch, dtype=dtype, train=train, sizes=sizes, device=device)
     overrides = dict(a.split("=", 1) for a in (set or []))
     if sweep:
         param, values = _parse_sweep(sweep, [p.name for p in g.params])

@@ -137,7 +137,8 @@ def test_training_memory_counts_optimizer_state() -> None:
     inf = archlang.cost("specs/vit_b16.arch", "vit_ti16")
     tr = archlang.cost("specs/vit_b16.arch", "vit_ti16", train=True)
     weights = tr.params * 4 + tr.trainable_params * (4 + 8)
-    assert tr.peak_training_bytes()[0] > weights + tr.saved_bytes - 1
+    # the step holds every weight, gradient and moment; the end of the forward everything saved
+    assert tr.peak_training_bytes()[0] >= max(weights, tr.params * 4 + tr.saved_bytes)
     assert tr.saved_bytes > 0 and inf.saved_bytes == 0
 
 
@@ -164,11 +165,13 @@ def test_cli_json_sweep_and_plot(tmp_path: Path) -> None:
 
 
 def test_budget_guard() -> None:
-    r = CliRunner().invoke(app, ["build", "specs/igpt.arch", "--arch", "igpt_l", "--max-memory", "16GiB"])
+    # fused attention never holds the score matrix in inference: the weights (5.17 GiB) and live
+    # activations (1.03 GiB) are what exceed the budget
+    r = CliRunner().invoke(app, ["build", "specs/igpt.arch", "--arch", "igpt_l", "--max-memory", "6GiB"])
     assert r.exit_code == 1
-    assert "error[E0901]" in r.output and "blocks.0.attn" in r.output and "17179869184*B" in r.output
+    assert "error[E0901]" in r.output and "5.17 GiB of parameters" in r.output and "params = " in r.output
     with pytest.raises(archlang.api.BudgetError):
-        archlang.build("specs/igpt.arch", "igpt_l", max_memory="16GiB")
+        archlang.build("specs/igpt.arch", "igpt_l", max_memory="6GiB")
 
 
 @pytest.mark.parametrize(("spec", "arch"), [("specs/swin_t.arch", "swin_t"), ("specs/vit_b16.arch", "vit_b16")])

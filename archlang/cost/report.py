@@ -22,7 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from archlang.cost.rules import COST_RULES, OpCost, numel
+from archlang.cost.rules import COST_RULES, INT64_BYTES, OpCost, numel
+from archlang.cost.schedule import Optimizer, Peak, Step, simulate
 from archlang.ir import ops as O
 from archlang.ir.adapters import param_table
 from archlang.ir.dims import Dim, DimLike, add, mul
@@ -32,8 +33,23 @@ from archlang.ir.types import FLOAT_DTYPES
 from archlang.perf import gc_paused
 
 _VIEWS = (O.Rearrange, O.Identity, O.Take, O.SliceOp, O.Split)  # outputs that share their input's storage
+
+
+def _is_view(op: O.OpBase) -> bool:
+    """Whether the op's output shares its input's storage: a rearrange does unless it merges
+    axes that are not adjacent, in order, in its (contiguous) input (``b c t f -> b t (c f)``
+    copies; ``b c h w -> b (h w) c`` is a view)."""
+    if not isinstance(op, _VIEWS):
+        return False
+    if isinstance(op, O.Rearrange):
+        order = [a for g in op.lhs for a in g]
+        for g in op.rhs:
+            pos = [order.index(a) for a in g if a in order]
+            if len(pos) > 1 and pos != list(range(pos[0], pos[0] + len(pos))):
+                return False
+    return True
 DTYPE_BYTES = FLOAT_DTYPES
-ADAM_STATE_BYTES = 8  # two fp32 moments per trainable parameter
+DEVICES = ("cpu", "cuda")  # the saved-tensor and optimizer rules differ (see archlang.cost.rules)
 FIGURES = ("params", "trainable_params", "flops", "other_flops", "activation_bytes", "saved_bytes",
            "attention_entries", "attention_bytes", "attention_global_bytes", "buffer_bytes")
 
@@ -89,9 +105,12 @@ class CostReport:
     """Figures for one graph at one batch size and dtype; see the module docstring."""
 
     def __init__(self, graph: Graph, batch: int = 1, dtype: str = "float32", train: bool = False,
-                 sizes: dict[str, int] | None = None):
+                 sizes: dict[str, int] | None = None, device: str = "cpu"):
         if dtype not in DTYPE_BYTES:
             raise ValueError(f"dtype is one of {', '.join(DTYPE_BYTES)}, not {dtype!r}")
+        if device not in DEVICES:
+            raise ValueError(f"device is one of {', '.join(DEVICES)}, not {device!r}")
+        self.device = device
         _check_size("batch", batch)
         for k, v in (sizes or {}).items():
             _check_size(f"the free size {k}", v)
@@ -102,10 +121,19 @@ class CostReport:
         self.sizes = {"B": batch, **{s: 128 for s in free}, **(sizes or {})}
         self.free_sizes = ["B", *free]
         self.nodes: dict[str, NodeCost] = {}
+        self._steps: dict[bool, list[Step]] = {}
+        self._peaks: dict[tuple[bool, frozenset[str]], Peak] = {}
         memo: dict[tuple, tuple] = {}
         with gc_paused():
-            counts = params_by_node(graph)
+            table = param_table(graph)
+            counts: dict[str, tuple[int, int]] = {n.name: (0, 0) for n in graph.nodes}
+            for p in table:
+                total_, train_ = counts[p.node]
+                counts[p.node] = (total_ + p.numel, train_ + (p.numel if p.trainable else 0))
+            self._trainable_tensors = [p.numel for p in table if p.trainable]
+            self._counts = counts
             hits = [self._hit(n, memo) for n in graph.nodes]
+            self._hits = hits
             saved = self._saved(hits, counts)
             for n, hit, sv in zip(graph.nodes, hits, saved, strict=True):
                 self.nodes[n.name] = self._node(n, *counts[n.name], hit, sv)
@@ -139,13 +167,13 @@ class CostReport:
         bpe = self.bytes_per
         out: list[tuple[DimLike, int]] = []
         for n, (_, _, keep) in zip(self.graph.nodes, hits, strict=True):
-            internal, internal_ev, saves_in, weight_in, saves_out = keep
+            internal, internal_ev, saves_in, weight_in, saves_out = keep[:5]
             ins = [root.get((r.node, r.index), (r.node, r.index)) for r in n.inputs]
             trainable = counts[n.shares or n.name][1] > 0  # a shared layer trains its original's weights
             rg = trainable or any(req.get(r.node, False) for r in n.inputs)
             req[n.name] = rg
             op = n.op
-            if ins and (isinstance(op, _VIEWS) or (isinstance(op, O.Dropout | O.DropPath) and op.p == 0)):
+            if ins and (_is_view(op) or (isinstance(op, O.Dropout | O.DropPath) and op.p == 0)):
                 for i in range(len(n.outputs)):
                     root[(n.name, i)] = ins[0]
                 out.append((0, 0))
@@ -197,9 +225,13 @@ class CostReport:
                 act = add(act, numel(t))
         heads = getattr(n.op, "heads", 1)
         bpe = self.bytes_per
-        saved_bytes = mul(c.saved, bpe)
+        cpu = self.device == "cpu"
+        saved_bytes = add(mul(c.saved_cpu if cpu and c.saved_cpu is not None else c.saved, bpe),
+                          mul(c.saved_int64, INT64_BYTES))
         if isinstance(n.op, O.Dropout) and n.op.p > 0:
-            saved_bytes = add(saved_bytes, numel(n.outputs[0]))  # the keep-mask, one byte per element
+            # the keep-mask: CUDA's fused dropout keeps a bool per element; the CPU's F.dropout
+            # multiplies by a mask of the input's dtype (scaled by 1/(1-p)) and keeps that
+            saved_bytes = add(saved_bytes, mul(numel(n.outputs[0]), bpe if cpu else 1))
         if isinstance(n.op, O.DropPath) and n.op.p > 0:
             saved_bytes = add(saved_bytes, mul(n.outputs[0].shape[0], bpe))  # one scale per sample
         sym = {
@@ -214,7 +246,12 @@ class CostReport:
         ev["attention_per_head"] = _eval(c.attn_per_head, self.sizes)
         ev["build_scratch_bytes"] = c.build_scratch
         ev["attention_global_per_head"] = _eval(c.attn_global_per_head, self.sizes)
-        keep = (saved_bytes, _eval(saved_bytes, self.sizes), c.saves_inputs, c.weight_inputs, c.saves_output)
+        temp_train = c.temp_train_cpu if cpu and c.temp_train_cpu is not None else c.temp_train
+        grad_temp = c.grad_temp_cpu if cpu and c.grad_temp_cpu is not None else c.grad_temp
+        temps = (_eval(mul(c.temp, bpe), self.sizes),
+                 _eval(mul(c.temp if temp_train is None else temp_train, bpe), self.sizes),
+                 _eval(mul(grad_temp, bpe), self.sizes))
+        keep = (saved_bytes, _eval(saved_bytes, self.sizes), c.saves_inputs, c.weight_inputs, c.saves_output, temps)
         return sym, ev, keep
 
     # -- totals
@@ -288,66 +325,175 @@ class CostReport:
         scratch = big.build_scratch_bytes if big is not None else 0
         return self.resident_bytes() + scratch, big.name if scratch else ""
 
+    # the schedule (archlang.cost.schedule): steps built once per mode, peaks once per set
+    def schedule_steps(self, train: bool) -> list[Step]:
+        """The graph as :func:`archlang.cost.schedule.simulate` sees it, in inference
+        (``train=False``: dropout is a view, nothing is saved) or in a training forward."""
+        steps = self._steps.get(train)
+        if steps is None:
+            with gc_paused():  # many small objects beside a large graph: no collections meanwhile
+                steps = self._steps[train] = self._build_steps(train)
+        return steps
+
+    def _build_steps(self, train: bool) -> list[Step]:
+        ids: dict[tuple[str, int], int] = {}
+        tsize: list[int] = []
+        req: dict[str, bool] = {}
+        steps: list[Step] = []
+        elem = {"float": self.bytes_per, "int": INT64_BYTES, "bool": 1}
+        size_memo: dict[tuple, int] = {}
+        passes_t = (O.Rearrange, O.Identity, O.Output, O.Concat, O.PrependToken)
+        reshaping = (O.Concat, O.PrependToken, O.Rearrange)
+        bpe = self.bytes_per
+        for n, (_, _, keep) in zip(self.graph.nodes, self._hits, strict=True):
+            saves_in, weight_in, saves_out, temps = keep[2], keep[3], keep[4], keep[5]
+            op = n.op
+            ins = tuple([ids[(r.node, r.index)] for r in n.inputs])
+            outs = []
+            sizes = []
+            single = len(n.outputs) == 1 and n.outputs[0].dtype == "float" and not isinstance(op, O.Output | O.Identity)
+            for k, t in enumerate(n.outputs):
+                ids[(n.name, k)] = len(tsize)
+                outs.append(len(tsize))
+                if single:  # the node's activation bytes are its one output's
+                    b = self.nodes[n.name].activation_bytes
+                else:
+                    key = (t.shape, t.dtype)
+                    b = size_memo.get(key)
+                    if b is None:
+                        b = size_memo[key] = _eval(numel(t), self.sizes) * elem.get(t.dtype, bpe)
+                sizes.append(b)
+                tsize.append(b)
+            trainable_n = self._counts[n.name][1]
+            rg = train and (trainable_n > 0 or any([req.get(r.node, False) for r in n.inputs]))
+            req[n.name] = rg
+            view = bool(ins) and (isinstance(op, O.Output) or _is_view(op) or (isinstance(op, O.Dropout | O.DropPath)
+                                                               and (op.p == 0 or not train)))
+            saves: tuple[int, ...] = ()
+            grads: tuple[bool, ...] = ()
+            grad_views: tuple[bool, ...] = ()
+            if rg:
+                if not view:
+                    saves = tuple([ins[i] for i in saves_in]) \
+                        + (tuple([ins[i] for i in weight_in]) if trainable_n else ()) \
+                        + ((outs[0],) if saves_out and outs else ())
+                grads = tuple([req.get(r.node, False) for r in n.inputs])
+                passes = view or isinstance(op, passes_t) or (isinstance(op, O.Binary) and op.fn in ("add", "sub"))
+                if passes:  # the gradient flows through unchanged (a broadcast input's is reduced: new)
+                    whole = isinstance(op, reshaping)
+                    out0 = sizes[0] if sizes else -1
+                    grad_views = tuple([whole or tsize[t] == out0 for t in ins])
+            steps.append(Step(n.name, ins, tuple(outs), tuple(sizes), (0,) * len(outs) if view else (None,) * len(outs),
+                              temps[1] if train else temps[0], saves, keep[1] if rg and not view else 0, grads,
+                              grad_views, trainable_n * bpe if rg else 0, temps[2] if rg else 0, "",
+                              isinstance(op, O.Output)))
+        return self._module_arguments(steps, ids)
+
+    def _module_arguments(self, steps: list[Step], ids: dict[tuple[str, int], int]) -> list[Step]:
+        """A tensor passed into a block instance's module is held by the call until the module
+        returns: it lives at least to the instance's last node."""
+        nodes = self.graph.nodes
+        scopes = {sc.path for sc in self.graph.scopes}
+        end: dict[str, int] = {}
+        chains: dict[str, list[str]] = {}
+        for i, n in enumerate(nodes):
+            chain = chains.get(n.scope)
+            if chain is None:
+                parts = n.scope.split(".") if n.scope else []
+                chain = chains[n.scope] = [p for p in (".".join(parts[:k]) for k in range(1, len(parts) + 1))
+                                           if p in scopes]
+            for a in chain:
+                end[a] = i
+        keeps: dict[int, list[int]] = {}
+        for n in nodes:
+            for r in n.inputs:
+                src = self.graph.by_name[r.node].scope
+                for a in chains[n.scope]:
+                    if not (src == a or src.startswith(a + ".")):
+                        keeps.setdefault(end[a], []).append(ids[(r.node, r.index)])
+                        break
+        for i, kept in keeps.items():
+            steps[i].keeps = tuple(kept)
+        return steps
+
+    def _peak(self, train: bool, checkpointed: Iterable[str] = ()) -> Peak:
+        ckpt = frozenset(checkpointed) if train else frozenset()
+        key = (train, ckpt)
+        hit = self._peaks.get(key)
+        if hit is not None:
+            return hit
+        steps = self.schedule_steps(train)
+        if ckpt:  # each step's block instance: the checkpointed one it lies in, if any
+            blocks = [_instance(n.scope, ckpt) for n in self.graph.nodes]
+            steps = [_with_block(st, b) if b else st for st, b in zip(steps, blocks, strict=True)]
+        opt = Optimizer(trainable=self.trainable_params * self.bytes_per,
+                        largest=max(self._trainable_tensors, default=0) * self.bytes_per,
+                        tensors=len(self._trainable_tensors), foreach=self.device == "cuda")
+        with gc_paused():
+            peak = simulate(steps, self.resident_bytes(), train, opt, ckpt)
+        self._peaks[key] = peak
+        return peak
+
     def inference_parts(self) -> dict[str, Any]:
         """The inference peak, part by part: ``params`` and ``buffers`` (bytes, resident),
-        ``activations`` (the live activations at the peak, the peak node's output included)
-        and ``attention`` (the scores the peak node computes), their sum ``peak``, and the
-        node ``at`` the peak. One walk over the graph in order, linear in its nodes."""
-        last_use: dict[str, int] = {}
-        for i, n in enumerate(self.graph.nodes):
-            for r in n.inputs:
-                last_use[r.node] = i
-        live: dict[str, int] = {}
-        total = 0  # sum of live.values(), kept up to date
-        peak, acts, attn = 0, 0, 0
-        at = self.graph.nodes[0].name if self.graph.nodes else ""
-        for i, n in enumerate(self.graph.nodes):
-            nc = self.nodes[n.name]
-            total += nc.activation_bytes - live.get(n.name, 0)
-            live[n.name] = nc.activation_bytes
-            now = total + nc.attention_bytes
-            if now > peak:
-                peak, at, acts, attn = now, n.name, total, nc.attention_bytes
-            for r in n.inputs:
-                if last_use.get(r.node) == i and r.node in live:
-                    total -= live.pop(r.node)
+        ``activations`` (the live activations at the peak and the temporaries of the node
+        running then), ``attention`` (the part of those that is its score matrix), their sum
+        ``peak``, and the node ``at`` the peak (:mod:`archlang.cost.schedule`: each tensor
+        lives from its node to its last use). When building the model needs more than running
+        it, the build's figures (``build_scratch``)."""
         params, buffers = self.param_bytes, self.buffer_bytes
+        sim = self._peak(False)
+        at = sim.at or (self.graph.nodes[0].name if self.graph.nodes else "")
         build, build_at = self.build_peak_bytes()
-        if build > params + buffers + peak:  # building the model needs more than running it
+        if build > sim.bytes:  # building the model needs more than running it
             return {"params": params, "buffers": buffers, "activations": 0, "attention": 0,
                     "build_scratch": build - params - buffers, "peak": build, "at": build_at}
-        return {"params": params, "buffers": buffers, "activations": acts, "attention": attn, "build_scratch": 0,
-                "peak": params + buffers + peak, "at": at}
+        acts = sim.bytes - params - buffers
+        nc = self.nodes.get(at)
+        attn = min(nc.attention_bytes, acts) if nc is not None and nc.attention_bytes else 0
+        return {"params": params, "buffers": buffers, "activations": acts - attn, "attention": attn,
+                "build_scratch": 0, "peak": sim.bytes, "at": at}
 
     def peak_inference_bytes(self) -> tuple[int, str]:
-        """Parameters and buffers plus the largest set of live activations (and the attention
-        scores being computed), walking the graph in order, or the build's high-water mark
+        """Parameters and buffers plus the largest set of live activations and temporaries,
+        simulating one forward (:mod:`archlang.cost.schedule`), or the build's high-water mark
         when that is higher. Returns (bytes, node at the peak); the node is never empty for
         a graph with nodes."""
         parts = self.inference_parts()
         return parts["peak"], parts["at"]
 
-    def training_parts(self) -> dict[str, Any]:
-        """The training-step peak, part by part: ``params`` (weights), ``grads`` and
-        ``optimizer`` (AdamW moments) for the trainable ones, ``buffers``, ``saved`` (for
-        backward), ``transient`` (the forward's largest activation plus attention), their sum
-        ``peak``, and ``largest``, the node that saves the most (or holds the most attention)."""
-        trainable = self.trainable_params
-        nodes = self.nodes.values()
-        saved = sum(n.saved_train_bytes for n in nodes)
-        transient = max((n.attention_bytes + n.activation_bytes for n in nodes), default=0)
-        largest = max(nodes, key=lambda n: (n.saved_train_bytes or n.attention_bytes), default=None)
-        parts = {"params": self.param_bytes, "grads": trainable * self.bytes_per,
-                 "optimizer": trainable * ADAM_STATE_BYTES, "buffers": self.buffer_bytes, "saved": saved,
-                 "transient": transient}
-        step = sum(parts.values())
-        build, _ = self.build_peak_bytes()
-        return {**parts, "peak": max(step, build), "largest": largest.name if largest else ""}
+    def training_parts(self, checkpointed: Iterable[str] = frozenset()) -> dict[str, Any]:
+        """The training-step peak (forward, backward of the outputs' sum and AdamW's first
+        step, simulated by :mod:`archlang.cost.schedule`), by what is live at that moment:
+        ``params`` and ``buffers`` (resident), ``grads`` (the weight gradients made so far),
+        ``optimizer`` (AdamW moments and temporaries, in the step), ``saved`` (tensors kept
+        for backward, checkpoint inputs included), ``transient`` (activations not saved,
+        gradients of activations, temporaries); their sum ``peak`` (or the build's high-water
+        mark when higher), the ``phase`` (forward, backward, recompute, step or build) and the
+        node ``at`` it, and ``largest``, the node that saves the most (or holds the most
+        attention).
 
-    def peak_training_bytes(self) -> tuple[int, str]:
-        """Parameters + gradients + AdamW state for the trainable ones + buffers + everything
-        saved for backward + the forward's transient peak. Returns (bytes, largest saver)."""
-        parts = self.training_parts()
+        ``checkpointed``: block instances (``blocks.3``, as :meth:`Graph.block_instances`
+        names them) under activation checkpointing: their nodes save nothing in the forward,
+        their input tensors are kept until their backward, and their forward runs again when
+        the backward reaches them (their saved tensors are live again then)."""
+        sim = self._peak(True, checkpointed)
+        nodes = self.nodes.values()
+        largest = max(nodes, key=lambda n: (n.saved_train_bytes or n.attention_bytes), default=None)
+        live = sim.parts
+        parts = {"params": self.param_bytes, "grads": live.get("grads", 0), "optimizer": live.get("optimizer", 0),
+                 "buffers": self.buffer_bytes, "saved": live.get("saved", 0), "transient": live.get("transient", 0)}
+        build, build_at = self.build_peak_bytes()
+        phase, at = sim.phase, sim.at
+        if build > sim.bytes:
+            phase, at = "build", build_at
+        return {**parts, "peak": max(sim.bytes, build), "largest": largest.name if largest else "",
+                "phase": phase, "at": at}
+
+    def peak_training_bytes(self, checkpointed: Iterable[str] = frozenset()) -> tuple[int, str]:
+        """The simulated training-step peak (:meth:`training_parts`, with the same
+        ``checkpointed``). Returns (bytes, the node that saves the most)."""
+        parts = self.training_parts(checkpointed)
         return parts["peak"], parts["largest"]
 
     def peak_bytes(self) -> tuple[int, str]:
@@ -435,6 +581,7 @@ class CostReport:
         peak_train, at_train = self.peak_training_bytes()
         return {
             "arch": self.graph.arch, "batch": self.batch, "dtype": self.dtype, "train": self.train,
+            "device": self.device,
             "sizes": self.sizes, "params": self.params, "trainable_params": self.trainable_params,
             "frozen_params": self.frozen_params, "flops": self.flops, "other_flops": self.other_flops,
             "activation_bytes": self.activation_bytes, "saved_bytes": self.saved_bytes,
@@ -454,6 +601,22 @@ class CostReport:
 
     def json(self) -> str:
         return json.dumps(self.to_json(), indent=1)
+
+
+def _instance(scope: str, blocks: frozenset[str]) -> str:
+    """The block instance of ``blocks`` that contains ``scope`` (itself or an ancestor), or ""."""
+    while scope:
+        if scope in blocks:
+            return scope
+        cut = scope.rfind(".")
+        scope = scope[:cut] if cut > 0 else ""
+    return ""
+
+
+def _with_block(st: Step, block: str) -> Step:
+    from dataclasses import replace
+
+    return replace(st, block=block)
 
 
 def sum_dims(values: Iterable[DimLike]) -> DimLike:
@@ -509,8 +672,8 @@ def to_sympy(d: DimLike):
 
 
 def cost_graph(graph: Graph, batch: int = 1, dtype: str = "float32", train: bool = False,
-               sizes: dict[str, int] | None = None) -> CostReport:
-    return CostReport(graph, batch=batch, dtype=dtype, train=train, sizes=sizes)
+               sizes: dict[str, int] | None = None, device: str = "cpu") -> CostReport:
+    return CostReport(graph, batch=batch, dtype=dtype, train=train, sizes=sizes, device=device)
 
 
 def param_and_buffer_bytes(rep: CostReport) -> int:

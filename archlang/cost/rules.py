@@ -18,6 +18,17 @@ free sizes. Conventions:
   neighbourhoods, norm statistics). The report counts each graph tensor once however many
   ops keep it (a ReLU's output is the next convolution's input), sees through views
   (rearrange, slices) and saves nothing where no gradient flows.
+- device differences: ``saved_cpu`` (when not ``None``) replaces ``saved`` on the CPU, where
+  attention with dropout or an additive mask that needs a gradient takes SDPA's math path
+  (copies of q, k, v, the probabilities, and with dropout the float mask and the dropped
+  probabilities) instead of the fused kernel's q, k, v, output and log-sum-exp; dropout
+  masks (counted by the report) are a byte per element on CUDA and the input's dtype on the
+  CPU. ``saved_int64`` counts saved int64 elements (max pooling's argmax), 8 bytes whatever
+  the dtype.
+- the schedule (:mod:`archlang.cost.schedule`) also needs ``temp``, the elements of
+  temporaries an op holds beside its output while it runs forward (the fused qkv output,
+  the scores of an explicit attention, the reordered weight of a oneDNN convolution), and
+  ``grad_temp``, those its backward holds beside the gradients it returns.
 - ``attn_entries`` is the number of attention scores of the layer (batch x heads x the
   entries of every head's matrices); ``attn_per_head`` those of one example and one head,
   summed over windows; ``attn_global_per_head`` what one global matrix over the same tokens
@@ -52,6 +63,13 @@ class OpCost:
     saves_inputs: tuple[int, ...] = ()  # inputs saved whole when the output needs a gradient
     weight_inputs: tuple[int, ...] = ()  # inputs saved only for the op's trainable weights' gradients
     saves_output: bool = False  # the output is saved (relu, sigmoid, tanh, softmax)
+    saved_cpu: DimLike | None = None  # ``saved`` on the CPU, where it differs (SDPA's math path)
+    saved_int64: DimLike = 0  # int64 elements saved (max pooling's argmax)
+    temp: DimLike = 0  # elements of forward temporaries beside the output, in inference
+    temp_train: DimLike | None = None  # the same in a training forward (None: as in inference)
+    temp_train_cpu: DimLike | None = None  # ... on the CPU, where it differs
+    grad_temp: DimLike = 0  # elements of backward temporaries beside the gradients it returns
+    grad_temp_cpu: DimLike | None = None  # ... on the CPU, where it differs
     attn_entries: DimLike = 0
     attn_per_head: DimLike = 0
     attn_global_per_head: DimLike = 0
@@ -118,8 +136,17 @@ def _conv2d(op: O.Conv2d, ins, outs) -> OpCost:
     out = outs[0]
     spatial = m(out.shape[0], out.shape[2], out.shape[3])
     k = op.kernel[0] * op.kernel[1]
+    weight = op.out_channels * (op.in_channels // op.groups) * k
+    # StdConv2d computes its standardised weight each forward: conv2d keeps it (for the input's
+    # gradient), batch_norm its mean and inverse std per output channel
+    std = weight + 2 * op.out_channels if op.standardize else 0
+    # TF-same padding is an F.pad before the conv: the conv keeps the padded copy, not its input
+    x = ins[0]
+    padded = m(x.shape[0], x.shape[1], s(x.shape[2], op.pad[2] + op.pad[3]), s(x.shape[3], op.pad[0] + op.pad[1])) \
+        if any(op.pad) else 0
     return OpCost(flops=m(2, spatial, op.out_channels, op.in_channels // op.groups, k),
-                  other_flops=numel(out) if op.bias else 0, weight_inputs=(0,))
+                  other_flops=numel(out) if op.bias else 0, weight_inputs=() if any(op.pad) else (0,),
+                  saved=s(std, padded), temp=s(weight, std, padded), temp_train=weight, grad_temp=m(2, weight))
 
 
 @rule(O.Conv1d)
@@ -188,6 +215,40 @@ def _explicit_probs(scores: DimLike, drop: float) -> DimLike:
     return m(3, scores) if drop > 0 else scores
 
 
+def _math_saved(rows_q: DimLike, rows_kv: DimLike, inner: int, scores: DimLike, drop: float, heads: int = 2,
+                v_width: int = 3) -> DimLike:
+    """What autograd keeps for SDPA's math path (the CPU's, with dropout or an additive mask
+    that needs a gradient): contiguous copies of the scaled q, of k and of v for the batched
+    matmuls, the probabilities (with dropout also the float mask and the dropped
+    probabilities), and the output re-laid for the projection (a copy: the math path's output
+    is [B, heads, N, head_dim]). With one head, v needs no copy: the matmul keeps a view of the
+    fused projection's output, ``v_width`` times v's size (3 for qkv, 2 for kv)."""
+    v = m(rows_kv, inner * (v_width if heads == 1 else 1))
+    return s(m(rows_q, inner), m(rows_kv, inner), v, _explicit_probs(scores, drop), m(rows_q, inner))
+
+
+def _sdpa_cost(out: OpCost, rows_q: DimLike, rows_kv: DimLike, inner: int, heads: int, scores: DimLike,
+               drop: float, cpu_math: bool, extra: DimLike = 0) -> None:
+    """Saved tensors and temporaries of a projection + SDPA + projection op, in place.
+
+    Fused (CUDA; the CPU's flash kernel without dropout or mask): q, k, v, the output and the
+    log-sum-exp are saved (:func:`_fused_saved`) and, in inference, live beside the output;
+    its backward holds the output's gradient, the gradients of q, k and v and their stacked
+    copy for the qkv projection. The math path (``cpu_math``: with dropout, or a mask that needs
+    a gradient) saves :func:`_math_saved` and also holds the qkv output, the scores before the
+    softmax and the output in [B, heads, N, head_dim]; its backward also holds two score-sized
+    gradients. ``extra`` (a mask) is saved in both."""
+    fused = s(_fused_saved(rows_q, rows_kv, inner, heads), extra)
+    qkv, o = s(m(rows_q, inner), m(rows_kv, 2 * inner)), m(rows_q, inner)
+    out.saved, out.temp, out.temp_train = fused, fused, 0
+    out.grad_temp = s(o, m(2, qkv))
+    math = s(_math_saved(rows_q, rows_kv, inner, scores, drop, heads, 3 if rows_q is rows_kv else 2), extra)
+    if cpu_math:
+        out.saved_cpu = math
+        out.temp_train_cpu = s(qkv, o, scores)
+        out.grad_temp_cpu = s(o, m(2, qkv), m(2, scores))
+
+
 def _fused_saved(rows_q: DimLike, rows_kv: DimLike, inner: int, heads: int) -> DimLike:
     """What autograd keeps for SDPA's fused kernel: q, k, v (their projections' outputs), the
     output and the log-sum-exp per query and head; never the score matrix."""
@@ -201,7 +262,8 @@ def _attention(op: O.Attention, ins, outs) -> OpCost:
     out = _sum(_proj(rows, c, 3 * op.inner, op.qkv_bias), _attn_core(b, op.heads, n, n, op.head_dim),
                _proj(rows, op.inner, c, op.proj_bias))
     # SDPA's output is laid out [B, N, heads, head_dim]: the projection's input is a view of it
-    out.saved, out.weight_inputs = _fused_saved(rows, rows, op.inner, op.heads), (0,)
+    _sdpa_cost(out, rows, rows, op.inner, op.heads, m(b, op.heads, n, n), op.attn_drop, op.attn_drop > 0)
+    out.weight_inputs = (0,)
     return out
 
 
@@ -212,7 +274,8 @@ def _cross(op: O.CrossAttention, ins, outs) -> OpCost:
     inner = op.heads * op.head_dim
     out = _sum(_proj(m(b, n), c, inner, op.qkv_bias), _proj(m(b, k_len), ck, 2 * inner, op.qkv_bias),
                _attn_core(b, op.heads, n, k_len, op.head_dim), _proj(m(b, n), inner, c, op.proj_bias))
-    out.saved, out.weight_inputs = _fused_saved(m(b, n), m(b, k_len), inner, op.heads), (0, 1)
+    _sdpa_cost(out, m(b, n), m(b, k_len), inner, op.heads, m(b, op.heads, n, k_len), op.attn_drop, op.attn_drop > 0)
+    out.weight_inputs = (0, 1)
     return out
 
 
@@ -230,7 +293,10 @@ def _window(op: O.WindowAttention, ins, outs) -> OpCost:
     # the additive mask (relative position bias, plus the shift mask per window) is kept once,
     # broadcast over the batch
     mask = op.heads * n * n * (n_win if any(op.shift) else 1)
-    out.saved, out.weight_inputs = s(_fused_saved(rows, rows, op.inner, op.heads), m(rows, op.inner), mask), (0,)
+    # the mask needs a gradient (the bias table is a parameter): the CPU takes SDPA's math path
+    _sdpa_cost(out, rows, rows, op.inner, op.heads, core.attn_entries, op.attn_drop, True, mask)
+    out.saved_cpu = _math_saved(rows, rows, op.inner, core.attn_entries, op.attn_drop, op.heads)
+    out.weight_inputs = (0,)
     # buffers: relative_position_index [n, n] (int64) and, for shifted windows, attn_mask
     # [windows, n, n] (float; None, so no buffer, without a shift)
     out.buffer_int64 = n * n
@@ -305,10 +371,14 @@ def _pooled(op: O.PooledAttention, ins, outs) -> OpCost:
     # (the scores, explicit) and the projection's input
     grid = op.grid[0] * op.grid[1]
     do = op.dim_out
-    rel_saved = m(b, qh * qw, do) if op.rel_pos else 0
+    # decomposed relative positions: each einsum keeps its copy of the queries on the grid and
+    # the gathered table rows ([qh, kh, head_dim] and [qw, kw, head_dim]), and the gathers
+    # their int64 indices
+    rel_saved = s(m(2, b, qh * qw, do), qh * kh * hd + qw * kw * hd) if op.rel_pos else 0
     out.saved = s(m(3, b, grid, do), m(2, b, nq, do), m(4, b, nk, do), m(2, bh, s(nq, m(2, nk))), rel_saved,
                   core.saved, m(b, nq, do))
     out.weight_inputs = (0,)
+    out.saved_int64 = qh * kh + qw * kw if op.rel_pos else 0
     return out
 
 
@@ -352,9 +422,13 @@ def _mean(op: O.Mean, ins, outs) -> OpCost:
 
 @rule(O.Pool2d)
 def _pool(op: O.Pool2d, ins, outs) -> OpCost:
-    # max pooling also keeps its argmax (int64, counted as elements here)
-    return OpCost(other_flops=m(numel(outs[0]), op.kernel[0] * op.kernel[1]), saves_inputs=(0,),
-                  saved=numel(outs[0]) if op.kind == "max" else 0)
+    # max pooling also keeps its argmax (int64); TF-same padding is an F.pad first, whose copy
+    # the pooling keeps instead of its input
+    x = ins[0]
+    padded = m(x.shape[0], x.shape[1], s(x.shape[2], op.pad[2] + op.pad[3]), s(x.shape[3], op.pad[0] + op.pad[1])) \
+        if any(op.pad) else 0
+    return OpCost(other_flops=m(numel(outs[0]), op.kernel[0] * op.kernel[1]), saves_inputs=() if padded else (0,),
+                  saved=padded, temp=padded, temp_train=0, saved_int64=numel(outs[0]) if op.kind == "max" else 0)
 
 
 @rule(O.ChannelScale, O.Affine)
@@ -365,7 +439,8 @@ def _channel(op: O.OpBase, ins, outs) -> OpCost:
 @rule(O.TiedLinear)
 def _tied(op: O.TiedLinear, ins, outs) -> OpCost:
     rows = product(ins[0].shape[:-1])
-    return OpCost(flops=m(2, rows, op.in_features, op.out_features), weight_inputs=(0,))
+    # the tied weight is another node's (trainable unless frozen there): its input is kept
+    return OpCost(flops=m(2, rows, op.in_features, op.out_features), saves_inputs=(0,))
 
 
 rule(O.LearnedTokens, O.SpatialShift)(_free)
@@ -400,8 +475,12 @@ def _window_v2(op: O.WindowAttentionV2, ins, outs) -> OpCost:
     # the projection's input
     b = ins[0].shape[0]
     rows = m(b, (op.grid[0] + op.pad[0]) * (op.grid[1] + op.pad[1]))
-    out.saved = s(m(6, rows, op.inner), out.attn_entries, _explicit_probs(out.attn_entries, op.attn_drop),
-                  m(coords, op.cpb_hidden))
+    # (and a copy of v for the matmul unless one head makes it a view), the two norms and their
+    # clamped denominators per row and head, the position bias's sigmoid and the exp'd scale
+    n = op.window[0] * op.window[1]
+    v_copy = m(rows, op.inner) if op.heads > 1 else 0
+    out.saved = s(m(6, rows, op.inner), v_copy, m(4, rows, op.heads), out.attn_entries,
+                  _explicit_probs(out.attn_entries, op.attn_drop), m(coords, op.cpb_hidden), op.heads * n * n + op.heads)
     out.weight_inputs = (0,)
     return out
 
