@@ -175,6 +175,7 @@ class Elaborator:
         self.diags: list[Diagnostic] = []
         self.gave_up = False  # set once MAX_DIAGNOSTICS errors are recorded
         self.nodes: list[Node] = []
+        self.node_at: dict[str, int] = {}  # node name -> its index in self.nodes
         self.taken: dict[str, Span] = {}
         self.counters: dict[str, int] = {}
         self.scopes: list[Scope] = []
@@ -256,6 +257,7 @@ class Elaborator:
         if len(self.nodes) >= MAX_NODES:
             raise self.fail("E0406", f"the graph has more than {MAX_NODES} nodes", span,
                             help="check loop bounds; archlang unrolls every loop")
+        self.node_at[name] = len(self.nodes)
         self.nodes.append(Node(name=name, op=op, inputs=tuple(t.ref for t in inputs), outputs=outputs,
                                scope=fr.path, span=span))
 
@@ -1218,10 +1220,8 @@ class Elaborator:
     # -- weight sharing: calling an earlier labelled layer
     def labelled(self, fr: Frame, local: str) -> Node | None:
         """The node labelled ``local`` in this scope (a layer made here or in a block instance below)."""
-        name = self.full(fr, local)
-        if name not in self.taken:
-            return None
-        return next((n for n in reversed(self.nodes) if n.name == name), None)
+        k = self.node_at.get(self.full(fr, local))
+        return self.nodes[k] if k is not None else None
 
     def labels_here(self, fr: Frame) -> list[str]:
         """Layers with weights that ``fr`` can call again (for did-you-mean)."""
@@ -1244,7 +1244,7 @@ class Elaborator:
                                 c.func_span, help="call a layer labelled inside it (`blk.fc(z)`), or call the block "
                                                   "again for new weights",
                                 notes=[Label(f"`{local}` is created here", self.scope_spans[name])])
-            outside = next((n for n in reversed(self.nodes) if n.name == local), None) if fr.path else None
+            outside = self.nodes[self.node_at[local]] if fr.path and local in self.node_at else None
             if outside is not None:
                 raise self.fail("E0201", f"`{local}` is labelled outside this block instance", c.func_span,
                                 help="a layer is shared where it is made, or from the block instances around "
@@ -1292,8 +1292,8 @@ class Elaborator:
         return out
 
     def type_at(self, r: ValueRef) -> TensorType | None:
-        n = next((n for n in reversed(self.nodes) if n.name == r.node), None)
-        return n.outputs[r.index] if n is not None and r.index < len(n.outputs) else None
+        k = self.node_at.get(r.node)
+        return self.nodes[k].outputs[r.index] if k is not None and r.index < len(self.nodes[k].outputs) else None
 
     def bind_args(self, c: A.Call, names: list[str], fr: Frame, what: str, extra: bool = False,
                   deferred: frozenset[str] = frozenset()
