@@ -81,6 +81,7 @@ def test_beit_relative_position_index_is_timms() -> None:
     assert torch.equal(attn.relative_position_index, want)
     assert "blocks.0.attn.relative_position_index" not in ours.state_dict()
     assert "blocks.0.attn.relative_position_index" in dict(ours.named_buffers())
+    assert ours.no_weight_decay() == {"cls_token", "blocks.0.attn.relative_position_bias_table"}
     from archlang.lower.codegen import generate
 
     source, _ = generate(ours.archlang_graph)

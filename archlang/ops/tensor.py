@@ -73,26 +73,35 @@ class Param(OpBase):
     init: Literal["zeros", "ones", "constant", "normal", "trunc_normal"] = "zeros"
     value: float = 0.0
     std: float = 0.02
+    role: Literal["weight", "norm", "bias", "token", "pos", "rel_pos"] = "weight"
 
     def parameters(self) -> tuple[ParamSpec, ...]:
-        return (ParamSpec(name="", shape=self.shape, role="weight" if len(self.shape) > 1 else "norm"),)
+        return (ParamSpec(name="", shape=self.shape, role=self.role),)
 
 
 _INITS = ("zeros", "ones", "constant", "normal", "trunc_normal")
 
 
+_ROLES = ("weight", "norm", "bias", "token", "pos", "rel_pos")
+
+
 @op("param", (), (Arg("shape", "ints", min=0), Arg("init", "str", ""), Arg("value", "float", 0.0),
-                  Arg("std", "float", 0.02, range="positive")),
+                  Arg("std", "float", 0.02, range="positive"), Arg("role", "str", "")),
     "A learned tensor of `shape` ([] for a scalar), initialised by `init`: zeros, ones, constant "
-    "(`value`; the default when `value` is given), normal or trunc_normal (`std`).")
+    "(`value`; the default when `value` is given), normal or trunc_normal (`std`). `role` token, pos "
+    "or rel_pos puts it in no_weight_decay (timm's convention for tokens and position tables).")
 def _param_sig(ctx: Any, ins: list[TensorType], a: dict[str, Any]) -> Param:
+    from archlang.diagnostics import did_you_mean
+
     init = a["init"] or ("constant" if a["value"] != 0.0 else "zeros")
     if init not in _INITS:
-        from archlang.diagnostics import did_you_mean
-
         raise BuildError("E0406", f"unknown init \"{init}\"", help=did_you_mean(init, _INITS) or
                          f"inits: {', '.join(_INITS)}", arg="init")
-    return Param(shape=_shape_arg(ctx, a["shape"], "param"), init=init, value=a["value"], std=a["std"])
+    role = a["role"] or ("weight" if len(a["shape"]) > 1 else "norm")
+    if role not in _ROLES:
+        raise BuildError("E0406", f"unknown role \"{role}\"", help=did_you_mean(role, _ROLES) or
+                         f"roles: {', '.join(_ROLES)}", arg="role")
+    return Param(shape=_shape_arg(ctx, a["shape"], "param"), init=init, value=a["value"], std=a["std"], role=role)
 
 
 def _param_shape(o: Param, ins: list[TensorType]) -> tuple[TensorType, ...]:
