@@ -193,7 +193,7 @@ def test_computed_label_part_is_not_a_value() -> None:
 
 SLICES = """
 arch t() {
-  in x: [B, 10, 12]
+  in x: [2, 10, 12]
   out a = x[:, ::2]
   out b = x[:, 1:7:2, -1]
   out c = x[:, -3:, 2:11:4]
@@ -201,11 +201,14 @@ arch t() {
   out e = slice(x, 1, 8, dim = 2, step = 3)
   out f = x[:, :]
   out g = x[:, 3]
+  out h = x[..., ::3]
+  out i = x[1:, ..., 2]
 }
 """
 SLICE_REFS = {  # the same subscripts in torch
     "a": lambda x: x[:, ::2], "b": lambda x: x[:, 1:7:2, -1], "c": lambda x: x[:, -3:, 2:11:4],
     "d": lambda x: x[0], "e": lambda x: x[:, :, 1:8:3], "f": lambda x: x, "g": lambda x: x[:, 3],
+    "h": lambda x: x[..., ::3], "i": lambda x: x[1:, ..., 2],
 }
 
 
@@ -215,8 +218,8 @@ def test_subscripts_check_to_torch_shapes() -> None:
     x = torch.empty(2, 10, 12)
     for name, ref in SLICE_REFS.items():
         shape = g.type_of(g.node(name).inputs[0]).shape
-        assert tuple(shape[1:]) == tuple(ref(x).shape[1:]), name
-    assert sum(isinstance(n.op, O.SliceOp) and n.op.step != 1 for n in g.nodes) == 4
+        assert tuple(shape) == tuple(ref(x).shape), name
+    assert sum(isinstance(n.op, O.SliceOp) and n.op.step != 1 for n in g.nodes) == 5
 
 
 def test_strided_slices_match_torch_and_the_interpreter() -> None:
@@ -261,6 +264,9 @@ arch t(dims: [int] = [1, 2, 3, 4, 5]) {
     ("x[:, 0:2.5]", "E0401", "slice bounds are ints"),
     ("x[:, x]", "E0401", "ints and slices"),
     ("[1, 2][0, 1]", "E0401", "a list takes one index"),
+    ("[1, 2][...]", "E0401", "`...` stands for tensor dims"),
+    ("x[..., 0, ...]", "E0406", "at most one `...`"),
+    ("x[0, ..., 0, 0, 0]", "E0304", "4 indices for a tensor of rank 3"),
     ("(1)[::2]", "E0401", "cannot index int"),
 ])
 def test_subscript_misuse(expr: str, code: str, text: str) -> None:

@@ -864,8 +864,11 @@ class Elaborator:
         v = self.eval(e.value, fr)
         if v is POISON:
             return POISON
-        items: list[tuple[A.Expr | A.SliceItem, Any]] = []
+        items: list[tuple[A.Expr | A.SliceItem | A.EllipsisItem, Any]] = []
         for it in e.items:
+            if isinstance(it, A.EllipsisItem):
+                items.append((it, Ellipsis))
+                continue
             if not isinstance(it, A.SliceItem):
                 i = self.eval(it, fr)
                 if i is POISON:
@@ -891,6 +894,8 @@ class Elaborator:
                                 help="slices run forward: `x[:, ::2]` keeps every other item")
             items.append((it, tuple(bounds)))
         if isinstance(v, list):
+            if any(s is Ellipsis for _, s in items):
+                raise self.fail("E0401", "`...` stands for tensor dims; a list takes one index", e.span)
             if len(items) != 1:
                 raise self.fail("E0401", f"a list takes one index, got {len(items)}", e.span,
                                 help="index a nested list one level at a time: `l[i][j]`")
@@ -908,12 +913,22 @@ class Elaborator:
         (``slice``), ``:`` keeps the whole dim. Python's rules for negative bounds; a bound past
         the dim, an empty slice or an index out of range is E0304 (nothing is clamped)."""
         t = v.type
-        if len(items) > t.rank:
-            raise self.fail("E0304", f"{len(items)} indices for a tensor of rank {t.rank} ({t})", e.span,
+        ells = [j for j, (_, s) in enumerate(items) if s is Ellipsis]
+        if len(ells) > 1:
+            raise self.fail("E0406", "a subscript holds at most one `...`", items[ells[1]][0].span,
+                            help="`...` stands for every dim the other items do not name")
+        named = [(it, s) for it, s in items if s is not Ellipsis]
+        if len(named) > t.rank:
+            raise self.fail("E0304", f"{len(named)} indices for a tensor of rank {t.rank} ({t})", e.span,
                             help=f"index at most {t.rank} dims; {v.origin}")
+        # item j applies to dim j; after `...`, the items count from the last dim
+        dims = list(range(len(named))) if not ells else \
+            [*range(ells[0]), *range(t.rank - (len(named) - ells[0]), t.rank)]
+        items = named
         ops: list[O.OpBase] = []
-        for k in reversed(range(len(items))):  # from the last: the dims before keep their numbers
-            it, s = items[k]
+        for j in reversed(range(len(items))):  # from the last: the dims before keep their numbers
+            it, s = items[j]
+            k = dims[j]
             n = t.shape[k]
             span = it.span
             if isinstance(s, tuple):

@@ -111,12 +111,19 @@ class SliceItem:
 
 
 @dataclass(frozen=True)
+class EllipsisItem:
+    """``...`` in a subscript: every dim not named by the other items (``x[..., ::2]``)."""
+
+    span: Span
+
+
+@dataclass(frozen=True)
 class Subscript(Expr):
     """``x[:, 0]``, ``x[:, ::2]``, ``l[1:3]``: a subscript with a colon slice or several items
     (a single index ``l[i]`` is :class:`Index`, ``l[a .. b]`` is :class:`Slice`)."""
 
     value: Expr
-    items: tuple[Expr | SliceItem, ...]
+    items: tuple[Expr | SliceItem | EllipsisItem, ...]
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ _TERMINAL_NAMES = {
     "COMMA": "`,`", "COLON": "`:`", "EQUAL": "`=`", "DOT": "`.`", "__ANON_0": "`..`",
     "MINUS": "`-`", "STAR": "`*`", "COMP_OP": "a comparison", "ADD_OP": "`+`/`-`",
     "MUL_OP": "`*`/`/`", "POW_OP": "`**`", "FREEZE": "`freeze`", "CHECKPOINT": "`checkpoint`",
-    "LABEL_BRACE": "`{` (a computed label part)",
+    "LABEL_BRACE": "`{` (a computed label part)", "ELLIPSIS": "`...`",
     "$END": "end of file",
 }
 
@@ -275,6 +275,10 @@ class _Builder(Transformer):
     @v_args(meta=True)
     def colon_sub(self, meta, c):
         return A.SliceItem(self._span(meta), c[0], c[1], c[2])
+
+    @v_args(meta=True)
+    def ellipsis_sub(self, meta, c):
+        return A.EllipsisItem(self._span(meta))
 
     @v_args(meta=True)
     def label_part(self, meta, c):
