@@ -240,8 +240,9 @@ def build(spec: str | Path | Program, arch: str | None = None, *, compile: bool 
     biases precomputed; it loads the default build's state_dict (folding it as it loads).
 
     ``attention`` lowers every ``attend``: "sdpa" (``F.scaled_dot_product_attention``), "flex"
-    (FlexAttention, fused under ``torch.compile``) or "auto" (the rule in
-    :mod:`archlang.ops.attention`).
+    (FlexAttention, fused under ``torch.compile``) or "auto": SDPA, except FlexAttention for
+    an ``attend`` whose position mask skips at least 75% of its blocks when ``compile=True``
+    (:mod:`archlang.ops.attention`).
 
     With ``train=True`` the model is built with the activation-checkpoint plan that fits the
     budget with the least recomputation (:func:`archlang.cost.plan.plan_checkpoints`; the
@@ -259,7 +260,7 @@ def build(spec: str | Path | Program, arch: str | None = None, *, compile: bool 
     _, plan = _plan_budget(g, max_memory, batch=batch, train=train, dtype=dtype, sources=prog.sources)
     from archlang.ops.attention import attention_lowering
 
-    with attention_lowering(attention):
+    with attention_lowering(attention, compiled=compile):
         model, _ = instantiate(planned_graph(g, plan), dtype=dtype)
     model.archlang_graph = g  # the spec's IR (what `save` checks); the plan is in the code
     model.archlang_checkpoint_plan = plan

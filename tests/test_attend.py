@@ -61,6 +61,8 @@ CASES = {
               "[B, 4, 7, 8]", "[B, 4, 7, 8]", "[B, 4, 7, 8]"),
     "document": ("attend(q, k, v, mask = doc[b, q_idx] == doc[b, kv_idx])", "  in doc: int[B, 7]\n",
                  "[B, 4, 7, 8]", "[B, 4, 7, 8]", "[B, 4, 7, 8]"),
+    "relpos_table": ("attend(q, k, v, bias = table[rel[q_idx, kv_idx], h], score = score * 0.5)",
+                     "  in table: [15, 4]\n  in rel: int[7, 9]\n", "[B, 4, 7, 8]", "[B, 4, 9, 8]", "[B, 4, 9, 8]"),
 }
 
 
@@ -298,3 +300,45 @@ def test_the_library_blocks_reproduce_the_attention_ops() -> None:
     b.load_state_dict(a.state_dict(), strict=True)
     x, m = torch.randn(2, 5, 16), torch.randn(2, 7, 12)
     assert (a(x, m) - b(x, m)).abs().max().item() < 1e-5
+
+
+_BAD = "arch t(window: int = 3) {{\n  in q: [B, 4, 7, 8]\n  in k: [B, 4, 9, 8]\n  in v: [B, 4, 9, 8]\n" \
+       "  in slope: [3]\n  in doc: int[B, 7]\n  in table: [15, 4]\n  out y = attend(q, k, v, {})\n}}\n"
+
+
+@pytest.mark.parametrize(("arg", "code", "needle"), [
+    ("mask = q_id - kv_idx < window", "E0201", "did you mean `q_idx`?"),
+    ("mask = windo > kv_idx", "E0201", "did you mean `window`?"),
+    ("mask = q_idx - kv_idx", "E0401", "attend's mask must be a bool, got an int"),
+    ("bias = slope[h]", "E0301", "reads dim 0 of a [3] tensor with `h`, which ranges over 4"),
+    ("bias = table[q_idx - kv_idx, h]", "E0304", "which ranges over -8 .. 6"),
+    ("mask = doc[b] == doc[b]", "E0304", "1 index for the rank-2 tensor"),
+    ("bias = slope[0.5 * h]", "E0401", "an index needs ints, got a float"),
+    ("mask = true", "E0406", "is the same for every score"),
+    ("score = score ** 2", "E0401", "`**` is not allowed"),
+    ("bias = sum(q_idx)", "E0401", "`sum(...)` is not allowed"),
+])
+def test_bad_expressions_are_diagnosed(arg: str, code: str, needle: str) -> None:
+    with pytest.raises(SpecError) as err:
+        archlang.graph(_BAD.format(arg))
+    text = str(err.value)
+    assert text.startswith(f"error[{code}]") and needle in text, text
+    assert "^" in text  # the caret under the argument
+
+
+def test_auto_picks_flex_for_sparse_masks_of_compiled_models() -> None:
+    """The "auto" rule: SDPA, except FlexAttention where the position mask skips >= 75% of the
+    blocks and the model is compiled (compiling is lazy: nothing runs here)."""
+    from archlang.ops.attention import Attend, block_sparsity
+
+    text = ("arch t() {\n  in q: [1, 2, 1024, 8]\n  in k: [1, 2, 1024, 8]\n  in v: [1, 2, 1024, 8]\n"
+            "  out w = attend(q, k, v, mask = q_idx - kv_idx < 128, causal = true)\n"
+            "  out c = attend(q, k, v, causal = true)\n}\n")
+    g = archlang.graph(text)
+    ops = [n for n in g.nodes if isinstance(n.op, Attend)]
+    window, causal = (block_sparsity(n.op, [g.type_of(r) for r in n.inputs]) for n in ops)
+    assert window == pytest.approx(1 - 15 / 64) and causal == pytest.approx(1 - 36 / 64)  # 8 x 8 blocks
+    compiled = archlang.build(text, max_memory=None, compile=True)._orig_mod.archlang_source
+    assert compiled.count("flex_attention(q, k, v") == 1 and compiled.count("F.scaled_dot_product_attention") == 1
+    eager = archlang.build(text, max_memory=None).archlang_source
+    assert "flex_attention(q" not in eager and eager.count("F.scaled_dot_product_attention") == 2

@@ -122,7 +122,8 @@ class _Converter:
             return X.Un(op="abs", a=args[0]) if e.func == "abs" else X.Bin(op=e.func, a=args[0], b=args[1])
         if isinstance(e, A.Index) or type(e).__name__ == "Subscript":
             return self.load(e)
-        raise self.fail("E0401", f"this is not allowed in {self.what}", e,
+        what = f"`{e.func}(...)`" if isinstance(e, A.Call) else "this"
+        raise self.fail("E0401", f"{what} is not allowed in {self.what}", e,
                         help="an index expression uses b, h, q_idx, kv_idx, numbers, + - * / // %, comparisons, "
                              "and/or/not, min/max/abs, `if ... then ... else` and tensors indexed by such "
                              "expressions (`slope[h]`)")
@@ -147,7 +148,7 @@ class _Converter:
         k = X.kind(x)
         if k not in kinds:
             need = "bools" if kinds == ("bool",) else "ints" if kinds == ("int",) else "numbers"
-            raise self.fail("E0401", f"{what} needs {need}, got a {k} in {self.what}", e)
+            raise self.fail("E0401", f"{what} needs {need}, got {'an' if k == 'int' else 'a'} {k} in {self.what}", e)
 
     def load(self, e: A.Expr) -> X.Expr:
         idx: list[A.Expr] = []

@@ -52,8 +52,16 @@ Lowerings (the build option ``attention``: ``archlang.build(..., attention="sdpa
   holds are skipped). Fused when the model is compiled (``torch.compile``; also on the CPU);
   eager, torch runs an unfused reference. Attention dropout is not in FlexAttention: an
   ``attend`` with dropout always lowers to SDPA.
-- ``auto`` (the default): SDPA for every attend (the faster on the CPU, eager and compiled,
-  at the sizes benchmarks/attend_lowering.py measures; see docs/benchmarks.md).
+- ``auto`` (the default): SDPA, except FlexAttention for an attend whose mask (with causal) is
+  a position expression that skips at least 75% of FlexAttention's 128 x 128 blocks
+  (:func:`block_sparsity`, at known lengths) in a model that will be compiled
+  (``archlang.build(..., compile=True)``). Measured on the CPU (benchmarks/attend_lowering.py,
+  [1, 8, N, 64], float32, inference): SDPA is faster for causal attention at every length
+  (N = 2048: 395 ms against 597 ms compiled FlexAttention, 47% of the blocks skipped) and for
+  short sequences; compiled FlexAttention is faster for a causal window of 128 from N = 1024
+  (201 ms against 228 ms, 77% skipped; 247 against 709 ms at N = 2048, 88%); eager
+  FlexAttention (torch's unfused reference) is 12 to 30 times slower than SDPA, so a model
+  that is not compiled (``archc build``, ``archlang.build`` without ``compile``) always gets SDPA.
 """
 
 from __future__ import annotations
@@ -76,19 +84,53 @@ from archlang.ops.registry import define
 from archlang.render.rules import Look
 
 LOWERINGS = ("auto", "sdpa", "flex")
-_LOWERING: ContextVar[str] = ContextVar("archlang_attention_lowering", default="auto")
+_LOWERING: ContextVar[tuple[str, bool]] = ContextVar("archlang_attention_lowering", default=("auto", False))
+# "auto" picks FlexAttention for an attend whose mask skips at least this share of the
+# 128 x 128 blocks, when the model is compiled (benchmarks/attend_lowering.py: on the CPU,
+# compiled FlexAttention overtakes SDPA between 47% (causal, slower) and 77% (a window of
+# 128 over 1024 positions, faster); eager FlexAttention is tens of times slower than SDPA)
+AUTO_FLEX_SPARSITY = 0.75
+FLEX_BLOCK = 128
 
 
 @contextmanager
-def attention_lowering(kind: str) -> Iterator[None]:
-    """Lower every ``attend`` generated inside the block with ``kind`` ("auto", "sdpa", "flex")."""
+def attention_lowering(kind: str, compiled: bool = False) -> Iterator[None]:
+    """Lower every ``attend`` generated inside the block with ``kind`` ("auto", "sdpa",
+    "flex"); ``compiled``: the model will run under ``torch.compile`` (what "auto" weighs)."""
     if kind not in LOWERINGS:
         raise ValueError(f"attention is one of {', '.join(LOWERINGS)}, not {kind!r}")
-    token = _LOWERING.set(kind)
+    token = _LOWERING.set((kind, compiled))
     try:
         yield
     finally:
         _LOWERING.reset(token)
+
+
+def block_sparsity(o: Attend, ins: list[TensorType]) -> float | None:
+    """The share of FlexAttention's 128 x 128 blocks where the mask (with causal) never holds,
+    for a mask of positions and compile-time values at known lengths (None otherwise). It is
+    what ``BlockMask.sparsity()`` reports, for the heads and examples the mask varies over."""
+    masks = [e for e in (o.mask,) if e is not None]
+    if not masks and not o.causal:
+        return 0.0
+    n, kv_len = ins[0].shape[2], ins[1].shape[2]
+    if any(X.inputs(e) or "b" in X.variables(e) for e in masks) or not (isinstance(n, int) and isinstance(kv_len, int)):
+        return None
+    import torch
+
+    heads = o.heads if any("h" in X.variables(e) for e in masks) else 1
+    env = {"b": torch.zeros(1, 1, 1, 1, dtype=torch.long), "h": torch.arange(heads).view(-1, 1, 1),
+           "q_idx": torch.arange(n).view(-1, 1), "kv_idx": torch.arange(kv_len)}
+    keep = torch.ones(heads, n, kv_len, dtype=torch.bool)
+    for e in masks:
+        keep = keep & evaluate(e, env, [])
+    if o.causal:
+        keep = keep & (env["kv_idx"] <= env["q_idx"])
+    nb, mb = -(-n // FLEX_BLOCK), -(-kv_len // FLEX_BLOCK)
+    padded = torch.zeros(heads, nb * FLEX_BLOCK, mb * FLEX_BLOCK, dtype=torch.bool)
+    padded[:, :n, :kv_len] = keep
+    blocks = padded.view(heads, nb, FLEX_BLOCK, mb, FLEX_BLOCK).any(dim=4).any(dim=2)
+    return 1.0 - blocks.float().mean().item()
 
 
 class Attend(OpBase):
@@ -138,6 +180,10 @@ def _whole(t: TensorType, i: int, what: str) -> X.Load:
     return X.Load(input=i, index=index, kind=t.dtype)
 
 
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind == "int" else f"a {kind}"
+
+
 def _extent(var: str, q: TensorType, k: TensorType) -> Any:
     return {"b": q.shape[0], "h": q.shape[1], "q_idx": q.shape[2], "kv_idx": k.shape[2]}[var]
 
@@ -151,6 +197,14 @@ def _check_loads(e: X.Expr, ins: list[TensorType], what: str) -> None:
             continue
         t = ins[n.input]
         for d, (size, ix) in enumerate(zip(t.shape, n.index, strict=True)):
+            span = _bounds(ix, q, k)
+            if span is not None and isinstance(size, int) and not isinstance(ix, X.Var) \
+                    and (span[0] < 0 or span[1] >= size):
+                raise BuildError("E0304", f"attend's {what} indexes dim {d} of a {t} tensor with `{X.show(ix)}`, "
+                                 f"which ranges over {span[0]} .. {span[1]}",
+                                 help=f"the index must stay in 0 .. {size - 1} for every query and key (a "
+                                      "relative offset needs a shift: `table[q_idx - kv_idx + M - 1]` for a "
+                                      "table of 2M - 1 offsets)", arg=what)
             if isinstance(ix, X.Var) and ix.name != X.SCORE:
                 want = _extent(ix.name, q, k)
                 if size != want and size != 1:
@@ -158,6 +212,46 @@ def _check_loads(e: X.Expr, ins: list[TensorType], what: str) -> None:
                                      f"which ranges over {fmt(want)}",
                                      help=f"a tensor indexed by `{ix.name}` needs {fmt(want)} entries in that dim "
                                           "(or 1, broadcast)", arg=what)
+
+
+def _bounds(e: X.Expr, q: TensorType, k: TensorType) -> tuple[int, int] | None:
+    """The least and greatest value of an int expression over every query, key, head and
+    example (None when unknown: a symbolic length, a value read from a tensor)."""
+    if isinstance(e, X.Var):
+        n = _extent(e.name, q, k) if e.name != X.SCORE else None
+        return (0, n - 1) if isinstance(n, int) else None
+    if isinstance(e, X.Const):
+        return (e.value, e.value) if isinstance(e.value, int) and not isinstance(e.value, bool) else None
+    if isinstance(e, X.Un) and e.op in ("-", "abs"):
+        a = _bounds(e.a, q, k)
+        if a is None:
+            return None
+        if e.op == "-":
+            return (-a[1], -a[0])
+        return (0 if a[0] <= 0 <= a[1] else min(abs(a[0]), abs(a[1])), max(abs(a[0]), abs(a[1])))
+    if isinstance(e, X.Where):
+        a, b = _bounds(e.then, q, k), _bounds(e.other, q, k)
+        return None if a is None or b is None else (min(a[0], b[0]), max(a[1], b[1]))
+    if not isinstance(e, X.Bin):
+        return None
+    a, b = _bounds(e.a, q, k), _bounds(e.b, q, k)
+    if a is None or b is None:
+        return None
+    if e.op == "+":
+        return (a[0] + b[0], a[1] + b[1])
+    if e.op == "-":
+        return (a[0] - b[1], a[1] - b[0])
+    if e.op == "*":
+        prods = [x * y for x in a for y in b]
+        return (min(prods), max(prods))
+    if e.op in ("min", "max"):
+        f = min if e.op == "min" else max
+        return (f(a[0], b[0]), f(a[1], b[1]))
+    if e.op == "//" and b[0] == b[1] and b[0] > 0:
+        return (a[0] // b[0], a[1] // b[0])
+    if e.op == "%" and b[0] == b[1] and b[0] > 0:
+        return (0, b[0] - 1) if a[1] - a[0] + 1 >= b[0] or a[0] % b[0] > a[1] % b[0] else (a[0] % b[0], a[1] % b[0])
+    return None
 
 
 @op("attend", ("q", "k", "v"),
@@ -191,7 +285,7 @@ def _signature(ctx: Any, ins: list[TensorType], a: dict[str, Any]) -> Attend:
         if v is not None:
             if X.kind(v) not in want:
                 kinds = "a bool" if want == ("bool",) else "a number"
-                raise BuildError("E0401", f"attend's {name} must be {kinds}, got a {X.kind(v)}: `{X.show(v)}`",
+                raise BuildError("E0401", f"attend's {name} must be {kinds}, got {_a(X.kind(v))}: `{X.show(v)}`",
                                  help="a mask is true where a query may attend a key (`kv_idx <= q_idx`); a bias "
                                       "and a score are numbers", arg=name)
             if not X.variables(v) and not X.inputs(v):
@@ -431,8 +525,16 @@ def _same_exprs(c: Ctx) -> None:
 def _use_flex(c: Ctx) -> bool:
     o = c.op
     assert isinstance(o, Attend)
+    kind, compiled = _LOWERING.get()
     # FlexAttention has no attention dropout: an attend with dropout stays on SDPA
-    return _LOWERING.get() == "flex" and c.const("dropout") and o.dropout == 0.0
+    if not (c.const("dropout") and o.dropout == 0.0) or kind == "sdpa":
+        return False
+    if kind == "flex":
+        return True
+    if not compiled or not all(x == o for x in c.ops):
+        return False
+    sparsity = block_sparsity(o, c.in_types)
+    return sparsity is not None and sparsity >= AUTO_FLEX_SPARSITY
 
 
 def _forward(c: Ctx) -> ast.expr:
