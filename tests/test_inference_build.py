@@ -109,10 +109,16 @@ def test_inference_build_matches_default_and_folds(spec: Path) -> None:
     assert not kinds & {"Dropout", "DropPath", "LoRALinear", "LoRA"}
     std_convs = {n for n, m in model.named_modules() if type(m).__name__ == "StdConv2d"}
     assert not std_convs & {conv for conv, _, _, std in pairs if std is not None}
+    seen_shift: list[bool] = []
     for name, m in model.named_modules():
         if hasattr(m, "fold_constants"):  # Swin: the bias is a precomputed, non-persistent buffer
             assert m.fused_bias is not None and f"{name}.fused_bias" in dict(model.named_buffers())
             assert f"{name}.fused_bias" not in model.state_dict()
+            shifted_windows = any(m.shift) and not any(m.pad)  # shift + partition: one gather each way
+            assert (m.window_index is not None) == shifted_windows
+            seen_shift.append(shifted_windows)
+    if spec.stem.startswith("swin"):
+        assert any(seen_shift), "the small Swin configuration has no shifted block"
 
     # its own (folded) state_dict loads too, into a fresh inference build
     torch.manual_seed(2)

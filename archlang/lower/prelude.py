@@ -251,12 +251,19 @@ class WindowAttention(nn.Module):
         mask = _shift_mask(grid[0] + pad[0], grid[1] + pad[1], self.window, self.shift) if any(shift) else None
         self.register_buffer("attn_mask", mask, persistent=False)
         self.register_buffer("fused_bias", None, persistent=False)  # set by fold_constants() (inference)
+        self.grid = tuple(grid)
+        self.register_buffer("window_index", None, persistent=False)  # shifted windows as one gather (inference)
+        self.register_buffer("window_index_inverse", None, persistent=False)
         self.qkv = nn.Linear(dim, 3 * heads * head_dim, bias=qkv_bias)
         self.proj = nn.Linear(heads * head_dim, dim, bias=proj_bias)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, H, W, C = x.shape
+        if self.window_index is not None:  # inference: shift and partition in one gather, and back
+            x = x.reshape(-1, H * W, C).index_select(1, self.window_index).view(-1, self.window[0] * self.window[1], C)
+            x = self.proj_drop(self.proj(self.attend(x)))
+            return x.view(-1, H * W, C).index_select(1, self.window_index_inverse).view(-1, H, W, C)
         (wh, ww), (sh, sw), (ph, pw) = self.window, self.shift, self.pad
         if sh or sw:
             x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
@@ -302,8 +309,25 @@ class WindowAttention(nn.Module):
         non-persistent buffer ``fused_bias`` that ``attend`` then reads instead of gathering it
         from the table on every call. The table stays (``state_dict`` is unchanged); call this
         again after the table changes (archlang's inference build does, after each
-        ``load_state_dict``)."""
+        ``load_state_dict``). Shifted windows without padding also get ``window_index``: the
+        cyclic shift and the window partition as one gather (and its inverse), in place of two
+        rolls and two copies."""
         self.fused_bias = self.position_bias().detach().clone()
+        self._fold_window_index()
+
+    def _fold_window_index(self) -> None:
+        """``window_index`` (and its inverse): for each position of the shifted windows, in
+        window-major order, its position in the unshifted grid; only for shifted windows
+        without padding (where it replaces two rolls and two copies by two gathers)."""
+        if any(self.shift) and not any(self.pad):
+            (wh, ww), (sh, sw), (H, W) = self.window, self.shift, self.grid
+            dev = self.relative_position_index.device
+            rows = (torch.arange(H // wh, device=dev)[:, None, None, None] * wh
+                    + torch.arange(wh, device=dev)[None, None, :, None] + sh) % H
+            cols = (torch.arange(W // ww, device=dev)[None, :, None, None] * ww
+                    + torch.arange(ww, device=dev)[None, None, None, :] + sw) % W
+            index = (rows * W + cols).flatten()
+            self.window_index, self.window_index_inverse = index, torch.argsort(index)
 
 
 def _log_spaced_coords(wh: int, ww: int) -> torch.Tensor:
@@ -374,6 +398,7 @@ class WindowAttentionV2(WindowAttention):
         plain = type(self.qkv) is nn.Linear and self.qkv.bias is None
         self.fused_qkv_bias = torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias)).detach() \
             if plain and self.q_bias is not None else None
+        self._fold_window_index()  # shifted windows: one gather each way, as in WindowAttention
 
     def _attend_folded(self, x: torch.Tensor) -> torch.Tensor:
         """``attend`` with the constants folded (see :meth:`fold_constants`): one SDPA call."""
