@@ -293,8 +293,16 @@ def _spatial_shift(op: O.SpatialShift, ins: list[TensorType]) -> tuple[TensorTyp
     return (ins[0],)
 
 
-for _cls in (O.Activation, O.Dropout, O.DropPath, O.Identity, O.Scale):
+for _cls in (O.Activation, O.Dropout, O.DropPath, O.Identity):
     SHAPE_RULES[_cls] = _same
+
+
+@rule(O.Scale)
+def _scale(op: O.Scale, ins: list[TensorType]) -> tuple[TensorType, ...]:
+    (x,) = ins
+    if x.dtype != "float" and not (float(op.factor).is_integer() and float(op.offset).is_integer()):
+        return (TensorType(shape=x.shape),)  # an int tensor times 0.5 is a float tensor
+    return (x,)
 
 
 @rule(O.Softmax)
@@ -339,7 +347,10 @@ def broadcast(a: TensorType, b: TensorType, what: str) -> TensorType:
 @rule(O.Binary)
 def _binary(op: O.Binary, ins: list[TensorType]) -> tuple[TensorType, ...]:
     sym = {"add": "+", "sub": "-", "mul": "*", "div": "/"}[op.fn]
-    return (broadcast(ins[0], ins[1], sym),)
+    out = broadcast(ins[0], ins[1], sym)
+    kinds = {ins[0].dtype, ins[1].dtype}  # torch's promotion: float over int over bool; `/` is true division
+    dtype = "float" if "float" in kinds or op.fn == "div" else "int" if "int" in kinds else out.dtype
+    return (out if dtype == out.dtype else TensorType(shape=out.shape, dtype=dtype),)
 
 
 @rule(O.Matmul)

@@ -710,10 +710,14 @@ def _scale(c: Ctx) -> ast.expr:
     op = c.op
     assert isinstance(op, O.Scale)
     out = c.x()
+    whole = c.in_types[0].dtype == "int"  # an int tensor stays int under whole factors and offsets
+
+    def k(name: str, v: float) -> ast.expr:
+        return lit(int(v)) if whole and c.const(name) and float(v).is_integer() else c.fwd_attr(name)
     if not (c.const("factor") and op.factor == 1.0):
-        out = E("x * k", x=out, k=c.fwd_attr("factor"))
+        out = E("x * k", x=out, k=k("factor", op.factor))
     if not (c.const("offset") and op.offset == 0.0):
-        out = E("x + k", x=out, k=c.fwd_attr("offset"))
+        out = E("x + k", x=out, k=k("offset", op.offset))
     return out
 
 
