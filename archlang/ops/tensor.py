@@ -360,11 +360,14 @@ def _const_code(o: Const) -> tuple[ast.expr, set[str]]:
         types[st.name] = st.outputs[0]
     out = exprs[o.steps[-1].name]
     dt = o.result.dtype
-    if dt == "int":
-        out = E("x.long()", x=out)
-    elif dt == "bool":
-        out = E("x.bool()", x=out)
+    if dt != "float" and not all(st.op.op in _DTYPE_EXACT for st in o.steps):  # torch may have promoted it
+        out = E("x.long()" if dt == "int" else "x.bool()", x=out)
     return out, helpers
+
+
+# ops whose result has the declared dtype in torch too (int stays int): no cast needed after them
+_DTYPE_EXACT = {"arange", "full", "binary", "scale", "concat", "rearrange", "take", "slice", "roll", "identity",
+                "int_div", "cast", "gather", "where", "minmax", "compare"}
 
 
 def _const_module(c: Ctx) -> ast.expr:
