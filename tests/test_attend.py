@@ -327,18 +327,21 @@ def test_bad_expressions_are_diagnosed(arg: str, code: str, needle: str) -> None
 
 
 def test_auto_picks_flex_for_sparse_masks_of_compiled_models() -> None:
-    """The "auto" rule: SDPA, except FlexAttention where the position mask skips >= 75% of the
-    blocks and the model is compiled (compiling is lazy: nothing runs here)."""
+    """The "auto" rule: SDPA, except in a compiled model FlexAttention where the position mask
+    skips >= 75% of the blocks or a bias is computed from a tensor (compiling is lazy: nothing
+    runs here)."""
     from archlang.ops.attention import Attend, block_sparsity
 
     text = ("arch t() {\n  in q: [1, 2, 1024, 8]\n  in k: [1, 2, 1024, 8]\n  in v: [1, 2, 1024, 8]\n"
             "  out w = attend(q, k, v, mask = q_idx - kv_idx < 128, causal = true)\n"
-            "  out c = attend(q, k, v, causal = true)\n}\n")
+            "  in slope: [2]\n  out c = attend(q, k, v, causal = true)\n"
+            "  out a = attend(q, k, v, bias = slope[h] * (kv_idx - q_idx), causal = true)\n}\n")
     g = archlang.graph(text)
     ops = [n for n in g.nodes if isinstance(n.op, Attend)]
-    window, causal = (block_sparsity(n.op, [g.type_of(r) for r in n.inputs]) for n in ops)
+    window, causal, _ = (block_sparsity(n.op, [g.type_of(r) for r in n.inputs]) for n in ops)
     assert window == pytest.approx(1 - 15 / 64) and causal == pytest.approx(1 - 36 / 64)  # 8 x 8 blocks
     compiled = archlang.build(text, max_memory=None, compile=True)._orig_mod.archlang_source
-    assert compiled.count("flex_attention(q, k, v") == 1 and compiled.count("F.scaled_dot_product_attention") == 1
+    # the window and ALiBi (its bias read from a tensor in every forward) on FlexAttention
+    assert compiled.count("flex_attention(q, k, v") == 2 and compiled.count("F.scaled_dot_product_attention") == 1
     eager = archlang.build(text, max_memory=None).archlang_source
-    assert "flex_attention(q" not in eager and eager.count("F.scaled_dot_product_attention") == 2
+    assert "flex_attention(q" not in eager and eager.count("F.scaled_dot_product_attention") == 3

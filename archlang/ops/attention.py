@@ -52,14 +52,17 @@ Lowerings (the build option ``attention``: ``archlang.build(..., attention="sdpa
   holds are skipped). Fused when the model is compiled (``torch.compile``; also on the CPU);
   eager, torch runs an unfused reference. Attention dropout is not in FlexAttention: an
   ``attend`` with dropout always lowers to SDPA.
-- ``auto`` (the default): SDPA, except FlexAttention for an attend whose mask (with causal) is
-  a position expression that skips at least 75% of FlexAttention's 128 x 128 blocks
-  (:func:`block_sparsity`, at known lengths) in a model that will be compiled
-  (``archlang.build(..., compile=True)``). Measured on the CPU (benchmarks/attend_lowering.py,
-  [1, 8, N, 64], float32, inference): SDPA is faster for causal attention at every length
+- ``auto`` (the default): SDPA, except, in a model that will be compiled
+  (``archlang.build(..., compile=True)``), FlexAttention for an attend whose mask (with
+  causal) is a position expression that skips at least 75% of FlexAttention's 128 x 128
+  blocks (:func:`block_sparsity`, at known lengths), or whose bias or score expression is
+  computed in forward (it reads a tensor: ALiBi with learned slopes, a bias table).
+  Measured on the CPU (benchmarks/attend_lowering.py, [1, 8, N, 64], float32, inference): SDPA is faster for causal attention at every length
   (N = 2048: 395 ms against 597 ms compiled FlexAttention, 47% of the blocks skipped) and for
   short sequences; compiled FlexAttention is faster for a causal window of 128 from N = 1024
-  (201 ms against 228 ms, 77% skipped; 247 against 709 ms at N = 2048, 88%); eager
+  (201 ms against 228 ms, 77% skipped; 247 against 709 ms at N = 2048, 88%) and for a bias
+  expression read from a tensor (causal ALiBi with slopes as an input, N = 1024: 246 ms against
+  668 ms compiled SDPA, 1290 ms eager SDPA, whose attn_mask is computed in forward); eager
   FlexAttention (torch's unfused reference) is 12 to 30 times slower than SDPA, so a model
   that is not compiled (``archc build``, ``archlang.build`` without ``compile``) always gets SDPA.
 """
@@ -533,6 +536,9 @@ def _use_flex(c: Ctx) -> bool:
         return True
     if not compiled or not all(x == o for x in c.ops):
         return False
+    if any(e is not None and not _is_whole(e, c) for e in (o.bias, o.score)) \
+            and _constant_bias(o, c.in_types) is None:
+        return True  # a score_mod beats SDPA's attn_mask computed in every forward
     sparsity = block_sparsity(o, c.in_types)
     return sparsity is not None and sparsity >= AUTO_FLEX_SPARSITY
 
