@@ -79,6 +79,25 @@ def test_partial_rope_and_offset_equal_hf_phi() -> None:
     assert torch.equal(got[..., 8:], q[..., 8:])
 
 
+def test_rope_at_given_positions_equals_hf_position_ids() -> None:
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    torch.manual_seed(0)
+    T = 24
+    q = torch.randn(2, 4, T, 16)
+    # HF's position_ids: two sequences packed in the first row, a KV cache's positions in the second
+    pos = torch.stack([torch.cat([torch.arange(10), torch.arange(14)]), torch.arange(100, 100 + T)])
+    for p, spec_pos in ((pos, "int[B, T]"), (pos[1], "int[T]")):
+        per = [_hf_cos_sin(500000.0, 16, row) for row in (p if p.dim() == 2 else p[None])]  # a table per example
+        cos, sin = torch.cat([c for c, _ in per]), torch.cat([s_ for _, s_ in per])
+        want, _ = apply_rotary_pos_emb(q, q, cos, sin)
+        spec = (f"arch t() {{\n  in x: [B, 4, T, 16]\n  in pos: {spec_pos}\n"
+                f"  out y = rope(x, theta = 500000.0, positions = pos)\n}}\n")
+        with torch.no_grad():
+            got = archlang.build(spec).eval()(q, p)
+        assert (got - want).abs().max().item() <= TOL, spec_pos
+
+
 def test_rope_costs_no_parameters_or_buffers_and_no_counted_flops() -> None:
     from torch.utils.flop_counter import FlopCounterMode
 

@@ -3,7 +3,9 @@
 Takes: nothing at import but the rule kits of each stage. Produces: the op class
 :class:`Rotary`, its language signature ``rope(x, theta = 10000.0, fraction = 1.0, offset = 0)``
 and its shape, cost, lowering, drawing and interpreter rules, registered with
-:func:`archlang.ops.registry.define`.
+:func:`archlang.ops.registry.define`. ``positions = ids`` (an int tensor ``[N]``, or ``[B, N]``
+per example: packed sequences, a KV cache's next positions) replaces ``offset .. offset + N - 1``,
+as HF's ``position_ids``.
 
 RoPE (Su et al. 2021, "RoFormer"; Llama, Mistral, Qwen) rotates the queries and keys of
 ``[B, H, N, D]`` by angles proportional to their position, so that ``q_i . k_j`` depends on
@@ -46,12 +48,13 @@ class Rotary(OpBase):
     rot: int  # rotated channels: an even number, at most dim
     theta: float = 10000.0
     offset: int = 0
+    positions: int = 0  # the rank of the positions input (0: none, positions offset .. offset + N - 1)
 
 
 @op("rope", ("x",), (Arg("theta", "float", 10000.0, range="positive"), Arg("fraction", "float", 1.0, range="prob"),
-                     Arg("offset", "int", 0, min=0)),
+                     Arg("offset", "int", 0, min=0), Arg("positions", "tensor", None)),
     "Rotary position embedding of [B, H, N, D] (HF Llama's rotate-half layout); the first fraction * D "
-    "channels rotate, at positions offset .. offset + N - 1.")
+    "channels rotate, at positions offset .. offset + N - 1, or at `positions` (int [N] or [B, N]).")
 def _signature(ctx: Any, ins: list[TensorType], a: dict[str, Any]) -> Rotary:
     x = ins[0]
     if x.rank < 2:
@@ -62,20 +65,39 @@ def _signature(ctx: Any, ins: list[TensorType], a: dict[str, Any]) -> Rotary:
         raise BuildError("E0406", f"rope rotates channel pairs: fraction {a['fraction']} of {d} channels is {rot}",
                          help="pick a fraction that gives a positive even number of channels "
                               f"(e.g. {2 * max(1, int(d * a['fraction']) // 2) / d:g})", arg="fraction")
-    return Rotary(dim=d, rot=rot, theta=a["theta"], offset=a["offset"])
+    rank = 0
+    if a["positions"] is not None:
+        p = ins[a["positions"]]
+        if p.dtype != "int" or p.rank not in (1, 2):
+            raise BuildError("E0401", f"rope's positions are an int [N] or [B, N] tensor, got {p}", arg="positions",
+                             help="pass the position ids, e.g. `positions = pos` for `in pos: int[B, T]`")
+        if p.rank == 2 and x.rank != 4:
+            raise BuildError("E0302", f"rope with positions per example ([B, N]) expects x as [B, H, N, D], got {x}",
+                             arg="positions")
+        if a["offset"]:
+            raise BuildError("E0406", "rope takes an offset or positions, not both", arg="offset",
+                             help="add the offset to the positions")
+        rank = p.rank
+    return Rotary(dim=d, rot=rot, theta=a["theta"], offset=a["offset"], positions=rank)
 
 
 def _shape(o: Rotary, ins: list[TensorType]) -> tuple[TensorType, ...]:
-    (x,) = ins
+    x = ins[0]
     shapes.expect_min_rank(x, 2, "rope")
     shapes.expect_equal(x.shape[-1], o.dim, f"rope over {o.dim} channels, got {fmt(x.shape[-1])}")
+    if o.positions:
+        p = ins[1]
+        shapes.expect_rank(p, o.positions, "rope's positions", 1)
+        want = (x.shape[0], x.shape[-2]) if o.positions == 2 else (x.shape[-2],)
+        shapes.expect_equal(tuple(p.shape), want, f"rope: positions {p} for x {x}",
+                            "one position per row of x (and per example when [B, N])", 1)
     return (x,)
 
 
 def _cost(o: Rotary, ins: list[TensorType], outs: tuple[TensorType, ...]) -> OpCost:
     x = ins[0]
     rows = product(x.shape[:-1])  # B * H * N
-    table = m(x.shape[-2], o.rot)  # one cos and one sin table, [N, rot], per call
+    table = m(*ins[1].shape, o.rot) if o.positions else m(x.shape[-2], o.rot)  # cos and sin, [(B,) N, rot]
     # x * cos, rotate_half(x) * sin and their sum on the rotated channels; the angles, their
     # cosines and sines. Backward keeps cos and sin (the multiplications' constant operands).
     return OpCost(other_flops=m(3, rows, o.rot) + m(4, table), saved=m(2, table))
@@ -91,6 +113,8 @@ def _forward(c: Ctx) -> Any:
         kw["dim"] = c.fwd_attr("rot")
     if not (c.const("offset") and o.offset == 0):
         kw["offset"] = c.fwd_attr("offset")
+    if o.positions:
+        kw["positions"] = c.ins[1]
     return call("apply_rotary", c.x(), **kw)
 
 
@@ -100,6 +124,8 @@ def _draw(o: Rotary, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Loo
         detail.append(f"{o.rot} of {o.dim} ch")
     if o.offset:
         detail.append(f"from position {o.offset}")
+    if o.positions:
+        detail.append("at given positions")
     return Look("RoPE", tuple(detail), "position")
 
 
@@ -111,9 +137,11 @@ def _interpret(c: Any) -> Any:
     x = c.x()
     n, h = x.shape[-2], o.rot // 2
     dt = torch.float64
-    pos = torch.arange(o.offset, o.offset + n, dtype=dt, device=x.device)
+    pos = c.x(1).to(dt) if o.positions else torch.arange(o.offset, o.offset + n, dtype=dt, device=x.device)
     freq = torch.tensor([o.theta ** (-2.0 * i / o.rot) for i in range(h)], dtype=dt, device=x.device)
-    ang = torch.outer(pos, freq)
+    ang = pos.unsqueeze(-1) * freq  # [(B,) N, rot / 2]
+    if o.positions == 2:
+        ang = ang.unsqueeze(1)  # the same angles for every head
     cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
     x1, x2, rest = x[..., :h], x[..., h:o.rot], x[..., o.rot:]
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest], dim=-1)
@@ -124,7 +152,9 @@ define(Rotary, shape=_shape, cost=_cost, lower=Rule(forward=_forward, helpers=("
        example="""
 arch t() {
   in x: [B, 2, T, 8]
+  in pos: int[B, T]
   out y = rope(x)
   out z = rope(x, theta = 500000.0, fraction = 0.5, offset = 3)
+  out w = rope(x, positions = pos)
 }
 """, example_sizes={"T": 7})
