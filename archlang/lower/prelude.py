@@ -76,17 +76,24 @@ class SinusoidalPositions(nn.Module):
         return x + self.pe[:, : x.shape[1]]
 
 
-def apply_rotary(x: torch.Tensor, theta: float = 10000.0, dim: int | None = None, offset: int = 0) -> torch.Tensor:
+def apply_rotary(x: torch.Tensor, theta: float = 10000.0, dim: int | None = None, offset: int = 0,
+                 positions: torch.Tensor | None = None) -> torch.Tensor:
     """Rotary position embedding (Su et al. 2021) of ``[B, H, N, D]`` at positions ``offset ..
-    offset + N - 1``, in HF Llama's rotate-half layout: ``x * cos + rotate_half(x) * sin`` on the
-    first ``dim`` channels (all of them by default), the others passed through. The angles are
-    computed in float32 (float64 for a float64 model), as HF's LlamaRotaryEmbedding does."""
+    offset + N - 1`` (or at ``positions``: int ``[N]``, or ``[B, N]`` per example), in HF Llama's
+    rotate-half layout: ``x * cos + rotate_half(x) * sin`` on the first ``dim`` channels (all of
+    them by default), the others passed through. The angles are computed in float32 (float64
+    for a float64 model), as HF's LlamaRotaryEmbedding does."""
     rot = x.shape[-1] if dim is None else dim
     dt = torch.promote_types(x.dtype, torch.float32)
     inv_freq = 1.0 / theta ** (torch.arange(0, rot, 2, device=x.device, dtype=dt) / rot)
-    pos = torch.arange(offset, offset + x.shape[-2], device=x.device, dtype=dt)
-    ang = pos[:, None] * inv_freq
-    ang = torch.cat((ang, ang), dim=-1)  # [N, rot]
+    if positions is None:
+        pos = torch.arange(offset, offset + x.shape[-2], device=x.device, dtype=dt)
+    else:
+        pos = positions.to(dt)
+    ang = pos[..., None] * inv_freq
+    ang = torch.cat((ang, ang), dim=-1)  # [N, rot], or [B, N, rot]
+    if ang.dim() == 3:
+        ang = ang[:, None]  # over the heads
     cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
     xr = x[..., :rot]
     half = torch.cat((-xr[..., rot // 2:], xr[..., : rot // 2]), dim=-1)
