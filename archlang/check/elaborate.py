@@ -1461,6 +1461,11 @@ class Elaborator:
         elif t == "str":
             if isinstance(v, str):
                 return v
+        elif t == "str_or_float":  # a name or a number: param's init = "trunc_normal" or init = 0.5
+            if isinstance(v, str):
+                return v
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                return float(v)
         elif t == "pair":
             v = _intify(v)
             if isinstance(v, int) and not isinstance(v, bool):
@@ -1476,7 +1481,7 @@ class Elaborator:
                 items = [_intify(x) for x in v]
                 if all(isinstance(x, int) and not isinstance(x, bool) for x in items):
                     return tuple(items)
-        want = {"pair": "an int or [int, int]", "ints": "a list of ints"}.get(t, t)
+        want = {"pair": "an int or [int, int]", "ints": "a list of ints", "str_or_float": "a string or a number"}.get(t, t)
         raise self.fail("E0401", f"{what} must be {want}, got {typed(v)}", span, help=_type_help(v, t))
 
     def coerce(self, v: Any, annot: A.ValueType, what: str, span: Span, code: str = "E0401",
