@@ -50,14 +50,14 @@ def test_params_of_any_shape_are_state_dict_entries_with_their_init(tmp_path: Pa
 arch t() {
   in x: [B, 3, 4]
   a = x * (gamma: param([4], value = 0.25)) + mean(table: param([7, 3, 4], init = "trunc_normal", std = 0.5), dim = [0])
-  out y = a * (s: param([], init = "ones")) + (z: param([1, 1, 4]))
+  out y = a * (s: param([], init = 1.5)) + (z: param([1, 1, 4]))
 }
 """)
     torch.manual_seed(0)
     m = archlang.build(spec)
     sd = m.state_dict()
     assert {k: tuple(v.shape) for k, v in sd.items()} == {"gamma": (4,), "table": (7, 3, 4), "s": (), "z": (1, 1, 4)}
-    assert torch.equal(sd["gamma"], torch.full((4,), 0.25)) and sd["s"].item() == 1.0 and not sd["z"].any()
+    assert torch.equal(sd["gamma"], torch.full((4,), 0.25)) and sd["s"].item() == 1.5 and not sd["z"].any()
     assert sd["table"].abs().max().item() <= 1.0 and sd["table"].std().item() > 0.2  # within 2 std of 0.5
     assert archlang.cost(spec).params == 4 + 84 + 1 + 4
 
@@ -164,6 +164,8 @@ def test_math_diagnostics(tmp_path: Path) -> None:
         archlang.graph(_spec(tmp_path, "arch t() {\n in x: [B, 4]\n out y = floor_div(x, 2)\n}\n"))
     with pytest.raises(SpecError, match=r"E0406.*clamp needs"):
         archlang.graph(_spec(tmp_path, "arch t() {\n in x: [B, 4]\n out y = clamp(x)\n}\n"))
+    with pytest.raises(SpecError, match=r"E0401.*must be a string or a number"):
+        archlang.graph(_spec(tmp_path, "arch t() {\n in x: [B, 4]\n out y = x + param([4], init = true)\n}\n"))
     with pytest.raises(SpecError, match=r"did you mean \"trunc_normal\"|did you mean `trunc_normal`"):
         archlang.graph(_spec(tmp_path, "arch t() {\n in x: [B, 4]\n out y = x + param([4], init = \"trunc_norml\")\n}\n"))
     # abs, min, max and floor remain the builtins on numbers

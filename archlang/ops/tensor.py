@@ -4,11 +4,12 @@ evaluated when the model is built, gather by an index tensor, and the attention-
 Takes: nothing at import but the rule kits of each stage. Produces these ops, each with its
 signature and its shape, cost, lowering, drawing and interpreter rules:
 
-- ``param(shape, init = "zeros", value = 0.0, std = 0.02)`` (:class:`Param`): a learned tensor
-  of any shape (``[]`` is a learnable scalar); the node is the parameter, so its state_dict
-  key is its label (``gamma_1``, ``q_bias``, ``relative_position_bias_table``). ``init`` is
-  ``zeros``, ``ones``, ``constant`` (``value``), ``normal`` or ``trunc_normal`` (``std``; timm's
-  truncation at two standard deviations).
+- ``param(shape, init = "zeros", value = 0.0, std = 0.02, role = "")`` (:class:`Param`): a
+  learned tensor of any shape (``param([], init = 1.0)`` is a learnable scalar); the node is
+  the parameter, so its state_dict key is its label (``gamma_1``, ``q_bias``,
+  ``relative_position_bias_table``). ``init`` is a number, ``zeros``, ``ones``, ``constant``
+  (``value``), ``normal`` or ``trunc_normal`` (``std``; timm's truncation at two standard
+  deviations); ``role`` ``token``, ``pos`` or ``rel_pos`` lists it in ``no_weight_decay``.
 - ``arange(n, start = 0, step = 1, dtype = "int")`` and ``full(shape, value, dtype = "float")``
   / ``zeros(shape)`` / ``ones(shape)`` (:class:`Arange`, :class:`Full`): constant sources.
 - :class:`Const`: what the elaborator makes of a constant expression. Every node whose inputs
@@ -85,14 +86,16 @@ _INITS = ("zeros", "ones", "constant", "normal", "trunc_normal")
 _ROLES = ("weight", "norm", "bias", "token", "pos", "rel_pos")
 
 
-@op("param", (), (Arg("shape", "ints", min=0), Arg("init", "str", ""), Arg("value", "float", 0.0),
+@op("param", (), (Arg("shape", "ints", min=0), Arg("init", "str_or_float", ""), Arg("value", "float", 0.0),
                   Arg("std", "float", 0.02, range="positive"), Arg("role", "str", "")),
-    "A learned tensor of `shape` ([] for a scalar), initialised by `init`: zeros, ones, constant "
-    "(`value`; the default when `value` is given), normal or trunc_normal (`std`). `role` token, pos "
-    "or rel_pos puts it in no_weight_decay (timm's convention for tokens and position tables).")
+    "A learned tensor of `shape` ([] for a scalar), initialised by `init`: a number (every entry), zeros, "
+    "ones, constant (`value`; the default when `value` is given), normal or trunc_normal (`std`). `role` "
+    "token, pos or rel_pos puts it in no_weight_decay (timm's convention for tokens and position tables).")
 def _param_sig(ctx: Any, ins: list[TensorType], a: dict[str, Any]) -> Param:
     from archlang.diagnostics import did_you_mean
 
+    if isinstance(a["init"], float):  # param([], init = 1.0)
+        a = {**a, "init": "constant", "value": a["init"]}
     init = a["init"] or ("constant" if a["value"] != 0.0 else "zeros")
     if init not in _INITS:
         raise BuildError("E0406", f"unknown init \"{init}\"", help=did_you_mean(init, _INITS) or
