@@ -218,3 +218,29 @@ arch t() {
         _close(outs[2], torch.nn.AvgPool2d(3, 2, 1)(x))
     fresh = archlang.build(_spec(tmp_path, text))
     assert torch.equal(fresh.ls, torch.full((4,), 1e-5))
+
+
+def test_constants_round_trip_and_differ_per_instance(tmp_path: Path) -> None:
+    """A folded constant survives the IR's JSON; two instances of a block with different
+    constants get two classes (one buffer each), equal ones share a class."""
+    from archlang.ir.graph import Graph
+
+    spec = _spec(tmp_path, """
+block tab(x: [*, N], n: int) {
+  return x + (t: identity(arange(n) * 2 + 1))
+}
+arch t() {
+  in x: [B, 4]
+  y = a: tab(x, 4)
+  z = b: tab(rearrange(y, "b (n k) -> b n k", k = 2), 2)
+  out o = rearrange(z, "b n k -> b (n k)") + (c: tab(x, 4))
+}
+""")
+    g = archlang.graph(spec)
+    assert Graph.model_validate_json(g.model_dump_json()) == g
+    m = archlang.build(spec)
+    assert type(m.a) is type(m.c) and type(m.a) is not type(m.b)
+    assert torch.equal(m.a.t, torch.tensor([1, 3, 5, 7])) and torch.equal(m.b.t, torch.tensor([1, 3]))
+    x = torch.randn(2, 4)
+    want = (x + m.a.t).reshape(2, 2, 2) + m.b.t
+    _close(m(x), want.reshape(2, 4) + x + m.a.t)
