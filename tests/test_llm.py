@@ -211,6 +211,16 @@ def test_llama_flops_and_attention_memory_match_torch() -> None:
     assert source.count("F.scaled_dot_product_attention(") >= 1 and "softmax" not in source
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("attention", ["sdpa", "flex"])
+def test_compiled_llama_matches_hf(attention: str) -> None:
+    """torch.compile'd (about a minute on 2 CPU cores): rope and attend trace, FlexAttention fused."""
+    hf = _hf_llama(500000.0)
+    ours = archlang.build(LLAMA, "llama", **TINY, rope_theta=500000.0, compile=True, attention=attention).eval()
+    ours._orig_mod.load_state_dict(hf.state_dict(), strict=True)
+    assert _logits_gap(ours, hf, 64) <= TOL
+
+
 @pytest.mark.parametrize(("arch", "params"), [("llama2_7b", 6_738_415_616), ("llama3_8b", 8_030_261_248)])
 def test_llama_variants_have_the_published_parameter_counts(arch: str, params: int) -> None:
     assert archlang.cost(LLAMA, arch).params == params
