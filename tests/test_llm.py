@@ -1,10 +1,12 @@
-"""Modern LLM blocks against Hugging Face transformers: rotary embeddings, Llama and Mistral.
+"""Modern LLM blocks against Hugging Face transformers: rotary embeddings, Llama, Mistral, LLaVA.
 
-Takes: the ``rope`` op (archlang/ops/position.py), the LLM blocks of std.nn and
-specs/llama.arch, specs/mistral.arch; transformers' own implementations (LlamaRotaryEmbedding
-with apply_rotary_pos_emb, Phi's partial rotary, LlamaForCausalLM, MistralForCausalLM) built
-from random tiny configs (no weights are downloaded). Produces: failures when a rotation,
-a state_dict key, a logit (1e-5, float32, eval), a parameter count, a FLOP count
+Takes: the ``rope`` op (archlang/ops/position.py), the LLM blocks of std.nn (gqa_attention,
+swiglu, geglu, llama_layer), specs/llama.arch, specs/mistral.arch and specs/llava.arch;
+transformers' own implementations (LlamaRotaryEmbedding with apply_rotary_pos_emb, Phi's
+partial rotary, LlamaMLP, GemmaMLP, LlamaForCausalLM, MistralForCausalLM,
+LlavaForConditionalGeneration) built from random tiny configs (no weights are downloaded;
+references run with attn_implementation="eager"). Produces: failures when a rotation, a
+state_dict key, a logit (1e-5, float32, eval), a parameter count, a FLOP count
 (FlopCounterMode, math SDPA) or an attention-matrix figure differs.
 """
 
