@@ -185,7 +185,7 @@ def test_computed_label_duplicate_names_both_sites() -> None:
 
 
 def test_computed_label_part_is_not_a_value() -> None:
-    d = one_error("arch t(i: int = 1) {\n  in x: [B, 4]\n  y = fc{i}\n  out z = x\n}\n", "E0404")
+    d = one_error("arch t(i: int = 1) {\n  in x: [B, 4]\n  y = fc{i}.shape\n  out z = x\n}\n", "E0404")
     assert "computed label" in d.message
 
 
@@ -505,3 +505,15 @@ def test_computed_labels_in_a_comprehension() -> None:
     g = archlang.graph(spec)
     assert [n.name for n in g.nodes if n.op.parameters()] == ["head0", "head1", "head2"]
     assert g.type_of(g.node("y").inputs[0]).shape[1] == 6
+
+
+def test_a_brace_after_a_name_still_opens_a_body() -> None:
+    """`name{` is a computed label only when a label's `:` (or a call) follows its `}`."""
+    spec = "arch t(n: int = 2) {\n  in x: [B, 4]\n  for i in 0 .. n{\n    if i > 0{ x = relu(x) }\n  }\n  out y = x\n}\n"
+    assert not errors(spec)
+    assert sum(1 for n in archlang.graph(spec).nodes if isinstance(n.op, O.Activation)) == 1
+
+
+def test_a_computed_label_without_its_call_is_explained() -> None:
+    d = one_error("arch t(i: int = 1) {\n  in x: [B, 4]\n  y = fc{i}\n  out z = x\n}\n", "E0101")
+    assert "computed label" in d.help and "fc{i}: linear(x, 8)" in d.help

@@ -75,6 +75,11 @@ def _syntax_diag(err: UnexpectedInput, file: str, text: str) -> Diagnostic:
     assert isinstance(err, UnexpectedToken)
     tok = err.token
     span = _span_tok(file, tok)
+    pos = tok.start_pos or 0
+    if tok.type == "LBRACE" and pos > 0 and (text[pos - 1].isalnum() or text[pos - 1] == "_"):
+        return Diagnostic("E0101", "unexpected `{`", span,
+                          help="`name{i}` is a computed label: it comes before `:` and the call it names, "
+                               "e.g. `fc{i}: linear(x, 8)`, or before `(` to call that layer again: `fc{i}(z)`")
     return Diagnostic("E0101", f"unexpected {_describe(tok.type) if tok.type != 'NAME' else f'`{tok}`'}",
                       span, help=_bracket_help(text, tok, set(err.expected or ()), file) or help_)
 
