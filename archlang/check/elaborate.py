@@ -952,7 +952,7 @@ class Elaborator:
             if isinstance(s, Tensor):
                 raise self.fail("E0401", f"a tensor subscript takes ints and slices, got {typed(s)}", span,
                                 help="select with an int (`x[:, 0]`) or a slice (`x[:, 1:]`); gather by an index "
-                                     "tensor with an op")
+                                     "tensor with `gather(table, index, dim)`")
             if not isinstance(s, int) or isinstance(s, bool):
                 raise self.fail("E0401", f"an index must be an int, got {typed(s)}", span)
             if isinstance(n, int) and not -n <= s < n:
