@@ -85,8 +85,11 @@ def main() -> None:
             models = {"sdpa": archlang.build(text, max_memory=None, attention="sdpa").eval(),
                       "flex": archlang.build(text, max_memory=None, attention="flex").eval()}
             sp = sparsity(models["flex"], xs)
-            runs = {"sdpa": models["sdpa"], "sdpa+c": torch.compile(models["sdpa"], fullgraph=True),
-                    "flex+c": torch.compile(models["flex"], fullgraph=True)}
+            # dynamic=False and a fresh dynamo cache per size: recompiling FlexAttention with
+            # dynamic shapes fails in Inductor's CPU template (torch 2.14.1, a document mask)
+            torch._dynamo.reset()
+            runs = {"sdpa": models["sdpa"], "sdpa+c": torch.compile(models["sdpa"], fullgraph=True, dynamic=False),
+                    "flex+c": torch.compile(models["flex"], fullgraph=True, dynamic=False)}
             if n == lengths[0]:
                 runs["flex eager"] = models["flex"]
             times: dict[str, list[float]] = {k: [] for k in runs}

@@ -55,14 +55,17 @@ Lowerings (the build option ``attention``: ``archlang.build(..., attention="sdpa
 - ``auto`` (the default): SDPA, except, in a model that will be compiled
   (``archlang.build(..., compile=True)``), FlexAttention for an attend whose mask (with
   causal) is a position expression that skips at least 75% of FlexAttention's 128 x 128
-  blocks (:func:`block_sparsity`, at known lengths), or whose bias or score expression is
-  computed in forward (it reads a tensor: ALiBi with learned slopes, a bias table).
-  Measured on the CPU (benchmarks/attend_lowering.py, [1, 8, N, 64], float32, inference): SDPA is faster for causal attention at every length
-  (N = 2048: 395 ms against 597 ms compiled FlexAttention, 47% of the blocks skipped) and for
+  blocks (:func:`block_sparsity`, at known lengths), or whose bias, score or mask expression
+  is computed in forward (it reads a tensor: ALiBi with learned slopes, a bias table, a
+  document mask) over at least 1024 x 1024 scores per head or lengths free at compile time.
+  Measured on the CPU (benchmarks/attend_lowering.py, [1, 8, N, 64], float32, inference):
+  SDPA is faster for causal attention at every length (N = 2048: 395 ms against 597 ms compiled FlexAttention, 47% of the blocks skipped) and for
   short sequences; compiled FlexAttention is faster for a causal window of 128 from N = 1024
   (201 ms against 228 ms, 77% skipped; 247 against 709 ms at N = 2048, 88%) and for a bias
   expression read from a tensor (causal ALiBi with slopes as an input, N = 1024: 246 ms against
-  668 ms compiled SDPA, 1290 ms eager SDPA, whose attn_mask is computed in forward); eager
+  668 ms compiled SDPA, 1290 ms eager SDPA, whose attn_mask is computed in forward; 40 against
+  39 ms at N = 256) and a document mask read from a tensor (N = 1024: 238 against 269 ms, 50%
+  skipped; N = 2048: 376 against 792 ms, 74%; but 108 against 79 ms at N = 256); eager
   FlexAttention (torch's unfused reference) is 12 to 30 times slower than SDPA, so a model
   that is not compiled (``archc build``, ``archlang.build`` without ``compile``) always gets SDPA.
 """
@@ -93,6 +96,10 @@ _LOWERING: ContextVar[tuple[str, bool]] = ContextVar("archlang_attention_lowerin
 # compiled FlexAttention overtakes SDPA between 47% (causal, slower) and 77% (a window of
 # 128 over 1024 positions, faster); eager FlexAttention is tens of times slower than SDPA)
 AUTO_FLEX_SPARSITY = 0.75
+# ... and for an expression computed in every forward (it reads a tensor) over at least this
+# many scores per head (or lengths not known at compile time): FlexAttention's score_mod and
+# mask_mod against SDPA's attn_mask (ALiBi, document masks: faster from N = M = 1024)
+AUTO_FLEX_SCORES = 1024 * 1024
 FLEX_BLOCK = 128
 
 
@@ -536,9 +543,11 @@ def _use_flex(c: Ctx) -> bool:
         return True
     if not compiled or not all(x == o for x in c.ops):
         return False
-    if any(e is not None and not _is_whole(e, c) for e in (o.bias, o.score)) \
+    n, kv_len = c.in_types[0].shape[2], c.in_types[1].shape[2]
+    long = not (isinstance(n, int) and isinstance(kv_len, int)) or n * kv_len >= AUTO_FLEX_SCORES
+    if long and any(e is not None and not _is_whole(e, c) for e in (o.bias, o.score, o.mask)) \
             and _constant_bias(o, c.in_types) is None:
-        return True  # a score_mod beats SDPA's attn_mask computed in every forward
+        return True  # FlexAttention's mods beat SDPA's attn_mask computed in every forward
     sparsity = block_sparsity(o, c.in_types)
     return sparsity is not None and sparsity >= AUTO_FLEX_SPARSITY
 
