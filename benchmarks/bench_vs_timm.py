@@ -5,7 +5,8 @@ Produces: one row per (model, build, precision, mode, pass) with the median mill
 archlang's model, timm's as it ships and (where they differ) timm with fused attention forced
 on, their ratios, and the achieved GFLOP/s with its share of the matmul throughput measured
 in the same run (a 2048^3 matmul, fp32 and bf16). ``--markdown`` writes the table, with the
-command that made it, into docs/benchmarks.md.
+command that made it, into docs/benchmarks.md (a section per ``--section``, replaced on
+rerunning).
 
 Contenders:
 
@@ -63,7 +64,6 @@ MODELS: dict[str, tuple[str, str, str]] = {
     "sasa_resnet50": ("specs/sasa_resnet50.arch", "sasa_resnet50", "resnet50"),
 }
 PRECISIONS = ("fp32", "bf16", "autocast")
-BEGIN, END = "<!-- bench_vs_timm:begin -->", "<!-- bench_vs_timm:end -->"
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -231,12 +231,13 @@ def markdown(rows: list[list[str]], header: str) -> str:
     return "\n".join(lines)
 
 
-def write_markdown(path: Path, text: str) -> None:
-    """Replace the generated section of ``path`` (between the markers) or append one."""
+def write_markdown(path: Path, text: str, section: str = "main") -> None:
+    """Replace the generated section ``section`` of ``path`` (between its markers) or append it."""
     doc = path.read_text() if path.exists() else "# Generated models vs timm: speed\n"
-    block = f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in doc and END in doc:
-        doc = doc[:doc.index(BEGIN)] + block + doc[doc.index(END) + len(END):]
+    begin, end = f"<!-- bench_vs_timm:{section}:begin -->", f"<!-- bench_vs_timm:{section}:end -->"
+    block = f"{begin}\n{text}\n{end}"
+    if begin in doc and end in doc:
+        doc = doc[:doc.index(begin)] + block + doc[doc.index(end) + len(end):]
     else:
         doc = doc.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(doc)
@@ -257,10 +258,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--markdown", type=Path, default=None, help="write the table into this file (docs/benchmarks.md)")
+    ap.add_argument("--section", default="main", help="the name of the generated section --markdown replaces")
     ap.add_argument("--memory", action="store_true",
                     help="also the training step's peak memory of each contender (fp32, default build; "
                          "benchmarks/memory_truth.py's profiler method)")
+    ap.add_argument("--compiled", action="store_true", help="same as adding `compiled` to --modes")
+    ap.add_argument("--no-train", action="store_true", help="same as --passes fwd")
     args = ap.parse_args(argv)
+    if args.compiled and "compiled" not in args.modes:
+        args.modes.append("compiled")
+    if args.no_train:
+        args.passes = [p for p in args.passes if p != "train"] or ["fwd"]
 
     if "TIMM_FUSED_ATTN" in os.environ:
         print("error: TIMM_FUSED_ATTN is set; unset it so that `timm` means timm as it ships", file=sys.stderr)
@@ -314,8 +322,8 @@ def main(argv: list[str] | None = None) -> int:
                         rows.append(cells)
                         print(" | ".join(cells), flush=True)
     if args.markdown is not None:
-        write_markdown(args.markdown, markdown(rows, header) + ("\n\n" + "\n".join(f"- {m}" for m in memory)
-                                                               if memory else ""))
+        memory_lines = "\n\n" + "\n".join(f"- {m}" for m in memory) if memory else ""
+        write_markdown(args.markdown, markdown(rows, header) + memory_lines, args.section)
         print(f"wrote {args.markdown}")
     return 0
 
