@@ -57,7 +57,8 @@ Lowerings (the build option ``attention``: ``archlang.build(..., attention="sdpa
   causal) is a position expression that skips at least 75% of FlexAttention's 128 x 128
   blocks (:func:`block_sparsity`, at known lengths), or whose bias, score or mask expression
   is computed in forward (it reads a tensor: ALiBi with learned slopes, a bias table, a
-  document mask) over at least 1024 x 1024 scores per head or lengths free at compile time.
+  document mask) over at least 1024 x 1024 scores per head; lengths free at compile time
+  always get SDPA.
   Measured on the CPU (benchmarks/attend_lowering.py, [1, 8, N, 64], float32, inference):
   SDPA is faster for causal attention at every length (N = 2048: 395 ms against 597 ms compiled FlexAttention, 47% of the blocks skipped) and for
   short sequences; compiled FlexAttention is faster for a causal window of 128 from N = 1024
@@ -97,8 +98,9 @@ _LOWERING: ContextVar[tuple[str, bool]] = ContextVar("archlang_attention_lowerin
 # 128 over 1024 positions, faster); eager FlexAttention is tens of times slower than SDPA)
 AUTO_FLEX_SPARSITY = 0.75
 # ... and for an expression computed in every forward (it reads a tensor) over at least this
-# many scores per head (or lengths not known at compile time): FlexAttention's score_mod and
-# mask_mod against SDPA's attn_mask (ALiBi, document masks: faster from N = M = 1024)
+# many scores per head: FlexAttention's score_mod and mask_mod against SDPA's attn_mask (ALiBi,
+# document masks: faster from N = M = 1024). Only at lengths known at compile time: compiling
+# FlexAttention with dynamic shapes failed in Inductor's CPU template (torch 2.14.1)
 AUTO_FLEX_SCORES = 1024 * 1024
 FLEX_BLOCK = 128
 
@@ -544,9 +546,10 @@ def _use_flex(c: Ctx) -> bool:
     if not compiled or not all(x == o for x in c.ops):
         return False
     n, kv_len = c.in_types[0].shape[2], c.in_types[1].shape[2]
-    long = not (isinstance(n, int) and isinstance(kv_len, int)) or n * kv_len >= AUTO_FLEX_SCORES
-    if long and any(e is not None and not _is_whole(e, c) for e in (o.bias, o.score, o.mask)) \
-            and _constant_bias(o, c.in_types) is None:
+    if not (isinstance(n, int) and isinstance(kv_len, int)):
+        return False  # free lengths: compiled with dynamic shapes (see AUTO_FLEX_SCORES)
+    if n * kv_len >= AUTO_FLEX_SCORES and any(e is not None and X.inputs(e) and not _is_whole(e, c)
+                                              for e in (o.bias, o.score, o.mask)):
         return True  # FlexAttention's mods beat SDPA's attn_mask computed in every forward
     sparsity = block_sparsity(o, c.in_types)
     return sparsity is not None and sparsity >= AUTO_FLEX_SPARSITY
