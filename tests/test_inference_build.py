@@ -211,3 +211,40 @@ def test_inference_build_exports(stem: str, tmp_path: Path) -> None:
     model.load_state_dict(default.state_dict())
     assert verify_program(export_program(model), model) <= 1e-4
     assert verify_onnx(export_onnx(model, tmp_path / f"{stem}.onnx"), model) <= 1e-4
+
+
+@pytest.mark.parametrize("standardize", [False, True])
+def test_fold_conv_bn_math(standardize: bool) -> None:
+    """One conv (weight-standardised or not, with or without a bias) and a BatchNorm with
+    random statistics fold into one conv with the same output."""
+    from archlang.lower.inference import _fold_conv_bn
+    from archlang.lower.prelude import StdConv2d
+
+    torch.manual_seed(0)
+    conv = (StdConv2d if standardize else torch.nn.Conv2d)(4, 6, 3, padding=1, bias=not standardize)
+    bn = torch.nn.BatchNorm2d(6, eps=1e-3).eval()
+    randomise(torch.nn.Sequential(conv, bn))
+    x = torch.randn(2, 4, 8, 8)
+    w, b = _fold_conv_bn(conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var, 1e-3,
+                         conv.eps if standardize else None)
+    with torch.no_grad():
+        want = bn(conv(x))
+    got = torch.nn.functional.conv2d(x, w, b, padding=1)
+    assert (got - want).abs().max().item() <= TOL * max(1.0, want.abs().max().item())
+
+
+def test_weight_standardised_conv_and_batchnorm_fold_to_a_plain_conv() -> None:
+    src = """
+arch tiny() {
+  in x: [B, 3, 16, 16]
+  y = relu(bn: batchnorm(conv: conv2d(x, 8, kernel = 3, padding = 1, bias = false, standardize = true)))
+  out logits = fc: linear(mean(y, dim = [2, 3]), 5)
+}
+"""
+    default = archlang.build(src, max_memory=None).eval()
+    randomise(default)
+    model = archlang.build(src, max_memory=None, inference=True)
+    model.load_state_dict(default.state_dict())
+    assert type(model.conv) is torch.nn.Conv2d and isinstance(model.bn, torch.nn.Identity)
+    x = torch.randn(2, 3, 16, 16)
+    _assert_close(_outputs(model, [x]), _outputs(default, [x]))
