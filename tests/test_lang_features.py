@@ -517,3 +517,26 @@ def test_a_brace_after_a_name_still_opens_a_body() -> None:
 def test_a_computed_label_without_its_call_is_explained() -> None:
     d = one_error("arch t(i: int = 1) {\n  in x: [B, 4]\n  y = fc{i}\n  out z = x\n}\n", "E0101")
     assert "computed label" in d.help and "fc{i}: linear(x, 8)" in d.help
+
+
+def test_shared_norm_with_buffers_and_freezing() -> None:
+    pytest.importorskip("torch")
+    from test_interpret import assert_agree
+
+    spec = """
+arch t() {
+  in x: [B, 4, 6, 6]
+  a = bn: batchnorm(x)
+  b = bn(relu(a))
+  out y = a + b
+}
+arch t_frozen = t() {
+  freeze "bn"
+}
+"""
+    model = archlang.build(spec, "t")
+    assert sorted(model.state_dict()) == ["bn.bias", "bn.num_batches_tracked", "bn.running_mean",
+                                          "bn.running_var", "bn.weight"]
+    assert_agree(spec, "t")  # eval (running statistics) and train (batch statistics)
+    frozen = archlang.cost(spec, "t_frozen", train=True)
+    assert frozen.trainable_params == 0 and frozen.nodes["bn_1"].saved_bytes == 0
