@@ -345,3 +345,46 @@ def test_auto_picks_flex_for_sparse_masks_of_compiled_models() -> None:
     assert compiled.count("flex_attention(q, k, v") == 2 and compiled.count("F.scaled_dot_product_attention") == 1
     eager = archlang.build(text, max_memory=None).archlang_source
     assert "flex_attention(q" not in eager and eager.count("F.scaled_dot_product_attention") == 3
+
+
+def _specs_with_attend() -> list:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    return [p for p in sorted((root / "specs").glob("*.arch"))
+            if "attend" in p.read_text() or any(b in p.read_text() for b in ("gqa_attention", "llama_layer", "mha("))]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", _specs_with_attend(), ids=lambda p: p.stem)
+def test_both_lowerings_agree_on_the_shipped_specs(spec) -> None:
+    """Every shipped spec with an attend, at its small size: the SDPA and FlexAttention
+    lowerings agree within 1e-5 (float32, eval)."""
+    import sys
+    from pathlib import Path
+
+    from archlang.check import load
+    from archlang.check.elaborate import choose_arch
+    from archlang.lower.example import example_inputs
+    from archlang.ops.attention import Attend
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from small_sizes import SIZES, SMALL
+
+    arch, _ = choose_arch(load(spec), None)
+    small = SMALL.get(spec.stem, {})
+    g = archlang.graph(spec, arch, **small)
+    if not any(isinstance(n.op, Attend) for n in g.nodes):
+        pytest.skip(f"{spec.stem}'s default arch has no attend")
+    torch.manual_seed(0)
+    sdpa = archlang.build(spec, arch, max_memory=None, attention="sdpa", **small).eval()
+    flex = archlang.build(spec, arch, max_memory=None, attention="flex", **small).eval()
+    flex.load_state_dict(sdpa.state_dict())
+    ins = example_inputs(g, batch=2, sizes=SIZES)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a, b = sdpa(*ins), flex(*ins)
+    a, b = (x if isinstance(x, dict) else {"out": x} for x in (a, b))
+    for k in a:
+        if a[k].is_floating_point():
+            assert (a[k] - b[k]).abs().max().item() < 1e-5, k
