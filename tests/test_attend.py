@@ -58,7 +58,7 @@ CASES = {
     "sliding_window": ("attend(q, k, v, mask = q_idx - kv_idx < window, causal = true)", "", "[B, 4, 9, 8]",
                        "[B, 2, 9, 8]", "[B, 2, 9, 8]"),
     "alibi": ("attend(q, k, v, bias = slope[h] * (kv_idx - q_idx), causal = true)", "  in slope: [4]\n",
-              "[B, 4, 7, 8]", "[B, 4, 7, 8]", "[B, 4, 7, 8]"),
+              "[B, 4, 7, 8]", "[B, 2, 7, 8]", "[B, 2, 7, 8]"),  # h: the query head, also with GQA
     "document": ("attend(q, k, v, mask = doc[b, q_idx] == doc[b, kv_idx])", "  in doc: int[B, 7]\n",
                  "[B, 4, 7, 8]", "[B, 4, 7, 8]", "[B, 4, 7, 8]"),
     "relpos_table": ("attend(q, k, v, bias = table[rel[q_idx, kv_idx], h], score = score * 0.5)",
