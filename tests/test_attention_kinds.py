@@ -129,3 +129,100 @@ arch lib() {
 
 def test_local_mha_is_local_attention() -> None:
     _pair(LOCAL, "op", "lib", [(2, 5, 6, 16)])
+
+
+# ----------------------------------------------------------------------------- new kinds
+
+
+def _timm_parity(text: str, ref: torch.nn.Module, x: torch.Tensor, call=None) -> None:
+    """Our block (arch `lib`, the layer labelled `attn`) loads ref's state_dict under `attn.`
+    strictly and agrees with it within 1e-5; then with the interpreter."""
+    timm_sd = {f"attn.{k}": v for k, v in ref.state_dict().items()}
+    ours = archlang.build(text, "lib", max_memory=None).eval()
+    assert set(ours.state_dict()) == set(timm_sd)
+    ours.load_state_dict(timm_sd, strict=True)
+    with torch.no_grad():
+        want = call(ref, x) if call else ref(x)
+        assert (ours(x) - want).abs().max().item() <= 1e-5
+    assert_agree(text, "lib", max_memory=None)
+
+
+@pytest.mark.parametrize("sr", [1, 2])
+def test_sr_mha_is_pvt_v2_attention(sr: int) -> None:
+    from timm.models.pvt_v2 import Attention
+
+    torch.manual_seed(0)
+    ref = Attention(32, num_heads=2, sr_ratio=sr, qkv_bias=True).eval()
+    _randomise(ref)
+    text = _spec(f"""
+arch lib() {{
+  in x: [B, 48, 32]
+  out y = attn: sr_mha(x, heads = 2, grid = [6, 8], sr = {sr})
+}}
+""")
+    _timm_parity(text, ref, torch.randn(2, 48, 32), call=lambda m, x: m(x, [6, 8]))
+
+
+def test_talking_heads_mha_is_cait_talking_head_attn() -> None:
+    from timm.models.cait import TalkingHeadAttn
+
+    ref = TalkingHeadAttn(32, num_heads=4, qkv_bias=True).eval()
+    _randomise(ref)
+    text = _spec("arch lib() {\n  in x: [B, 10, 32]\n  out y = attn: talking_heads_mha(x, heads = 4)\n}\n")
+    _timm_parity(text, ref, torch.randn(2, 10, 32))
+    rep = archlang.cost(text, "lib", batch=2)
+    assert rep.attention_bytes >= 2 * 4 * 10 * 10 * 4  # the marked score matrix is in the report
+
+
+def test_class_mha_is_cait_class_attn() -> None:
+    from timm.models.cait import ClassAttn
+
+    ref = ClassAttn(32, num_heads=4, qkv_bias=True).eval()
+    _randomise(ref)
+    text = _spec("arch lib() {\n  in x: [B, 10, 32]\n  out y = attn: class_mha(x, heads = 4)\n}\n")
+    _timm_parity(text, ref, torch.randn(2, 10, 32))
+
+
+def _reference_mha(model: torch.nn.Module, x: torch.Tensor, heads: int, bias: torch.Tensor) -> torch.Tensor:
+    """Written-out attention with the model's qkv/proj weights and an additive bias [H|1, N, N]."""
+    sd = model.state_dict()
+    b, n, d = x.shape
+    qkv = x @ sd["attn.qkv.weight"].t() + sd["attn.qkv.bias"]
+    q, k, v = (t.reshape(b, n, heads, -1).transpose(1, 2) for t in qkv.split(d, dim=-1))
+    s = q @ k.transpose(-2, -1) * (d // heads) ** -0.5 + bias
+    a = torch.softmax(s, dim=-1) @ v
+    return a.transpose(1, 2).reshape(b, n, d) @ sd["attn.proj.weight"].t() + sd["attn.proj.bias"]
+
+
+def test_sliding_window_and_alibi_mha() -> None:
+    n, heads, window = 12, 4, 4
+    i, j = torch.arange(n)[:, None], torch.arange(n)[None, :]
+    causal = torch.zeros(n, n).masked_fill(j > i, float("-inf"))
+    band = torch.zeros(n, n).masked_fill((i - j).abs() >= window, float("-inf"))
+    slopes = torch.tensor([2.0 ** (-8 * (h + 1) / heads) for h in range(heads)])
+    alibi = slopes[:, None, None] * (j - i)[None].float()
+    x = torch.randn(2, n, 32)
+    for kind, arg, bias in (("sliding_window_mha", f", window = {window}", causal + band),
+                            ("alibi_mha", "", causal + alibi)):
+        text = _spec(f"arch lib() {{\n  in x: [B, {n}, 32]\n  out y = attn: {kind}(x, heads = {heads}{arg})\n}}\n")
+        m = archlang.build(text, "lib", max_memory=None).eval()
+        _randomise(m)
+        with torch.no_grad():
+            assert (m(x) - _reference_mha(m, x, heads, bias)).abs().max().item() <= 1e-5
+        assert_agree(text, "lib", max_memory=None)
+
+
+REL_POS = _spec("""
+arch op() {
+  in x: [B, 9, 16]
+  out y = attn: rel_pos_attention(x, heads = 2)
+}
+arch lib() {
+  in x: [B, 9, 16]
+  out y = attn: rel_pos_mha(x, heads = 2)
+}
+""")
+
+
+def test_rel_pos_mha_is_rel_pos_attention() -> None:
+    _pair(REL_POS, "op", "lib", [(2, 9, 16)])
