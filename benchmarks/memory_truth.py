@@ -12,7 +12,8 @@ smaller ResNets here), batch 2, float32, on the CPU:
   against ``peak_inference_bytes()``;
 - **training peak**: the same over a train-mode forward, ``backward()`` of the outputs' sum and
   one ``torch.optim.AdamW`` step (its state is made then, so it counts), against
-  ``peak_training_bytes()``.
+  ``peak_training_bytes()``; the table also says in which phase (forward, backward, step) the
+  simulated peak falls.
 
     .venv/bin/python benchmarks/memory_truth.py [--markdown docs/memory.md] [--only swin_t,gpt]
 
@@ -138,8 +139,9 @@ def measure_training_peak(model, make_inputs) -> int:
 
 
 def measure(spec: str | Path, arch: str | None = None, batch: int = BATCH, sizes: dict | None = None,
-            **params: Any) -> dict[str, int]:
-    """The three measurements and their estimates for one arch."""
+            **params: Any) -> dict[str, Any]:
+    """The three measurements and their estimates for one arch (CPU rules: ``device="cpu"``),
+    and the phase of the step in which the estimated training peak falls."""
     import torch
 
     import archlang
@@ -159,6 +161,7 @@ def measure(spec: str | Path, arch: str | None = None, batch: int = BATCH, sizes
         "saved_est": tr.saved_bytes, "saved": measure_saved(model, make_inputs),
         "inference_est": inf.peak_inference_bytes()[0], "inference": measure_inference_peak(model, make_inputs),
         "training_est": tr.peak_training_bytes()[0], "training": measure_training_peak(model, make_inputs),
+        "phase": tr.training_parts()["phase"],
     }
 
 
@@ -173,15 +176,15 @@ def _ratio(est: int, got: int) -> str:
     return f"{est / got:.2f}" if got else "-"
 
 
-def table(rows: list[tuple[str, dict[str, int]]]) -> str:
+def table(rows: list[tuple[str, dict[str, Any]]]) -> str:
     head = ("| spec | saved est | saved | ratio | inference est | inference | ratio | training est | training "
-            "| ratio |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+            "| ratio | peak in |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n")
     body = ""
     for name, r in rows:
         body += f"| {name} |"
         for k in ("saved", "inference", "training"):
             body += f" {_kib(r[k + '_est'])} | {_kib(r[k])} | {_ratio(r[k + '_est'], r[k])} |"
-        body += "\n"
+        body += f" {r.get('phase', '')} |\n"
     return head + body
 
 

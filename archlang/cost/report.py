@@ -25,8 +25,8 @@ from typing import Any
 from archlang.cost.rules import COST_RULES, INT64_BYTES, OpCost, numel
 from archlang.cost.schedule import Optimizer, Peak, Step, simulate
 from archlang.ir import ops as O
-from archlang.ir.adapters import param_table
-from archlang.ir.dims import Dim, DimLike, add, mul
+from archlang.ir.adapters import lora_targets, param_table
+from archlang.ir.dims import Dim, DimLike, add, mul, product
 from archlang.ir.graph import Graph, Node
 from archlang.ir.graph import name_levels as levels
 from archlang.ir.types import FLOAT_DTYPES
@@ -131,6 +131,11 @@ class CostReport:
                 total_, train_ = counts[p.node]
                 counts[p.node] = (total_ + p.numel, train_ + (p.numel if p.trainable else 0))
             self._trainable_tensors = [p.numel for p in table if p.trainable]
+            self._lora_rank = {node: sum(spec.r for spec in parts.values())
+                               for node, parts in lora_targets(graph).items()}
+            self._frozen_masks = {p.node for p in table if p.role == "rel_pos" and not p.trainable
+                                  and isinstance(graph.by_name[p.node].op, O.WindowAttention)
+                                  and not isinstance(graph.by_name[p.node].op, O.WindowAttentionV2)}
             self._counts = counts
             hits = [self._hit(n, memo) for n in graph.nodes]
             self._hits = hits
@@ -141,7 +146,7 @@ class CostReport:
     # -- per node
     def _hit(self, n: Node, memo: dict) -> tuple:
         ins = tuple(self.graph.type_of(r) for r in n.inputs)
-        key: tuple | None = (type(n.op), n.op, ins, n.outputs)
+        key: tuple | None = (type(n.op), n.op, ins, n.outputs, n.name in self._frozen_masks)
         try:
             hit = memo.get(key)
         except TypeError:  # an op with an unhashable attribute: evaluate it alone
@@ -189,13 +194,17 @@ class CostReport:
                     charged.add(r)
                     new.append(r)
             types = tuple(self.graph.by_name[r[0]].outputs[r[1]] for r in new)
-            key = (id(internal), types)
+            lora = self._lora_rank.get(n.name, 0)
+            key = (id(internal), types, lora)
             hit = memo.get(key)
             if hit is None:
                 total: DimLike = internal
                 for t in types:
                     total = add(total, mul(numel(t), bpe))
-                hit = (total, _eval(total, self.sizes)) if types else (internal, internal_ev)
+                if lora:  # each LoRA tap keeps x @ A ([rows, r]) for B's gradient
+                    x = self.graph.type_of(n.inputs[0])
+                    total = add(total, mul(product(x.shape[:-1]), lora * bpe))
+                hit = (total, _eval(total, self.sizes)) if types or lora else (internal, internal_ev)
                 memo[key] = hit
             out.append(hit)
         return out
@@ -225,7 +234,9 @@ class CostReport:
                 act = add(act, numel(t))
         heads = getattr(n.op, "heads", 1)
         bpe = self.bytes_per
-        cpu = self.device == "cpu"
+        # on the CPU, SDPA's math path runs where the mask needs a gradient; a window attention
+        # whose bias table is frozen (a LoRA model) takes the flash kernel, as on CUDA
+        cpu = self.device == "cpu" and n.name not in self._frozen_masks
         saved_bytes = add(mul(c.saved_cpu if cpu and c.saved_cpu is not None else c.saved, bpe),
                           mul(c.saved_int64, INT64_BYTES))
         if isinstance(n.op, O.Dropout) and n.op.p > 0:
@@ -248,8 +259,9 @@ class CostReport:
         ev["attention_global_per_head"] = _eval(c.attn_global_per_head, self.sizes)
         temp_train = c.temp_train_cpu if cpu and c.temp_train_cpu is not None else c.temp_train
         grad_temp = c.grad_temp_cpu if cpu and c.grad_temp_cpu is not None else c.grad_temp
-        temps = (_eval(mul(c.temp, bpe), self.sizes),
-                 _eval(mul(c.temp if temp_train is None else temp_train, bpe), self.sizes),
+        temp = c.temp_cpu if cpu and c.temp_cpu is not None else c.temp
+        temps = (_eval(mul(temp, bpe), self.sizes),
+                 _eval(mul(temp if temp_train is None else temp_train, bpe), self.sizes),
                  _eval(mul(grad_temp, bpe), self.sizes))
         keep = (saved_bytes, _eval(saved_bytes, self.sizes), c.saves_inputs, c.weight_inputs, c.saves_output, temps)
         return sym, ev, keep
@@ -364,7 +376,7 @@ class CostReport:
                         b = size_memo[key] = _eval(numel(t), self.sizes) * elem.get(t.dtype, bpe)
                 sizes.append(b)
                 tsize.append(b)
-            trainable_n = self._counts[n.name][1]
+            trainable_n = self._counts[n.shares or n.name][1]  # a shared layer trains its original's weights
             rg = train and (trainable_n > 0 or any([req.get(r.node, False) for r in n.inputs]))
             req[n.name] = rg
             view = bool(ins) and (isinstance(op, O.Output) or _is_view(op) or (isinstance(op, O.Dropout | O.DropPath)
@@ -385,13 +397,16 @@ class CostReport:
                     grad_views = tuple([whole or tsize[t] == out0 for t in ins])
             steps.append(Step(n.name, ins, tuple(outs), tuple(sizes), (0,) * len(outs) if view else (None,) * len(outs),
                               temps[1] if train else temps[0], saves, keep[1] if rg and not view else 0, grads,
-                              grad_views, trainable_n * bpe if rg else 0, temps[2] if rg else 0, "",
+                              grad_views, trainable_n * bpe if rg and not n.shares else 0,
+                              # a shared layer's weight gradient is added into its original's
+                              (temps[2] + (trainable_n * bpe if n.shares else 0)) if rg else 0, "",
                               isinstance(op, O.Output)))
         return self._module_arguments(steps, ids)
 
     def _module_arguments(self, steps: list[Step], ids: dict[tuple[str, int], int]) -> list[Step]:
         """A tensor passed into a block instance's module is held by the call until the module
-        returns: it lives at least to the instance's last node."""
+        returns: it lives at least to the instance's last node; the model's inputs live to the
+        end of the forward."""
         nodes = self.graph.nodes
         scopes = {sc.path for sc in self.graph.scopes}
         end: dict[str, int] = {}
@@ -412,6 +427,9 @@ class CostReport:
                     if not (src == a or src.startswith(a + ".")):
                         keeps.setdefault(end[a], []).append(ids[(r.node, r.index)])
                         break
+        if nodes:  # the caller holds the model's inputs until the forward returns
+            keeps.setdefault(len(nodes) - 1, []).extend(
+                ids[(n.name, k)] for n in nodes if isinstance(n.op, O.Input) for k in range(len(n.outputs)))
         for i, kept in keeps.items():
             steps[i].keeps = tuple(kept)
         return steps

@@ -66,6 +66,7 @@ class OpCost:
     saved_cpu: DimLike | None = None  # ``saved`` on the CPU, where it differs (SDPA's math path)
     saved_int64: DimLike = 0  # int64 elements saved (max pooling's argmax)
     temp: DimLike = 0  # elements of forward temporaries beside the output, in inference
+    temp_cpu: DimLike | None = None  # ... on the CPU, where it differs
     temp_train: DimLike | None = None  # the same in a training forward (None: as in inference)
     temp_train_cpu: DimLike | None = None  # ... on the CPU, where it differs
     grad_temp: DimLike = 0  # elements of backward temporaries beside the gradients it returns
@@ -144,9 +145,24 @@ def _conv2d(op: O.Conv2d, ins, outs) -> OpCost:
     x = ins[0]
     padded = m(x.shape[0], x.shape[1], s(x.shape[2], op.pad[2] + op.pad[3]), s(x.shape[3], op.pad[0] + op.pad[1])) \
         if any(op.pad) else 0
+    # oneDNN on the CPU (measured): the weight is reordered (a copy), and so is the input when
+    # it has 16 channels or more; the output is computed into a buffer of its own size and
+    # copied out. Its backward holds the reordered output gradient, input and weight again.
+    # CUDA's cuDNN workspaces are not modelled (a weight's worth in backward)
+    reordered = (padded or numel(x)) if op.in_channels >= 16 else 0
+    work = _max(s(reordered, weight), numel(out))
     return OpCost(flops=m(2, spatial, op.out_channels, op.in_channels // op.groups, k),
                   other_flops=numel(out) if op.bias else 0, weight_inputs=() if any(op.pad) else (0,),
-                  saved=s(std, padded), temp=s(weight, std, padded), temp_train=weight, grad_temp=m(2, weight))
+                  saved=s(std, padded), temp=s(std, padded), temp_cpu=s(std, padded, work), temp_train=0,
+                  temp_train_cpu=work, grad_temp=weight, grad_temp_cpu=s(numel(out), reordered, weight))
+
+
+def _max(a: DimLike, b: DimLike) -> DimLike:
+    """The larger of two sizes when both are numbers; else their sum (an upper bound that
+    stays a polynomial in the free sizes)."""
+    if isinstance(a, int) and isinstance(b, int):
+        return max(a, b)
+    return s(a, b)
 
 
 @rule(O.Conv1d)
