@@ -226,3 +226,11 @@ arch lib() {
 
 def test_rel_pos_mha_is_rel_pos_attention() -> None:
     _pair(REL_POS, "op", "lib", [(2, 9, 16)])
+
+
+@pytest.mark.parametrize("shift", [0, 2])
+def test_window_mha_v2_is_window_attention_v2(shift: int) -> None:
+    text = WINDOW.replace("shift: int = 0", f"shift: int = {shift}").replace("window_attention(",
+                                                                          "window_attention_v2(") \
+        .replace("window_mha(", "window_mha_v2(")
+    _pair(text, "op", "lib", [(2, 8, 8, 16)])
