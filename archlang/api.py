@@ -296,6 +296,10 @@ def save(model: Any, path: str | Path) -> Path:
     """Write the model's weights with its spec, parameters and IR to a .safetensors file."""
     from archlang.lower.io import save as _save
 
+    folds = getattr(getattr(model, "_orig_mod", model), "inference_folds", None)
+    if folds and (folds["conv_bn"] or folds["lora"]):  # its state_dict is not the spec's
+        raise ValueError("this is an inference build (BatchNorm or LoRA folded into the weights), which "
+                         "`load` could not rebuild: save the default model, and load it with inference=True")
     return _save(model, path)
 
 

@@ -248,3 +248,19 @@ arch tiny() {
     assert type(model.conv) is torch.nn.Conv2d and isinstance(model.bn, torch.nn.Identity)
     x = torch.randn(2, 3, 16, 16)
     _assert_close(_outputs(model, [x]), _outputs(default, [x]))
+
+
+def test_save_refuses_a_folded_model_and_load_folds(tmp_path: Path) -> None:
+    """``archlang.save`` refuses an inference build whose weights were folded (``load`` could not
+    rebuild it); the default model saves, and ``archlang.load(..., inference=True)`` folds it."""
+    spec = ROOT / "specs" / "resnet50.arch"
+    params = {**SMALL_CNNS["resnet50"], "img": 32}
+    default = archlang.build(spec, "resnet50", max_memory=None, **params).eval()
+    randomise(default)
+    with pytest.raises(ValueError, match="inference build"):
+        archlang.save(archlang.build(spec, "resnet50", max_memory=None, inference=True, **params), tmp_path / "f.st")
+    archlang.save(default, tmp_path / "m.safetensors")
+    model = archlang.load(tmp_path / "m.safetensors", inference=True, max_memory=None)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    x = torch.randn(2, 3, 32, 32)
+    _assert_close(_outputs(model, [x]), _outputs(default, [x]))
