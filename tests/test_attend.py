@@ -388,3 +388,25 @@ def test_both_lowerings_agree_on_the_shipped_specs(spec) -> None:
     for k in a:
         if a[k].is_floating_point():
             assert (a[k] - b[k]).abs().max().item() < 1e-5, k
+
+
+def test_block_instances_with_different_masks_get_their_own_classes() -> None:
+    """A block called with two windows: each mask is its own code (a class per mask), and the
+    model agrees with the interpreter."""
+    text = """block swa(x: [B, N, D], window: int) {
+  q = rearrange(x, "b n (h d) -> b h n d", h = 2)
+  return rearrange(attend(q, q, q, mask = q_idx - kv_idx < window, causal = true), "b h n d -> b n (h d)")
+}
+arch t() {
+  in x: [B, 9, 8]
+  y = l0: swa(x, window = 2)
+  y = l1: swa(y, window = 3)
+  out z = l2: swa(y, window = 2)
+}
+"""
+    model = archlang.build(text, max_memory=None).double()
+    src = model.archlang_source
+    assert "q_idx - kv_idx < 2" in src and "q_idx - kv_idx < 3" in src and src.count("class Swa") == 2
+    x = torch.randn(2, 9, 8, dtype=torch.float64)
+    (want,) = interpret(archlang.graph(text), {}, [x])
+    assert (model(x) - want).abs().max().item() < 1e-12

@@ -48,7 +48,9 @@ RULE_HANDLED = {("rearrange", "axes"), ("const", "steps")}
 # different classes
 STRUCTURAL = (("activation", "fn"), ("binary", "fn"), ("pos_embed", "kind"), ("conv2d", "standardize"),
               ("rearrange", "lhs"), ("rearrange", "rhs"), ("tied_linear", "source"), ("pool2d", "kind"),
-              ("mean", "keepdim"), ("const", "steps"))  # a build-time constant's code (archlang.ops.tensor)
+              ("mean", "keepdim"), ("const", "steps"),  # a build-time constant's code (archlang.ops.tensor)
+              # attend's expressions are written into the code as lambdas (archlang.ops.attention)
+              ("attend", "bias"), ("attend", "mask"), ("attend", "score"), ("attend", "causal"))
 
 
 def lit(v: Any) -> ast.expr:
