@@ -425,7 +425,6 @@ def test_a_selector_does_not_select_a_shared_use() -> None:
     ("  h = pe1: linear(x, 8)\n  g = pe1(x, bias = false)", "E0403", "takes its input tensors only", "pe1(x0)"),
     ("  h = pe1: linear(x, 8)\n  g = pe1(x, x)", "E0403", "takes 1 tensor, got 2", None),
     ("  h = pe1: linear(x, 8)\n  g = pe1(3)", "E0405", "expects a tensor", None),
-    ("  h = b1: unit(x)\n  g = b1(x)", "E0406", "is a block instance", None),
     ("  h = b1: unit(x)\n  g = b1.fcc(x)", "E0201", "no layer labelled `b1.fcc`", "did you mean"),
     ("  h = x\n  g = x(h)", "E0405", "is an input, not a layer", None),
 ])
@@ -540,3 +539,50 @@ arch t_frozen = t() {
     assert_agree(spec, "t")  # eval (running statistics) and train (batch statistics)
     frozen = archlang.cost(spec, "t_frozen", train=True)
     assert frozen.trainable_params == 0 and frozen.nodes["bn_1"].saved_bytes == 0
+
+
+SHARED_BLOCK = """
+block cpe(x: [B, C, H, W], k: int = 3) {
+  h = proj: conv2d(x, C, kernel = k, padding = k // 2, groups = C)
+  return gelu(h) + x
+}
+arch t() {
+  in x: [B, 4, 6, 6]
+  in z: [B, 4, 5, 5]
+  a = enc: cpe(x)
+  b = enc(z)
+  c = again: enc(relu(a))
+  out y = a + c
+  out w = b
+}
+"""
+
+
+def test_shared_block_instance_reuses_its_layers() -> None:
+    pytest.importorskip("torch")
+    from test_interpret import assert_agree
+
+    g = archlang.graph(SHARED_BLOCK)
+    assert [(n.name, n.scope, n.shares) for n in g.nodes if n.shares] == [
+        ("enc_1.proj", "", "enc.proj"), ("again.proj", "", "enc.proj")]
+    rep = archlang.cost(SHARED_BLOCK)
+    assert rep.params == 4 * 9 + 4 and rep.nodes["again.proj"].flops == rep.nodes["enc.proj"].flops
+    model = archlang.build(SHARED_BLOCK)
+    assert list(model.state_dict()) == ["enc.proj.weight", "enc.proj.bias"]
+    assert model.archlang_source.count("self.enc.proj(") == 2
+    assert_agree(SHARED_BLOCK)
+    assert archlang.render(SHARED_BLOCK, depth=2).dot.count("weights of enc.proj") == 2
+
+
+@pytest.mark.parametrize(("call", "code", "text"), [
+    ("enc(z, k = 5)", "E0403", "takes its input tensors only"),
+    ("enc(z, z)", "E0403", "takes 1 tensor (x), got 2"),
+    ("enc(3)", "E0405", "expects a tensor for `x`"),
+    ("enc(rearrange(z, 'b c h w -> b h c w'))".replace("'", '"'), "E0406", "would need weights other than `enc.proj`'s"),
+    ("outer(z)", "E0406", "calls other blocks"),
+])
+def test_shared_block_instance_misuse(call: str, code: str, text: str) -> None:
+    spec = SHARED_BLOCK.replace("  b = enc(z)", f"  o = outer: wrap(x)\n  b = {call}").replace(
+        "arch t()", "block wrap(x: [B, C, H, W]) {\n  return inner: cpe(x)\n}\narch t()")
+    d = one_error(spec, code)
+    assert text in d.message, d.message

@@ -176,6 +176,7 @@ class Elaborator:
         self.gave_up = False  # set once MAX_DIAGNOSTICS errors are recorded
         self.nodes: list[Node] = []
         self.node_at: dict[str, int] = {}  # node name -> its index in self.nodes
+        self.block_calls: dict[str, tuple[A.BlockDef, dict[str, Binding]]] = {}  # instance -> block, value args
         self.taken: dict[str, Span] = {}
         self.counters: dict[str, int] = {}
         self.scopes: list[Scope] = []
@@ -1254,11 +1255,8 @@ class Elaborator:
         name = self.full(fr, local)
         node = self.labelled(fr, local)
         if node is None:
-            if name in self.scope_spans:
-                raise self.fail("E0406", f"`{local}` is a block instance; only one layer's weights can be shared",
-                                c.func_span, help="call a layer labelled inside it (`blk.fc(z)`), or call the block "
-                                                  "again for new weights",
-                                notes=[Label(f"`{local}` is created here", self.scope_spans[name])])
+            if name in self.block_calls:
+                return self.call_shared_block(name, local, c, fr, label, span)
             outside = self.nodes[self.node_at[local]] if fr.path and local in self.node_at else None
             if outside is not None:
                 raise self.fail("E0201", f"`{local}` is labelled outside this block instance", c.func_span,
@@ -1305,6 +1303,60 @@ class Elaborator:
             raise
         self.nodes[-1] = self.nodes[-1].model_copy(update={"shares": root})
         return out
+
+    def call_shared_block(self, name: str, local: str, c: A.Call, fr: Frame, label: str | None, span: Span) -> Any:
+        """``y = blk(z)``: the block instance ``blk`` run again on new inputs with its weights.
+        Its body runs once more with the instance's value arguments; every layer it makes
+        shares the layer of ``blk`` at the same place (``blk_1.fc`` runs with ``blk.fc``'s
+        weights) and sits in the caller's scope, so the generated module calls ``blk``'s
+        submodules (``self.blk.fc(z)``). A block that calls other blocks is refused."""
+        b, values = self.block_calls[name]
+        made_at = Label(f"`{local}` is created here", self.scope_spans[name])
+        if c.kwargs:
+            raise self.fail("E0403", f"a shared block instance takes its input tensors only; `{local}` keeps the "
+                                     "arguments it was made with", c.kwargs[0].span, notes=[made_at])
+        tensor_params = [p for p in b.params if isinstance(p.annot, A.TensorAnnot)]
+        if len(c.args) != len(tensor_params):
+            raise self.fail("E0403", f"`{local}` takes {len(tensor_params)} tensor{'s' if len(tensor_params) != 1 else ''}"
+                                     f" ({', '.join(p.name for p in tensor_params)}), got {len(c.args)}", c.span,
+                            notes=[made_at])
+        env: dict[str, Binding] = {}
+        for p, a in zip(tensor_params, c.args, strict=True):
+            v = self.eval(a, fr)
+            if v is POISON:
+                return POISON
+            if not isinstance(v, Tensor):
+                raise self.fail("E0405", f"`{local}` expects a tensor for `{p.name}`, got {typed(v)}", a.span)
+            self.match_shape(b, p, v, a.span, env)
+            env[p.name] = Binding(v, a.span, f"argument `{p.name}`")
+        env.update(values)
+        path = self.full(fr, label) if label else self.auto_name(fr, local.rsplit(".", 1)[-1])
+        self.claim(path, span, fr)
+        n0, s0 = len(self.nodes), len(self.scopes)
+        n_errors = sum(1 for d in self.diags if d.is_error)
+        self.stack.append((b.name, span))
+        try:
+            ret = self.exec_block_body(b.body, Frame(env=env, path=path, block=b.name), in_arch=False)
+        finally:
+            self.stack.pop()
+        if len(self.scopes) > s0:
+            raise self.fail("E0406", f"`{local}` calls other blocks; a shared block instance makes layers only",
+                            c.func_span, help="share its layers one by one: `blk.fc(z)`", notes=[made_at])
+        if ret is None or sum(1 for d in self.diags if d.is_error) > n_errors or any(v is POISON for v in ret):
+            return POISON
+        for k in range(n0, len(self.nodes)):
+            nd = self.nodes[k]
+            update: dict[str, Any] = {"scope": fr.path}
+            if nd.op.parameters():
+                orig = f"{name}{nd.name[len(path):]}"
+                at = self.node_at.get(orig)
+                if at is None or self.nodes[at].op != nd.op:
+                    raise self.fail("E0406", f"`{nd.name}` would need weights other than `{orig}`'s", c.span,
+                                    help=f"the inputs of a shared block instance must fit the weights `{local}` "
+                                         "was made with", notes=[made_at])
+                update["shares"] = self.nodes[at].shares or orig
+            self.nodes[k] = nd.model_copy(update=update)
+        return ret[0] if len(ret) == 1 else tuple(ret)
 
     def type_at(self, r: ValueRef) -> TensorType | None:
         k = self.node_at.get(r.node)
@@ -1554,6 +1606,7 @@ class Elaborator:
                 raise self.fail("E0402", f"block `{b.name}` needs the argument `{p.name}` ({p.annot})", c.func_span,
                                 help=f"parameters: {_sig(b)}")
         tensor_params = [p for p in b.params if isinstance(p.annot, A.TensorAnnot)]
+        self.block_calls[path] = (b, {p.name: env[p.name] for p in b.params if not isinstance(p.annot, A.TensorAnnot)})
         dim_names = {d.id for p in tensor_params for d in p.annot.dims if isinstance(d, A.Name)}
         scope_index = len(self.scopes)
         self.scope_parent[path] = fr.path
