@@ -330,3 +330,21 @@ def test_device_rules_differ_where_autograd_does() -> None:
     big_cuda = archlang.cost("specs/vit_b16.arch", "vit_ti16", train=True, device="cuda")
     assert big.training_parts()["phase"] == big_cuda.training_parts()["phase"] == "step"
     assert big_cuda.training_parts()["optimizer"] > big.training_parts()["optimizer"]
+
+
+def test_cli_cost_takes_a_device() -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from archlang.cli import app
+
+    args = ["cost", "specs/gpt.arch", "--set", "layers=1", "--train", "--json", "--size", "T=64"]
+    cpu, cuda = (CliRunner().invoke(app, [*args, "--device", d]) for d in ("cpu", "cuda"))
+    assert cpu.exit_code == 0 and cuda.exit_code == 0, cpu.output + cuda.output
+    a, b = json.loads(cpu.output), json.loads(cuda.output)
+    assert (a["device"], b["device"]) == ("cpu", "cuda")
+    assert b["saved_bytes"] < a["saved_bytes"]  # no score matrices, byte masks
+    assert a == json.loads(CliRunner().invoke(app, args).output)  # cpu is the default
+    bad = CliRunner().invoke(app, [*args, "--device", "tpu"])
+    assert bad.exit_code != 0 and "--device is cpu or cuda" in bad.output
