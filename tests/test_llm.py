@@ -182,6 +182,14 @@ def test_llama_loads_hf_state_dict_strictly_and_matches_logits(theta: float) -> 
         assert _logits_gap(ours, hf, T) <= TOL, f"T = {T}"
 
 
+def test_llama_config_options_head_dim_and_biases_match_hf() -> None:
+    hf = _hf_llama(10000.0, head_dim=24, attention_bias=True, mlp_bias=True)
+    ours = archlang.build(LLAMA, "llama", **TINY, head_dim=24, attention_bias=True, mlp_bias=True).eval()
+    assert "model.layers.0.self_attn.o_proj.bias" in ours.state_dict()
+    ours.load_state_dict(hf.state_dict(), strict=True)
+    assert _logits_gap(ours, hf, 16) <= TOL
+
+
 def test_llama_with_a_tied_head_shares_the_embedding() -> None:
     hf = _hf_llama(10000.0, tie=True)
     ours = archlang.build(LLAMA, "llama", **TINY, tie=True).eval()
