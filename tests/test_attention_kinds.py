@@ -234,3 +234,22 @@ def test_window_mha_v2_is_window_attention_v2(shift: int) -> None:
                                                                           "window_attention_v2(") \
         .replace("window_mha(", "window_mha_v2(")
     _pair(text, "op", "lib", [(2, 8, 8, 16)])
+
+
+POOLED = _spec("""
+arch op(cls: int = 0, sq: int = 2, skv: int = 2) {
+  in x: [B, cls + 36, 16]
+  out y = attn: pooled_attention(x, heads = 2, grid = [6, 6], dim_out = 32, cls = cls, stride_q = sq,
+                                 stride_kv = skv)
+}
+arch lib(cls: int = 0, sq: int = 2, skv: int = 2) {
+  in x: [B, cls + 36, 16]
+  out y = attn: pooled_mha(x, heads = 2, grid = [6, 6], dim_out = 32, cls = cls, stride_q = sq, stride_kv = skv)
+}
+""")
+
+
+@pytest.mark.parametrize(("cls", "sq", "skv"), [(0, 2, 2), (1, 1, 3)])
+def test_pooled_mha_is_pooled_attention(cls: int, sq: int, skv: int) -> None:
+    text = POOLED.replace("cls: int = 0, sq: int = 2, skv: int = 2", f"cls: int = {cls}, sq: int = {sq}, skv: int = {skv}")
+    _pair(text, "op", "lib", [(2, cls + 36, 16)])
