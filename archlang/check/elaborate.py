@@ -1419,6 +1419,8 @@ class Elaborator:
                 if a.type == "tensor" or a.type.startswith("expr"):  # becomes inputs (archlang.check.index_args)
                     args[a.name] = bind_index_arg(self, v, a.type, f"`{s.name}` argument `{a.name}`", vspan, fr,
                                                   inputs, input_spans, INDEX_VARS[a.type])
+                    if args[a.name] is POISON:
+                        return POISON
                     continue
                 args[a.name] = self.coerce_arg(v, a.type, f"`{s.name}` argument `{a.name}`", vspan)
                 self.check_min(s, a, args[a.name], vspan, c, names, fr)

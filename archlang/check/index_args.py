@@ -47,12 +47,19 @@ def bind(el: Any, v: Any, arg_type: str, what: str, span: Any, fr: Any, inputs: 
         if not isinstance(v, Tensor):
             raise el.fail("E0405", f"{what} must be a tensor, got {type_name(v)}", span)
         return _add(v, span, inputs, input_spans)
+    from archlang.check.elaborate import POISON
+
     conv = _Converter(el, v.frame, inputs, input_spans, variables, what)
-    if not conv.mentions(v.expr):
-        value = el.eval(v.expr, v.frame)
-        if isinstance(value, Tensor):
-            return _add(value, span, inputs, input_spans)
-    return conv.convert(v.expr)
+    try:
+        if not conv.mentions(v.expr):
+            value = el.eval(v.expr, v.frame)
+            if value is POISON:
+                return POISON
+            if isinstance(value, Tensor):
+                return _add(value, span, inputs, input_spans)
+        return conv.convert(v.expr)
+    except _Poisoned:
+        return POISON
 
 
 def _add(t: Any, span: Any, inputs: list, input_spans: list) -> int:
@@ -62,6 +69,10 @@ def _add(t: Any, span: Any, inputs: list, input_spans: list) -> int:
     inputs.append(t)
     input_spans.append(span)
     return len(inputs) - 1
+
+
+class _Poisoned(Exception):
+    """An expression met a value that already failed (reported once, where it failed)."""
 
 
 class _Converter:
@@ -171,9 +182,11 @@ class _Converter:
                 break
         if self.mentions(base):
             raise self.fail("E0401", f"only tensors can be indexed in {self.what}", base)
-        from archlang.check.elaborate import Tensor, type_name
+        from archlang.check.elaborate import POISON, Tensor, type_name
 
         t = self.el.eval(base, self.fr)
+        if t is POISON:
+            raise _Poisoned
         if not isinstance(t, Tensor):
             raise self.fail("E0401", f"only tensors can be indexed by index expressions, got {type_name(t)}", base,
                             help="compile-time lists index by compile-time ints; for a per-head table use a "
@@ -190,9 +203,11 @@ class _Converter:
         return X.Load(input=i, index=tuple(index), kind=t.type.dtype)
 
     def leaf(self, v: Any, e: A.Expr) -> X.Expr:
-        from archlang.check.elaborate import Tensor, type_name
+        from archlang.check.elaborate import POISON, Tensor, type_name
         from archlang.ir.dims import Dim
 
+        if v is POISON:
+            raise _Poisoned
         if isinstance(v, Tensor):
             if v.type.rank > len(_ALIGN):
                 raise self.fail("E0302", f"a tensor in {self.what} broadcasts over [B, H, N, M]; got {v.type}", e)
