@@ -128,9 +128,11 @@ def block_sparsity(o: Attend, ins: list[TensorType]) -> float | None:
     n, kv_len = ins[0].shape[2], ins[1].shape[2]
     if any(X.inputs(e) or "b" in X.variables(e) for e in masks) or not (isinstance(n, int) and isinstance(kv_len, int)):
         return None
+    heads = o.heads if any("h" in X.variables(e) for e in masks) else 1
+    if heads * n * kv_len > 1 << 26:  # evaluated entry by entry: not for the longest sequences
+        return None
     import torch
 
-    heads = o.heads if any("h" in X.variables(e) for e in masks) else 1
     env = {"b": torch.zeros(1, 1, 1, 1, dtype=torch.long), "h": torch.arange(heads).view(-1, 1, 1),
            "q_idx": torch.arange(n).view(-1, 1), "kv_idx": torch.arange(kv_len)}
     keep = torch.ones(heads, n, kv_len, dtype=torch.bool)
