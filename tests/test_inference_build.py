@@ -264,3 +264,23 @@ def test_save_refuses_a_folded_model_and_load_folds(tmp_path: Path) -> None:
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     x = torch.randn(2, 3, 32, 32)
     _assert_close(_outputs(model, [x]), _outputs(default, [x]))
+
+
+def test_a_shared_conv_is_not_folded() -> None:
+    """A conv called twice (weight sharing) keeps its weights: the BatchNorm after one call stays."""
+    src = """
+arch tiny() {
+  in x: [B, 3, 16, 16]
+  a = bn: batchnorm(conv: conv2d(x, 3, kernel = 3, padding = 1))
+  b = bn2: batchnorm(conv2: conv2d(conv(a), 4, kernel = 1))
+  out logits = fc: linear(mean(b, dim = [2, 3]), 5)
+}
+"""
+    default = archlang.build(src, max_memory=None).eval()
+    randomise(default)
+    assert [p[:2] for p in conv_bn_pairs(default.archlang_graph)] == [("conv2", "bn2")]
+    model = archlang.build(src, max_memory=None, inference=True)
+    model.load_state_dict(default.state_dict())
+    assert isinstance(model.bn, torch.nn.BatchNorm2d) and isinstance(model.bn2, torch.nn.Identity)
+    x = torch.randn(2, 3, 16, 16)
+    _assert_close(_outputs(model, [x]), _outputs(default, [x]))

@@ -11,8 +11,10 @@ outputs equal the default model's (up to float rounding, within 1e-5) with less 
 - LoRA updates are merged into their base weights (the adapters disappear);
 - ``Dropout`` and ``DropPath`` modules become ``nn.Identity``; attention dropout rates are 0;
 - Swin's relative position bias is gathered from its table once, with the shift mask, into
-  one buffer; Swin-V2's CPB MLP and clamped logit scale are evaluated once (the helpers'
-  ``fold_constants``);
+  one buffer, and a shifted window's cyclic shift and partition become one ``index_select``
+  each way (measured faster than two rolls and two copies); Swin-V2's CPB MLP, clamped logit
+  scale and q/v bias are evaluated once and its attention is one SDPA call (the helpers'
+  ``fold_constants``, refreshed after every ``load_state_dict``);
 - a network whose convolutions carry BatchNorms (a CNN) is put in channels-last memory
   format, which oneDNN's convolutions run faster; inputs may stay contiguous.
 
@@ -23,8 +25,11 @@ conv and linear entries, and a post-hook refreshes the attention buffers, so
 outputs. Its own ``state_dict()`` is the folded one (conv biases, no BatchNorm or LoRA
 entries), which it loads as well; keep the default model to train or to ``archlang.save``.
 
-Channel scales (LayerScale) are not folded: the generated forward multiplies by the scale
-parameter whatever its value, so folding it into the preceding linear saves nothing.
+Not folded: channel scales (LayerScale; the generated forward multiplies by the parameter
+whatever its value, so folding it into the preceding linear would save nothing without a
+codegen change), a BatchNorm after anything but a conv (it stays, and runs), and a
+weight-standardised conv without a BatchNorm (its state_dict key holds the raw weight).
+The fold works on the root module: ``load_state_dict`` of a submodule is not folded.
 
 The functions listed in :data:`RUNTIME` import nothing but torch: ``archc build --inference``
 copies them into the generated file, with the pairs the IR found (:func:`inference_source`).
@@ -48,7 +53,8 @@ if TYPE_CHECKING:
 
 def conv_bn_pairs(graph: Graph) -> list[tuple[str, str, float, float | None]]:
     """The (conv, batchnorm, bn eps, conv std eps or None) module paths of every BatchNorm
-    whose input is a conv2d/conv1d output that nothing else reads, in graph order."""
+    whose input is a conv2d/conv1d output that nothing else reads, in graph order; a conv or
+    BatchNorm whose weights are shared with another call (``y = conv(z)``) is left alone."""
     from archlang.ir import ops as O
     from archlang.lower.rules import state_key
 
@@ -56,6 +62,7 @@ def conv_bn_pairs(graph: Graph) -> list[tuple[str, str, float, float | None]]:
     for n in graph.nodes:
         for r in n.inputs:
             readers[(r.node, r.index)] = readers.get((r.node, r.index), 0) + 1
+    shared = {n.shares for n in graph.nodes if n.shares}  # layers called again elsewhere (`y = conv(z)`)
     pairs = []
     for n in graph.nodes:
         if not isinstance(n.op, O.BatchNorm) or not n.inputs:
@@ -64,6 +71,8 @@ def conv_bn_pairs(graph: Graph) -> list[tuple[str, str, float, float | None]]:
         conv = graph.node(src.node)
         if not isinstance(conv.op, O.Conv2d | O.Conv1d) or src.index != 0 or readers.get((src.node, 0)) != 1:
             continue
+        if conv.shares or n.shares or conv.name in shared or n.name in shared:
+            continue  # the weights serve another call too: folding would change it
         std = conv.op.std_eps if isinstance(conv.op, O.Conv2d) and conv.op.standardize else None
         pairs.append((state_key(conv.name), state_key(n.name), n.op.eps, std))
     return pairs
