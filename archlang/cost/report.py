@@ -260,6 +260,11 @@ class CostReport:
         temp_train = c.temp_train_cpu if cpu and c.temp_train_cpu is not None else c.temp_train
         grad_temp = c.grad_temp_cpu if cpu and c.grad_temp_cpu is not None else c.grad_temp
         temp = c.temp_cpu if cpu and c.temp_cpu is not None else c.temp
+        if (not temp and c.temp_cpu is None and c.temp_train is None and c.saved_cpu is not None
+                and c.saved_cpu != 0 and cpu):
+            # a rule that gives no temporaries but keeps intermediates on the CPU (the math path of
+            # SDPA): in inference those intermediates exist while the op runs
+            temp = c.saved_cpu
         temps = (_eval(mul(temp, bpe), self.sizes),
                  _eval(mul(temp if temp_train is None else temp_train, bpe), self.sizes),
                  _eval(mul(grad_temp, bpe), self.sizes))
@@ -427,6 +432,21 @@ class CostReport:
                     if not (src == a or src.startswith(a + ".")):
                         keeps.setdefault(end[a], []).append(ids[(r.node, r.index)])
                         break
+        # a value the spec names is a local of the generated forward: it lives until the name is
+        # bound again in the same module, or the module returns
+        nxt: dict[tuple[str, str], int] = {}
+        last = len(nodes) - 1
+        for i in range(last, -1, -1):
+            n = nodes[i]
+            for k, v in enumerate(n.vars):
+                if v and k < len(n.outputs) and not isinstance(n.op, O.Input | O.Output):
+                    j = nxt.get((n.scope, v))
+                    if j is None:
+                        j = end.get(n.scope, last) if n.scope else last
+                    keeps.setdefault(j, []).append(ids[(n.name, k)])
+            for v in n.vars:
+                if v:
+                    nxt[(n.scope, v)] = i
         if nodes:  # the caller holds the model's inputs until the forward returns
             keeps.setdefault(len(nodes) - 1, []).extend(
                 ids[(n.name, k)] for n in nodes if isinstance(n.op, O.Input) for k in range(len(n.outputs)))
