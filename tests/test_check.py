@@ -210,7 +210,7 @@ def test_every_op_is_built_somewhere() -> None:
 
 
 def test_surface_args_are_typed() -> None:
-    kinds = {"int", "float", "bool", "str", "pair", "ints", "tensor", "expr", "expr_score"}
+    kinds = {"int", "float", "bool", "str", "str_or_float", "pair", "ints", "tensor", "expr", "expr_score"}
     for s in SURFACE.values():  # sources (param, arange, zeros) take no tensor inputs
         for a in s.args:
             assert a.type in kinds, (s.name, a.name, a.type)
