@@ -69,7 +69,7 @@ PRECISIONS = ("fp32", "bf16", "autocast")
 # ----------------------------------------------------------------------------- measuring
 
 
-def matmul_peak(dtype, n: int = 2048, repeats: int = 5) -> float:
+def matmul_peak(dtype, n: int = 2048, repeats: int = 5, clock: Callable[[], float] = time.perf_counter) -> float:
     """FLOP/s of an n^3 matmul in ``dtype`` (median of ``repeats`` after one warm-up)."""
     import torch
 
@@ -77,9 +77,9 @@ def matmul_peak(dtype, n: int = 2048, repeats: int = 5) -> float:
     torch.mm(a, b)
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = clock()
         torch.mm(a, b)
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
     return 2 * n**3 / statistics.median(times)
 
 
@@ -107,17 +107,19 @@ def make_step(model, x, train: bool, autocast: bool) -> Callable[[], None]:
     return step
 
 
-def bench(contenders: dict[str, Callable[[], None]], repeats: int, warmup: int) -> dict[str, float]:
-    """Median seconds per call of each contender, run interleaved (A, B, C, A, B, C, ...)."""
+def bench(contenders: dict[str, Callable[[], None]], repeats: int, warmup: int,
+          clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+    """Median seconds per call of each contender, run interleaved (A, B, C, A, B, C, ...);
+    ``clock`` is wall time, or ``time.process_time`` (CPU seconds of all threads)."""
     for fn in contenders.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {k: [] for k in contenders}
     for _ in range(repeats):
         for name, fn in contenders.items():
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(clock() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -258,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--markdown", type=Path, default=None, help="write the table into this file (docs/benchmarks.md)")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="wall time, or the process's CPU time (steadier on a shared machine; counts every "
+                         "thread, so ms and GFLOP/s are per core-second)")
     ap.add_argument("--section", default="main", help="the name of the generated section --markdown replaces")
     ap.add_argument("--memory", action="store_true",
                     help="also the training step's peak memory of each contender (fp32, default build; "
@@ -279,11 +284,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    peaks = {"fp32": matmul_peak(torch.float32, clock=clock), "bf16": matmul_peak(torch.bfloat16, clock=clock)}
     command = "python benchmarks/bench_vs_timm.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     header = (f"`{command.strip()}`, {datetime.date.today().isoformat()}: torch {torch.__version__}, timm "
               f"{timm.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, {args.repeats} interleaved "
-              f"repeats after {args.warmup} warm-up, medians; ratio = archlang / timm. 2048^3 matmul: "
+              f"repeats after {args.warmup} warm-up, medians of {args.clock} time; ratio = archlang / timm. 2048^3 matmul: "
               f"{peaks['fp32'] / 1e9:.1f} GFLOP/s fp32, {peaks['bf16'] / 1e9:.1f} GFLOP/s bf16 (% peak is of the "
               "precision's; autocast counts against bf16).")
     print(header, flush=True)
@@ -315,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
                             continue
                         train = pas == "train"
                         steps = {k: make_step(m, x, train, precision == "autocast") for k, m in impls.items()}
-                        med = bench(steps, args.repeats, args.warmup + (1 if mode == "compiled" else 0))
+                        med = bench(steps, args.repeats, args.warmup + (1 if mode == "compiled" else 0),
+                                    clock)
                         mult = 3 if train else 1
                         cells = row_cells(key, build, precision, mode, "fwd+bwd" if train else "fwd", med,
                                           {k: v * mult for k, v in flops.items()}, peak)
