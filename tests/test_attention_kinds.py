@@ -254,3 +254,24 @@ arch lib(cls: int = 0, sq: int = 2, skv: int = 2) {
 def test_pooled_mha_is_pooled_attention(cls: int, sq: int, skv: int) -> None:
     text = POOLED.replace("cls: int = 0, sq: int = 2, skv: int = 2", f"cls: int = {cls}, sq: int = {sq}, skv: int = {skv}")
     _pair(text, "op", "lib", [(2, cls + 36, 16)])
+
+
+@pytest.mark.parametrize("kind", ["window", pytest.param("window_v2", marks=pytest.mark.slow)])
+def test_window_blocks_pad_a_grid_the_window_does_not_divide(kind: str) -> None:
+    """A 10 x 7 grid in windows of 4: padded to 12 x 8 at the bottom and the right (the `pad`
+    op, archlang/ops/pad.py), shifted windows, cut back to 10 x 7."""
+    text = WINDOW.replace("[B, 8, 8, 16]", "[B, 10, 7, 16]").replace("shift: int = 0", "shift: int = 2")
+    if kind == "window_v2":
+        text = text.replace("window_attention(", "window_attention_v2(").replace("window_mha(", "window_mha_v2(")
+    _pair(text, "op", "lib", [(2, 10, 7, 16)])
+
+
+def test_pad_is_f_pad() -> None:
+    import torch.nn.functional as F
+
+    text = "arch t() {\n  in x: [B, 3, 5, 4]\n  out y = pad(x, dims = [1, 2], after = [2, 1], before = [1, 0], " \
+           "value = 0.5)\n}\n"
+    m = archlang.build(text, max_memory=None)
+    x = torch.randn(2, 3, 5, 4)
+    assert torch.equal(m(x), F.pad(x, (0, 0, 0, 1, 1, 2), value=0.5))
+    assert archlang.cost(text).flops == 0
