@@ -6,9 +6,11 @@ with parameters (trainable / frozen), FLOPs as FlopCounterMode counts them, othe
 activation bytes, bytes saved for backward, attention-matrix entries and bytes, the bytes of
 the buffers the built model registers (sinusoid tables, masks, index tables), and peak
 memory estimates for inference and for one AdamW training step (both hold the parameters
-and buffers in the build dtype). Every figure is also a polynomial in the free sizes (``B``,
-``S``...), which :meth:`CostReport.formula` turns into a sympy expression. No torch here,
-and no tensors.
+and buffers in the build dtype), simulated tensor by tensor (:mod:`archlang.cost.schedule`;
+``device`` picks the CPU's or CUDA's saved-tensor and optimizer rules; ``checkpointed``
+block instances of the training peak are recomputed in backward). Every figure is also a
+polynomial in the free sizes (``B``, ``S``...), which :meth:`CostReport.formula` turns into a
+sympy expression. No torch here, and no tensors.
 
 Time is linear in the number of nodes: nodes with the same op and tensor types (the
 repeated blocks of a deep model) share one evaluation of their cost rule, and totals add

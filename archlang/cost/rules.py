@@ -151,10 +151,25 @@ def _conv2d(op: O.Conv2d, ins, outs) -> OpCost:
     # CUDA's cuDNN workspaces are not modelled (a weight's worth in backward)
     reordered = (padded or numel(x)) if op.in_channels >= 16 else 0
     work = _max(s(reordered, weight), numel(out))
+    # a kernel of 16 x 16 or more (ViT's and AST's patch embeddings) takes oneDNN's gemm-based
+    # weight gradient instead: per thread four weights' worth of accumulators and one image's
+    # unfolded patches, and 256 bytes (measured at 1, 2 and 4 threads)
+    gemm = m(cpu_threads(), s(4 * weight, m(out.shape[2], out.shape[3], (op.in_channels // op.groups) * k)), 1) \
+        if k >= 256 else 0
+    if gemm:
+        gemm = s(gemm, 64)
     return OpCost(flops=m(2, spatial, op.out_channels, op.in_channels // op.groups, k),
                   other_flops=numel(out) if op.bias else 0, weight_inputs=() if any(op.pad) else (0,),
                   saved=s(std, padded), temp=s(std, padded), temp_cpu=s(std, padded, work), temp_train=0,
-                  temp_train_cpu=work, grad_temp=weight, grad_temp_cpu=s(numel(out), reordered, weight))
+                  temp_train_cpu=work, grad_temp=weight, grad_temp_cpu=gemm or s(numel(out), reordered, weight))
+
+
+def cpu_threads() -> int:
+    """The threads torch's CPU kernels use by default here (one per core the OS reports); the
+    scratch of some oneDNN kernels is per thread."""
+    import os
+
+    return max(1, os.cpu_count() or 1)
 
 
 def _max(a: DimLike, b: DimLike) -> DimLike:
