@@ -410,3 +410,22 @@ arch t() {
     x = torch.randn(2, 9, 8, dtype=torch.float64)
     (want,) = interpret(archlang.graph(text), {}, [x])
     assert (model(x) - want).abs().max().item() < 1e-12
+
+
+@pytest.mark.parametrize("shape", ["[7, 9]", "[4, 7, 9]", "[B, 4, 7, 9]", "[B, 1, 1, 9]", "[1, 7, 1]"])
+def test_bias_tensors_broadcast_over_batch_and_heads(shape: str) -> None:
+    text = _spec("attend(q, k, v, bias = pos)", extra=f"  in pos: {shape}\n")
+    g = archlang.graph(text)
+    ins = _inputs(g)
+    (want,) = interpret(g, {}, ins)
+    pos = ins[3].expand(2, 4, 7, 9) if ins[3].dim() == 4 else ins[3]
+    torch_ref = F.scaled_dot_product_attention(ins[0], ins[1].repeat_interleave(2, 1), ins[2].repeat_interleave(2, 1),
+                                               attn_mask=pos)
+    assert (want - torch_ref).abs().max().item() < 1e-12
+    assert (archlang.build(text, max_memory=None).double()(*ins) - want).abs().max().item() < 1e-12
+
+
+def test_a_bias_of_the_wrong_shape_is_diagnosed() -> None:
+    with pytest.raises(SpecError) as err:
+        archlang.graph(_spec("attend(q, k, v, bias = pos)", extra="  in pos: [4, 7, 8]\n"))
+    assert "error[E0301]" in str(err.value) and "ranges over 9" in str(err.value)
