@@ -677,6 +677,9 @@ def _draw(o: Attend, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Loo
         if e is not None:
             text = X.show(e, names)
             detail.append(f"{what}: {text if len(text) <= 40 else text[:39] + '…'}")
+    used = sorted({i for e in o.exprs() for i in X.inputs(e)})
+    if used and not all(isinstance(e, X.Load) and e == _whole(ins[e.input], e.input, "") for e in o.exprs()):
+        detail.append(", ".join(f"{names[i]}: {ins[i]}" for i in used))
     masked = o.causal or o.mask is not None
     return Look("Masked attention" if masked else "Attention", tuple(detail), "attention")
 
