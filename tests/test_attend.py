@@ -66,10 +66,11 @@ CASES = {
 }
 
 
-# the cases whose FlexAttention lowering the default run checks (eager FlexAttention traces
-# each score_mod/mask_mod, about a second each): the position expressions; the slow tests
-# check every case, in float64 and compiled
-FLEX_DEFAULT = ("sliding_window", "alibi", "document")
+# the cases whose FlexAttention lowering the default run checks here (eager FlexAttention
+# traces each score_mod/mask_mod, about a second each): a score_mod reading a tensor and a
+# mask_mod reading one (a sliding window: test_flex_skips_masked_blocks); the slow tests check
+# every case, in float64 and compiled
+FLEX_DEFAULT = ("alibi", "document")
 
 
 def _all_cases(names: tuple[str, ...] = tuple(CASES)) -> str:
