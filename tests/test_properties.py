@@ -120,7 +120,8 @@ def _expr(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
         st.tuples(children, names, children, st.none() | children).map(
             lambda t: f"[{t[0]} for {t[1]} in {t[2]}" + (f" if {t[3]}]" if t[3] is not None else "]")),
         st.tuples(children, names, ints).map(lambda t: f"[{t[0]} for {t[1]} in 0 .. {t[2]}]"),
-        st.tuples(names, children, op_calls).map(lambda t: f"({t[0]}{{{t[1]}}}: {t[2]})"),
+        # a label part is a plain name or number: a labelled expression inside braces is not a program
+        st.tuples(names, names | ints, op_calls).map(lambda t: f"({t[0]}{{{t[1]}}}: {t[2]})"),
         st.tuples(names, st.lists(children, max_size=2)).map(lambda t: f"{t[0]}({', '.join(t[1])})"),
         st.tuples(names, st.sampled_from(["shape", "rank", "foo"])).map(lambda t: f"{t[0]}.{t[1]}"),
         st.tuples(names, st.sampled_from(["shape"]), ints).map(lambda t: f"{t[0]}.{t[1]}[{t[2]}]"),
@@ -306,6 +307,10 @@ EDGE_VALUES = {
                                           '"b (h w) c -> b h w c"', '"a -> a -> a"', '"b c h w -> b (h w)"'],
     "pair": ["-1", "0", "1", "2", "3", "[0, 1]", "[2, 3]", "[1]", "[1, 2, 3]", "[1.5, 2]"],
     "ints": ["[]", "[0]", "[-1]", "[1, 2]", "[5]", "[0, 0]", "[4, 4]", "[16, 16]", "[2, -2]", "1"],
+    "str_or_float": ['"zeros"', '"trunc_normal"', '"bogus"', "1.0", "0", "-2.5", "true"],
+    "tensor": ["x", "1", "[x, x]", "y"],
+    "expr": ["q_idx - kv_idx < 4", "kv_idx <= q_idx", "q_idx // 0", "x", "true", "1.5", "h * kv_idx", "nope < 1"],
+    "expr_score": ["score + 1.0", "score * (kv_idx - q_idx)", "q_idx", "x", "score[0]"],
 }
 INPUT_SHAPES = ["[B, 8, 16, 16]", "[B, 16, 8]", "[B, 8]", "int[B, 16]", "[2, 4, 6, 6]", "[B, 14, 14, 8]",
                 "[B, 17, 8]", "[]", "[B, 0, 4]", "[B, 4, img, img]"]
