@@ -430,3 +430,20 @@ def test_a_bias_of_the_wrong_shape_is_diagnosed() -> None:
     with pytest.raises(SpecError) as err:
         archlang.graph(_spec("attend(q, k, v, bias = pos)", extra="  in pos: [4, 7, 8]\n"))
     assert "error[E0301]" in str(err.value) and "ranges over 9" in str(err.value)
+
+
+def test_archc_build_attention_option(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from archlang.cli import app
+
+    spec = tmp_path / "w.arch"
+    spec.write_text(_spec("attend(q, k, v, mask = q_idx - kv_idx < 3, causal = true)", k="[B, 2, 7, 8]",
+                          v="[B, 2, 7, 6]"))
+    for kind, needle in (("flex", "flex_attention(q, k, v"), ("sdpa", "F.scaled_dot_product_attention(q, k, v")):
+        res = CliRunner().invoke(app, ["build", str(spec), "-o", str(tmp_path / kind), "--attention", kind,
+                                       "--max-memory", "off"])
+        assert res.exit_code == 0, res.output
+        assert needle in (tmp_path / kind / "t.py").read_text()
+    res = CliRunner().invoke(app, ["build", str(spec), "--attention", "fused"])
+    assert res.exit_code == 2 and "--attention is auto, sdpa, flex, not fused" in res.output
