@@ -51,7 +51,13 @@ Lowerings (the build option ``attention``: ``archlang.build(..., attention="sdpa
   causal) as a ``mask_mod`` lambda turned into a ``BlockMask`` (blocks where the mask never
   holds are skipped). Fused when the model is compiled (``torch.compile``; also on the CPU);
   eager, torch runs an unfused reference. Attention dropout is not in FlexAttention: an
-  ``attend`` with dropout always lowers to SDPA.
+  ``attend`` with dropout always lowers to SDPA. FlexAttention has no backward on the CPU:
+  there, when a gradient is needed, the prelude's ``flex_attention`` writes the same attention
+  out (``scored_attention`` with the block mask's ``mask_mod``). The cost report describes the
+  SDPA lowering.
+
+Block instances whose expressions differ (a window per layer) get a class each: the
+expressions are code (``STRUCTURAL`` in :mod:`archlang.lower.codegen`).
 - ``auto`` (the default): SDPA, except, in a model that will be compiled
   (``archlang.build(..., compile=True)``), FlexAttention for an attend whose mask (with
   causal) is a position expression that skips at least 75% of FlexAttention's 128 x 128
