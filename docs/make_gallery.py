@@ -37,7 +37,11 @@ ROWS = [
     ("AST (audio)", "ast", "AST authors' forward on timm DeiT, exact"),
     ("Conformer (audio, CTC)", "conformer", "paper's S/M/L encoder sizes"),
     ("UniT (multimodal)", "unit", "-"),
-    ("LLaVA (multimodal)", "llava", "LLaVA-1.5-7B layout (vision tower: timm CLIP ViT-L/14)"),
+    ("BEiT", "beit", "timm beit_base_patch16_224, exact"),
+    ("CaiT (talking heads, class attention)", "cait", "timm cait_xxs24_224, exact"),
+    ("Llama (decoder LM, GQA, RoPE)", "llama", "HF LlamaForCausalLM (Llama-2-7B), exact"),
+    ("Mistral (sliding window)", "mistral", "HF MistralForCausalLM (Mistral-7B-v0.1), exact"),
+    ("LLaVA (multimodal)", "llava", "HF LlavaForConditionalGeneration (llava-1.5-7b-hf), exact"),
     ("Swin-T + LoRA", "swin_t_lora", "910,312 trainable"),
 ]
 
