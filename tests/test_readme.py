@@ -115,3 +115,22 @@ def test_readme_gallery_is_the_cost_model_output() -> None:
     text = (ROOT / "README.md").read_text()
     shown = [line for line in text.splitlines() if line.startswith("| ") and "](docs/gallery/" in line]
     assert shown == make_gallery.rows(), "README's gallery is stale: rerun `python docs/make_gallery.py`"
+
+
+def test_readme_attention_kind_example_is_the_cli_output(tmp_path) -> None:
+    """The "Writing a new attention kind" spec checks, and its quoted cost lines are what
+    `archc cost` prints for it."""
+    from typer.testing import CliRunner
+
+    from archlang.cli import app
+
+    section = (ROOT / "README.md").read_text().split("## Writing a new attention kind", 1)[1].split("\n## ", 1)[0]
+    blocks = section.split("```")
+    spec, quoted = blocks[1].strip("\n"), blocks[3].strip("\n")
+    path = tmp_path / "alibi.arch"
+    path.write_text(spec + "\n")
+    res = CliRunner().invoke(app, ["cost", str(path)], env={"COLUMNS": "100"})
+    assert res.exit_code == 0, res.output
+    printed = [line.rstrip() for line in res.output.splitlines()]
+    for line in quoted.splitlines():
+        assert line.rstrip() in printed, f"README's attention-kind cost line is stale: {line!r}"

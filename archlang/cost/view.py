@@ -62,7 +62,7 @@ def summary(rep: CostReport, growth: dict[str, float] | None = None, size_param:
         glob = (f" (one global matrix: {big.attention_global_per_head:,})"
                 if big.attention_global_per_head != big.attention_per_head else "")
         t.add_row("attention", f"{human_bytes(rep.attention_bytes)} ({rep.attention_bytes:,} bytes) of attention "
-                               f"matrices in {len(layers)} layers; largest `{big.name}`: "
+                               f"matrices in {len(layers)} layer{'' if len(layers) == 1 else 's'}; largest `{big.name}`: "
                                f"{big.attention_per_head:,} entries per head{glob}")
     inf, at = rep.peak_inference_bytes()
     parts = rep.training_parts()  # simulated forward, backward and AdamW step (docs/memory.md)
