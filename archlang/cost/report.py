@@ -345,16 +345,17 @@ class CostReport:
         return self.resident_bytes() + scratch, big.name if scratch else ""
 
     # the schedule (archlang.cost.schedule): steps built once per mode, peaks once per set
-    def schedule_steps(self, train: bool) -> list[Step]:
-        """The graph as :func:`archlang.cost.schedule.simulate` sees it, in inference
-        (``train=False``: dropout is a view, nothing is saved) or in a training forward."""
-        steps = self._steps.get(train)
+    def schedule_steps(self, train: bool = True) -> list[Step]:
+        """The graph as :func:`archlang.cost.schedule.simulate` sees it: one list for both
+        modes (in inference, ``simulate`` takes each step's ``eval_temp`` and ``eval_view``:
+        dropout is a view, nothing is saved)."""
+        steps = self._steps.get(True)
         if steps is None:
             with gc_paused():  # many small objects beside a large graph: no collections meanwhile
-                steps = self._steps[train] = self._build_steps(train)
+                steps = self._steps[True] = self._build_steps()
         return steps
 
-    def _build_steps(self, train: bool) -> list[Step]:
+    def _build_steps(self, train: bool = True) -> list[Step]:
         ids: dict[tuple[str, int], int] = {}
         tsize: list[int] = []
         req: dict[str, bool] = {}
@@ -386,8 +387,9 @@ class CostReport:
             trainable_n = self._counts[n.shares or n.name][1]  # a shared layer trains its original's weights
             rg = train and (trainable_n > 0 or any([req.get(r.node, False) for r in n.inputs]))
             req[n.name] = rg
-            view = bool(ins) and (isinstance(op, O.Output) or _is_view(op) or (isinstance(op, O.Dropout | O.DropPath)
-                                                               and (op.p == 0 or not train)))
+            drop = isinstance(op, O.Dropout | O.DropPath)
+            view = bool(ins) and (isinstance(op, O.Output) or _is_view(op) or (drop and (op.p == 0 or not train)))
+            eval_view = bool(ins) and drop and not view  # dropout in eval returns its input
             saves: tuple[int, ...] = ()
             grads: tuple[bool, ...] = ()
             grad_views: tuple[bool, ...] = ()
@@ -407,7 +409,7 @@ class CostReport:
                               grad_views, trainable_n * bpe if rg and not n.shares else 0,
                               # a shared layer's weight gradient is added into its original's
                               (temps[2] + (trainable_n * bpe if n.shares else 0)) if rg else 0, "",
-                              isinstance(op, O.Output)))
+                              isinstance(op, O.Output), (), temps[0] if temps[0] != temps[1] else None, eval_view))
         return self._module_arguments(steps, ids)
 
     def _module_arguments(self, steps: list[Step], ids: dict[tuple[str, int], int]) -> list[Step]:

@@ -62,6 +62,8 @@ class Step:
     block: str = ""  # the checkpointable block instance it belongs to ("" for none)
     is_output: bool = False  # consumes the model's outputs (the loss reads them)
     keeps: tuple[int, ...] = ()  # tensors it holds until it has run without reading them (module arguments)
+    eval_temp: int | None = None  # its forward temporaries in inference, where they differ
+    eval_view: bool = False  # in inference its outputs are views of its first input (dropout)
 
 
 @dataclass
@@ -165,8 +167,9 @@ def simulate(steps: list[Step], resident: int, train: bool, optimizer: Optimizer
     sim.moment("forward", steps[0].name if steps else "")
 
     def run_forward(i: int, st: Step, save: bool, phase: str, left: dict[int, int] | None) -> None:
+        eval_view = not train and st.eval_view
         for k, t in enumerate(st.outputs):
-            v = st.views[k] if k < len(st.views) else None
+            v = 0 if eval_view else st.views[k] if k < len(st.views) else None
             if v is not None and v < len(st.inputs) and st.inputs[v] in storage:
                 sid = storage[st.inputs[v]]
                 sim.ref(sid)
@@ -176,7 +179,7 @@ def simulate(steps: list[Step], resident: int, train: bool, optimizer: Optimizer
             tsize[t] = st.sizes[k] if k < len(st.sizes) else 0
         if save and st.saved_internal:
             internal[i] = sim.new(st.saved_internal, "saved")
-        sim.moment(phase, st.name, st.temp)
+        sim.moment(phase, st.name, st.eval_temp if not train and st.eval_temp is not None else st.temp)
         if save:
             for t in st.saves:
                 if t in storage and (i, t) not in held:
