@@ -360,3 +360,23 @@ def test_cli_cost_takes_a_device() -> None:
     assert a == json.loads(CliRunner().invoke(app, args).output)  # cpu is the default
     bad = CliRunner().invoke(app, [*args, "--device", "tpu"])
     assert bad.exit_code != 0 and "--device is cpu or cuda" in bad.output
+
+
+def test_adamw_step_by_dtype_and_device() -> None:
+    """The step holds every gradient, both moments in the parameters' dtype (torch.zeros_like),
+    a float32 step counter per tensor and the update's temporaries: twice the largest
+    parameter on the CPU (single-tensor AdamW), all of them again on CUDA (foreach)."""
+    from archlang.cost import cost_graph
+    from archlang.ir.adapters import param_table
+
+    g = archlang.graph("specs/vit_b16.arch", "vit_ti16")
+    table = [p for p in param_table(g) if p.trainable]
+    total, largest, tensors = sum(p.numel for p in table), max(p.numel for p in table), len(table)
+    for dtype, b in (("float32", 4), ("bfloat16", 2)):
+        for device in ("cpu", "cuda"):
+            parts = cost_graph(g, train=True, dtype=dtype, device=device).training_parts()
+            assert parts["phase"] == "step" and parts["grads"] == total * b
+            temp = total * b if device == "cuda" else 2 * largest * b
+            assert parts["optimizer"] == 2 * total * b + 4 * tensors + temp
+            assert parts["peak"] == parts["params"] + parts["buffers"] + parts["grads"] + parts["optimizer"] \
+                + parts["saved"] + parts["transient"]
