@@ -194,12 +194,18 @@ def test_llama_with_a_tied_head_shares_the_embedding() -> None:
     hf = _hf_llama(10000.0, tie=True)
     ours = archlang.build(LLAMA, "llama", **TINY, tie=True).eval()
     sd = hf.state_dict()
-    # HF lists the tied head under its own key too, as the embedding's tensor
+    # HF lists the tied head under its own key too, as the embedding's tensor; so does ours
     assert sd["lm_head.weight"].data_ptr() == sd["model.embed_tokens.weight"].data_ptr()
-    missing, unexpected = ours.load_state_dict(sd, strict=False)
-    assert not missing and unexpected == ["lm_head.weight"]
+    assert set(ours.state_dict()) == set(sd)
+    ours.load_state_dict(sd, strict=True)
+    assert ours.lm_head.weight is ours.model.embed_tokens.weight
     assert archlang.cost(LLAMA, "llama", **TINY, tie=True).params == sum(p.numel() for p in hf.parameters())
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in hf.parameters())
     assert _logits_gap(ours, hf, 16) <= TOL
+    # and back: HF loads ours strictly
+    hf2 = _hf_llama(10000.0, tie=True)
+    hf2.load_state_dict(_perturbed(ours, seed=3).state_dict(), strict=True)
+    assert _logits_gap(ours, hf2, 16) <= TOL
 
 
 def test_llama_flops_and_attention_memory_match_torch() -> None:

@@ -38,6 +38,7 @@ from archlang.lower.rules import (
     ident,
     is_index,
     state_key,
+    tied_alias,
 )
 from archlang.lower.rules import lit as _lit
 
@@ -555,6 +556,7 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
     ckpt_blocks = set(graph.block_instances()) if ckpt_plan else set()
     fwd_args_used: set[str] = set()
     tree = ModuleTree(set(plan.args) | {"self"})
+    tied: list[str] = []  # `self.lm_head.weight = self.wte.weight`: labelled tied heads (tied_alias)
     # value names in forward
     names: dict[tuple[str, int], str] = {}
     if is_root:
@@ -764,6 +766,9 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
             plan.helpers |= {"LoRA", "LoRALinear", "add_lora"}
         if mod is not None and not node_.shares:
             tree.add(local, mod)
+            if isinstance(node_.op, O.TiedLinear) and tied_alias(local):
+                tied.append(f"        {code(access_node(local))}.weight = {code(access_node(node_.op.source))}.weight"
+                            "  # tied: one Parameter, two state_dict keys")
         plan.helpers.update(helpers_of(rule, ctx))
         if isinstance(node_.op, O.Output):
             continue
@@ -848,6 +853,7 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
             lines.append(f"        self.{a} = {a}")
     lines.extend(schedules)
     lines.extend(tree_lines)
+    lines.extend(tied)
     plan.uses_container = tree.uses_container
     if is_root and (rules := _trainability_rules(graph)):
         plan.helpers.add("set_trainable")

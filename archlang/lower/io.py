@@ -113,7 +113,7 @@ def save(model: nn.Module, path: str | Path) -> Path:
     prog = _program_of(model, graph)
     sources = {name: prog.sources.get(name) or "" for name in prog.modules}
     links = {k: dict(v) for k, v in prog.links.items() if v}
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().contiguous() for k, v in unaliased_state(model).items()}
     meta = {
         "format": FORMAT,
         "arch": graph.arch,
@@ -247,9 +247,24 @@ def header_mismatches(f: Any, state: dict[str, Any]) -> tuple[list[str], list[st
     return unknown, mismatched
 
 
+def unaliased_state(model: nn.Module) -> dict[str, Any]:
+    """``model``'s state_dict without the keys that name a tensor an earlier key names (a tied
+    head's ``lm_head.weight`` is the embedding's Parameter): safetensors refuses shared
+    storage, and loading the first key fills the alias too. Works on the meta device (it
+    compares the tensors themselves, not their storage)."""
+    seen: set[int] = set()
+    out = {}
+    for k, v in model.state_dict(keep_vars=True).items():
+        if id(v) not in seen:
+            seen.add(id(v))
+            out[k] = v
+    return out
+
+
 def _compare_header(model: nn.Module, f: Any, dtype: str) -> None:
-    """The file's tensors must be exactly the model's state_dict: names, shapes, dtypes."""
-    state = model.state_dict()
+    """The file's tensors must be exactly the model's state_dict (less tied aliases): names,
+    shapes, dtypes."""
+    state = unaliased_state(model)
     unexpected, mismatched = header_mismatches(f, state)
     keys = set(f.keys())
     missing = [k for k in state if k not in keys]
@@ -307,7 +322,7 @@ def load(path: str | Path, *, max_memory: int | str | None = "auto") -> nn.Modul
         del meta_model
         _check_memory(graph, prog, max_memory, dtype)
         model, _ = instantiate(graph, dtype=dtype)
-        targets = model.state_dict()
+        targets = unaliased_state(model)
         with torch.no_grad():
             for k in f.keys():  # noqa: SIM118 - a safe_open handle is not a dict
                 targets[k].copy_(f.get_tensor(k))

@@ -870,13 +870,37 @@ LOWER_RULES[O.ChannelShift] = Rule(
 LOWER_RULES[O.SpatialShift] = Rule(forward=lambda c: call("spatial_shift", c.x()), helpers=("spatial_shift",))
 
 
-def _tied(c: Ctx) -> ast.expr:
+_AUTO_TIED = re.compile(r"tied_linear(_\d+)?")
+
+
+def tied_alias(local: str) -> bool:
+    """Whether the tied head at ``local`` is a labelled one (``lm_head: tied_linear(x, "wte")``):
+    it becomes a bias-free ``nn.Linear`` submodule whose weight IS the embedding's Parameter, so
+    the state_dict lists both keys (one storage), as HF's tied heads do. An unlabelled head
+    (auto-named ``tied_linear``, ``tied_linear_1``...) is ``F.linear(x, emb.weight)`` and adds no key."""
+    return bool(local) and _AUTO_TIED.fullmatch(local.rsplit(".", 1)[-1]) is None
+
+
+def _tied_labelled(c: Ctx) -> bool:
     if not c.const("source"):
         raise LoweringError("a tied head must name the same embedding in every instance of a block")
+    return tied_alias(c.mod.attr if isinstance(c.mod, ast.Attribute) else "")
+
+
+def _tied(c: Ctx) -> ast.expr:
+    if _tied_labelled(c):
+        return call(c.mod, c.x())
     src = c.op.source  # type: ignore[attr-defined]
     return E("F.linear(x, emb.weight)", x=c.x(), emb=access_node(src))
 
 
-LOWER_RULES[O.TiedLinear] = Rule(forward=_tied)
+def _tied_module(c: Ctx) -> ast.expr | None:
+    """The alias submodule (its weight is replaced by the embedding's right after; see codegen)."""
+    if not _tied_labelled(c):
+        return None
+    return call("nn.Linear", c.init_attr("in_features"), c.init_attr("out_features"), bias=lit(False))
+
+
+LOWER_RULES[O.TiedLinear] = Rule(forward=_tied, module=_tied_module)
 
 __all__ = ["LOWER_RULES", "Ctx", "LoweringError", "Rule", "field"]
