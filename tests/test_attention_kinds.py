@@ -75,9 +75,24 @@ arch lib(shift: int = 0) {
 
 
 @pytest.mark.parametrize("shift", [pytest.param(0, marks=pytest.mark.slow), 2])
-def test_window_mha_is_window_attention(shift: int) -> None:
+def test_window_mha_is_window_attention(shift: int, monkeypatch: pytest.MonkeyPatch) -> None:
     text = WINDOW.replace("shift: int = 0", f"shift: int = {shift}")
     _pair(text, "op", "lib", [(2, 8, 8, 16)])
+    # the bias reaches SDPA with 4 dims: CPU SDPA runs its fused kernel for 2-d or 4-d masks
+    # only (a 3-d one takes the math path, 10% slower on swin_t: benchmarks/attention_kinds.py)
+    import torch.nn.functional as F
+
+    dims: list[int] = []
+    sdpa = F.scaled_dot_product_attention
+
+    def spy(*args, attn_mask=None, **kw):
+        dims.append(attn_mask.dim())
+        return sdpa(*args, attn_mask=attn_mask, **kw)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    with torch.no_grad():
+        archlang.build(text, "lib", max_memory=None).eval()(torch.randn(1, 8, 8, 16))
+    assert dims == [4]
 
 
 @pytest.mark.slow
