@@ -90,16 +90,6 @@ def _same(op: O.OpBase, ins: list[TensorType]) -> tuple[TensorType, ...]:
 # ----------------------------------------------------------------------------- rules
 
 
-@rule(O.Input)
-def _input(op: O.Input, ins: list[TensorType]) -> tuple[TensorType, ...]:
-    return (op.type,)
-
-
-@rule(O.Output)
-def _output(op: O.Output, ins: list[TensorType]) -> tuple[TensorType, ...]:
-    return ()
-
-
 @rule(O.Linear)
 def _linear(op: O.Linear, ins: list[TensorType]) -> tuple[TensorType, ...]:
     (x,) = ins

@@ -118,7 +118,7 @@ def _free(op: O.OpBase, ins: list[TensorType], outs: tuple[TensorType, ...]) -> 
     return OpCost()
 
 
-rule(O.Input, O.Output, O.Identity, O.Rearrange, O.Concat, O.Split, O.Take, O.SliceOp, O.Roll, O.Embedding)(_free)
+rule(O.Identity, O.Rearrange, O.Concat, O.Split, O.Take, O.SliceOp, O.Roll, O.Embedding)(_free)
 
 
 @rule(O.Linear)
@@ -517,3 +517,7 @@ def _window_v2(op: O.WindowAttentionV2, ins, outs) -> OpCost:
 
 
 rule(O.ChannelShift)(_free)
+
+
+# the rule kit under public names, for the family modules of archlang.ops
+free = _free

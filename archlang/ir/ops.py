@@ -92,12 +92,16 @@ def _wb(out_f: int, in_f: int, bias: bool) -> tuple[ParamSpec, ...]:
 
 
 class Input(OpBase):
+    """A declared input of the graph (``in x: [B, C]``): its name and tensor type."""
+
     op: Literal["input"] = "input"
     name: str
     type: TensorType
 
 
 class Output(OpBase):
+    """A declared output of the graph (``out y = ...``): its name; it passes its input through."""
+
     op: Literal["output"] = "output"
     name: str
 

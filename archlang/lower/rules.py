@@ -443,8 +443,6 @@ def _maybe(c: Ctx, p: str = "p") -> bool:
 
 # ----------------------------------------------------------------------------- graph boundary
 
-LOWER_RULES[O.Input] = Rule(forward=lambda c: name(c.op.name))  # type: ignore[attr-defined]
-LOWER_RULES[O.Output] = Rule(forward=lambda c: c.x())
 
 # ----------------------------------------------------------------------------- layers
 

@@ -61,7 +61,10 @@ def define(cls: type[OpBase], *, shape: Callable[..., Any], cost: Callable[..., 
         raise TypeError(f"op {tag!r} is defined twice")
     if not isinstance(lower, Rule):
         raise TypeError(f"the lowering rule of {tag!r} must be an archlang.lower.rules.Rule")
-    d = OpDef(cls=cls, module=cls.__module__, shape=shape, cost=cost, lower=lower, draw=draw,
+    # the family module is the caller: an op class may be defined elsewhere (the old ops'
+    # classes stay in archlang.ir.ops, where every stage imports them from)
+    module = sys._getframe(1).f_globals.get("__name__", cls.__module__)
+    d = OpDef(cls=cls, module=module, shape=shape, cost=cost, lower=lower, draw=draw,
               interpret=interpret, example=example, example_sizes=tuple(sorted((example_sizes or {}).items())))
     for table, rule in ((SHAPE_RULES, shape), (COST_RULES, cost), (LOWER_RULES, lower), (DRAW_RULES, draw)):
         if cls in table:

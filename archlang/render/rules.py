@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from archlang.ir import ops as O
-from archlang.ir.dims import fmt_shape
 from archlang.ir.types import TensorType
 
 
@@ -55,21 +54,7 @@ def _num(x: float) -> str:
     return f"{x:.4g}"
 
 
-def _type(t: TensorType) -> str:
-    return fmt_shape(t.shape) if t.dtype == "float" else f"{t.dtype}{fmt_shape(t.shape)}"
-
-
 # --------------------------------------------------------------------------- graph boundary
-
-
-@_rule(O.Input)
-def _input(op: O.Input, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    return Look(op.name, (_type(op.type),), "input")
-
-
-@_rule(O.Output)
-def _output(op: O.Output, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    return Look(op.name, tuple(_type(t) for t in ins), "output")
 
 
 # --------------------------------------------------------------------------- layers with weights
