@@ -712,12 +712,12 @@ class Elaborator:
             v, i = self.eval(e.value, fr), self.eval(e.index, fr)
             if v is POISON or i is POISON:
                 return POISON
-            if isinstance(v, Tensor) and isinstance(i, int) and not isinstance(i, bool):  # `x[0]`: dim 0
+            if isinstance(v, Tensor) and (isinstance(i, Tensor) or type(i) is int):  # `x[0]`, `table[index]`: dim 0
                 return self.tensor_subscript(e, v, [(e.index, i)], fr)
             if not isinstance(v, list):
                 raise self.fail("E0401", f"cannot index {type_name(v)}", e.value.span,
-                                help="index lists (`depths[s]`) or shapes (`x.shape[1]`); select tensor elements "
-                                     "with `take(x, index, dim)`")
+                                help="index lists (`depths[s]`), shapes (`x.shape[1]`) and tensors (`x[0]`, "
+                                     "`table[index]`)")
             if not isinstance(i, int) or isinstance(i, bool):
                 raise self.fail("E0401", f"an index must be an int, got {type_name(i)}", e.index.span)
             if not -len(v) <= i < len(v):
@@ -911,8 +911,11 @@ class Elaborator:
 
     def tensor_subscript(self, e: A.Expr, v: Tensor, items: list[tuple[Any, Any]], fr: Frame) -> Any:
         """Item k applies to dim k: an int selects (``take``), a slice keeps ``start:stop:step``
-        (``slice``), ``:`` keeps the whole dim. Python's rules for negative bounds; a bound past
-        the dim, an empty slice or an index out of range is E0304 (nothing is clamped)."""
+        (``slice``), ``:`` keeps the whole dim, an int tensor gathers along the dim (``gather``:
+        ``table[index]``, ``x[:, idx]``; the dim's place takes the index's shape). Python's rules
+        for negative bounds; a bound past the dim, an empty slice or an index out of range is
+        E0304 (nothing is clamped). One tensor item per subscript (NumPy would broadcast several
+        together): gather again for another dim."""
         t = v.type
         ells = [j for j, (_, s) in enumerate(items) if s is Ellipsis]
         if len(ells) > 1:
@@ -926,7 +929,13 @@ class Elaborator:
         dims = list(range(len(named))) if not ells else \
             [*range(ells[0]), *range(t.rank - (len(named) - ells[0]), t.rank)]
         items = named
-        ops: list[O.OpBase] = []
+        tensor_items = [it for it, s in items if isinstance(s, Tensor)]
+        if len(tensor_items) > 1:
+            raise self.fail("E0401", f"a subscript takes one index tensor, got {len(tensor_items)}",
+                            tensor_items[1].span,
+                            help="gather one dim at a time: `x[i][:, j]` (several index tensors are not broadcast "
+                                 "together)")
+        ops: list[tuple[O.OpBase, Tensor | None, Span]] = []
         for j in reversed(range(len(items))):  # from the last: the dims before keep their numbers
             it, s = items[j]
             k = dims[j]
@@ -948,21 +957,30 @@ class Elaborator:
                 if hi <= lo:
                     raise self.fail("E0304", f"the slice {_slice_text(s)} of dim {k} ({n} items) is empty", span,
                                     help=f"it keeps items {lo} to {hi - 1}; every dim of a tensor is at least 1")
-                ops.append(O.SliceOp(start=lo, stop=hi, dim=k, step=step or 1))
+                ops.append((O.SliceOp(start=lo, stop=hi, dim=k, step=step or 1), None, span))
                 continue
             if isinstance(s, Tensor):
-                raise self.fail("E0401", f"a tensor subscript takes ints and slices, got {typed(s)}", span,
-                                help="select with an int (`x[:, 0]`) or a slice (`x[:, 1:]`); gather by an index "
-                                     "tensor with `gather(table, index, dim)`")
+                if s.type.dtype != "int":
+                    raise self.fail("E0401", f"a tensor subscript takes ints and slices, or an int tensor to gather "
+                                             f"by, got {typed(s)}", span,
+                                    help="select with an int (`x[:, 0]`) or a slice (`x[:, 1:]`); gather by an int "
+                                         "tensor (`table[index]`, built from `arange` or an int graph input)")
+                from archlang.ops.tensor import Gather  # a family op (the module imports this one's stage)
+
+                ops.append((Gather(dim=k), s, span))
+                continue
             if not isinstance(s, int) or isinstance(s, bool):
                 raise self.fail("E0401", f"an index must be an int, got {typed(s)}", span)
             if isinstance(n, int) and not -n <= s < n:
                 raise self.fail("E0304", f"index {s} is out of range for dim {k} of {t}", span,
                                 help=f"valid indices are {-n} to {n - 1}; {v.origin}")
-            ops.append(O.Take(index=s, dim=k))
+            ops.append((O.Take(index=s, dim=k), None, span))
         out: Any = v
-        for op in ops:
-            out = self.emit(op, [out], op.op, None, e.span, fr, [e.span])
+        for op, index, at in ops:
+            if index is None:
+                out = self.emit(op, [out], op.op, None, e.span, fr, [e.span])
+            else:  # `table[index]`: gather(table, index, dim)
+                out = self.emit(op, [out, index], op.op, None, e.span, fr, [e.value.span, at])
         return out
 
     def check_list(self, v: list, span: Span) -> list:
