@@ -201,3 +201,29 @@ def test_bad_tensor_subscripts_are_diagnosed(tmp_path, subscript: str, message: 
     text = f"arch t() {{\n  in x: [B, 5, 7]\n  in f: [3]\n  in idx: int[3]\n  out y = {subscript}\n}}\n"
     diags = archlang.check(_write(tmp_path, text), "t")
     assert [(d.code, d.message) for d in diags] == [("E0401", message)]
+
+
+# ----------------------------------------------------------------------------- docs/errors.md
+
+# each case the sections of docs/errors.md describe for the new features, as the checker gives it
+DOC_CASES = [
+    ("E0207", 'c = "-"\n  y = stage{c}: linear(x, 8)', "stage{\"-\" + s}"),
+    ("E0304", "y = x[:, 5:2]", "x[:, 5:2]"),
+    ("E0304", "y = x[:, 8]", "outside `-n .. n - 1`"),
+    ("E0406", "y = x[:, ::-1]", "x[:, ::-1]"),
+    ("E0406", "y = x[..., 0, ...]", "more than one `...`"),
+    ("E0406", "r = r1: relu(x)\n  y = r1(x)", "a layer\n  that has no weights"),
+    ("E0604", "for i in 0 .. 3 {\n    x = pe{4}: linear(x, 8)\n  }\n  y = x", "`pe4` three times"),
+    ("E0604", "p = pe1: linear(x, 8)\n  q = q: pe1(x)\n  y = q: pe1(p)", "must not repeat"),
+]
+
+
+@pytest.mark.parametrize(("code", "body", "phrase"), DOC_CASES)
+def test_errors_md_describes_the_new_features_codes(tmp_path, code: str, body: str, phrase: str) -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "errors.md").read_text()
+    section = doc.split(f"## {code}:")[1].split("\n## ")[0]
+    assert phrase in section
+    diags = archlang.check(_write(tmp_path, f"arch t() {{\n  in x: [B, 8]\n  {body}\n  out o = x\n}}\n"), "t")
+    assert [d.code for d in diags if d.is_error][:1] == [code], [(d.code, d.message) for d in diags]
