@@ -3,7 +3,10 @@
 Takes: command-line options (models, batch, repeats). Produces: a table of median eager
 forward times (fp32, ``torch.inference_mode``) of archlang's inference build
 (``archlang.build(..., inference=True)``), its default build and timm's model, with the
-ratios timm / inference and default / inference (above 1: the inference build is faster).
+ratios timm / inference and default / inference (above 1: the inference build is faster),
+and the inference build's FLOP rate (FLOPs from ``archlang.cost``) as a share of the fp32
+matmul rate, measured in the same loop on a GEMM of the model's MLP shape
+(``[batch * tokens, dim] @ [dim, 4 * dim]``, here ``[8 * 197, 768] @ [768, 3072]``).
 
     python benchmarks/bench_inference.py                              # swin_t, swinv2_t, resnet50, vit_b16
     python benchmarks/bench_inference.py --models resnet50 --batch 8 --repeats 9
@@ -40,7 +43,10 @@ def main() -> None:
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, timm {timm.__version__}, threads {torch.get_num_threads()}, batch {args.batch}, "
           f"fp32 eager, inference_mode, {args.repeats} interleaved repeats after {args.warmup} warm-up, medians")
-    print(f"{'model':<9} {'inference ms':>12} {'default ms':>11} {'timm ms':>9} {'timm/inf':>9} {'default/inf':>12}")
+    print(f"{'model':<9} {'inference ms':>12} {'default ms':>11} {'timm ms':>9} {'timm/inf':>9} {'default/inf':>12} "
+          f"{'of matmul':>10}")
+    a, w = torch.randn(args.batch * 197, 768), torch.randn(768, 3072)
+    gemm_flops = 2 * a.shape[0] * a.shape[1] * w.shape[1]
     for key in args.models:
         spec, arch, timm_name, img = MODELS[key]
         default = archlang.build(ROOT / spec, arch, max_memory="off").eval()
@@ -48,7 +54,8 @@ def main() -> None:
         inference.load_state_dict(default.state_dict())
         ref = timm.create_model(timm_name).eval()
         x = torch.randn(args.batch, 3, img, img)
-        impls = {"inference": inference, "default": default, "timm": ref}
+        flops = archlang.cost(ROOT / spec, arch, batch=args.batch).flops
+        impls = {"inference": inference, "default": default, "timm": ref, "matmul": lambda _x: a @ w}
         times: dict[str, list[float]] = {k: [] for k in impls}
         with torch.inference_mode():
             err = (inference(x) - default(x)).abs().max().item()
@@ -61,8 +68,9 @@ def main() -> None:
                     m(x)
                     times[k].append(time.perf_counter() - t0)
         med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+        share = (flops / med["inference"]) / (gemm_flops / med["matmul"])
         print(f"{key:<9} {med['inference']:>12.1f} {med['default']:>11.1f} {med['timm']:>9.1f} "
-              f"{med['timm'] / med['inference']:>9.3f} {med['default'] / med['inference']:>12.3f}"
+              f"{med['timm'] / med['inference']:>9.3f} {med['default'] / med['inference']:>12.3f} {share:>9.0%}"
               f"   (max |inference - default| {err:.1e})", flush=True)
 
 
