@@ -134,3 +134,32 @@ def test_readme_attention_kind_example_is_the_cli_output(tmp_path) -> None:
     printed = [line.rstrip() for line in res.output.splitlines()]
     for line in quoted.splitlines():
         assert line.rstrip() in printed, f"README's attention-kind cost line is stale: {line!r}"
+
+
+def test_readme_memory_accuracy_is_the_benchmark_table() -> None:
+    """The README's accuracy sentence counts the ratios of docs/memory.md's generated table."""
+    table = (ROOT / "docs" / "memory.md").read_text().split("<!-- memory_truth: begin -->", 1)[1]
+    table = table.split("<!-- memory_truth: end -->", 1)[0]
+    rows = [ln.split("|")[1:-1] for ln in table.splitlines() if ln.startswith("| ") and not ln.startswith("| spec")]
+    ratios = [(float(r[3]), float(r[6]), float(r[9])) for r in rows]
+    n = len(ratios)
+    saved = sum(abs(a - 1) <= 0.03 for a, _, _ in ratios)
+    inference = sum(abs(b - 1) <= 0.10 for _, b, _ in ratios)
+    training = sum(abs(c - 1) <= 0.10 for _, _, c in ratios)
+    text = " ".join((ROOT / "README.md").read_text().split())
+    assert (f"saved activations within 3% on {saved} of {n} specs, the inference peak within 10% on {inference} "
+            f"of {n} and the training-step peak within 10% on {training} of {n}") in text
+
+
+def test_readme_checkpoint_plan_is_the_planner_output() -> None:
+    """The ViT-B/16 batch-32 plan the README quotes is what the planner chooses (cost only)."""
+    import archlang
+    from archlang.cost.plan import plan_checkpoints
+
+    rep = archlang.cost(ROOT / "specs" / "vit_b16.arch", batch=32, train=True)
+    plan = plan_checkpoints(rep, int(0.6 * rep.peak_training_bytes()[0]))
+    assert plan.fits
+    text = " ".join((ROOT / "README.md").read_text().split())
+    assert (f"checkpoints `{plan.blocks[0]}`-`{plan.blocks[-1]}` ({100 * plan.recompute_share:.1f}% more FLOPs per step)"
+            in text)
+    assert list(plan.blocks) == [f"blocks.{i}" for i in range(len(plan.blocks))]
