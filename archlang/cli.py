@@ -20,6 +20,7 @@ from archlang.ir.types import FLOAT_DTYPES
 from archlang.units import human_bytes, human_count
 
 if TYPE_CHECKING:
+    from archlang.check.surface import Arg, Surface
     from archlang.ir.graph import Graph
 
 class _Command(typer.core.TyperCommand):
@@ -706,17 +707,47 @@ def export(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch fi
     raise typer.Exit(0)
 
 
-@app.command(cls=_Command)
-def ops() -> None:
-    """List the primitive operations and their arguments."""
-    from archlang.check.surface import REQUIRED, SURFACE
+def _op_family(s: Surface) -> str:
+    """The module that declares an op: ``archlang.ops.<family>``, or "built in" for the ops whose
+    rules live in the per-stage tables (their signature is in archlang.check.surface)."""
+    module = getattr(s.build, "__module__", None) or ""
+    return module if module.startswith("archlang.ops.") else "built in"
 
-    for name in sorted(SURFACE):
+
+def _op_arg(a: Arg) -> str:
+    """``name``, ``name=value``, or for an optional argument that no value of the language
+    stands for (None inside): ``name=<what it defaults to>`` from its doc, else ``[name]``."""
+    from archlang.check.surface import REQUIRED
+
+    if a.default is REQUIRED:
+        return a.name
+    if a.default is None:
+        return f"{a.name}=<{a.doc}>" if a.doc else f"[{a.name}]"
+    return f"{a.name}={_lit(a.default)}"
+
+
+@app.command(cls=_Command)
+def ops(family: Annotated[str | None, typer.Option(
+        "--family", "-f", metavar="NAME", help="Only the ops of one family module (`attention` for "
+        "archlang.ops.attention), or `built` for the built-in ones.")] = None) -> None:
+    """List the primitive operations: signature, declaring module, doc. `[name]` is an optional
+    argument with no default value."""
+    import archlang.ops  # noqa: F401 - the family modules register their ops when imported
+    from archlang.check.surface import SURFACE
+
+    names = sorted(SURFACE)
+    if family is not None:
+        want = family.strip().removeprefix("archlang.ops.")
+        names = [n for n in names if _op_family(SURFACE[n]).removeprefix("archlang.ops.").startswith(want)]
+        if not names:
+            known = sorted({_op_family(s).removeprefix("archlang.ops.") for s in SURFACE.values()})
+            raise _usage(f"no op family `{family[:40]}`; the families are {', '.join(known)}")
+    for name in names:
         s = SURFACE[name]
-        args = [*s.tensors, *(a.name if a.default is REQUIRED else f"{a.name}={_lit(a.default)}" for a in s.args)]
+        args = [*s.tensors, *(_op_arg(a) for a in s.args)]
         if s.extra_kwargs:
             args.append("**sizes")
-        typer.echo(_wrap(f"{name}({', '.join(args)})", indent=4))
+        typer.echo(_wrap(f"{name}({', '.join(args)})  [{_op_family(s)}]", indent=4))
         typer.echo(_wrap(f"    {s.doc}", indent=4))
 
 

@@ -7,6 +7,8 @@ transformers, the IR interpreter and torch, and the CLI's listing.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -227,3 +229,62 @@ def test_errors_md_describes_the_new_features_codes(tmp_path, code: str, body: s
     assert phrase in section
     diags = archlang.check(_write(tmp_path, f"arch t() {{\n  in x: [B, 8]\n  {body}\n  out o = x\n}}\n"), "t")
     assert [d.code for d in diags if d.is_error][:1] == [code], [(d.code, d.message) for d in diags]
+
+
+# ----------------------------------------------------------------------------- archc ops
+
+
+def _archc(*args: str) -> tuple[int, str]:
+    from typer.testing import CliRunner
+
+    from archlang.cli import app
+
+    r = CliRunner().invoke(app, list(args), env={"COLUMNS": "100"})
+    return r.exit_code, r.output
+
+
+def _listed_ops(out: str) -> dict[str, tuple[str, str]]:
+    """name -> (signature, family) of each op in `archc ops`' output (a signature may wrap)."""
+    entries: dict[str, tuple[str, str]] = {}
+    head = None  # the signature lines read so far, until its `[family]`
+    for line in out.splitlines():
+        if not line.startswith(" "):
+            head = line.strip()
+        elif head is not None:
+            head += " " + line.strip()
+        else:
+            continue  # a doc line
+        m = re.fullmatch(r"((\w+)\(.*\))\s+\[([\w. ]+)\]", head)
+        if m:
+            entries[m.group(2)] = (m.group(1), m.group(3))
+            head = None
+    return entries
+
+
+def test_archc_ops_shows_optional_arguments_and_each_ops_family() -> None:
+    from pathlib import Path
+
+    from archlang.check.surface import SURFACE
+
+    code, out = _archc("ops")
+    assert code == 0 and "None" not in out  # the language has no None
+    listed = _listed_ops(out)
+    assert set(listed) == set(SURFACE)
+    sig, family = listed["attend"]
+    assert sig.startswith("attend(q, k, v, [scale], causal=false, dropout=0.0, [bias], [mask], [score])")
+    assert family == "archlang.ops.attention"
+    ops_dir = Path(__file__).resolve().parents[1] / "archlang" / "ops"
+    for name, (_, family) in listed.items():
+        if family == "built in":  # an old op: its signature is declared in check/surface.py
+            assert SURFACE[name].build.__module__ == "archlang.check.surface", name
+        else:  # the family module names the op (some declare several in a loop)
+            text = (ops_dir / f"{family.removeprefix('archlang.ops.')}.py").read_text()
+            assert f'"{name}"' in text, (name, family)
+
+
+def test_archc_ops_lists_one_family() -> None:
+    code, out = _archc("ops", "--family", "attention")
+    listed = _listed_ops(out)
+    assert code == 0 and "attend" in listed and {f for _, f in listed.values()} == {"archlang.ops.attention"}
+    code, out = _archc("ops", "--family", "nope")
+    assert code == 2 and "no op family `nope`" in out
