@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from archlang.ir import ops as O
-from archlang.ir.dims import DimLike, add, div_exact, floordiv, fmt, mul, product
+from archlang.ir.dims import DimLike, add, floordiv, fmt, mul, product
 from archlang.ir.types import TensorType
 
 
@@ -283,39 +283,11 @@ def _spatial_shift(op: O.SpatialShift, ins: list[TensorType]) -> tuple[TensorTyp
     return (ins[0],)
 
 
-for _cls in (O.Activation, O.Dropout, O.DropPath, O.Identity):
-    SHAPE_RULES[_cls] = _same
-
-
-@rule(O.Scale)
-def _scale(op: O.Scale, ins: list[TensorType]) -> tuple[TensorType, ...]:
-    (x,) = ins
-    if x.dtype != "float" and not (float(op.factor).is_integer() and float(op.offset).is_integer()):
-        return (TensorType(shape=x.shape),)  # an int tensor times 0.5 is a float tensor
-    return (x,)
-
-
-@rule(O.Softmax)
-def _softmax(op: O.Softmax, ins: list[TensorType]) -> tuple[TensorType, ...]:
-    _norm_dim(op.dim, ins[0].rank, "softmax")
-    return (ins[0],)
-
-
 @rule(O.Roll)
 def _roll(op: O.Roll, ins: list[TensorType]) -> tuple[TensorType, ...]:
     for d in op.dims:
         _norm_dim(d, ins[0].rank, "roll")
     return (ins[0],)
-
-
-@rule(O.Glu)
-def _glu(op: O.Glu, ins: list[TensorType]) -> tuple[TensorType, ...]:
-    (x,) = ins
-    d = _norm_dim(op.dim, x.rank, "glu")
-    half = div_exact(x.shape[d], 2)
-    if half is None:
-        raise ShapeError("E0501", f"glu halves dim {op.dim}, but its size {fmt(x.shape[d])} is odd")
-    return (TensorType(shape=(*x.shape[:d], half, *x.shape[d + 1:])),)
 
 
 def broadcast(a: TensorType, b: TensorType, what: str) -> TensorType:
@@ -332,15 +304,6 @@ def broadcast(a: TensorType, b: TensorType, what: str) -> TensorType:
             raise ShapeError("E0301", f"shape mismatch in `{what}`: {a} vs {b}",
                              help=f"dim {-1 - i} differs: {fmt(da)} vs {fmt(db)}")
     return TensorType(shape=tuple(reversed(out)), dtype=a.dtype)
-
-
-@rule(O.Binary)
-def _binary(op: O.Binary, ins: list[TensorType]) -> tuple[TensorType, ...]:
-    sym = {"add": "+", "sub": "-", "mul": "*", "div": "/"}[op.fn]
-    out = broadcast(ins[0], ins[1], sym)
-    kinds = {ins[0].dtype, ins[1].dtype}  # torch's promotion: float over int over bool; `/` is true division
-    dtype = "float" if "float" in kinds or op.fn == "div" else "int" if "int" in kinds else out.dtype
-    return (out if dtype == out.dtype else TensorType(shape=out.shape, dtype=dtype),)
 
 
 @rule(O.Matmul)
@@ -439,3 +402,8 @@ def _slice(op: O.SliceOp, ins: list[TensorType]) -> tuple[TensorType, ...]:
 
 
 __all__ = ["SHAPE_RULES", "ShapeError", "broadcast", "conv_out", "infer", "mul"]
+
+
+# the rule kit under public names, for the family modules of archlang.ops
+norm_dim = _norm_dim
+same = _same

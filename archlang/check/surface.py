@@ -337,54 +337,6 @@ def _pooled(ctx, ins, a):
 # ----------------------------------------------------------------------------- parameter-free
 
 
-def _act(fn: str):
-    def build(ctx, ins, a):
-        if fn == "gelu" and a.get("approximate") == "tanh":
-            return O.Activation(fn="gelu_tanh")
-        if fn == "gelu" and a.get("approximate") not in ("none", None):
-            raise BuildError("E0406", f"approximate is \"none\" or \"tanh\", got \"{a['approximate']}\"",
-                             arg="approximate")
-        return O.Activation(fn=fn)
-    return build
-
-
-op("gelu", ("x",), (Arg("approximate", "str", "none"),), "GELU (exact erf, or tanh approximation).")(_act("gelu"))
-for _fn in ("relu", "silu", "tanh", "sigmoid"):
-    op(_fn, ("x",), (), f"Elementwise {_fn}.")(_act(_fn))
-
-
-@op("glu", ("x",), (Arg("dim", "int", -1),), "Gated linear unit: halves `dim`.")
-def _glu(ctx, ins, a):
-    return O.Glu(dim=a["dim"])
-
-
-@op("softmax", ("x",), (Arg("dim", "int", -1),), "Softmax along `dim`.")
-def _softmax(ctx, ins, a):
-    return O.Softmax(dim=a["dim"])
-
-
-def _prob(a: dict[str, Any]) -> float:
-    p = float(a["p"])
-    if not 0.0 <= p < 1.0:
-        raise BuildError("E0406", f"a drop probability is in [0, 1), got {p}", arg="p")
-    return p
-
-
-@op("dropout", ("x",), (Arg("p", "float", 0.0, range="prob"),), "Dropout (training only).")
-def _dropout(ctx, ins, a):
-    return O.Dropout(p=_prob(a))
-
-
-@op("drop_path", ("x",), (Arg("p", "float", 0.0, range="prob"),), "Stochastic depth on a residual branch (training only).")
-def _drop_path(ctx, ins, a):
-    return O.DropPath(p=_prob(a))
-
-
-@op("identity", ("x",), (), "Pass the input through.")
-def _identity(ctx, ins, a):
-    return O.Identity()
-
-
 @op("roll", ("x",), (Arg("shifts", "ints"), Arg("dims", "ints")), "Cyclic shift (torch.roll).")
 def _roll(ctx, ins, a):
     if len(a["shifts"]) != len(a["dims"]):
@@ -523,19 +475,6 @@ def _rearrange(ctx, ins, a):
             sizes[unknown[0]] = q
     names = [n for g in lhs for n in g]
     return O.Rearrange(lhs=lhs, rhs=rhs, axes=tuple(O.RearrangeAxis(name=n, size=sizes[n]) for n in names))
-
-
-_ACTS = ("gelu", "gelu_tanh", "relu", "silu", "tanh", "sigmoid")
-
-
-@op("act", ("x",), (Arg("fn", "str"),), "Activation chosen by name: gelu, gelu_tanh, relu, silu, tanh, sigmoid.")
-def _act_by_name(ctx, ins, a):
-    if a["fn"] not in _ACTS:
-        from archlang.diagnostics import did_you_mean
-
-        raise BuildError("E0406", f"unknown activation \"{a['fn']}\"",
-                         help=did_you_mean(a["fn"], _ACTS) or f"activations: {', '.join(_ACTS)}", arg="fn")
-    return O.Activation(fn=a["fn"])
 
 
 @op("channel_scale", ("x",), (Arg("init", "float", 1.0), Arg("dim", "int", -1)),

@@ -118,7 +118,7 @@ def _free(op: O.OpBase, ins: list[TensorType], outs: tuple[TensorType, ...]) -> 
     return OpCost()
 
 
-rule(O.Identity, O.Rearrange, O.Concat, O.Split, O.Take, O.SliceOp, O.Roll, O.Embedding)(_free)
+rule(O.Rearrange, O.Concat, O.Split, O.Take, O.SliceOp, O.Roll, O.Embedding)(_free)
 
 
 @rule(O.Linear)
@@ -411,32 +411,6 @@ def _pooled(op: O.PooledAttention, ins, outs) -> OpCost:
     out.weight_inputs = (0,)
     out.saved_int64 = qh * kh + qw * kw if op.rel_pos else 0
     return out
-
-
-@rule(O.Activation, O.Binary, O.Scale)
-def _elementwise(op: O.OpBase, ins, outs) -> OpCost:
-    if isinstance(op, O.Activation):  # relu, sigmoid and tanh differentiate from their result
-        if op.fn in ("relu", "sigmoid", "tanh"):
-            return OpCost(other_flops=numel(outs[0]), saves_output=True)
-        return OpCost(other_flops=numel(outs[0]), saves_inputs=(0,))
-    if isinstance(op, O.Binary) and op.fn in ("mul", "div"):
-        return OpCost(other_flops=numel(outs[0]), saves_inputs=tuple(range(len(ins))))
-    return OpCost(other_flops=numel(outs[0]))
-
-
-@rule(O.Glu)
-def _glu(op: O.Glu, ins, outs) -> OpCost:
-    return OpCost(other_flops=m(2, numel(outs[0])), saves_inputs=(0,))
-
-
-@rule(O.Softmax)
-def _softmax(op: O.Softmax, ins, outs) -> OpCost:
-    return OpCost(other_flops=m(3, numel(outs[0])), saves_output=True)
-
-
-@rule(O.Dropout, O.DropPath)
-def _dropout(op: O.OpBase, ins, outs) -> OpCost:
-    return OpCost(other_flops=numel(outs[0]))  # training only; the mask is counted by the report
 
 
 @rule(O.Matmul)

@@ -110,6 +110,8 @@ class Output(OpBase):
 
 
 class Linear(OpBase):
+    """An affine map of the last dim: ``[*, in_features] -> [*, out_features]``."""
+
     op: Literal["linear"] = "linear"
     in_features: int
     out_features: int
@@ -197,6 +199,8 @@ class BatchNorm(OpBase):
 
 
 class GroupNorm(OpBase):
+    """GroupNorm over dim 1 of ``[B, C, ...]``: ``groups`` groups of channels, each normalised with learned weight and bias."""
+
     op: Literal["groupnorm"] = "groupnorm"
     groups: int
     channels: int
@@ -208,6 +212,8 @@ class GroupNorm(OpBase):
 
 
 class Embedding(OpBase):
+    """A table lookup: integer ids ``int[*]`` -> ``[*, dim]`` rows of a learned ``[num, dim]`` table."""
+
     op: Literal["embedding"] = "embedding"
     num: int
     dim: int
@@ -480,6 +486,8 @@ def _pool_len(n: int, k: int, s: int) -> int:
 
 
 class Activation(OpBase):
+    """An elementwise activation chosen by name (GELU exact or tanh, ReLU, SiLU, tanh, sigmoid)."""
+
     op: Literal["activation"] = "activation"
     fn: Literal["gelu", "gelu_tanh", "relu", "silu", "tanh", "sigmoid"]
 
@@ -492,11 +500,15 @@ class Glu(OpBase):
 
 
 class Softmax(OpBase):
+    """Softmax along ``dim``."""
+
     op: Literal["softmax"] = "softmax"
     dim: int = -1
 
 
 class Dropout(OpBase):
+    """Dropout with probability ``p`` (training only; the identity in eval mode)."""
+
     op: Literal["dropout"] = "dropout"
     p: float
 
@@ -548,17 +560,23 @@ class Rearrange(OpBase):
 
 
 class Concat(OpBase):
+    """Concatenate tensors along ``dim``."""
+
     op: Literal["concat"] = "concat"
     dim: int
 
 
 class Split(OpBase):
+    """Split ``dim`` into consecutive pieces of ``sizes``."""
+
     op: Literal["split"] = "split"
     sizes: tuple[int, ...]
     dim: int
 
 
 class Mean(OpBase):
+    """The mean over ``dims`` (kept as size-1 dims when ``keepdim``)."""
+
     op: Literal["mean"] = "mean"
     dims: tuple[int, ...]
     keepdim: bool = False
@@ -595,6 +613,8 @@ class SliceOp(OpBase):
 
 
 class Identity(OpBase):
+    """Pass the input through."""
+
     op: Literal["identity"] = "identity"
 
 

@@ -436,11 +436,6 @@ def _call(c: Ctx) -> ast.expr:
     return call(c.mod, *c.ins)
 
 
-def _maybe(c: Ctx, p: str = "p") -> bool:
-    """Whether a dropout-like op needs a module (its probability is nonzero somewhere)."""
-    return not (c.const(p) and getattr(c.op, p) == 0.0)
-
-
 # ----------------------------------------------------------------------------- graph boundary
 
 
@@ -625,10 +620,6 @@ LOWER_RULES[O.PooledAttention] = Rule(
 
 # ----------------------------------------------------------------------------- parameter-free
 
-_BINARY = {"add": "a + b", "sub": "a - b", "mul": "a * b", "div": "a / b"}
-_ACT = {"gelu": "F.gelu(x)", "gelu_tanh": "F.gelu(x, approximate='tanh')", "relu": "F.relu(x)",
-        "silu": "F.silu(x)", "tanh": "torch.tanh(x)", "sigmoid": "torch.sigmoid(x)"}
-
 
 def writable(op: O.OpBase) -> bool:
     """Whether the output of ``op`` is a new tensor that its backward does not read, so its only
@@ -668,59 +659,15 @@ def _in_place(c: Ctx, i: int, made_by: tuple[type[O.OpBase], ...] = (O.OpBase,))
 _CNN_BRANCH = (O.Conv2d, O.Conv1d, O.BatchNorm)
 
 
-def _act(c: Ctx) -> ast.expr:
-    if not c.const("fn"):
-        raise LoweringError("the activation must be the same in every instance of a block")
-    fn = _choice(c.op.fn, _ACT)  # type: ignore[attr-defined]
-    if fn == "relu" and _in_place(c, 0):  # relu differentiates from its output: in place is safe
-        return E("F.relu(x, inplace=True)", x=c.x())
-    return E(_ACT[fn], x=c.x())
-
-
-def _binary(c: Ctx) -> ast.expr:
-    fn = _choice(c.op.fn, _BINARY)  # type: ignore[attr-defined]
-    if fn in ("add", "sub") and _in_place(c, 0, _CNN_BRANCH):  # the residual sum, into the branch's output
-        return E(f"a.{fn}_(b)", a=c.ins[0], b=c.ins[1])
-    if fn == "add" and _in_place(c, 1, _CNN_BRANCH):
-        return E("b.add_(a)", a=c.ins[0], b=c.ins[1])
-    return E(_BINARY[fn], a=c.ins[0], b=c.ins[1])
-
-
 def _choice(v: object, allowed) -> str:
     if not isinstance(v, str) or v not in allowed:
         raise LoweringError(f"unknown choice {v!r:.60}")
     return v
 
 
-LOWER_RULES[O.Activation] = Rule(forward=_act)
-LOWER_RULES[O.Glu] = Rule(forward=lambda c: call("F.glu", c.x(), dim=c.fwd_attr("dim")))
-LOWER_RULES[O.Softmax] = Rule(forward=lambda c: E("x.softmax(dim=d)", x=c.x(), d=c.fwd_attr("dim")))
-LOWER_RULES[O.Dropout] = Rule(forward=lambda c: _call(c) if _maybe(c) else c.x(),
-                              module=lambda c: call("nn.Dropout", c.init_attr("p")) if _maybe(c) else None)
-LOWER_RULES[O.DropPath] = Rule(forward=lambda c: _call(c) if _maybe(c) else c.x(),
-                               module=lambda c: call("DropPath", c.init_attr("p")) if _maybe(c) else None,
-                               helpers=("DropPath",))
-LOWER_RULES[O.Binary] = Rule(forward=_binary)
 LOWER_RULES[O.Matmul] = Rule(forward=lambda c: E("a @ b", a=c.ins[0], b=c.ins[1]))
 
 
-def _scale(c: Ctx) -> ast.expr:
-    op = c.op
-    assert isinstance(op, O.Scale)
-    out = c.x()
-    whole = c.in_types[0].dtype == "int"  # an int tensor stays int under whole factors and offsets
-
-    def k(name: str, v: float) -> ast.expr:
-        return lit(int(v)) if whole and c.const(name) and float(v).is_integer() else c.fwd_attr(name)
-    if not (c.const("factor") and op.factor == 1.0):
-        out = E("x * k", x=out, k=k("factor", op.factor))
-    if not (c.const("offset") and op.offset == 0.0):
-        out = E("x + k", x=out, k=k("offset", op.offset))
-    return out
-
-
-LOWER_RULES[O.Scale] = Rule(forward=_scale)
-LOWER_RULES[O.Identity] = Rule(forward=lambda c: c.x())
 LOWER_RULES[O.Roll] = Rule(forward=lambda c: call("torch.roll", c.x(), shifts=c.fwd_attr("shifts"),
                                                   dims=c.fwd_attr("dims")))
 LOWER_RULES[O.Concat] = Rule(forward=lambda c: call("torch.cat", ast.List(elts=list(c.ins), ctx=ast.Load()),
@@ -902,3 +849,10 @@ def _tied_module(c: Ctx) -> ast.expr | None:
 LOWER_RULES[O.TiedLinear] = Rule(forward=_tied, module=_tied_module)
 
 __all__ = ["LOWER_RULES", "Ctx", "LoweringError", "Rule", "field"]
+
+
+# the rule kit under public names, for the family modules of archlang.ops
+CNN_BRANCH = _CNN_BRANCH
+call_module = _call
+choice = _choice
+in_place = _in_place

@@ -167,57 +167,6 @@ def _pooled(op: O.PooledAttention, ins: list[TensorType], outs: tuple[TensorType
 
 # --------------------------------------------------------------------------- parameter-free ops
 
-_ACT_NAMES = {"gelu": "GELU", "gelu_tanh": "GELU (tanh)", "relu": "ReLU", "silu": "SiLU", "tanh": "Tanh",
-              "sigmoid": "Sigmoid"}
-
-
-@_rule(O.Activation)
-def _activation(op: O.Activation, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    return Look(_ACT_NAMES[op.fn], (), "activation")
-
-
-@_rule(O.Glu)
-def _glu(op: O.Glu, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    return Look("GLU", () if op.dim == -1 else (f"dim {op.dim}",), "activation")
-
-
-@_rule(O.Softmax)
-def _softmax(op: O.Softmax, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    return Look("Softmax", () if op.dim == -1 else (f"dim {op.dim}",), "activation")
-
-
-@_rule(O.Dropout)
-def _dropout(op: O.Dropout, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    return Look("Dropout", (f"p = {_num(op.p)}",), "regulariser", elide=True)
-
-
-@_rule(O.DropPath)
-def _drop_path(op: O.DropPath, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    return Look("DropPath", (f"p = {_num(op.p)}",), "regulariser", elide=True)
-
-
-@_rule(O.Identity)
-def _identity(op: O.Identity, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    return Look("Identity", (), "regulariser", elide=True)
-
-
-_BINARY = {"add": "+", "sub": "−", "mul": "×", "div": "÷"}
-
-
-@_rule(O.Binary)
-def _binary(op: O.Binary, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    return Look(_BINARY[op.fn], (), "junction")
-
-
-@_rule(O.Scale)
-def _scale(op: O.Scale, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    parts = []
-    if op.factor != 1.0:
-        parts.append(f"× {_num(op.factor)}")
-    if op.offset:
-        parts.append(f"{'+' if op.offset > 0 else '−'} {_num(abs(op.offset))}")
-    return Look(" ".join(parts) or "× 1", (), "elementwise")
-
 
 @_rule(O.Rearrange)
 def _rearrange(op: O.Rearrange, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
@@ -339,3 +288,7 @@ def look(op: O.OpBase, ins: list[TensorType], outs: tuple[TensorType, ...]) -> L
     name = str(data.pop("op", type(op).__name__))
     attrs = [f"{k} {v}" for k, v in data.items() if isinstance(v, int | str) and not isinstance(v, bool)]
     return Look(name, (", ".join(attrs[:3]),) if attrs else ())
+
+
+# the rule kit under public names, for the family modules of archlang.ops
+num = _num
