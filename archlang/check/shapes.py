@@ -368,16 +368,6 @@ def _mean(op: O.Mean, ins: list[TensorType]) -> tuple[TensorType, ...]:
     return (TensorType(shape=tuple(s for i, s in enumerate(x.shape) if i not in dims)),)
 
 
-@rule(O.Pool2d)
-def _pool(op: O.Pool2d, ins: list[TensorType]) -> tuple[TensorType, ...]:
-    (x,) = ins
-    _rank(x, 4, f"{op.kind}_pool2d ([B, C, H, W])")
-    l_, r_, t_, b_ = op.pad
-    h = conv_out(add(x.shape[2], t_ + b_), op.kernel[0], op.stride[0], op.padding[0], "pool2d")
-    w = conv_out(add(x.shape[3], l_ + r_), op.kernel[1], op.stride[1], op.padding[1], "pool2d")
-    return (TensorType(shape=(x.shape[0], x.shape[1], h, w)),)
-
-
 @rule(O.Take)
 def _take(op: O.Take, ins: list[TensorType]) -> tuple[TensorType, ...]:
     (x,) = ins

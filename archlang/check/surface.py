@@ -364,28 +364,6 @@ def _mean(ctx, ins, a):
     return O.Mean(dims=tuple(a["dim"]), keepdim=a["keepdim"])
 
 
-def _pool(kind: str):
-    def build(ctx, ins, a):
-        k = pair(a["kernel"])
-        s = tuple(st or kk for st, kk in zip(pair(a["stride"]), k, strict=True))  # stride 0: the kernel
-        for p_, kk in zip(pair(a["padding"]), k, strict=True):
-            if p_ > kk // 2:
-                raise BuildError("E0406", f"{kind} pooling pads at most half its kernel: padding {p_} with kernel {kk}",
-                                 help=f"use padding <= {kk // 2}, or `same = true`", arg="padding")
-        return O.Pool2d(kind=kind, kernel=k, stride=s, padding=pair(a["padding"]),
-                        pad=same_pad(ctx, ins[0], k, s) if a["same"] else (0, 0, 0, 0),
-                        count_include_pad=a.get("count_include_pad", True))
-    return build
-
-
-for _k in ("max", "avg"):
-    op(f"{_k}_pool2d", ("x",), (Arg("kernel", "pair", min=1), Arg("stride", "pair", 0, min=0),
-                                Arg("padding", "pair", 0, min=0), Arg("same", "bool", False),
-                                *((Arg("count_include_pad", "bool", True),) if _k == "avg" else ())),
-       f"{_k.capitalize()} pooling on [B, C, H, W] (stride defaults to the kernel; `same`: TF SAME padding"
-       + ("; `count_include_pad = false` averages over the real inputs only)." if _k == "avg" else ")."))(_pool(_k))
-
-
 @op("take", ("x",), (Arg("index", "int"), Arg("dim", "int", 1)), "Select one index along `dim` (x[:, 0]).")
 def _take(ctx, ins, a):
     return O.Take(index=a["index"], dim=a["dim"])

@@ -425,17 +425,6 @@ def _mean(op: O.Mean, ins, outs) -> OpCost:
     return OpCost(other_flops=numel(ins[0]))
 
 
-@rule(O.Pool2d)
-def _pool(op: O.Pool2d, ins, outs) -> OpCost:
-    # max pooling also keeps its argmax (int64); TF-same padding is an F.pad first, whose copy
-    # the pooling keeps instead of its input
-    x = ins[0]
-    padded = m(x.shape[0], x.shape[1], s(x.shape[2], op.pad[2] + op.pad[3]), s(x.shape[3], op.pad[0] + op.pad[1])) \
-        if any(op.pad) else 0
-    return OpCost(other_flops=m(numel(outs[0]), op.kernel[0] * op.kernel[1]), saves_inputs=() if padded else (0,),
-                  saved=padded, temp=padded, temp_train=0, saved_int64=numel(outs[0]) if op.kind == "max" else 0)
-
-
 @rule(O.ChannelScale, O.Affine)
 def _channel(op: O.OpBase, ins, outs) -> OpCost:
     return OpCost(other_flops=m(2 if isinstance(op, O.Affine) else 1, numel(outs[0])), weight_inputs=(0,))

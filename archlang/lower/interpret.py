@@ -701,27 +701,6 @@ def _mean(c: EvalCtx) -> Tensor:
     return c.x().mean(dim=op.dims, keepdim=op.keepdim)
 
 
-@rule(O.Pool2d)
-def _pool2d(c: EvalCtx) -> Tensor:
-    """Max or average over kernel windows of [B, C, H, W] after padding (``pad``: extra
-    left/right/top/bottom, then ``padding`` on every side): -inf for max, zeros for avg (the
-    zeros count in the average)."""
-    op = c.op
-    assert isinstance(op, O.Pool2d)
-    x = c.x()
-    (kh, kw), (sh, sw), (p0, p1) = op.kernel, op.stride, op.padding
-    left, right, top, bottom = op.pad
-    fill = float("-inf") if op.kind == "max" else 0.0
-    x = F.pad(x, (left + p1, right + p1, top + p0, bottom + p0), value=fill)
-    win = x.unfold(2, kh, sh).unfold(3, kw, sw)  # [B, C, oh, ow, kh, kw]
-    win = win.reshape(*win.shape[:4], kh * kw)
-    if op.kind == "avg" and not op.count_include_pad:  # divide by the inputs in each window, not the kernel
-        ones = F.pad(torch.ones_like(c.x()[:1, :1]), (left, right, top, bottom), value=1.0)
-        ones = F.pad(ones, (p1, p1, p0, p0), value=0.0).unfold(2, kh, sh).unfold(3, kw, sw)
-        return win.sum(dim=-1) / ones.reshape(*ones.shape[:4], kh * kw).sum(dim=-1)
-    return win.max(dim=-1).values if op.kind == "max" else win.mean(dim=-1)
-
-
 @rule(O.Take)
 def _take(c: EvalCtx) -> Tensor:
     op = c.op

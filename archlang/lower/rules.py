@@ -686,17 +686,6 @@ def _mean(c: Ctx) -> ast.expr:
 LOWER_RULES[O.Mean] = Rule(forward=_mean)
 
 
-def _pool_forward(c: Ctx) -> ast.expr:
-    kind = _choice(c.op.kind, ("max", "avg"))  # type: ignore[attr-defined]
-    x = _padded(c, lit(float("-inf")) if kind == "max" else None)
-    kw = {} if kind == "max" or (c.const("count_include_pad") and c.op.count_include_pad) else \
-        {"count_include_pad": c.fwd_attr("count_include_pad")}  # type: ignore[attr-defined]
-    return call(f"F.{kind}_pool2d", x, c.fwd_attr("kernel"), c.fwd_attr("stride"), c.fwd_attr("padding"), **kw)
-
-
-LOWER_RULES[O.Pool2d] = Rule(forward=_pool_forward)
-
-
 def _take(c: Ctx) -> ast.expr:
     op = c.op
     assert isinstance(op, O.Take)
@@ -856,3 +845,7 @@ CNN_BRANCH = _CNN_BRANCH
 call_module = _call
 choice = _choice
 in_place = _in_place
+
+
+# the rule kit under public names, for the family modules of archlang.ops
+padded = _padded

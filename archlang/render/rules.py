@@ -189,15 +189,6 @@ def _mean(op: O.Mean, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Lo
     return Look("Mean", (f"over dim{'s' if len(op.dims) > 1 else ''} {dims}",), "reshape")
 
 
-@_rule(O.Pool2d)
-def _pool(op: O.Pool2d, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    title = "MaxPool" if op.kind == "max" else "AvgPool"
-    detail = _square(op.kernel) + (f", stride {_pair(op.stride)}" if op.stride != op.kernel else "")
-    if op.kind == "avg" and not op.count_include_pad:
-        detail += ", padding not counted"
-    return Look(title, (detail,), "reshape")
-
-
 def _index_expr(dim: int, index: str) -> str:
     return "x[" + ":, " * dim + index + "]" if dim >= 0 else f"x[..., {index}" + ", :" * (-dim - 1) + "]"
 
@@ -292,3 +283,8 @@ def look(op: O.OpBase, ins: list[TensorType], outs: tuple[TensorType, ...]) -> L
 
 # the rule kit under public names, for the family modules of archlang.ops
 num = _num
+
+
+# the rule kit under public names, for the family modules of archlang.ops
+pair = _pair
+square = _square
