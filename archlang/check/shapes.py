@@ -218,14 +218,6 @@ def _window(op: O.WindowAttention, ins: list[TensorType]) -> tuple[TensorType, .
 SHAPE_RULES[O.WindowAttentionV2] = _window
 
 
-@rule(O.ChannelShift)
-def _channel_shift(op: O.ChannelShift, ins: list[TensorType]) -> tuple[TensorType, ...]:
-    _rank(ins[0], 4, "channel_shift ([B, H, W, C])")
-    if op.dim not in (1, 2):
-        raise ShapeError("E0304", f"channel_shift shifts along dim 1 (H) or 2 (W), not {op.dim}")
-    return (ins[0],)
-
-
 @rule(O.LocalAttention)
 def _local(op: O.LocalAttention, ins: list[TensorType]) -> tuple[TensorType, ...]:
     _attn_in(op, ins[0], 4, "local_attention ([B, H, W, C])")
@@ -272,15 +264,6 @@ def _tied(op: O.TiedLinear, ins: list[TensorType]) -> tuple[TensorType, ...]:
 def _learned_tokens(op: O.LearnedTokens, ins: list[TensorType]) -> tuple[TensorType, ...]:
     _min_rank(ins[0], 1, "learned_tokens")
     return (TensorType(shape=(ins[0].shape[0], op.n, op.dim)),)
-
-
-@rule(O.SpatialShift)
-def _spatial_shift(op: O.SpatialShift, ins: list[TensorType]) -> tuple[TensorType, ...]:
-    _rank(ins[0], 4, "spatial_shift ([B, H, W, C])")
-    c = ins[0].shape[3]
-    if isinstance(c, int) and c % 4:
-        raise ShapeError("E0501", f"spatial_shift moves 4 channel groups; {c} channels are not divisible by 4")
-    return (ins[0],)
 
 
 @rule(O.Roll)

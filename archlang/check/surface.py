@@ -479,11 +479,6 @@ def _learned_tokens(ctx, ins, a):
     return O.LearnedTokens(n=a["n"], dim=a["dim"])
 
 
-@op("spatial_shift", ("x",), (), "S2-MLP's shift of four channel groups by one pixel in four directions.")
-def _spatial_shift(ctx, ins, a):
-    return O.SpatialShift()
-
-
 @op("tied_linear", ("x",), (Arg("source", "str"),),
     "A linear map sharing an embedding's table (a tied LM head): x @ E^T; `source` names the embedding.")
 def _tied_linear(ctx, ins, a):
@@ -509,13 +504,3 @@ def _rel_pos_attention(ctx, ins, a):
 def _window_v2(ctx, ins, a):
     v1 = _window(ctx, ins, a)
     return O.WindowAttentionV2(**v1.model_dump(exclude={"op"}))
-
-
-@op("channel_shift", ("x",), (Arg("dim", "int"), Arg("size", "int", 3, min=1)),
-    "CycleMLP's cycle pattern on [B, H, W, C]: channel i reads offset (i + 1) % size - size // 2 along dim 1 or 2.")
-def _channel_shift(ctx, ins, a):
-    x = ins[0]
-    if x.rank == 4 and a["dim"] in (1, 2) and isinstance(x.shape[a["dim"]], int) and a["size"] // 2 > x.shape[a["dim"]]:
-        raise BuildError("E0406", f"channel_shift reads offsets up to {a['size'] // 2} along a dim of "
-                                  f"{x.shape[a['dim']]}", help="use a size at most twice the shifted dim", arg="size")
-    return O.ChannelShift(dim=a["dim"], size=a["size"])

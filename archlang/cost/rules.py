@@ -437,7 +437,7 @@ def _tied(op: O.TiedLinear, ins, outs) -> OpCost:
     return OpCost(flops=m(2, rows, op.in_features, op.out_features), saves_inputs=(0,))
 
 
-rule(O.LearnedTokens, O.SpatialShift)(_free)
+rule(O.LearnedTokens)(_free)
 
 
 @rule(O.RelPosAttention)
@@ -477,9 +477,6 @@ def _window_v2(op: O.WindowAttentionV2, ins, outs) -> OpCost:
                   _explicit_probs(out.attn_entries, op.attn_drop), m(coords, op.cpb_hidden), op.heads * n * n + op.heads)
     out.weight_inputs = (0,)
     return out
-
-
-rule(O.ChannelShift)(_free)
 
 
 # the rule kit under public names, for the family modules of archlang.ops

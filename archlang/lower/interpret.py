@@ -332,36 +332,6 @@ def _learned_tokens(c: EvalCtx) -> Tensor:
     return t.expand(c.x().shape[0], t.shape[1], t.shape[2])
 
 
-@rule(O.SpatialShift)
-def _spatial_shift(c: EvalCtx) -> Tensor:
-    """Four channel groups of [B, H, W, C] move one step: right (along W), left, down (along
-    H), up; the last group also holds the C % 4 remaining channels."""
-    x = c.x()
-    g = x.shape[-1] // 4
-    parts = [_shifted(x[..., :g], 2, 1), _shifted(x[..., g:2 * g], 2, -1),
-             _shifted(x[..., 2 * g:3 * g], 1, 1), _shifted(x[..., 3 * g:], 1, -1)]
-    return torch.cat(parts, dim=-1)
-
-
-@rule(O.ChannelShift)
-def _channel_shift(c: EvalCtx) -> Tensor:
-    """Channel i of [B, H, W, C] reads position p + o_i along ``dim``, o_i = (i + 1) % size -
-    size // 2; zeros past the border."""
-    op = c.op
-    assert isinstance(op, O.ChannelShift)
-    x = c.x()
-    n, ch = x.shape[op.dim], x.shape[-1]
-    offsets = (torch.arange(ch, device=x.device) + 1) % op.size - op.size // 2  # [C]
-    src = torch.arange(n, device=x.device)[:, None] + offsets[None, :]  # [n, C]: source position
-    valid = ((src >= 0) & (src < n)).to(x.dtype)
-    src = src.clamp(0, n - 1)
-    # move `dim` next to the channels: [B, other, n, C], gather along n per channel
-    xt = x.movedim(op.dim, -2)
-    index = src.expand(*xt.shape[:-2], n, ch)
-    out = torch.gather(xt, -2, index) * valid
-    return out.movedim(-2, op.dim)
-
-
 # ----------------------------------------------------------------------------- attention
 
 
@@ -806,3 +776,7 @@ ACTIVATIONS = _ACTIVATIONS
 BINARY = _BINARY
 no_random = _no_random
 softmax = _softmax
+
+
+# the rule kit under public names, for the family modules of archlang.ops
+shifted = _shifted

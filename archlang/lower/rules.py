@@ -799,9 +799,6 @@ LOWER_RULES[O.Affine] = Rule(forward=_call, module=lambda c: call("Affine", c.in
 LOWER_RULES[O.LearnedTokens] = Rule(
     forward=lambda c: E("tok.expand(x.shape[0], -1, -1)", tok=c.mod, x=c.x()),
     module=lambda c: call("_trunc_normal", 1, c.init_attr("n"), c.init_attr("dim")), helpers=("_trunc_normal",))
-LOWER_RULES[O.ChannelShift] = Rule(
-    forward=lambda c: call("channel_shift", c.x(), c.fwd_attr("dim"), c.fwd_attr("size")), helpers=("channel_shift",))
-LOWER_RULES[O.SpatialShift] = Rule(forward=lambda c: call("spatial_shift", c.x()), helpers=("spatial_shift",))
 
 
 _AUTO_TIED = re.compile(r"tied_linear(_\d+)?")

@@ -255,16 +255,6 @@ def _learned_tokens(op: Any, ins: list[TensorType], outs: tuple[TensorType, ...]
     return Look("Learned tokens", (f"{op.n} × {op.dim}",), "position")
 
 
-@_rule_named("SpatialShift")
-def _spatial_shift(op: Any, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    return Look("Spatial shift", ("4 channel groups, ±1 in H and W",), "reshape")
-
-
-@_rule(O.ChannelShift)
-def _channel_shift(op: O.ChannelShift, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    return Look("Cycle shift", (f"along {'H' if op.dim == 1 else 'W'}, period {op.size}",), "reshape")
-
-
 def look(op: O.OpBase, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
     """The :class:`Look` of one op, by its class's rule.
 
