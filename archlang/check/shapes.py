@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from archlang.ir import ops as O
-from archlang.ir.dims import DimLike, add, floordiv, fmt, mul, product
+from archlang.ir.dims import DimLike, add, floordiv, fmt, mul
 from archlang.ir.types import TensorType
 
 
@@ -266,13 +266,6 @@ def _learned_tokens(op: O.LearnedTokens, ins: list[TensorType]) -> tuple[TensorT
     return (TensorType(shape=(ins[0].shape[0], op.n, op.dim)),)
 
 
-@rule(O.Roll)
-def _roll(op: O.Roll, ins: list[TensorType]) -> tuple[TensorType, ...]:
-    for d in op.dims:
-        _norm_dim(d, ins[0].rank, "roll")
-    return (ins[0],)
-
-
 def broadcast(a: TensorType, b: TensorType, what: str) -> TensorType:
     ra, rb = a.rank, b.rank
     out: list[DimLike] = []
@@ -287,91 +280,6 @@ def broadcast(a: TensorType, b: TensorType, what: str) -> TensorType:
             raise ShapeError("E0301", f"shape mismatch in `{what}`: {a} vs {b}",
                              help=f"dim {-1 - i} differs: {fmt(da)} vs {fmt(db)}")
     return TensorType(shape=tuple(reversed(out)), dtype=a.dtype)
-
-
-@rule(O.Matmul)
-def _matmul(op: O.Matmul, ins: list[TensorType]) -> tuple[TensorType, ...]:
-    a, b = ins
-    _min_rank(a, 2, "matmul")
-    _min_rank(b, 2, "matmul", 1)
-    _eq(a.shape[-1], b.shape[-2], f"matmul: {a} @ {b}: inner dims {fmt(a.shape[-1])} and {fmt(b.shape[-2])} differ")
-    batch = broadcast(TensorType(shape=a.shape[:-2]), TensorType(shape=b.shape[:-2]), "@")
-    return (TensorType(shape=(*batch.shape, a.shape[-2], b.shape[-1])),)
-
-
-@rule(O.Rearrange)
-def _rearrange(op: O.Rearrange, ins: list[TensorType]) -> tuple[TensorType, ...]:
-    (x,) = ins
-    if x.rank != len(op.lhs):
-        raise ShapeError("E0303", f"rearrange pattern `{op.pattern()}` has {len(op.lhs)} input dims, "
-                         f"the tensor {x} has {x.rank}")
-    sizes = {a.name: a.size for a in op.axes}
-    for i, group in enumerate(op.lhs):
-        got = product([sizes[a] for a in group])
-        if got != x.shape[i]:
-            raise ShapeError("E0301", f"rearrange `{op.pattern()}`: group ({' '.join(group)}) = {fmt(got)} "
-                             f"but dim {i} of {x} is {fmt(x.shape[i])}")
-    return (TensorType(shape=tuple(product([sizes[a] for a in g]) for g in op.rhs), dtype=x.dtype),)
-
-
-@rule(O.Concat)
-def _concat(op: O.Concat, ins: list[TensorType]) -> tuple[TensorType, ...]:
-    first = ins[0]
-    d = _norm_dim(op.dim, first.rank, "concat")
-    total: DimLike = 0
-    for i, t in enumerate(ins):
-        if t.rank != first.rank:
-            raise ShapeError("E0302", f"concat: {first} and {t} have different ranks", input_index=i)
-        for j in range(first.rank):
-            if j != d and t.shape[j] != first.shape[j]:
-                raise ShapeError("E0301", f"concat along dim {op.dim}: {first} and {t} differ in dim {j}",
-                                 help=f"inputs may differ only in the concatenated dim {op.dim}; dim {j} is "
-                                      f"{fmt(first.shape[j])} in input 0 but {fmt(t.shape[j])} in input {i}",
-                                 input_index=i)
-        total = add(total, t.shape[d])
-    return (TensorType(shape=(*first.shape[:d], total, *first.shape[d + 1:]), dtype=first.dtype),)
-
-
-@rule(O.Split)
-def _split(op: O.Split, ins: list[TensorType]) -> tuple[TensorType, ...]:
-    (x,) = ins
-    d = _norm_dim(op.dim, x.rank, "split")
-    if sum(op.sizes) != x.shape[d]:
-        raise ShapeError("E0301", f"split sizes {list(op.sizes)} sum to {sum(op.sizes)}, but dim {op.dim} of "
-                         f"{x} is {fmt(x.shape[d])}")
-    return tuple(TensorType(shape=(*x.shape[:d], s, *x.shape[d + 1:]), dtype=x.dtype) for s in op.sizes)
-
-
-@rule(O.Mean)
-def _mean(op: O.Mean, ins: list[TensorType]) -> tuple[TensorType, ...]:
-    (x,) = ins
-    dims = {_norm_dim(d, x.rank, "mean") for d in op.dims}
-    if op.keepdim:
-        return (TensorType(shape=tuple(1 if i in dims else s for i, s in enumerate(x.shape))),)
-    return (TensorType(shape=tuple(s for i, s in enumerate(x.shape) if i not in dims)),)
-
-
-@rule(O.Take)
-def _take(op: O.Take, ins: list[TensorType]) -> tuple[TensorType, ...]:
-    (x,) = ins
-    d = _norm_dim(op.dim, x.rank, "take")
-    n = x.shape[d]
-    if isinstance(n, int) and not -n <= op.index < n:
-        raise ShapeError("E0304", f"take: index {op.index} is out of range for dim {op.dim} of {x}")
-    return (TensorType(shape=(*x.shape[:d], *x.shape[d + 1:]), dtype=x.dtype),)
-
-
-@rule(O.SliceOp)
-def _slice(op: O.SliceOp, ins: list[TensorType]) -> tuple[TensorType, ...]:
-    (x,) = ins
-    d = _norm_dim(op.dim, x.rank, "slice")
-    n = x.shape[d]
-    if op.start < 0 or op.stop < op.start or (isinstance(n, int) and op.stop > n):
-        raise ShapeError("E0304", f"slice {op.start}..{op.stop} is out of range for dim {op.dim} of {x}")
-    if op.step < 1:
-        raise ShapeError("E0406", f"slice step {op.step}: a step is at least 1")
-    length = op.stop - op.start if op.step == 1 else -(-(op.stop - op.start) // op.step)
-    return (TensorType(shape=(*x.shape[:d], length, *x.shape[d + 1:]), dtype=x.dtype),)
 
 
 __all__ = ["SHAPE_RULES", "ShapeError", "broadcast", "conv_out", "infer", "mul"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from archlang.ir import ops as O
-from archlang.ir.dims import DimLike, div_exact, fmt
+from archlang.ir.dims import DimLike, fmt
 from archlang.ir.types import TensorType
 
 REQUIRED = object()
@@ -337,44 +337,6 @@ def _pooled(ctx, ins, a):
 # ----------------------------------------------------------------------------- parameter-free
 
 
-@op("roll", ("x",), (Arg("shifts", "ints"), Arg("dims", "ints")), "Cyclic shift (torch.roll).")
-def _roll(ctx, ins, a):
-    if len(a["shifts"]) != len(a["dims"]):
-        raise BuildError("E0406", "roll needs as many shifts as dims", arg="shifts")
-    return O.Roll(shifts=tuple(a["shifts"]), dims=tuple(a["dims"]))
-
-
-@op("matmul", ("a", "b"), (), "Batched matrix product on the last two dims.")
-def _matmul(ctx, ins, a):
-    return O.Matmul()
-
-
-@op("concat", ("xs",), (Arg("dim", "int", -1),), "Concatenate a list of tensors along `dim`.")
-def _concat(ctx, ins, a):
-    return O.Concat(dim=a["dim"])
-
-
-@op("split", ("x",), (Arg("sizes", "ints", min=0), Arg("dim", "int", -1)), "Split `dim` into pieces of `sizes`.")
-def _split(ctx, ins, a):
-    return O.Split(sizes=tuple(a["sizes"]), dim=a["dim"])
-
-
-@op("mean", ("x",), (Arg("dim", "ints"), Arg("keepdim", "bool", False)), "Mean over the given dims.")
-def _mean(ctx, ins, a):
-    return O.Mean(dims=tuple(a["dim"]), keepdim=a["keepdim"])
-
-
-@op("take", ("x",), (Arg("index", "int"), Arg("dim", "int", 1)), "Select one index along `dim` (x[:, 0]).")
-def _take(ctx, ins, a):
-    return O.Take(index=a["index"], dim=a["dim"])
-
-
-@op("slice", ("x",), (Arg("start", "int"), Arg("stop", "int"), Arg("dim", "int", 1), Arg("step", "int", 1, min=1)),
-    "Keep start .. stop of `dim`, every `step`-th item (x[:, start:stop:step]).")
-def _slice(ctx, ins, a):
-    return O.SliceOp(start=a["start"], stop=a["stop"], dim=a["dim"], step=a["step"])
-
-
 # ----------------------------------------------------------------------------- rearrange
 
 
@@ -419,40 +381,6 @@ def parse_pattern(pattern: str) -> tuple[tuple[tuple[str, ...], ...], tuple[tupl
                          help="rearrange only reorders and regroups axes; every axis must appear on both sides",
                          arg="pattern")
     return lhs, rhs
-
-
-@op("rearrange", ("x",), (Arg("pattern", "str"),),
-    "einops-style reshape/permute; extra keywords give axis sizes (p = 4).", extra_kwargs=True)
-def _rearrange(ctx, ins, a):
-    x = ins[0]
-    lhs, rhs = parse_pattern(a["pattern"])
-    sizes: dict[str, DimLike] = {k: v for k, v in a.items() if k != "pattern"}
-    known_names = {n for g in lhs for n in g}
-    for k in sizes:
-        if k not in known_names:
-            raise BuildError("E0204", f"rearrange: `{k}` is not an axis of \"{a['pattern']}\"", arg=k)
-    if x.rank != len(lhs):
-        raise BuildError("E0303", f"pattern \"{a['pattern']}\" has {len(lhs)} input dims but the tensor {x} has {x.rank}",
-                         help=f"the input is {ctx.describe_input(0)}")
-    for i, group in enumerate(lhs):
-        unknown = [n for n in group if n not in sizes]
-        known: DimLike = 1
-        for n in group:
-            if n in sizes:
-                known = known * sizes[n]
-        if len(unknown) > 1:
-            raise BuildError("E0303", f"cannot infer the sizes of {', '.join(unknown)} in group ({' '.join(group)})",
-                             help=f"give all but one of them, e.g. `{unknown[0]} = ...`")
-        if len(unknown) == 1:
-            if not isinstance(known, int):
-                raise BuildError("E0303", f"axis sizes in group ({' '.join(group)}) must be constants")
-            q = div_exact(x.shape[i], known)
-            if q is None:
-                raise BuildError("E0501", f"dim {i} of {x} ({fmt(x.shape[i])}) is not divisible by {known} "
-                                 f"for group ({' '.join(group)})", help=f"the input is {ctx.describe_input(0)}")
-            sizes[unknown[0]] = q
-    names = [n for g in lhs for n in g]
-    return O.Rearrange(lhs=lhs, rhs=rhs, axes=tuple(O.RearrangeAxis(name=n, size=sizes[n]) for n in names))
 
 
 @op("channel_scale", ("x",), (Arg("init", "float", 1.0), Arg("dim", "int", -1)),

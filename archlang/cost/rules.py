@@ -118,7 +118,7 @@ def _free(op: O.OpBase, ins: list[TensorType], outs: tuple[TensorType, ...]) -> 
     return OpCost()
 
 
-rule(O.Rearrange, O.Concat, O.Split, O.Take, O.SliceOp, O.Roll, O.Embedding)(_free)
+rule(O.Embedding)(_free)
 
 
 @rule(O.Linear)
@@ -411,18 +411,6 @@ def _pooled(op: O.PooledAttention, ins, outs) -> OpCost:
     out.weight_inputs = (0,)
     out.saved_int64 = qh * kh + qw * kw if op.rel_pos else 0
     return out
-
-
-@rule(O.Matmul)
-def _matmul(op: O.Matmul, ins, outs) -> OpCost:
-    a = ins[0]
-    out = outs[0]
-    return OpCost(flops=m(2, numel(out), a.shape[-1]), saves_inputs=(0, 1))
-
-
-@rule(O.Mean)
-def _mean(op: O.Mean, ins, outs) -> OpCost:
-    return OpCost(other_flops=numel(ins[0]))
 
 
 @rule(O.ChannelScale, O.Affine)

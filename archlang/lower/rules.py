@@ -665,122 +665,6 @@ def _choice(v: object, allowed) -> str:
     return v
 
 
-LOWER_RULES[O.Matmul] = Rule(forward=lambda c: E("a @ b", a=c.ins[0], b=c.ins[1]))
-
-
-LOWER_RULES[O.Roll] = Rule(forward=lambda c: call("torch.roll", c.x(), shifts=c.fwd_attr("shifts"),
-                                                  dims=c.fwd_attr("dims")))
-LOWER_RULES[O.Concat] = Rule(forward=lambda c: call("torch.cat", ast.List(elts=list(c.ins), ctx=ast.Load()),
-                                                    dim=c.fwd_attr("dim")))
-LOWER_RULES[O.Split] = Rule(forward=lambda c: call("torch.split", c.x(), c.fwd_attr("sizes"), dim=c.fwd_attr("dim")))
-
-
-def _mean(c: Ctx) -> ast.expr:
-    dims = c.op.dims  # type: ignore[attr-defined]
-    d = c.fwd_attr("dims") if not c.const("dims") else (
-        _int(dims[0]) if len(dims) == 1 else ast.Tuple(elts=[_int(x) for x in dims], ctx=ast.Load()))
-    kw = {"keepdim": True} if c.op.keepdim else {}  # type: ignore[attr-defined]
-    return call(ast.Attribute(value=c.x(), attr="mean", ctx=ast.Load()), dim=d, **kw)
-
-
-LOWER_RULES[O.Mean] = Rule(forward=_mean)
-
-
-def _take(c: Ctx) -> ast.expr:
-    op = c.op
-    assert isinstance(op, O.Take)
-    if c.const("dim") and c.const("index") and op.dim in (1, -c.in_types[0].rank + 1):
-        return E("x[:, i]", x=c.x(), i=_int(op.index))
-    return E("x.select(d, i)", x=c.x(), d=c.fwd_attr("dim"), i=c.fwd_attr("index"))
-
-
-def _slice(c: Ctx) -> ast.expr:
-    op = c.op
-    assert isinstance(op, O.SliceOp)
-    if not (c.const("step") and op.step == 1):  # strided: `x[:, start:stop:step]`
-        n = c.in_types[0].shape[op.dim] if c.const("dim") else None
-        part = ast.Slice(lower=None if c.const("start") and op.start == 0 else c.fwd_attr("start"),
-                         upper=None if c.const("stop") and op.stop == n else c.fwd_attr("stop"),
-                         step=c.fwd_attr("step"))
-        full = ast.Slice(lower=None, upper=None, step=None)
-        if c.const("dim") and op.dim >= 0:
-            elts: list[ast.expr] = [*([full] * op.dim), part]
-        elif c.const("dim"):
-            elts = [ast.Constant(Ellipsis), part, *([full] * (-op.dim - 1))]
-        else:
-            return E("x[(slice(None),) * (d % x.ndim) + (slice(start, stop, step),)]", x=c.x(), d=c.fwd_attr("dim"),
-                     start=c.fwd_attr("start"), stop=c.fwd_attr("stop"), step=c.fwd_attr("step"))
-        index = elts[0] if len(elts) == 1 else ast.Tuple(elts=elts, ctx=ast.Load())
-        return ast.Subscript(value=c.x(), slice=index, ctx=ast.Load())
-    if c.const("start") and c.const("stop"):
-        length = lit(op.stop - op.start)  # type: ignore[operator]
-    elif c.const("start") and op.start == 0:
-        length = c.fwd_attr("stop")
-    else:
-        length = E("stop - start", stop=c.fwd_attr("stop"), start=c.fwd_attr("start"))
-    return E("x.narrow(d, start, n)", x=c.x(), d=c.fwd_attr("dim"), start=c.fwd_attr("start"), n=length)
-
-
-LOWER_RULES[O.Take] = Rule(forward=_take)
-LOWER_RULES[O.SliceOp] = Rule(forward=_slice)
-
-
-def _rearrange(c: Ctx) -> ast.expr:
-    """Lower an einops pattern to unflatten / permute / flatten, keeping symbolic sizes as -1."""
-    ops = [o for o in c.ops if isinstance(o, O.Rearrange)]
-    op = ops[0]
-    if not all(o.lhs == op.lhs and o.rhs == op.rhs for o in ops):
-        raise LoweringError("a rearrange pattern must be the same in every instance of a block")
-    sizes = [{a.name: a.size for a in o.axes} for o in ops]
-
-    def fixed(name: str) -> int | None:
-        vals = {s[name] for s in sizes}
-        v = next(iter(vals))
-        return v if len(vals) == 1 and isinstance(v, int) and not isinstance(v, Dim) else None
-
-    out = c.x()
-    # 1. split composite input groups, last first so earlier dims keep their index
-    for i in reversed(range(len(op.lhs))):
-        group = op.lhs[i]
-        if len(group) == 1:
-            continue
-        free = [n for n in group if fixed(n) is None]
-        symbolic = [n for n in free if any(not isinstance(sz[n], int) for sz in sizes)]
-        if len(symbolic) > 1:
-            raise LoweringError(f"rearrange group ({' '.join(group)}) has {len(symbolic)} symbolic sizes; give all "
-                                "but one of them")
-        # one size is -1 (a symbolic one if any); the others are literals or constructor arguments
-        inferred = symbolic[0] if symbolic else (free[-1] if free else group[0])
-        parts = [lit(-1) if n == inferred else (lit(fixed(n)) if fixed(n) is not None else c.fwd_attr(f"axis:{n}"))
-                 for n in group]
-        out = E("x.unflatten(i, s)", x=out, i=i, s=ast.Tuple(elts=parts, ctx=ast.Load()))
-    elem = [n for g in op.lhs for n in g]
-    order = [n for g in op.rhs for n in g]
-    perm = [elem.index(n) for n in order]
-    if perm != list(range(len(perm))):
-        moved = [i for i, p in enumerate(perm) if p != i]
-        if len(moved) == 2:
-            out = E("x.transpose(a, b)", x=out, a=moved[0], b=moved[1])
-        else:
-            out = call(ast.Attribute(value=out, attr="permute", ctx=ast.Load()), *perm)
-    # 2. merge composite output groups, last first
-    starts = []
-    pos = 0
-    for g in op.rhs:
-        starts.append(pos)
-        pos += len(g)
-    for g, s in reversed(list(zip(op.rhs, starts, strict=True))):
-        if len(g) > 1:
-            end = s + len(g) - 1
-            out = E("x.flatten(s)", x=out, s=s) if end == pos - 1 and s > 0 else \
-                E("x.flatten(s, e)", x=out, s=s, e=end)
-            pos = s + 1 if end == pos - 1 else pos - (len(g) - 1)
-    return out
-
-
-LOWER_RULES[O.Rearrange] = Rule(forward=_rearrange)
-
-
 def _channel_scale(c: Ctx) -> ast.expr:
     """``x * gamma``; over a dim before the last (NCHW channels) gamma is viewed as [C, 1, 1]."""
     if not c.const("axis"):
@@ -846,3 +730,7 @@ in_place = _in_place
 
 # the rule kit under public names, for the family modules of archlang.ops
 padded = _padded
+
+
+# the rule kit under public names, for the family modules of archlang.ops
+int_lit = _int

@@ -168,53 +168,6 @@ def _pooled(op: O.PooledAttention, ins: list[TensorType], outs: tuple[TensorType
 # --------------------------------------------------------------------------- parameter-free ops
 
 
-@_rule(O.Rearrange)
-def _rearrange(op: O.Rearrange, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    return Look("Rearrange", (op.pattern().replace("->", "→"),), "reshape")
-
-
-@_rule(O.Concat)
-def _concat(op: O.Concat, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    return Look("Concat", (f"dim {op.dim}",), "reshape")
-
-
-@_rule(O.Split)
-def _split(op: O.Split, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    return Look("Split", (f"{', '.join(map(str, op.sizes))} on dim {op.dim}",), "reshape")
-
-
-@_rule(O.Mean)
-def _mean(op: O.Mean, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    dims = ", ".join(map(str, op.dims))
-    return Look("Mean", (f"over dim{'s' if len(op.dims) > 1 else ''} {dims}",), "reshape")
-
-
-def _index_expr(dim: int, index: str) -> str:
-    return "x[" + ":, " * dim + index + "]" if dim >= 0 else f"x[..., {index}" + ", :" * (-dim - 1) + "]"
-
-
-@_rule(O.Take)
-def _take(op: O.Take, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    return Look("Take", (_index_expr(op.dim, str(op.index)),), "reshape")
-
-
-@_rule(O.SliceOp)
-def _slice(op: O.SliceOp, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    step = f":{op.step}" if op.step != 1 else ""
-    return Look("Slice", (_index_expr(op.dim, f"{op.start}:{op.stop}{step}"),), "reshape")
-
-
-@_rule(O.Roll)
-def _roll(op: O.Roll, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    return Look("Roll", (f"shifts {', '.join(map(str, op.shifts))} on dims {', '.join(map(str, op.dims))}",),
-                "reshape")
-
-
-@_rule(O.Matmul)
-def _matmul(op: O.Matmul, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    return Look("MatMul", (), "elementwise")
-
-
 # --------------------------------------------------------------------------- newer ops
 # Registered by class name so that a renamed or withdrawn op cannot break importing this
 # module; the test that every op class has a rule still catches a missing one.
