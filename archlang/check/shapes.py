@@ -90,34 +90,6 @@ def _same(op: O.OpBase, ins: list[TensorType]) -> tuple[TensorType, ...]:
 # ----------------------------------------------------------------------------- rules
 
 
-@rule(O.Linear)
-def _linear(op: O.Linear, ins: list[TensorType]) -> tuple[TensorType, ...]:
-    (x,) = ins
-    _min_rank(x, 1, "linear")
-    _eq(x.shape[-1], op.in_features, f"linear expects {op.in_features} input features, got {fmt(x.shape[-1])}")
-    return (TensorType(shape=(*x.shape[:-1], op.out_features)),)
-
-
-@rule(O.Conv2d)
-def _conv2d(op: O.Conv2d, ins: list[TensorType]) -> tuple[TensorType, ...]:
-    (x,) = ins
-    _rank(x, 4, "conv2d ([B, C, H, W])")
-    _eq(x.shape[1], op.in_channels, f"conv2d expects {op.in_channels} channels, got {fmt(x.shape[1])}")
-    l_, r_, t_, b_ = op.pad
-    h = conv_out(add(x.shape[2], t_ + b_), op.kernel[0], op.stride[0], op.padding[0], "conv2d")
-    w = conv_out(add(x.shape[3], l_ + r_), op.kernel[1], op.stride[1], op.padding[1], "conv2d")
-    return (TensorType(shape=(x.shape[0], op.out_channels, h, w)),)
-
-
-@rule(O.Conv1d)
-def _conv1d(op: O.Conv1d, ins: list[TensorType]) -> tuple[TensorType, ...]:
-    (x,) = ins
-    _rank(x, 3, "conv1d ([B, C, T])")
-    _eq(x.shape[1], op.in_channels, f"conv1d expects {op.in_channels} channels, got {fmt(x.shape[1])}")
-    t = conv_out(x.shape[2], op.kernel, op.stride, op.padding, "conv1d")
-    return (TensorType(shape=(x.shape[0], op.out_channels, t)),)
-
-
 @rule(O.LayerNorm)
 def _layernorm(op: O.LayerNorm, ins: list[TensorType]) -> tuple[TensorType, ...]:
     (x,) = ins
@@ -143,15 +115,6 @@ def _groupnorm(op: O.GroupNorm, ins: list[TensorType]) -> tuple[TensorType, ...]
     if op.channels % op.groups:
         raise ShapeError("E0501", f"groupnorm: {op.groups} groups do not divide {op.channels} channels")
     return (x,)
-
-
-@rule(O.Embedding)
-def _embedding(op: O.Embedding, ins: list[TensorType]) -> tuple[TensorType, ...]:
-    (x,) = ins
-    if x.dtype != "int":
-        raise ShapeError("E0401", f"embedding looks up integer indices, got a {x.dtype} tensor {x}",
-                         help="declare the input as `int[...]`, e.g. `in tokens: int[B, S]`")
-    return (TensorType(shape=(*x.shape, op.dim)),)
 
 
 @rule(O.PrependToken)
@@ -249,15 +212,6 @@ def _affine(op: O.Affine, ins: list[TensorType]) -> tuple[TensorType, ...]:
     _rank(ins[0], 3, "affine ([B, N, C])")
     _eq(ins[0].shape[-1], op.dim, f"affine over {op.dim} channels, got {fmt(ins[0].shape[-1])}")
     return (ins[0],)
-
-
-@rule(O.TiedLinear)
-def _tied(op: O.TiedLinear, ins: list[TensorType]) -> tuple[TensorType, ...]:
-    (x,) = ins
-    _min_rank(x, 1, "tied_linear")
-    _eq(x.shape[-1], op.in_features, f"tied_linear: the embedding width is {op.in_features}, the input has "
-        f"{fmt(x.shape[-1])}")
-    return (TensorType(shape=(*x.shape[:-1], op.out_features)),)
 
 
 @rule(O.LearnedTokens)

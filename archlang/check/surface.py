@@ -103,34 +103,6 @@ last_dim = _last
 # ----------------------------------------------------------------------------- layers
 
 
-@op("linear", ("x",), (Arg("out", "int", min=1), Arg("bias", "bool", True)), "Affine map of the last dim: [*, C] -> [*, out].")
-def _linear(ctx, ins, a):
-    return O.Linear(in_features=_last(ctx, ins[0], "linear"), out_features=a["out"], bias=a["bias"])
-
-
-@op("conv2d", ("x",), (Arg("out", "int", min=1), Arg("kernel", "pair", min=1), Arg("stride", "pair", 1, min=1),
-                       Arg("padding", "pair", 0, min=0), Arg("groups", "int", 1, min=1), Arg("bias", "bool", True),
-                       Arg("standardize", "bool", False), Arg("std_eps", "float", 1e-6, range="positive"), Arg("same", "bool", False)),
-    "2-d convolution on [B, C, H, W]; `standardize` gives weight standardisation (eps `std_eps`); "
-    "`same` pads as TensorFlow's SAME (asymmetric when needed).")
-def _conv2d(ctx, ins, a):
-    x = ins[0]
-    if x.rank != 4:
-        raise BuildError("E0302", f"conv2d expects [B, C, H, W], got {x}")
-    c = _const(ctx, x.shape[1], "the channel count of conv2d's input")
-    if c % a["groups"] or a["out"] % a["groups"]:
-        raise BuildError("E0501", f"conv2d groups = {a['groups']} must divide in ({c}) and out ({a['out']}) channels",
-                         arg="groups")
-    k, st = pair(a["kernel"]), pair(a["stride"])
-    if a["standardize"] and c // a["groups"] * k[0] * k[1] == 1:
-        raise BuildError("E0406", "weight standardisation of a single weight per output channel",
-                         help="a standardised single weight is 0, so the conv would output its bias; use a larger "
-                              "kernel or fewer groups, or `standardize = false`", arg="standardize")
-    return O.Conv2d(in_channels=c, out_channels=a["out"], kernel=k, stride=st,
-                    padding=pair(a["padding"]), groups=a["groups"], bias=a["bias"], standardize=a["standardize"],
-                    std_eps=a["std_eps"], pad=same_pad(ctx, x, k, st) if a["same"] else (0, 0, 0, 0))
-
-
 def same_pad(ctx: BuildCtx, x: TensorType, kernel: tuple[int, int], stride: tuple[int, int]) -> tuple[int, int, int, int]:
     """TensorFlow's SAME padding (left, right, top, bottom): output = ceil(input / stride)."""
     if x.rank != 4:
@@ -141,21 +113,6 @@ def same_pad(ctx: BuildCtx, x: TensorType, kernel: tuple[int, int], stride: tupl
         total = max((-(-n // s_) - 1) * s_ + k - n, 0)
         pads += [total // 2, total - total // 2]
     return (pads[0], pads[1], pads[2], pads[3])
-
-
-@op("conv1d", ("x",), (Arg("out", "int", min=1), Arg("kernel", "int", min=1), Arg("stride", "int", 1, min=1),
-                       Arg("padding", "int", 0, min=0), Arg("groups", "int", 1, min=1), Arg("bias", "bool", True)),
-    "1-d convolution on [B, C, T].")
-def _conv1d(ctx, ins, a):
-    x = ins[0]
-    if x.rank != 3:
-        raise BuildError("E0302", f"conv1d expects [B, C, T], got {x}")
-    c = _const(ctx, x.shape[1], "the channel count of conv1d's input")
-    if c % a["groups"] or a["out"] % a["groups"]:
-        raise BuildError("E0501", f"conv1d groups = {a['groups']} must divide in ({c}) and out ({a['out']}) channels",
-                         arg="groups")
-    return O.Conv1d(in_channels=c, out_channels=a["out"], kernel=a["kernel"], stride=a["stride"],
-                    padding=a["padding"], groups=a["groups"], bias=a["bias"])
 
 
 @op("layernorm", ("x",), (Arg("eps", "float", 1e-5, range="positive"), Arg("affine", "bool", True),
@@ -198,11 +155,6 @@ def _groupnorm(ctx, ins, a):
         raise BuildError("E0406", f"groupnorm with {a['groups']} groups of {c} channels normalises one value per group",
                          help="each group needs more than one value (a spatial size, or fewer groups)", arg="groups")
     return O.GroupNorm(groups=a["groups"], channels=c, eps=a["eps"])
-
-
-@op("embedding", ("idx",), (Arg("num", "int", min=1), Arg("dim", "int", min=1)), "Table lookup: int[*] -> [*, dim].")
-def _embedding(ctx, ins, a):
-    return O.Embedding(num=a["num"], dim=a["dim"])
 
 
 @op("prepend_token", ("x",), (), "Prepend a learned token (class/distillation): [B, N, D] -> [B, N+1, D].")
@@ -405,20 +357,6 @@ def _learned_tokens(ctx, ins, a):
     if a["n"] <= 0 or a["dim"] <= 0:
         raise BuildError("E0406", "learned_tokens needs positive n and dim", arg="n")
     return O.LearnedTokens(n=a["n"], dim=a["dim"])
-
-
-@op("tied_linear", ("x",), (Arg("source", "str"),),
-    "A linear map sharing an embedding's table (a tied LM head): x @ E^T; `source` names the embedding.")
-def _tied_linear(ctx, ins, a):
-    found = ctx.lookup(a["source"])
-    if found is None:
-        raise BuildError("E0201", f"no node named `{a['source']}` before this one",
-                         help="name the embedding node, e.g. `tied_linear(x, \"wte\")` for `wte: embedding(...)`",
-                         arg="source")
-    name, emb = found
-    if not isinstance(emb, O.Embedding):
-        raise BuildError("E0401", f"`{name}` is a {emb.op}, not an embedding", arg="source")
-    return O.TiedLinear(source=name, in_features=emb.dim, out_features=emb.num)
 
 
 @op("rel_pos_attention", ("x",), _ATTN_ARGS,

@@ -118,73 +118,12 @@ def _free(op: O.OpBase, ins: list[TensorType], outs: tuple[TensorType, ...]) -> 
     return OpCost()
 
 
-rule(O.Embedding)(_free)
-
-
-@rule(O.Linear)
-def _linear(op: O.Linear, ins, outs) -> OpCost:
-    rows = m(numel(ins[0]), 1) if op.in_features == 0 else _rows(ins[0], op.in_features)
-    return OpCost(flops=m(2, rows, op.in_features, op.out_features),
-                  other_flops=m(rows, op.out_features) if op.bias else 0, weight_inputs=(0,))
-
-
-def _rows(t: TensorType, last: int) -> DimLike:
-    return product(t.shape[:-1])
-
-
-@rule(O.Conv2d)
-def _conv2d(op: O.Conv2d, ins, outs) -> OpCost:
-    out = outs[0]
-    spatial = m(out.shape[0], out.shape[2], out.shape[3])
-    k = op.kernel[0] * op.kernel[1]
-    weight = op.out_channels * (op.in_channels // op.groups) * k
-    # StdConv2d computes its standardised weight each forward: conv2d keeps it (for the input's
-    # gradient), batch_norm its mean and inverse std per output channel
-    std = weight + 2 * op.out_channels if op.standardize else 0
-    # TF-same padding is an F.pad before the conv: the conv keeps the padded copy, not its input
-    x = ins[0]
-    padded = m(x.shape[0], x.shape[1], s(x.shape[2], op.pad[2] + op.pad[3]), s(x.shape[3], op.pad[0] + op.pad[1])) \
-        if any(op.pad) else 0
-    # oneDNN on the CPU (measured): the weight is reordered (a copy), and so is the input when
-    # it has 16 channels or more; the output is computed into a buffer of its own size and
-    # copied out. Its backward holds the reordered output gradient, input and weight again.
-    # CUDA's cuDNN workspaces are not modelled (a weight's worth in backward)
-    reordered = (padded or numel(x)) if op.in_channels >= 16 else 0
-    work = _max(s(reordered, weight), numel(out))
-    # a kernel of 16 x 16 or more (ViT's and AST's patch embeddings) takes oneDNN's gemm-based
-    # weight gradient instead: per thread four weights' worth of accumulators and one image's
-    # unfolded patches, and 256 bytes (measured at 1, 2 and 4 threads)
-    gemm = m(cpu_threads(), s(4 * weight, m(out.shape[2], out.shape[3], (op.in_channels // op.groups) * k)), 1) \
-        if k >= 256 else 0
-    if gemm:
-        gemm = s(gemm, 64)
-    return OpCost(flops=m(2, spatial, op.out_channels, op.in_channels // op.groups, k),
-                  other_flops=numel(out) if op.bias else 0, weight_inputs=() if any(op.pad) else (0,),
-                  saved=s(std, padded), temp=s(std, padded), temp_cpu=s(std, padded, work), temp_train=0,
-                  temp_train_cpu=work, grad_temp=weight, grad_temp_cpu=gemm or s(numel(out), reordered, weight))
-
-
 def cpu_threads() -> int:
     """The threads torch's CPU kernels use by default here (one per core the OS reports); the
     scratch of some oneDNN kernels is per thread."""
     import os
 
     return max(1, os.cpu_count() or 1)
-
-
-def _max(a: DimLike, b: DimLike) -> DimLike:
-    """The larger of two sizes when both are numbers; else their sum (an upper bound that
-    stays a polynomial in the free sizes)."""
-    if isinstance(a, int) and isinstance(b, int):
-        return max(a, b)
-    return s(a, b)
-
-
-@rule(O.Conv1d)
-def _conv1d(op: O.Conv1d, ins, outs) -> OpCost:
-    out = outs[0]
-    return OpCost(flops=m(2, out.shape[0], out.shape[2], op.out_channels, op.in_channels // op.groups, op.kernel),
-                  other_flops=numel(out) if op.bias else 0, weight_inputs=(0,))
 
 
 @rule(O.LayerNorm, O.BatchNorm, O.GroupNorm)
@@ -416,13 +355,6 @@ def _pooled(op: O.PooledAttention, ins, outs) -> OpCost:
 @rule(O.ChannelScale, O.Affine)
 def _channel(op: O.OpBase, ins, outs) -> OpCost:
     return OpCost(other_flops=m(2 if isinstance(op, O.Affine) else 1, numel(outs[0])), weight_inputs=(0,))
-
-
-@rule(O.TiedLinear)
-def _tied(op: O.TiedLinear, ins, outs) -> OpCost:
-    rows = product(ins[0].shape[:-1])
-    # the tied weight is another node's (trainable unless frozen there): its input is kept
-    return OpCost(flops=m(2, rows, op.in_features, op.out_features), saves_inputs=(0,))
 
 
 rule(O.LearnedTokens)(_free)

@@ -209,44 +209,6 @@ def _identity(c: EvalCtx) -> Tensor:
 # ----------------------------------------------------------------------------- layers with weights
 
 
-@rule(O.Linear)
-def _linear(c: EvalCtx) -> Tensor:
-    op = c.op
-    assert isinstance(op, O.Linear)
-    return c.project("", c.x(), c.p("weight"), c.p("bias") if op.bias else None)
-
-
-@rule(O.TiedLinear)
-def _tied_linear(c: EvalCtx) -> Tensor:
-    op = c.op
-    assert isinstance(op, O.TiedLinear)
-    return c.x() @ c.p("weight", node=op.source).t()
-
-
-@rule(O.Conv2d)
-def _conv2d(c: EvalCtx) -> Tensor:
-    op = c.op
-    assert isinstance(op, O.Conv2d)
-    x = c.x()
-    if any(op.pad):
-        left, right, top, bottom = op.pad
-        x = F.pad(x, (left, right, top, bottom))
-    w = c.p("weight")
-    if op.standardize:  # weight standardisation: each output filter to mean 0, variance 1
-        mean = w.mean(dim=(1, 2, 3), keepdim=True)
-        var = ((w - mean) ** 2).mean(dim=(1, 2, 3), keepdim=True)
-        w = (w - mean) / torch.sqrt(var + op.std_eps)
-    return F.conv2d(x, w, c.p("bias") if op.bias else None, stride=op.stride, padding=op.padding, groups=op.groups)
-
-
-@rule(O.Conv1d)
-def _conv1d(c: EvalCtx) -> Tensor:
-    op = c.op
-    assert isinstance(op, O.Conv1d)
-    return F.conv1d(c.x(), c.p("weight"), c.p("bias") if op.bias else None, stride=op.stride,
-                    padding=op.padding, groups=op.groups)
-
-
 def _normalise(x: Tensor, dims: tuple[int, ...], eps: float) -> Tensor:
     mean = x.mean(dim=dims, keepdim=True)
     var = ((x - mean) ** 2).mean(dim=dims, keepdim=True)
@@ -289,11 +251,6 @@ def _groupnorm(c: EvalCtx) -> Tensor:
     y = _normalise(x.reshape(b, op.groups, -1), (-1,), op.eps).reshape(x.shape)
     shape = [1, ch] + [1] * (x.ndim - 2)
     return y * c.p("weight").reshape(shape) + c.p("bias").reshape(shape)
-
-
-@rule(O.Embedding)
-def _embedding(c: EvalCtx) -> Tensor:
-    return c.p("weight")[c.x()]
 
 
 @rule(O.PrependToken)

@@ -442,23 +442,6 @@ def _call(c: Ctx) -> ast.expr:
 # ----------------------------------------------------------------------------- layers
 
 
-def _linear_mod(c: Ctx) -> ast.expr:
-    kw = {} if c.const("bias") and c.op.bias else {"bias": c.init_attr("bias")}  # type: ignore[attr-defined]
-    return call("nn.Linear", c.init_attr("in_features"), c.init_attr("out_features"), **kw)
-
-
-LOWER_RULES[O.Linear] = Rule(forward=_call, module=_linear_mod)
-
-
-def _conv_kwargs(c: Ctx, defaults: dict[str, object]) -> dict[str, ast.expr]:
-    parts = {}
-    for n, default in defaults.items():
-        if c.const(n) and getattr(c.op, n) == default:
-            continue
-        parts[{"kernel": "kernel_size"}.get(n, n)] = _pair(c, n)
-    return parts
-
-
 def _int(v: object) -> ast.expr:
     """An integer written into code; anything else is refused (a graph altered after checking)."""
     if type(v) is not int:
@@ -466,41 +449,11 @@ def _int(v: object) -> ast.expr:
     return lit(v)
 
 
-def _pair(c: Ctx, n: str) -> ast.expr:
-    """A square (k, k) attribute written as k, as people write kernel sizes."""
-    v = getattr(c.op, n)
-    if c.const(n) and isinstance(v, tuple) and len(v) == 2 and v[0] == v[1]:
-        return _int(v[0])
-    return c.init_attr(n)
-
-
-def _conv2d_mod(c: Ctx) -> ast.expr:
-    cls = "StdConv2d" if c.op.standardize else "nn.Conv2d"  # type: ignore[attr-defined]
-    if not c.const("standardize"):
-        raise LoweringError("standardize must be the same in every instance of a block")
-    kw = _conv_kwargs(c, {"stride": (1, 1), "padding": (0, 0), "groups": 1, "bias": True})
-    if c.op.standardize and not (c.const("std_eps") and c.op.std_eps == 1e-6):  # type: ignore[attr-defined]
-        kw["eps"] = c.init_attr("std_eps")
-    return call(cls, c.init_attr("in_channels"), c.init_attr("out_channels"), _pair(c, "kernel"), **kw)
-
-
 def _padded(c: Ctx, value: ast.expr | None = None) -> ast.expr:
     """The input with TF-same padding applied first, when the op has any."""
     if c.const("pad") and not any(c.op.pad):  # type: ignore[attr-defined]
         return c.x()
     return call("F.pad", c.x(), c.fwd_attr("pad"), **({"value": value} if value is not None else {}))
-
-
-LOWER_RULES[O.Conv2d] = Rule(forward=lambda c: call(c.mod, _padded(c)), module=_conv2d_mod,
-                             helpers=lambda c: ("StdConv2d",) if c.op.standardize else ())  # type: ignore[attr-defined]
-
-
-def _conv1d_mod(c: Ctx) -> ast.expr:
-    kw = _conv_kwargs(c, {"stride": 1, "padding": 0, "groups": 1, "bias": True})
-    return call("nn.Conv1d", c.init_attr("in_channels"), c.init_attr("out_channels"), c.init_attr("kernel"), **kw)
-
-
-LOWER_RULES[O.Conv1d] = Rule(forward=_call, module=_conv1d_mod)
 
 
 def _ln_mod(c: Ctx) -> ast.expr:
@@ -542,8 +495,6 @@ LOWER_RULES[O.BatchNorm] = Rule(forward=_call, module=_bn_mod)
 LOWER_RULES[O.GroupNorm] = Rule(
     forward=_call, module=lambda c: call("nn.GroupNorm", c.init_attr("groups"), c.init_attr("channels"),
                                          eps=c.init_attr("eps")))
-LOWER_RULES[O.Embedding] = Rule(
-    forward=_call, module=lambda c: call("nn.Embedding", c.init_attr("num"), c.init_attr("dim")))
 
 LOWER_RULES[O.PrependToken] = Rule(
     forward=lambda c: E("torch.cat([tok.expand(x.shape[0], -1, -1), x], dim=1)", tok=c.mod, x=c.x()),
@@ -695,28 +646,6 @@ def tied_alias(local: str) -> bool:
     (auto-named ``tied_linear``, ``tied_linear_1``...) is ``F.linear(x, emb.weight)`` and adds no key."""
     return bool(local) and _AUTO_TIED.fullmatch(local.rsplit(".", 1)[-1]) is None
 
-
-def _tied_labelled(c: Ctx) -> bool:
-    if not c.const("source"):
-        raise LoweringError("a tied head must name the same embedding in every instance of a block")
-    return tied_alias(c.mod.attr if isinstance(c.mod, ast.Attribute) else "")
-
-
-def _tied(c: Ctx) -> ast.expr:
-    if _tied_labelled(c):
-        return call(c.mod, c.x())
-    src = c.op.source  # type: ignore[attr-defined]
-    return E("F.linear(x, emb.weight)", x=c.x(), emb=access_node(src))
-
-
-def _tied_module(c: Ctx) -> ast.expr | None:
-    """The alias submodule (its weight is replaced by the embedding's right after; see codegen)."""
-    if not _tied_labelled(c):
-        return None
-    return call("nn.Linear", c.init_attr("in_features"), c.init_attr("out_features"), bias=lit(False))
-
-
-LOWER_RULES[O.TiedLinear] = Rule(forward=_tied, module=_tied_module)
 
 __all__ = ["LOWER_RULES", "Ctx", "LoweringError", "Rule", "field"]
 

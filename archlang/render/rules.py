@@ -60,36 +60,6 @@ def _num(x: float) -> str:
 # --------------------------------------------------------------------------- layers with weights
 
 
-@_rule(O.Linear)
-def _linear(op: O.Linear, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    bias = "" if op.bias else ", no bias"
-    return Look("Linear", (f"{op.in_features} → {op.out_features}{bias}",), "linear")
-
-
-@_rule(O.Conv2d)
-def _conv2d(op: O.Conv2d, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    title = "Conv2d (WS)" if op.standardize else "Conv2d"
-    kern = f"{_square(op.kernel)}"
-    if op.stride != (1, 1):
-        kern += f", stride {_pair(op.stride)}"
-    if op.padding != (0, 0):
-        kern += f", pad {_pair(op.padding)}"
-    chans = f"{op.in_channels} → {op.out_channels}"
-    if op.groups > 1:
-        chans += " depthwise" if op.groups == op.in_channels else f", {op.groups} groups"
-    return Look(title, (kern, chans), "linear")
-
-
-@_rule(O.Conv1d)
-def _conv1d(op: O.Conv1d, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    kern = f"kernel {op.kernel}" + (f", stride {op.stride}" if op.stride != 1 else "") \
-        + (f", pad {op.padding}" if op.padding else "")
-    chans = f"{op.in_channels} → {op.out_channels}"
-    if op.groups > 1:
-        chans += " depthwise" if op.groups == op.in_channels else f", {op.groups} groups"
-    return Look("Conv1d", (kern, chans), "linear")
-
-
 @_rule(O.LayerNorm)
 def _layernorm(op: O.LayerNorm, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
     detail = () if op.affine else ("no affine",)
@@ -108,11 +78,6 @@ def _batchnorm(op: O.BatchNorm, ins: list[TensorType], outs: tuple[TensorType, .
 @_rule(O.GroupNorm)
 def _groupnorm(op: O.GroupNorm, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
     return Look("GroupNorm", (f"{op.groups} groups",), "norm")
-
-
-@_rule(O.Embedding)
-def _embedding(op: O.Embedding, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    return Look("Embedding", (f"{op.num} × {op.dim}",), "linear")
 
 
 @_rule(O.PrependToken)
@@ -196,11 +161,6 @@ def _channel_scale(op: Any, ins: list[TensorType], outs: tuple[TensorType, ...])
 @_rule_named("Affine")
 def _affine(op: Any, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
     return Look("Affine", ("α·x + β per channel",), "norm")
-
-
-@_rule_named("TiedLinear")
-def _tied_linear(op: Any, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    return Look("Linear (tied)", (f"{op.in_features} → {op.out_features}", f"weight of {op.source}"), "linear")
 
 
 @_rule_named("LearnedTokens")
