@@ -374,7 +374,10 @@ class Gen:
         if kind != "layernorm":
             self.kinds.add(kind)
         if kind == "layernorm":
-            extra = self.pick(["", "", ", eps = 1e-6", ", affine = false", ", eps = 0.001, affine = true"])
+            extra = self.pick(["", "", ", eps = 1e-6", ", affine = false", ", eps = 0.001, affine = true",
+                               ", bias = false"])
+            if x.rank >= 3 and isinstance(x.shape[1], int) and self.chance(0.25):
+                extra += ", dim = 1"  # over the channels of [B, C, ...] (ConvNeXt's channels-first norm)
             if "false" not in extra:
                 self.kinds.add("layernorm")
             return self.assign(sc, f"{self.label(sc, 'norm', 'layernorm' if 'false' not in extra else None)}"
@@ -433,6 +436,8 @@ class Gen:
             self.ops.add("channel_scale")
             self.kinds.add("channel_scale")
             init = self.pick(["", ", init = 0.5", ", init = 1e-2", ", init = 2.0"])
+            if x.rank >= 3 and isinstance(x.shape[1], int) and self.chance(0.3):
+                init += ", dim = 1"
             return self.assign(sc, f"{self.label(sc, 'ls', 'channel_scale')}channel_scale({x.var}{init})", x.shape)
         if kind == "affine":
             self.ops.add("affine")
@@ -515,8 +520,11 @@ class Gen:
         self.ops.add("slice")
         dim = self.pick([i, i - x.rank])
         arg = "" if dim == 1 and self.chance(0.5) else f", dim = {dim}"
+        step = self.pick([1, 1, 2, 3])
+        if step > 1:
+            arg += f", step = {step}"
         shape = list(x.shape)
-        shape[i] = b - a
+        shape[i] = -(-(b - a) // step)
         kw = self.pick([f"{self.num(sc, a)}, {self.num(sc, b)}", f"start = {a}, stop = {b}"])
         return self.assign(sc, f"slice({x.var}, {kw}{arg})", tuple(shape))
 
@@ -774,6 +782,8 @@ class Gen:
             args.append(f"padding = {pad}")
         if same:
             args.append("same = true")
+        if kind == "avg_pool2d" and (pad or same) and self.chance(0.5):
+            args.append("count_include_pad = false")
         return self.assign(sc, f"{kind}({x.var}, {', '.join(args)})", (B, c, oh, ow))
 
     def op_rearrange(self, sc, x):
@@ -847,6 +857,295 @@ class Gen:
         t = self.assign(sc, f"{lab + ': ' if lab else ''}embedding({x.var}, {num}, {self.num(sc, d)})",
                         (*x.shape, d), var=self.fresh("e"))
         return t
+
+    # ------------------------------------------------------------------ the op families of archlang/ops
+    def op_math(self, sc, x):
+        """Elementwise math (archlang/ops/math.py): unary functions, pow, clamp, minimum/maximum,
+        comparisons with where and cast."""
+        v = x.var
+        form = self.pick(["unary", "unary", "pow", "clamp", "minmax", "where", "where", "cast", "all"])
+        if form == "all":  # every unary function, comparison and minimum/maximum in one expression
+            self.ops.update({"sqrt", "rsqrt", "exp", "log", "absolute", "neg", "sin", "cos", "where", "cast",
+                             "lt", "le", "gt", "ge", "eq", "ne", "minimum", "maximum"})
+            self.assign(sc, f"sqrt(exp({v})) + rsqrt(exp({v}) + 1.0) + log(exp({v}) + 2.0) + absolute(neg({v}))"
+                            f" + sin({v}) * cos({v})", x.shape, var=(t := self.fresh("m")))
+            return self.assign(sc, f'where(lt({t}, 1.5), {t} * 2.0, {v}) + cast(le({v}, 0.5), "float")'
+                                   f' + cast(gt({v}, -0.25), "float") * {t} + cast(ge({v}, 0.25), "float")'
+                                   f' - cast(eq({v}, 0.0), "float") + cast(ne({v}, 0.0), "float")'
+                                   f" + minimum({t}, {v}) * maximum({v}, {t} * 0.5)", x.shape)
+        if form == "unary":  # one or two terms, arguments kept in each function's domain
+            terms = []
+            for _ in range(self.pick([1, 2])):
+                fn = self.pick(["sqrt", "rsqrt", "exp", "log", "absolute", "neg", "sin", "cos"])
+                self.ops.add(fn)
+                arg = {"sqrt": f"exp({v})", "rsqrt": f"exp({v}) + 1.0", "log": f"exp({v}) + 2.0",
+                       "exp": f"tanh({v})"}.get(fn, v)
+                self.ops.update({"exp"} if fn in ("sqrt", "rsqrt", "log") else {"tanh"} if fn == "exp" else set())
+                terms.append(f"{fn}({arg})")
+            return self.assign(sc, " + ".join(terms), x.shape)
+        if form == "pow":
+            self.ops.update({"pow", "sigmoid"})
+            e = self.pick([f"pow(sigmoid({v}), 1.5)", f"pow({v}, 2.0)", f"pow(sigmoid({v}) + 0.5, -0.5)"])
+            return self.assign(sc, e, x.shape)
+        if form == "clamp":
+            self.ops.add("clamp")
+            arg = self.pick([", min = -0.5, max = 0.5", ", max = 0.25", ", min = 0.0"])
+            return self.assign(sc, f"clamp({v}{arg})", x.shape)
+        if form == "minmax":
+            fn = self.pick(["minimum", "maximum"])
+            self.ops.add(fn)
+            b = self.partner(sc, x) or (f"{v} * 2.0", x.shape)
+            a, b = (v, b[0]) if self.chance(0.5) else (b[0], v)
+            return self.assign(sc, f"{fn}({a}, {b})", x.shape)
+        if form == "where":
+            fn = self.pick(["lt", "le", "gt", "ge", "eq", "ne"])
+            self.ops.update({fn, "where"})
+            thr = self.pick(["0.0", "0.5", "-0.25"])
+            b = self.partner(sc, x, same=True)
+            other = b[0] if b else f"{v} * 0.5"
+            e = f"where({fn}({v}, {thr}), {v} * 2.0, {other})"
+            if self.chance(0.5):
+                fn2 = self.pick(["lt", "le", "gt", "ge", "eq", "ne"])
+                self.ops.update({fn2, "cast"})
+                e += f' + cast({fn2}({v}, {self.pick(["0.0", "0.25"])}), "float")'
+            return self.assign(sc, e, x.shape)
+        self.ops.update({"cast", "gt"})
+        e = self.pick([f'{v} + cast(gt({v}, 0.0), "float")', f'{v} * 0.5 + cast(cast({v}, "int"), "float")',
+                       f'cast(cast({v}, "bool"), "float") * {v}'])
+        return self.assign(sc, e, x.shape)
+
+    def op_const(self, sc, x):
+        """Constants (archlang/ops/tensor.py, math.py): arange, full, zeros, ones, floor_div, mod,
+        param, broadcast against ``x``'s last dim (or its last two)."""
+        v, n = x.var, x.last
+        form = self.pick(["arange", "intdiv", "full", "param", "param", "all"])
+        if form == "all":
+            self.ops.update({"arange", "floor_div", "mod", "cast", "zeros", "ones", "full"})
+            k = self.int_(1, 4)
+            return self.assign(sc, f'({v} + zeros([{n}])) * ones([{n}]) + full([{n}], 0.5)'
+                                   f' + cast(floor_div(arange({n}), {k}) - mod(arange({n}, start = 1), {k}), "float")',
+                               x.shape)
+        if form == "arange":
+            self.ops.add("arange")
+            start, step = self.int_(-2, 2), self.pick([1, 1, 2, -1])
+            extra = (f", start = {start}" if start else "") + (f", step = {step}" if step != 1 else "")
+            if self.chance(0.5):
+                return self.assign(sc, f'{v} + arange({self.num(sc, n)}{extra}, dtype = "float") * 0.25', x.shape)
+            self.ops.add("cast")
+            return self.assign(sc, f'{v} * cast(arange({n}{extra}), "float")', x.shape)
+        if form == "intdiv":
+            fn = self.pick(["floor_div", "mod"])
+            self.ops.update({fn, "arange", "cast"})
+            k = self.int_(1, 4)
+            return self.assign(sc, f'{v} * cast({fn}(arange({n}), {k}), "float")', x.shape)
+        tail = (n,) if x.rank < 3 or not isinstance(x.shape[-2], int) or self.chance(0.5) else x.shape[-2:]
+        if form == "full":
+            fn = self.pick(["full", "zeros", "ones"])
+            self.ops.add(fn)
+            arg = f"{_lit(list(tail))}" + (", 2.0" if fn == "full" else "")
+            op = "*" if fn != "zeros" else "+"
+            return self.assign(sc, f"{v} {op} {fn}({arg})", x.shape)
+        self.ops.add("param")
+        init = self.pick(["", ', init = "normal"', ', init = "ones"', ", value = 0.5", ', init = "trunc_normal", std = 0.02',
+                          ', init = "zeros"'])
+        shape = self.pick([list(tail), [], [1, *tail]] if x.rank > len(tail) + 1 else [list(tail), []])
+        lab = self.label(sc, "gamma", p=0.5)
+        if self.chance(0.5):
+            name = self.fresh("w")
+            self.emit(sc, f"{name} = {lab}param({_lit(shape)}{init})")
+            return self.assign(sc, f"{v} * {name}" if self.chance(0.5) else f"{name} + {v}", x.shape)
+        lab = f"({lab}param({_lit(shape)}{init}))"
+        return self.assign(sc, f"{v} * {lab}" if self.chance(0.5) else f"{v} + {lab}", x.shape)
+
+    def op_gather(self, sc, x):
+        """gather from ``x`` along one dim, or from a parameter table broadcast against ``x``."""
+        self.ops.update({"gather", "arange", "mod"})
+        dims = [i for i in range(1, x.rank) if isinstance(x.shape[i], int)]
+        if self.chance(0.5) or x.rank < 3 or not isinstance(x.shape[-2], int):
+            i = self.pick(dims)
+            n, k = x.shape[i], self.int_(1, 6)
+            idx = self.pick([f"mod(arange({k}, start = {self.int_(0, 3)}), {n})",
+                             f"mod({k + n} - arange({k}, start = 1), {n})"])
+            shape = list(x.shape)
+            shape[i] = k
+            return self.assign(sc, f"gather({x.var}, {idx}, dim = {i})", tuple(shape))
+        m, k = self.int_(1, 5), x.shape[-2]
+        lab = self.label(sc, "table", p=0.7)
+        return self.assign(sc, f'{x.var} + gather({lab}param([{m}, {x.last}], init = "normal", std = 1.0), '
+                               f"mod(arange({k}), {m}))", x.shape)
+
+    def op_rmsnorm(self, sc, x):
+        self.ops.add("rmsnorm")
+        extra = self.pick(["", ", eps = 1e-5", ", affine = false"])
+        if "false" not in extra:
+            self.kinds.add("rmsnorm")
+        return self.assign(sc, f"{self.label(sc, 'rms', p=0.5)}rmsnorm({x.var}{extra})", x.shape)
+
+    def op_interpolate(self, sc, x):
+        _, c, h, w = x.shape
+        self.ops.add("interpolate")
+        mode = self.pick(["nearest", "bilinear", "bicubic"])
+        args = []
+        if self.chance(0.3) and c * h * w * 4 <= self.MAX_NUMEL:
+            shape = (B, c, h * 2, w * 2)
+            args.append(self.pick(["scale = 2.0", "scale = 2.5"]) if h == w == 1 else "scale = 2.0")
+            shape = (B, c, int(h * 2.5), int(w * 2.5)) if "2.5" in args[0] else shape
+            if c * shape[2] * shape[3] > self.MAX_NUMEL:
+                return None
+        else:
+            oh, ow = self.int_(1, 7), self.int_(1, 7)
+            shape = (B, c, oh, ow)
+            args.append(f"size = {_lit([oh, ow])}")
+        if mode != "nearest" or self.chance(0.5):
+            args.append(f'mode = "{mode}"')
+        if mode != "nearest" and self.chance(0.4):
+            args.append("align_corners = true")
+        return self.assign(sc, f"interpolate({x.var}, {', '.join(args)})", shape)
+
+    def op_pad(self, sc, x):
+        self.ops.add("pad")
+        dims = [i for i in range(1, x.rank) if isinstance(x.shape[i], int)]
+        ds = sorted(self.d(st.sets(st.sampled_from(dims), min_size=1, max_size=min(2, len(dims)))))
+        after = [self.int_(0, 2) for _ in ds]
+        before = [self.int_(0, 2) for _ in ds]
+        shape = list(x.shape)
+        for i, a, b in zip(ds, after, before, strict=True):
+            shape[i] += a + b
+        if self.numel(tuple(shape)) > self.MAX_NUMEL:
+            return None
+        shown = [self.pick([i, i - x.rank]) for i in ds]
+        args = [f"dims = {_lit(shown)}", f"after = {_lit(after)}"]
+        if any(before) or self.chance(0.3):
+            args.append(f"before = {_lit(before)}")
+        if self.chance(0.4):
+            args.append(f"value = {self.pick(['-1.0', '0.5', '0.0'])}")
+        return self.assign(sc, f"pad({x.var}, {', '.join(args)})", tuple(shape))
+
+    def op_prepend(self, sc, x):
+        """prepend a [D] or [K, D] parameter to [B, N, D]."""
+        self.ops.update({"prepend", "param"})
+        _, n, d = x.shape
+        k = self.pick([None, 1, 2])
+        shape = [d] if k is None else [k, d]
+        lab = self.label(sc, "cls", p=0.7)
+        tok = f'{lab}param({_lit(shape)}, init = "normal")'
+        if self.chance(0.5):
+            name = self.fresh("tok")
+            self.emit(sc, f"{name} = {tok}")
+            tok = name
+        return self.assign(sc, f"prepend({x.var}, {tok})", (B, n + (k or 1), d))
+
+    def op_place(self, sc, x):
+        """place_tokens at the positions where ids (computed from x) hold the token; the features
+        are as many rows as x has, so there are always enough."""
+        self.ops.update({"place_tokens", "cast", "gt", "mean"})
+        token = self.pick([0, 1])
+        ids = self.fresh("ids")
+        self.emit(sc, f'{ids} = cast(gt(mean({x.var}, dim = [2]), 0.0), "int")')
+        feats = self.pick([f"{x.var} * 2.0", f"tanh({x.var})", f"roll({x.var}, shifts = [1], dims = [1])"])
+        return self.assign(sc, f"place_tokens({x.var}, {ids}, {feats}, token = {token})", x.shape)
+
+    def op_attend(self, sc, x):
+        """attend on [B, H, N, D] (written from [B, N, C] with rearranges, or a rank-4 tensor
+        as it is): grouped-query heads, causal, bias / mask / score expressions, rope."""
+        self.ops.add("attend")
+        back = None
+        if x.rank == 3:
+            _, n, c = x.shape
+            h = self.pick(_divisors(c, 4))
+            self.ops.add("rearrange")
+            q = self.fresh("q")
+            self.emit(sc, f'{q} = rearrange({x.var}, "b n (h d) -> b h n d", h = {h})')
+            shape = (B, h, n, c // h)
+            back = '"b h n d -> b n (h d)"'
+        else:
+            q, shape = x.var, x.shape
+            h = shape[1]
+        d = shape[3]
+        if d % 2 == 0 and self.chance(0.4):
+            self.ops.add("rope")
+            extra = self.pick(["", ", theta = 500000.0", ", offset = 3"] + ([", fraction = 0.5"] if d % 4 == 0 else []))
+            q2 = self.fresh("q")
+            self.emit(sc, f"{q2} = rope({q}{extra})")
+            q = q2
+        k = v = q
+        if h > 1 and isinstance(h, int) and self.chance(0.4):
+            hk = self.pick([g for g in _divisors(h) if g < h])
+            self.ops.add("slice")
+            k = self.fresh("k")
+            self.emit(sc, f"{k} = slice({q}, 0, {hk}, dim = 1)")
+            v = self.pick([k, f"{k} * 0.5"])
+        args = []
+        if self.chance(0.4):
+            args.append("causal = true")
+        if self.chance(0.2):
+            args.append(self.pick(["scale = 0.3", "scale = 1.0"]))
+        form = self.pick(["none", "bias", "bias_t", "mask", "score"])
+        if form == "bias":
+            args.append(self.pick(["bias = 0.1 * (kv_idx - q_idx)", "bias = 0.5 * h - 0.25 * kv_idx",
+                                   "bias = 0.2 * b + 0.1 * q_idx"]))
+        elif form == "bias_t":
+            self.ops.add("param")
+            sl = self.fresh("slope")
+            self.emit(sc, f"{sl} = {self.label(sc, 'slopes', p=0.5)}param([{h}], value = 0.5)")
+            args.append(f"bias = {sl}[h] * (kv_idx - q_idx)")
+        elif form == "mask":
+            args.append(self.pick([f"mask = q_idx - kv_idx < {self.int_(1, 3)}", "mask = kv_idx <= q_idx",
+                                   "mask = q_idx - kv_idx >= 0"]))
+            if "causal = true" not in args:
+                args.append("causal = true")  # every row keeps a key
+        elif form == "score":
+            args.append(self.pick(["score = score * 0.5", "score = score + 0.1 * h", "score = score * score * 0.1"]))
+        out = self.fresh("o")
+        self.emit(sc, f"{out} = attend({q}, {k}, {v}{''.join(', ' + a for a in args)})")
+        if back is not None:
+            return self.assign(sc, f"rearrange({out}, {back})", x.shape)
+        t = Ten(out, shape)
+        sc.env.append(t)
+        return t
+
+    def op_scores(self, sc, x):
+        """A hand-written attention matrix [B, H, N, N] marked with attention_scores."""
+        self.ops.update({"attention_scores", "softmax", "rearrange", "matmul"})
+        p = self.fresh("p")
+        self.emit(sc, f'{p} = softmax(attention_scores({x.var} @ rearrange({x.var}, "b h n d -> b h d n") * 0.5))')
+        return self.assign(sc, f"{p} @ {x.var}", x.shape)
+
+    def op_share(self, sc, x):
+        """Weight sharing: a labelled linear (or conv2d) used again by its label, ``y = fc(z)``."""
+        lab = self.fresh("shared")
+        if sc.loop is not None:
+            return None
+        sc.labels.add(lab)
+        if x.rank == 4 and x.concrete(1, 2, 3) and self.chance(0.5) and x.shape[2] >= 1:
+            c = x.shape[1]
+            self.ops.add("conv2d")
+            self.kinds.add("conv2d")
+            t = self.assign(sc, f"{lab}: conv2d({x.var}, {c}, kernel = 3, padding = 1, groups = {c})", x.shape)
+            return self.assign(sc, f"{lab}({self.pick([t.var, f'{t.var} * 0.5'])})", x.shape)
+        self.ops.add("linear")
+        self.kinds.add("linear")
+        t = self.assign(sc, f"{lab}: linear({x.var}, {x.last})", x.shape)
+        return self.assign(sc, f"{lab}(gelu({t.var})) + {t.var}", x.shape)
+
+    def op_subscript(self, sc, x):
+        """Tensor subscripts: ``x[:, 0]``, ``x[:, 1:]``, ``x[:, ::2]``, ``x[..., a:b:s]``."""
+        dims = [i for i in range(1, x.rank) if isinstance(x.shape[i], int)]
+        i = self.pick(dims)
+        n = x.shape[i]
+        a = self.int_(0, n - 1)
+        b = self.int_(a + 1, n)
+        s = self.pick([1, 2, 3])
+        shape = list(x.shape)
+        if self.chance(0.2) and x.rank >= 3:
+            shape.pop(i)
+            piece = str(self.int_(-n, n - 1))
+        else:
+            shape[i] = -(-(b - a) // s)
+            piece = self.pick([f"{a}:{b}:{s}", f"{a}:{b}" if s == 1 else f"{a}:{b}:{s}",
+                               f"::{s}" if (a, b) == (0, n) else f"{a}:{b}:{s}"])
+        sub = f"..., {piece}" if i == x.rank - 1 and self.chance(0.5) else ", ".join([":"] * i + [piece])
+        return self.assign(sc, f"{x.var}[{sub}]", tuple(shape))
 
     OPS: ClassVar[dict] = {}  # filled after the class body
 
@@ -953,14 +1252,17 @@ class Gen:
         arms: list[Scope] = []
         result: Ten = x
         n_arms = len(conds) + (1 if has_else else 0)
+        # every arm ends by binding the same variable (never a protected one: a block's `x`
+        # stays its input, which the residual closing the block reads)
+        target = x.var if x.var not in sc.protected else self.fresh("b")
         for i in range(n_arms):
             snap = self.snapshot()
             body = sc.child_lines()
             h = x
             for _ in range(self.int_(1, 2)):
                 h = self.step(body, h, structure=False)
-            if h.var != x.var:
-                h = self.assign(body, h.var, h.shape, var=x.var, dtype=h.dtype)
+            if h.var != target:
+                h = self.assign(body, h.var, h.shape, var=target, dtype=h.dtype)
             arms.append(body)
             if i == taken:
                 result = h
@@ -1253,6 +1555,26 @@ for _k in ("conv2d", "conv2d_", "max_pool2d", "avg_pool2d"):
     Gen.OPS[_k] = (lambda g, x, sc: _float(x) and x.rank == 4 and x.concrete(1, 2, 3),
                    _kind(Gen.op_image, _k.rstrip("_")))
 Gen.OPS.update({
+    "math": (lambda g, x, sc: _float(x) and x.rank >= 2, Gen.op_math),
+    "math2": (lambda g, x, sc: _float(x) and x.rank >= 2, Gen.op_math),
+    "math3": (lambda g, x, sc: _float(x) and x.rank >= 2, Gen.op_math),
+    "act2": (lambda g, x, sc: _float(x), Gen.op_act),
+    "scale2": (lambda g, x, sc: _last(x) and x.rank == 3, Gen.op_scale),
+    "const": (lambda g, x, sc: _last(x), Gen.op_const),
+    "gather": (lambda g, x, sc: _float(x) and x.rank >= 2 and any(isinstance(s, int) for s in x.shape[1:])
+               and Gen.numel(x.shape) <= Gen.MAX_NUMEL, Gen.op_gather),
+    "rmsnorm": (lambda g, x, sc: _last(x), Gen.op_rmsnorm),
+    "pad": (lambda g, x, sc: _float(x) and x.rank >= 2 and any(isinstance(s, int) for s in x.shape[1:]), Gen.op_pad),
+    "subscript": (lambda g, x, sc: _float(x) and x.rank >= 2 and any(isinstance(s, int) for s in x.shape[1:]),
+                  Gen.op_subscript),
+    "share": (lambda g, x, sc: _last(x) and sc.loop is None, Gen.op_share),
+})
+Gen.OPS["interpolate"] = (lambda g, x, sc: _float(x) and x.rank == 4 and x.concrete(1, 2, 3), Gen.op_interpolate)
+Gen.OPS["prepend"] = (lambda g, x, sc: _seq_n(x) and x.shape[1] < 8, Gen.op_prepend)
+Gen.OPS["place_tokens"] = (lambda g, x, sc: _seq(x), Gen.op_place)
+Gen.OPS["attend"] = (lambda g, x, sc: (_seq(x) or (_last(x) and x.rank == 4 and x.concrete(1))), Gen.op_attend)
+Gen.OPS["attention_scores"] = (lambda g, x, sc: _last(x) and x.rank == 4 and x.concrete(1, 2), Gen.op_scores)
+Gen.OPS.update({
     "rearrange": (lambda g, x, sc: _float(x) and x.rank in (2, 3, 4) and isinstance(x.last, int)
                   and (x.rank != 4 or x.concrete(1, 2, 3)), Gen.op_rearrange),
     "std": (lambda g, x, sc: _last(x) and x.rank in (2, 3, 4) and g.chance(0.3), Gen.op_std),
@@ -1260,7 +1582,7 @@ Gen.OPS.update({
 SPECIAL = {"matmul", "attention", "rel_pos_attention", "cross_attention", "learned_pos", "sinusoidal_pos",
            "prepend_token", "learned_tokens", "conv1d", "pooled_attention", "window_attention",
            "window_attention_v2", "local_attention", "channel_shift", "spatial_shift", "conv2d", "max_pool2d",
-           "avg_pool2d"}
+           "avg_pool2d", "interpolate", "prepend", "place_tokens", "attend", "attention_scores"}
 Gen.STRUCT = [
     (lambda g, x, sc: not sc.in_block, lambda g, sc, x: g.let(sc, x)),
     (lambda g, x, sc: g.chance(0.3), lambda g, sc, x: g.require(sc, x)),
