@@ -37,19 +37,69 @@ from archlang.perf import gc_paused
 _VIEWS = (O.Rearrange, O.Identity, O.Take, O.SliceOp, O.Split)  # outputs that share their input's storage
 
 
-def _is_view(op: O.OpBase) -> bool:
+def _is_view(op: O.OpBase, layout: tuple[int, ...] | None = None) -> bool:
     """Whether the op's output shares its input's storage: a rearrange does unless it merges
-    axes that are not adjacent, in order, in its (contiguous) input (``b c t f -> b t (c f)``
-    copies; ``b c h w -> b (h w) c`` is a view)."""
+    axes that are not adjacent, in order, in its input's memory (``b c t f -> b t (c f)``
+    copies a contiguous input; ``b c h w -> b (h w) c`` is a view). ``layout`` is the input's
+    memory order (:func:`_rearranged_layout`); None is contiguous."""
     if not isinstance(op, _VIEWS):
         return False
     if isinstance(op, O.Rearrange):
-        order = [a for g in op.lhs for a in g]
-        for g in op.rhs:
-            pos = [order.index(a) for a in g if a in order]
-            if len(pos) > 1 and pos != list(range(pos[0], pos[0] + len(pos))):
-                return False
+        return _rearranged_layout(op, layout) is not None
     return True
+
+
+def _rearranged_layout(op: O.Rearrange, layout: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    """The memory order of a rearrange's output (its dims, outermost first) when it is a view of
+    an input laid out in ``layout`` (None: contiguous), or None when it must copy (a merged
+    group whose axes are not adjacent and in order in memory)."""
+    lhs = op.lhs
+    order = layout if layout is not None and len(layout) == len(lhs) else tuple(range(len(lhs)))
+    physical = [a for d in order for a in lhs[d]]  # elementary axes, outermost first in memory
+    first = []
+    for g in op.rhs:
+        pos = [physical.index(a) for a in g if a in physical]
+        if len(pos) > 1 and pos != list(range(pos[0], pos[0] + len(pos))):
+            return None
+        first.append(pos[0] if pos else len(physical))
+    return tuple(sorted(range(len(op.rhs)), key=lambda i: first[i]))
+
+
+# ops whose output is laid out in memory as their first input (pointwise work keeps strides)
+_SAME_LAYOUT = (O.Activation, O.Scale, O.Dropout, O.DropPath, O.Identity)
+_SAME_LAYOUT_TAGS = frozenset({"rope", "sqrt", "rsqrt", "exp", "log", "absolute", "neg", "sin", "cos", "pow", "clamp"})
+
+
+def _layouts(graph: Graph, device: str) -> dict[str, tuple[int, ...]]:
+    """The memory order of each node's first output where it is not contiguous: a rearrange
+    that permutes without copying (``b n (h d) -> b h n d``) gives a strided view, pointwise ops
+    keep their input's strides, and on the CPU SDPA's fused kernel writes its output in its
+    query's layout, so Llama's ``rearrange(attend(...), "b h n d -> b n (h d)")`` is a view
+    (measured: the CPU flash kernel's output strides follow q)."""
+    out: dict[str, tuple[int, ...]] = {}
+    for n in graph.nodes:
+        if not n.inputs:
+            continue
+        src = out.get(n.inputs[0].node) if n.inputs[0].index == 0 else None
+        op = n.op
+        lay: tuple[int, ...] | None = None
+        if isinstance(op, O.Rearrange):
+            lay = _rearranged_layout(op, src)
+        elif isinstance(op, _SAME_LAYOUT) or getattr(op, "op", "") in _SAME_LAYOUT_TAGS:
+            lay = src
+        elif isinstance(op, O.Binary) and n.outputs and src is not None:
+            first = graph.by_name[n.inputs[0].node].outputs[0]
+            lay = src if first.shape == n.outputs[0].shape else None
+        elif getattr(op, "op", "") == "attend" and device == "cpu":
+            from archlang.ops.attention import _cpu_math  # the fused kernel's output follows q
+
+            ins = [graph.by_name[r.node].outputs[r.index] for r in n.inputs]
+            lay = src if not _cpu_math(op, ins) else None
+        if lay is not None and lay != tuple(range(len(lay))):
+            out[n.name] = lay
+    return out
+
+
 DTYPE_BYTES = FLOAT_DTYPES
 DEVICES = ("cpu", "cuda")  # the saved-tensor and optimizer rules differ (see archlang.cost.rules)
 FIGURES = ("params", "trainable_params", "flops", "other_flops", "activation_bytes", "saved_bytes",
@@ -168,6 +218,7 @@ class CostReport:
         gradient flows (before the first trainable weight), and an input kept only for a
         weight's gradient (linear, conv) is not kept when that weight is frozen."""
         root: dict[tuple[str, int], tuple[str, int]] = {}
+        layouts = _layouts(self.graph, self.device)
         req: dict[str, bool] = {}
         charged: set[tuple[str, int]] = set()
         memo: dict[tuple, tuple[DimLike, int]] = {}
@@ -180,7 +231,7 @@ class CostReport:
             rg = trainable or any(req.get(r.node, False) for r in n.inputs)
             req[n.name] = rg
             op = n.op
-            if ins and (_is_view(op) or (isinstance(op, O.Dropout | O.DropPath) and op.p == 0)):
+            if ins and (_is_view(op, layouts.get(n.inputs[0].node)) or (isinstance(op, O.Dropout | O.DropPath) and op.p == 0)):
                 for i in range(len(n.outputs)):
                     root[(n.name, i)] = ins[0]
                 out.append((0, 0))
@@ -361,6 +412,7 @@ class CostReport:
         req: dict[str, bool] = {}
         steps: list[Step] = []
         elem = {"float": self.bytes_per, "int": INT64_BYTES, "bool": 1}
+        layouts = _layouts(self.graph, self.device)
         size_memo: dict[tuple, int] = {}
         passes_t = (O.Rearrange, O.Identity, O.Output, O.Concat, O.PrependToken)
         reshaping = (O.Concat, O.PrependToken, O.Rearrange)
@@ -388,7 +440,8 @@ class CostReport:
             rg = train and (trainable_n > 0 or any([req.get(r.node, False) for r in n.inputs]))
             req[n.name] = rg
             drop = isinstance(op, O.Dropout | O.DropPath)
-            view = bool(ins) and (isinstance(op, O.Output) or _is_view(op) or (drop and (op.p == 0 or not train)))
+            view = bool(ins) and (isinstance(op, O.Output) or _is_view(op, layouts.get(n.inputs[0].node))
+                                  or (drop and (op.p == 0 or not train)))
             eval_view = bool(ins) and drop and not view  # dropout in eval returns its input
             saves: tuple[int, ...] = ()
             grads: tuple[bool, ...] = ()
