@@ -117,26 +117,6 @@ def _groupnorm(op: O.GroupNorm, ins: list[TensorType]) -> tuple[TensorType, ...]
     return (x,)
 
 
-@rule(O.PrependToken)
-def _prepend(op: O.PrependToken, ins: list[TensorType]) -> tuple[TensorType, ...]:
-    (x,) = ins
-    _rank(x, 3, "prepend_token ([B, N, D])")
-    _eq(x.shape[2], op.dim, f"token width {op.dim} does not match {fmt(x.shape[2])}")
-    return (TensorType(shape=(x.shape[0], add(x.shape[1], 1), x.shape[2])),)
-
-
-@rule(O.PosEmbed)
-def _pos(op: O.PosEmbed, ins: list[TensorType]) -> tuple[TensorType, ...]:
-    (x,) = ins
-    _rank(x, 3, "positional embedding ([B, N, D])")
-    _eq(x.shape[2], op.dim, f"positional embedding width {op.dim} does not match {fmt(x.shape[2])}")
-    n = x.shape[1]
-    if isinstance(n, int) and n > op.length:
-        raise ShapeError("E0301", f"sequence of {n} tokens is longer than the positional table ({op.length})",
-                         help="raise `max_len` / the number of positions")
-    return (x,)
-
-
 def _attn_in(op: O._AttnCommon | O.CrossAttention, x: TensorType, rank: int, what: str) -> None:
     _rank(x, rank, what)
     _eq(x.shape[-1], op.dim, f"{what} expects width {op.dim}, got {fmt(x.shape[-1])}")
@@ -197,27 +177,6 @@ def _pooled(op: O.PooledAttention, ins: list[TensorType]) -> tuple[TensorType, .
         f"{want} tokens, got {fmt(x.shape[1])}")
     qh, qw = op.out_grid()
     return (TensorType(shape=(x.shape[0], op.cls + qh * qw, op.dim_out)),)
-
-
-@rule(O.ChannelScale)
-def _channel_scale(op: O.ChannelScale, ins: list[TensorType]) -> tuple[TensorType, ...]:
-    _min_rank(ins[0], 1, "channel_scale")
-    d = _norm_dim(op.axis, ins[0].rank, "channel_scale")
-    _eq(ins[0].shape[d], op.dim, f"channel_scale over {op.dim} channels, got {fmt(ins[0].shape[d])}")
-    return (ins[0],)
-
-
-@rule(O.Affine)
-def _affine(op: O.Affine, ins: list[TensorType]) -> tuple[TensorType, ...]:
-    _rank(ins[0], 3, "affine ([B, N, C])")
-    _eq(ins[0].shape[-1], op.dim, f"affine over {op.dim} channels, got {fmt(ins[0].shape[-1])}")
-    return (ins[0],)
-
-
-@rule(O.LearnedTokens)
-def _learned_tokens(op: O.LearnedTokens, ins: list[TensorType]) -> tuple[TensorType, ...]:
-    _min_rank(ins[0], 1, "learned_tokens")
-    return (TensorType(shape=(ins[0].shape[0], op.n, op.dim)),)
 
 
 def broadcast(a: TensorType, b: TensorType, what: str) -> TensorType:

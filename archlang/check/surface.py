@@ -157,30 +157,6 @@ def _groupnorm(ctx, ins, a):
     return O.GroupNorm(groups=a["groups"], channels=c, eps=a["eps"])
 
 
-@op("prepend_token", ("x",), (), "Prepend a learned token (class/distillation): [B, N, D] -> [B, N+1, D].")
-def _prepend(ctx, ins, a):
-    if ins[0].rank != 3:
-        raise BuildError("E0302", f"prepend_token expects [B, N, D], got {ins[0]}")
-    return O.PrependToken(dim=_last(ctx, ins[0], "prepend_token"))
-
-
-@op("learned_pos", ("x",), (Arg("max_len", "int", 0, min=0),), "Add a learned positional embedding to [B, N, D].")
-def _learned_pos(ctx, ins, a):
-    x = ins[0]
-    if x.rank != 3:
-        raise BuildError("E0302", f"learned_pos expects [B, N, D], got {x}")
-    n = a["max_len"] or _const(ctx, x.shape[1], "the sequence length (or give `max_len`)")
-    return O.PosEmbed(kind="learned", length=n, dim=_last(ctx, x, "learned_pos"))
-
-
-@op("sinusoidal_pos", ("x",), (Arg("max_len", "int", 5000, min=1),), "Add the fixed sinusoidal encoding of Vaswani et al.")
-def _sin_pos(ctx, ins, a):
-    x = ins[0]
-    if x.rank != 3:
-        raise BuildError("E0302", f"sinusoidal_pos expects [B, N, D], got {x}")
-    return O.PosEmbed(kind="sinusoidal", length=a["max_len"], dim=_last(ctx, x, "sinusoidal_pos"))
-
-
 # ----------------------------------------------------------------------------- attention
 
 _ATTN_ARGS = (Arg("heads", "int", min=1), Arg("head_dim", "int", 0, min=0), Arg("qkv_bias", "bool", True),
@@ -335,30 +311,6 @@ def parse_pattern(pattern: str) -> tuple[tuple[tuple[str, ...], ...], tuple[tupl
     return lhs, rhs
 
 
-@op("channel_scale", ("x",), (Arg("init", "float", 1.0), Arg("dim", "int", -1)),
-    "Multiply the last dim (or `dim`: 1 for NCHW) by a learned vector (LayerScale; ResMLP's ls), "
-    "initialised to `init`.")
-def _channel_scale(ctx, ins, a):
-    x, axis = ins[0], _axis(ctx, ins[0], a["dim"], "channel_scale")
-    last = axis == x.rank - 1
-    return O.ChannelScale(dim=_last(ctx, x, "channel_scale") if last else
-                          _const(ctx, x.shape[axis], "the channels of `channel_scale`"), init=a["init"],
-                          axis=-1 if last else axis)
-
-
-@op("affine", ("x",), (), "ResMLP's Affine norm on [B, N, C]: alpha * x + beta, per channel.")
-def _affine(ctx, ins, a):
-    return O.Affine(dim=_last(ctx, ins[0], "affine"))
-
-
-@op("learned_tokens", ("like",), (Arg("n", "int"), Arg("dim", "int")),
-    "n learned vectors for every example of `like`'s batch: [B, n, dim] (per-task queries).")
-def _learned_tokens(ctx, ins, a):
-    if a["n"] <= 0 or a["dim"] <= 0:
-        raise BuildError("E0406", "learned_tokens needs positive n and dim", arg="n")
-    return O.LearnedTokens(n=a["n"], dim=a["dim"])
-
-
 @op("rel_pos_attention", ("x",), _ATTN_ARGS,
     "Self-attention with Transformer-XL relative positional encoding (Conformer's MHSA).")
 def _rel_pos_attention(ctx, ins, a):
@@ -370,3 +322,7 @@ def _rel_pos_attention(ctx, ins, a):
 def _window_v2(ctx, ins, a):
     v1 = _window(ctx, ins, a)
     return O.WindowAttentionV2(**v1.model_dump(exclude={"op"}))
+
+
+# the rule kit under public names, for the family modules of archlang.ops
+axis_index = _axis

@@ -141,20 +141,6 @@ def _norm(op: O.OpBase, ins, outs) -> OpCost:
                   buffer_int64=buffers[1])
 
 
-@rule(O.PrependToken)
-def _prepend(op: O.PrependToken, ins, outs) -> OpCost:
-    return OpCost()
-
-
-@rule(O.PosEmbed)
-def _pos(op: O.PosEmbed, ins, outs) -> OpCost:
-    # SinusoidalPositions registers the whole table, pe: [1, max_len, dim]; a learned one is a parameter
-    table = op.length * op.dim if op.kind == "sinusoidal" else 0
-    # while it is filled, the float32 angles and their sines (then cosines) exist beside it
-    scratch = 2 * op.length * ((op.dim + 1) // 2) * 4 if table else 0
-    return OpCost(other_flops=numel(outs[0]), buffer_float=table, build_scratch=scratch)
-
-
 def _attn_core(batch: DimLike, heads: int, q_len: DimLike, k_len: DimLike, hd: int) -> OpCost:
     scores = m(batch, heads, q_len, k_len)
     return OpCost(flops=m(4, scores, hd), other_flops=m(4, scores), saved=scores,
@@ -350,14 +336,6 @@ def _pooled(op: O.PooledAttention, ins, outs) -> OpCost:
     out.weight_inputs = (0,)
     out.saved_int64 = qh * kh + qw * kw if op.rel_pos else 0
     return out
-
-
-@rule(O.ChannelScale, O.Affine)
-def _channel(op: O.OpBase, ins, outs) -> OpCost:
-    return OpCost(other_flops=m(2 if isinstance(op, O.Affine) else 1, numel(outs[0])), weight_inputs=(0,))
-
-
-rule(O.LearnedTokens)(_free)
 
 
 @rule(O.RelPosAttention)

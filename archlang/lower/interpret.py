@@ -253,42 +253,6 @@ def _groupnorm(c: EvalCtx) -> Tensor:
     return y * c.p("weight").reshape(shape) + c.p("bias").reshape(shape)
 
 
-@rule(O.PrependToken)
-def _prepend_token(c: EvalCtx) -> Tensor:
-    x = c.x()
-    token = c.p("").expand(x.shape[0], 1, x.shape[2])
-    return torch.cat([token, x], dim=1)
-
-
-@rule(O.PosEmbed)
-def _pos_embed(c: EvalCtx) -> Tensor:
-    op = c.op
-    assert isinstance(op, O.PosEmbed)
-    x = c.x()
-    n = x.shape[1]
-    if op.kind == "learned":
-        return x + c.p("")[:, :n]
-    pos = torch.arange(n, dtype=x.dtype, device=x.device)
-    return x + _sinusoids(pos, op.dim)[None]
-
-
-@rule(O.ChannelScale)
-def _channel_scale(c: EvalCtx) -> Tensor:
-    x = c.x().movedim(c.op.axis, -1)  # type: ignore[attr-defined]
-    return (x * c.p("")).movedim(-1, c.op.axis)  # type: ignore[attr-defined]
-
-
-@rule(O.Affine)
-def _affine(c: EvalCtx) -> Tensor:
-    return c.p("alpha") * c.x() + c.p("beta")
-
-
-@rule(O.LearnedTokens)
-def _learned_tokens(c: EvalCtx) -> Tensor:
-    t = c.p("")
-    return t.expand(c.x().shape[0], t.shape[1], t.shape[2])
-
-
 # ----------------------------------------------------------------------------- attention
 
 
@@ -659,3 +623,7 @@ softmax = _softmax
 
 # the rule kit under public names, for the family modules of archlang.ops
 shifted = _shifted
+
+
+# the rule kit under public names, for the family modules of archlang.ops
+sinusoids = _sinusoids

@@ -496,35 +496,6 @@ LOWER_RULES[O.GroupNorm] = Rule(
     forward=_call, module=lambda c: call("nn.GroupNorm", c.init_attr("groups"), c.init_attr("channels"),
                                          eps=c.init_attr("eps")))
 
-LOWER_RULES[O.PrependToken] = Rule(
-    forward=lambda c: E("torch.cat([tok.expand(x.shape[0], -1, -1), x], dim=1)", tok=c.mod, x=c.x()),
-    module=lambda c: call("_trunc_normal", 1, 1, c.init_attr("dim")), helpers=("_trunc_normal",),
-    reuses_input=True)
-
-
-def _pos_forward(c: Ctx) -> ast.expr:
-    op = c.op
-    assert isinstance(op, O.PosEmbed)
-    if op.kind == "sinusoidal":
-        return _call(c)
-    n = c.in_types[0].shape[1]
-    if isinstance(n, int) and c.const("length") and n == op.length:
-        return E("x + pos", x=c.x(), pos=c.mod)
-    return E("x + pos[:, :x.shape[1]]", x=c.x(), pos=c.mod)
-
-
-def _pos_mod(c: Ctx) -> ast.expr:
-    if not c.const("kind"):
-        raise LoweringError("positional embedding kind must be the same in every instance of a block")
-    if c.op.kind == "sinusoidal":  # type: ignore[attr-defined]
-        return call("SinusoidalPositions", c.init_attr("length"), c.init_attr("dim"))
-    return call("_trunc_normal", 1, c.init_attr("length"), c.init_attr("dim"))
-
-
-LOWER_RULES[O.PosEmbed] = Rule(forward=_pos_forward, module=_pos_mod,
-                               helpers=lambda c: ("SinusoidalPositions",) if c.op.kind == "sinusoidal"  # type: ignore[attr-defined]
-                               else ("_trunc_normal",), reuses_input=True)
-
 
 # ----------------------------------------------------------------------------- attention
 
@@ -614,26 +585,6 @@ def _choice(v: object, allowed) -> str:
     if not isinstance(v, str) or v not in allowed:
         raise LoweringError(f"unknown choice {v!r:.60}")
     return v
-
-
-def _channel_scale(c: Ctx) -> ast.expr:
-    """``x * gamma``; over a dim before the last (NCHW channels) gamma is viewed as [C, 1, 1]."""
-    if not c.const("axis"):
-        raise LoweringError("a channel_scale's dim must be the same in every instance of a block")
-    axis, rank = c.op.axis, c.in_types[0].rank  # type: ignore[attr-defined]
-    if axis in (-1, rank - 1):
-        return E("x * gamma", x=c.x(), gamma=c.mod)
-    view = call(ast.Attribute(value=c.mod, attr="view", ctx=ast.Load()), -1, *([1] * (rank - 1 - axis)))
-    return E("x * gamma", x=c.x(), gamma=view)
-
-
-LOWER_RULES[O.ChannelScale] = Rule(
-    forward=_channel_scale,
-    module=lambda c: E("nn.Parameter(torch.full((d,), v))", d=c.init_attr("dim"), v=c.init_attr("init")))
-LOWER_RULES[O.Affine] = Rule(forward=_call, module=lambda c: call("Affine", c.init_attr("dim")), helpers=("Affine",))
-LOWER_RULES[O.LearnedTokens] = Rule(
-    forward=lambda c: E("tok.expand(x.shape[0], -1, -1)", tok=c.mod, x=c.x()),
-    module=lambda c: call("_trunc_normal", 1, c.init_attr("n"), c.init_attr("dim")), helpers=("_trunc_normal",))
 
 
 _AUTO_TIED = re.compile(r"tied_linear(_\d+)?")

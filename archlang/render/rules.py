@@ -80,16 +80,6 @@ def _groupnorm(op: O.GroupNorm, ins: list[TensorType], outs: tuple[TensorType, .
     return Look("GroupNorm", (f"{op.groups} groups",), "norm")
 
 
-@_rule(O.PrependToken)
-def _prepend(op: O.PrependToken, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    return Look("Prepend token", ("learned",), "position")
-
-
-@_rule(O.PosEmbed)
-def _pos(op: O.PosEmbed, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    return Look("Position embedding", (op.kind,), "position")
-
-
 # --------------------------------------------------------------------------- attention
 
 
@@ -151,21 +141,6 @@ def _rel_pos_attention(op: Any, ins: list[TensorType], outs: tuple[TensorType, .
 def _window_v2(op: Any, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
     base = _window(op, ins, outs)
     return Look(f"{base.title} v2", (*base.detail, "cosine attention, log-CPB"), "attention")
-
-
-@_rule_named("ChannelScale")
-def _channel_scale(op: Any, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    return Look("LayerScale", (f"learned × per channel, init {_num(getattr(op, 'init', 1.0))}",), "elementwise")
-
-
-@_rule_named("Affine")
-def _affine(op: Any, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    return Look("Affine", ("α·x + β per channel",), "norm")
-
-
-@_rule_named("LearnedTokens")
-def _learned_tokens(op: Any, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    return Look("Learned tokens", (f"{op.n} × {op.dim}",), "position")
 
 
 def look(op: O.OpBase, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
