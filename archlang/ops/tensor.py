@@ -119,6 +119,9 @@ def _param_module(c: Ctx) -> ast.expr:
     shape = c.init_attr("shape")
     if o.init == "trunc_normal":
         kw = {} if c.const("std") and o.std == 0.02 else {"std": c.init_attr("std")}
+        if c.const("shape") and not o.shape:  # a scalar: the prelude's _trunc_normal(*shape) needs a size
+            return E("nn.Parameter(nn.init.trunc_normal_(torch.empty(()), std=s, a=-2 * s, b=2 * s))",
+                     s=c.init_attr("std"))
         dims = [lit(d) for d in o.shape] if c.const("shape") else [ast.Starred(value=shape, ctx=ast.Load())]
         return call("_trunc_normal", *dims, **kw)
     if o.init == "normal":
@@ -137,7 +140,8 @@ def _param_interpret(c: Any) -> Any:
 define(Param, shape=_param_shape,
        cost=lambda o, ins, outs: OpCost(),
        lower=Rule(forward=lambda c: c.mod, module=_param_module,
-                  helpers=lambda c: ("_trunc_normal",) if c.op.init == "trunc_normal" else ()),  # type: ignore[attr-defined]
+                  helpers=lambda c: ("_trunc_normal",) if c.op.init == "trunc_normal"  # type: ignore[attr-defined]
+                  and not (c.const("shape") and not c.op.shape) else ()),  # type: ignore[attr-defined]
        draw=lambda o, ins, outs: Look("param", (f"{list(o.shape)}", o.init), "position"),
        interpret=_param_interpret,
        example="""
