@@ -90,33 +90,6 @@ def _same(op: O.OpBase, ins: list[TensorType]) -> tuple[TensorType, ...]:
 # ----------------------------------------------------------------------------- rules
 
 
-@rule(O.LayerNorm)
-def _layernorm(op: O.LayerNorm, ins: list[TensorType]) -> tuple[TensorType, ...]:
-    (x,) = ins
-    _min_rank(x, 1, "layernorm")
-    d = _norm_dim(op.axis, x.rank, "layernorm")
-    _eq(x.shape[d], op.dim, f"layernorm over {op.dim} features, got {fmt(x.shape[d])}")
-    return (x,)
-
-
-@rule(O.BatchNorm)
-def _batchnorm(op: O.BatchNorm, ins: list[TensorType]) -> tuple[TensorType, ...]:
-    (x,) = ins
-    _min_rank(x, 2, "batchnorm")
-    _eq(x.shape[1], op.channels, f"batchnorm over {op.channels} channels, got {fmt(x.shape[1])}")
-    return (x,)
-
-
-@rule(O.GroupNorm)
-def _groupnorm(op: O.GroupNorm, ins: list[TensorType]) -> tuple[TensorType, ...]:
-    (x,) = ins
-    _min_rank(x, 2, "groupnorm")
-    _eq(x.shape[1], op.channels, f"groupnorm over {op.channels} channels, got {fmt(x.shape[1])}")
-    if op.channels % op.groups:
-        raise ShapeError("E0501", f"groupnorm: {op.groups} groups do not divide {op.channels} channels")
-    return (x,)
-
-
 def _attn_in(op: O._AttnCommon | O.CrossAttention, x: TensorType, rank: int, what: str) -> None:
     _rank(x, rank, what)
     _eq(x.shape[-1], op.dim, f"{what} expects width {op.dim}, got {fmt(x.shape[-1])}")

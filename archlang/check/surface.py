@@ -115,16 +115,6 @@ def same_pad(ctx: BuildCtx, x: TensorType, kernel: tuple[int, int], stride: tupl
     return (pads[0], pads[1], pads[2], pads[3])
 
 
-@op("layernorm", ("x",), (Arg("eps", "float", 1e-5, range="positive"), Arg("affine", "bool", True),
-                          Arg("bias", "bool", True), Arg("dim", "int", -1)),
-    "LayerNorm over the last dim (or `dim`: 1 for the channels of NCHW); `bias = false`: a weight only.")
-def _layernorm(ctx, ins, a):
-    x, axis = ins[0], _axis(ctx, ins[0], a["dim"], "layernorm")
-    last = axis == x.rank - 1
-    return O.LayerNorm(dim=_last(ctx, x, "layernorm") if last else _const(ctx, x.shape[axis], "the features of `layernorm`"),
-                       eps=a["eps"], affine=a["affine"], bias=a["bias"], axis=-1 if last else axis)
-
-
 def _axis(ctx: BuildCtx, x: TensorType, d: int, what: str) -> int:
     """``d`` as a non-negative axis of ``x`` (E0304 when out of range)."""
     if x.rank == 0:
@@ -132,29 +122,6 @@ def _axis(ctx: BuildCtx, x: TensorType, d: int, what: str) -> int:
     if not -x.rank <= d < x.rank:
         raise BuildError("E0304", f"{what}: dim {d} is out of range for {x}", arg="dim")
     return d % x.rank
-
-
-@op("batchnorm", ("x",), (Arg("eps", "float", 1e-5, range="positive"), Arg("momentum", "float", 0.1, range="prob")), "BatchNorm over dim 1 of [B, C, ...].")
-def _batchnorm(ctx, ins, a):
-    x = ins[0]
-    if x.rank < 2:
-        raise BuildError("E0302", f"batchnorm expects [B, C, ...], got {x}")
-    return O.BatchNorm(channels=_const(ctx, x.shape[1], "batchnorm channels"), eps=a["eps"], momentum=a["momentum"])
-
-
-@op("groupnorm", ("x",), (Arg("groups", "int", min=1), Arg("eps", "float", 1e-5, range="positive")), "GroupNorm over dim 1 of [B, C, ...].")
-def _groupnorm(ctx, ins, a):
-    x = ins[0]
-    if x.rank < 2:
-        raise BuildError("E0302", f"groupnorm expects [B, C, ...], got {x}")
-    c = _const(ctx, x.shape[1], "groupnorm channels")
-    if c % a["groups"]:
-        raise BuildError("E0501", f"groupnorm: groups = {a['groups']} does not divide {c} channels",
-                         help=f"{ctx.describe_arg('groups')}; channels from {ctx.describe_input(0)}", arg="groups")
-    if c // a["groups"] == 1 and all(d == 1 for d in x.shape[2:]):
-        raise BuildError("E0406", f"groupnorm with {a['groups']} groups of {c} channels normalises one value per group",
-                         help="each group needs more than one value (a spatial size, or fewer groups)", arg="groups")
-    return O.GroupNorm(groups=a["groups"], channels=c, eps=a["eps"])
 
 
 # ----------------------------------------------------------------------------- attention

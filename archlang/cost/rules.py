@@ -126,21 +126,6 @@ def cpu_threads() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-@rule(O.LayerNorm, O.BatchNorm, O.GroupNorm)
-def _norm(op: O.OpBase, ins, outs) -> OpCost:
-    x = ins[0]
-    if isinstance(op, O.LayerNorm):  # input, and a mean and a reciprocal std per row
-        stats = m(2, product(x.shape[:-1] if op.axis == -1 else x.shape[:op.axis] + x.shape[op.axis + 1:]))
-    elif isinstance(op, O.GroupNorm):
-        stats = m(2, x.shape[0], op.groups)
-    else:
-        stats = m(2, op.channels)
-    # nn.BatchNorm*d registers running_mean and running_var (float) and num_batches_tracked (int64)
-    buffers = (2 * op.channels, 1) if isinstance(op, O.BatchNorm) else (0, 0)
-    return OpCost(other_flops=m(5, numel(outs[0])), saved=stats, saves_inputs=(0,), buffer_float=buffers[0],
-                  buffer_int64=buffers[1])
-
-
 def _attn_core(batch: DimLike, heads: int, q_len: DimLike, k_len: DimLike, hd: int) -> OpCost:
     scores = m(batch, heads, q_len, k_len)
     return OpCost(flops=m(4, scores, hd), other_flops=m(4, scores), saved=scores,

@@ -215,44 +215,6 @@ def _normalise(x: Tensor, dims: tuple[int, ...], eps: float) -> Tensor:
     return (x - mean) / torch.sqrt(var + eps)
 
 
-@rule(O.LayerNorm)
-def _layernorm(c: EvalCtx) -> Tensor:
-    op = c.op
-    assert isinstance(op, O.LayerNorm)
-    x = c.x().movedim(op.axis, -1)  # over another dim than the last: normalise there
-    y = _normalise(x, (-1,), op.eps)
-    if op.affine:
-        y = y * c.p("weight") + c.p("bias") if op.bias else y * c.p("weight")
-    return y.movedim(-1, op.axis)
-
-
-@rule(O.BatchNorm)
-def _batchnorm(c: EvalCtx) -> Tensor:
-    op = c.op
-    assert isinstance(op, O.BatchNorm)
-    x = c.x()
-    shape = [1] * x.ndim
-    shape[1] = x.shape[1]
-    if c.train:  # batch statistics (biased variance); the running statistics are not touched
-        dims = tuple(d for d in range(x.ndim) if d != 1)
-        y = _normalise(x, dims, op.eps)
-    else:
-        mean, var = c.p("running_mean").reshape(shape), c.p("running_var").reshape(shape)
-        y = (x - mean) / torch.sqrt(var + op.eps)
-    return y * c.p("weight").reshape(shape) + c.p("bias").reshape(shape)
-
-
-@rule(O.GroupNorm)
-def _groupnorm(c: EvalCtx) -> Tensor:
-    op = c.op
-    assert isinstance(op, O.GroupNorm)
-    x = c.x()
-    b, ch = x.shape[0], x.shape[1]
-    y = _normalise(x.reshape(b, op.groups, -1), (-1,), op.eps).reshape(x.shape)
-    shape = [1, ch] + [1] * (x.ndim - 2)
-    return y * c.p("weight").reshape(shape) + c.p("bias").reshape(shape)
-
-
 # ----------------------------------------------------------------------------- attention
 
 
@@ -627,3 +589,7 @@ shifted = _shifted
 
 # the rule kit under public names, for the family modules of archlang.ops
 sinusoids = _sinusoids
+
+
+# the rule kit under public names, for the family modules of archlang.ops
+normalise = _normalise

@@ -456,47 +456,6 @@ def _padded(c: Ctx, value: ast.expr | None = None) -> ast.expr:
     return call("F.pad", c.x(), c.fwd_attr("pad"), **({"value": value} if value is not None else {}))
 
 
-def _ln_mod(c: Ctx) -> ast.expr:
-    kw = {}
-    if not (c.const("eps") and c.op.eps == 1e-5):  # type: ignore[attr-defined]
-        kw["eps"] = c.init_attr("eps")
-    if not (c.const("affine") and c.op.affine):  # type: ignore[attr-defined]
-        kw["elementwise_affine"] = c.init_attr("affine")
-    if not (c.const("bias") and c.op.bias):  # type: ignore[attr-defined]
-        kw["bias"] = c.init_attr("bias")
-    return call("nn.LayerNorm", c.init_attr("dim"), **kw)
-
-
-def _ln_forward(c: Ctx) -> ast.expr:
-    """nn.LayerNorm over the last dim; over another (NCHW channels) it moves there and back."""
-    if not c.const("axis"):
-        raise LoweringError("a layernorm's dim must be the same in every instance of a block")
-    axis = c.op.axis  # type: ignore[attr-defined]
-    if axis in (-1, c.in_types[0].rank - 1):
-        return _call(c)
-    moved = call(c.mod, E("x.movedim(d, -1)", x=c.x(), d=_int(axis)))
-    return E("y.movedim(-1, d)", y=moved, d=_int(axis))
-
-
-LOWER_RULES[O.LayerNorm] = Rule(forward=_ln_forward, module=_ln_mod)
-
-
-def _bn_mod(c: Ctx) -> ast.expr:
-    kind = "nn.BatchNorm2d" if c.in_types[0].rank == 4 else "nn.BatchNorm1d"
-    kw = {}
-    if not (c.const("eps") and c.op.eps == 1e-5):  # type: ignore[attr-defined]
-        kw["eps"] = c.init_attr("eps")
-    if not (c.const("momentum") and c.op.momentum == 0.1):  # type: ignore[attr-defined]
-        kw["momentum"] = c.init_attr("momentum")
-    return call(kind, c.init_attr("channels"), **kw)
-
-
-LOWER_RULES[O.BatchNorm] = Rule(forward=_call, module=_bn_mod)
-LOWER_RULES[O.GroupNorm] = Rule(
-    forward=_call, module=lambda c: call("nn.GroupNorm", c.init_attr("groups"), c.init_attr("channels"),
-                                         eps=c.init_attr("eps")))
-
-
 # ----------------------------------------------------------------------------- attention
 
 

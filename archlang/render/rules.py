@@ -60,26 +60,6 @@ def _num(x: float) -> str:
 # --------------------------------------------------------------------------- layers with weights
 
 
-@_rule(O.LayerNorm)
-def _layernorm(op: O.LayerNorm, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    detail = () if op.affine else ("no affine",)
-    if op.affine and not op.bias:
-        detail = ("no bias",)
-    if op.axis != -1:
-        detail = (*detail, f"over dim {op.axis}")
-    return Look("LayerNorm", detail, "norm")
-
-
-@_rule(O.BatchNorm)
-def _batchnorm(op: O.BatchNorm, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    return Look("BatchNorm", (), "norm")
-
-
-@_rule(O.GroupNorm)
-def _groupnorm(op: O.GroupNorm, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    return Look("GroupNorm", (f"{op.groups} groups",), "norm")
-
-
 # --------------------------------------------------------------------------- attention
 
 
