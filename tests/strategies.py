@@ -867,25 +867,28 @@ class Gen:
         if form == "all":  # every unary function, comparison and minimum/maximum in one expression
             self.ops.update({"sqrt", "rsqrt", "exp", "log", "absolute", "neg", "sin", "cos", "where", "cast",
                              "lt", "le", "gt", "ge", "eq", "ne", "minimum", "maximum"})
-            self.assign(sc, f"sqrt(exp({v})) + rsqrt(exp({v}) + 1.0) + log(exp({v}) + 2.0) + absolute(neg({v}))"
+            self.ops.add("tanh")  # exp of a bounded argument: a loop of these must not overflow
+            self.assign(sc, f"sqrt(exp(tanh({v}))) + rsqrt(exp(tanh({v})) + 1.0) + log(exp(tanh({v})) + 2.0)"
+                            f" + absolute(neg({v}))"
                             f" + sin({v}) * cos({v})", x.shape, var=(t := self.fresh("m")))
             return self.assign(sc, f'where(lt({t}, 1.5), {t} * 2.0, {v}) + cast(le({v}, 0.5), "float")'
                                    f' + cast(gt({v}, -0.25), "float") * {t} + cast(ge({v}, 0.25), "float")'
                                    f' - cast(eq({v}, 0.0), "float") + cast(ne({v}, 0.0), "float")'
-                                   f" + minimum({t}, {v}) * maximum({v}, {t} * 0.5)", x.shape)
+                                   f" + minimum({t}, {v}) + maximum({v}, {t} * 0.5)", x.shape)
         if form == "unary":  # one or two terms, arguments kept in each function's domain
             terms = []
             for _ in range(self.pick([1, 2])):
                 fn = self.pick(["sqrt", "rsqrt", "exp", "log", "absolute", "neg", "sin", "cos"])
                 self.ops.add(fn)
-                arg = {"sqrt": f"exp({v})", "rsqrt": f"exp({v}) + 1.0", "log": f"exp({v}) + 2.0",
+                arg = {"sqrt": f"exp(tanh({v}))", "rsqrt": f"exp(tanh({v})) + 1.0", "log": f"exp(tanh({v})) + 2.0",
                        "exp": f"tanh({v})"}.get(fn, v)
-                self.ops.update({"exp"} if fn in ("sqrt", "rsqrt", "log") else {"tanh"} if fn == "exp" else set())
+                self.ops.update({"exp", "tanh"} if fn in ("sqrt", "rsqrt", "log", "exp") else set())
                 terms.append(f"{fn}({arg})")
             return self.assign(sc, " + ".join(terms), x.shape)
         if form == "pow":
             self.ops.update({"pow", "sigmoid"})
-            e = self.pick([f"pow(sigmoid({v}), 1.5)", f"pow({v}, 2.0)", f"pow(sigmoid({v}) + 0.5, -0.5)"])
+            e = self.pick([f"pow(sigmoid({v}), 1.5)", f"pow(tanh({v}), 2.0)", f"pow(sigmoid({v}) + 0.5, -0.5)"])
+            self.ops.add("tanh")
             return self.assign(sc, e, x.shape)
         if form == "clamp":
             self.ops.add("clamp")
