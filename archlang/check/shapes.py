@@ -95,63 +95,6 @@ def _attn_in(op: O._AttnCommon | O.CrossAttention, x: TensorType, rank: int, wha
     _eq(x.shape[-1], op.dim, f"{what} expects width {op.dim}, got {fmt(x.shape[-1])}")
 
 
-@rule(O.Attention)
-def _attention(op: O.Attention, ins: list[TensorType]) -> tuple[TensorType, ...]:
-    _attn_in(op, ins[0], 3, "attention ([B, N, C])")
-    return (ins[0],)
-
-
-@rule(O.RelPosAttention)
-def _rel_pos(op: O.RelPosAttention, ins: list[TensorType]) -> tuple[TensorType, ...]:
-    _attn_in(op, ins[0], 3, "rel_pos_attention ([B, T, C])")
-    return (ins[0],)
-
-
-@rule(O.CrossAttention)
-def _cross(op: O.CrossAttention, ins: list[TensorType]) -> tuple[TensorType, ...]:
-    x, ctx = ins
-    _attn_in(op, x, 3, "cross_attention ([B, N, C])")
-    _rank(ctx, 3, "cross_attention context ([B, M, C])", 1)
-    _eq(ctx.shape[0], x.shape[0], f"cross_attention: batch {fmt(x.shape[0])} vs context batch {fmt(ctx.shape[0])}",
-        "the queries `x` and the keys/values `context` must come from the same batch: dim 0 of both must agree",
-        i=1)
-    _eq(ctx.shape[2], op.context_dim, f"context width {fmt(ctx.shape[2])} != {op.context_dim}", i=1)
-    return (x,)
-
-
-@rule(O.WindowAttention)
-def _window(op: O.WindowAttention, ins: list[TensorType]) -> tuple[TensorType, ...]:
-    (x,) = ins
-    _attn_in(op, x, 4, "window_attention ([B, H, W, C])")
-    _eq(x.shape[1], op.grid[0], f"window_attention built for a {op.grid[0]}-high grid, got {fmt(x.shape[1])}")
-    _eq(x.shape[2], op.grid[1], f"window_attention built for a {op.grid[1]}-wide grid, got {fmt(x.shape[2])}")
-    for g, p, w in zip(op.grid, op.pad, op.window, strict=True):
-        if (g + p) % w:
-            raise ShapeError("E0501", f"window {w} does not divide the padded grid {g + p}")
-    return (x,)
-
-
-SHAPE_RULES[O.WindowAttentionV2] = _window
-
-
-@rule(O.LocalAttention)
-def _local(op: O.LocalAttention, ins: list[TensorType]) -> tuple[TensorType, ...]:
-    _attn_in(op, ins[0], 4, "local_attention ([B, H, W, C])")
-    return (ins[0],)
-
-
-@rule(O.PooledAttention)
-def _pooled(op: O.PooledAttention, ins: list[TensorType]) -> tuple[TensorType, ...]:
-    (x,) = ins
-    _rank(x, 3, "pooled_attention ([B, N, C])")
-    _eq(x.shape[2], op.dim, f"pooled_attention expects width {op.dim}, got {fmt(x.shape[2])}")
-    want = op.cls + op.grid[0] * op.grid[1]
-    _eq(x.shape[1], want, f"pooled_attention on a {op.grid[0]}x{op.grid[1]} grid (+{op.cls}) expects "
-        f"{want} tokens, got {fmt(x.shape[1])}")
-    qh, qw = op.out_grid()
-    return (TensorType(shape=(x.shape[0], op.cls + qh * qw, op.dim_out)),)
-
-
 def broadcast(a: TensorType, b: TensorType, what: str) -> TensorType:
     ra, rb = a.rank, b.rank
     out: list[DimLike] = []
@@ -174,3 +117,7 @@ __all__ = ["SHAPE_RULES", "ShapeError", "broadcast", "conv_out", "infer", "mul"]
 # the rule kit under public names, for the family modules of archlang.ops
 norm_dim = _norm_dim
 same = _same
+
+
+# the rule kit under public names, for the family modules of archlang.ops
+expect_attn_input = _attn_in

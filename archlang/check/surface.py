@@ -148,87 +148,6 @@ def _common(ctx, dim: int, a) -> dict[str, Any]:
                 proj_bias=a["proj_bias"], attn_drop=a["attn_drop"], proj_drop=a["proj_drop"])
 
 
-@op("attention", ("x",), (*_ATTN_ARGS, Arg("causal", "bool", False)),
-    "Multi-head self-attention over [B, N, C] (global, or causal), fused qkv, SDPA.")
-def _attention(ctx, ins, a):
-    return O.Attention(**_common(ctx, _last(ctx, ins[0], "attention"), a), causal=a["causal"])
-
-
-@op("cross_attention", ("x", "context"), _ATTN_ARGS,
-    "Queries from x [B, N, C]; keys/values from context [B, M, Ck].")
-def _cross(ctx, ins, a):
-    c = _common(ctx, _last(ctx, ins[0], "cross_attention"), a)
-    return O.CrossAttention(**c, context_dim=_last(ctx, ins[1], "cross_attention context"))
-
-
-@op("window_attention", ("x",), (*_ATTN_ARGS, Arg("window", "int", min=1), Arg("shift", "int", 0, min=0)),
-    "Swin (shifted-)window attention on [B, H, W, C] with a relative position bias.")
-def _window(ctx, ins, a):
-    x = ins[0]
-    if x.rank != 4:
-        raise BuildError("E0302", f"window_attention expects [B, H, W, C], got {x}")
-    h = _const(ctx, x.shape[1], "the grid height of window_attention")
-    w = _const(ctx, x.shape[2], "the grid width of window_attention")
-    win, shift = a["window"], a["shift"]
-    if win <= 0:
-        raise BuildError("E0406", f"window must be positive, got {win}", arg="window")
-    if not 0 <= shift < win:
-        raise BuildError("E0406", f"shift must be in 0 .. window-1 = {win - 1}, got {shift}", arg="shift")
-    # The Swin clamping rule (as in the reference and timm): a window as large as the grid
-    # covers it entirely, so it shrinks to the grid and there is nothing to shift.
-    wins, shifts = [], []
-    for g in (h, w):
-        if g <= win:
-            wins.append(g)
-            shifts.append(0)
-        else:
-            wins.append(win)
-            shifts.append(shift)
-    if (wins[0] != win or wins[1] != win) or (shift and shifts != [shift, shift]):
-        ctx.notes.append(("W0501", f"window {win} covers the whole {h}x{w} grid of `{ctx.node_name}`: "
-                          f"window -> {wins[0]}x{wins[1]}, shift {shift} -> {shifts[0]}",
-                          "Swin's rule (and timm's): a window that covers the whole grid has nothing to shift; "
-                          "expected in the last stage, nothing to change"))
-    pad = tuple((ww - g % ww) % ww for g, ww in zip((h, w), wins, strict=True))
-    if any(pad):
-        ctx.notes.append(("W0502", f"window {wins[0]}x{wins[1]} does not divide the {h}x{w} grid of "
-                          f"`{ctx.node_name}`: padded to {h + pad[0]}x{w + pad[1]} (bottom/right), as timm does",
-                          "pick a window that divides every stage's grid to avoid padding"))
-    return O.WindowAttention(**_common(ctx, _last(ctx, x, "window_attention"), a), window=tuple(wins),
-                             shift=tuple(shifts), grid=(h, w), pad=pad)
-
-
-@op("local_attention", ("x",), (*_ATTN_ARGS, Arg("kernel", "int", min=1)),
-    "Stand-alone self-attention on [B, H, W, C] over each pixel's kernel x kernel neighbourhood.")
-def _local(ctx, ins, a):
-    if ins[0].rank != 4:
-        raise BuildError("E0302", f"local_attention expects [B, H, W, C], got {ins[0]}")
-    if a["kernel"] <= 0 or a["kernel"] % 2 == 0:
-        raise BuildError("E0406", f"kernel must be a positive odd size, got {a['kernel']}", arg="kernel")
-    return O.LocalAttention(**_common(ctx, _last(ctx, ins[0], "local_attention"), a), kernel=a["kernel"])
-
-
-@op("pooled_attention", ("x",), (Arg("heads", "int", min=1), Arg("grid", "ints", min=1),
-                                 Arg("dim_out", "int", 0, min=0), Arg("cls", "int", 0, min=0),
-                                 Arg("kernel_q", "pair", 3, min=1), Arg("stride_q", "pair", 1, min=1),
-                                 Arg("kernel_kv", "pair", 3, min=1), Arg("stride_kv", "pair", 1, min=1),
-                                 Arg("qkv_bias", "bool", True), Arg("residual_pooling", "bool", True),
-                                 Arg("rel_pos", "bool", True)),
-    "MViTv2 pooling attention on [B, cls + H*W, C] tokens laid out on `grid`.")
-def _pooled(ctx, ins, a):
-    dim = _last(ctx, ins[0], "pooled_attention")
-    dim_out = a["dim_out"] or dim
-    if len(a["grid"]) != 2:
-        raise BuildError("E0406", f"grid is [H, W], got {list(a['grid'])}", arg="grid")
-    if dim_out % a["heads"]:
-        raise BuildError("E0503", f"{a['heads']} heads do not divide the width {dim_out}",
-                         help=ctx.describe_arg("heads"), arg="heads")
-    return O.PooledAttention(dim=dim, dim_out=dim_out, heads=a["heads"], grid=pair(tuple(a["grid"])), cls=a["cls"],
-                             kernel_q=pair(a["kernel_q"]), stride_q=pair(a["stride_q"]),
-                             kernel_kv=pair(a["kernel_kv"]), stride_kv=pair(a["stride_kv"]),
-                             qkv_bias=a["qkv_bias"], residual_pooling=a["residual_pooling"], rel_pos=a["rel_pos"])
-
-
 # ----------------------------------------------------------------------------- parameter-free
 
 
@@ -278,18 +197,10 @@ def parse_pattern(pattern: str) -> tuple[tuple[tuple[str, ...], ...], tuple[tupl
     return lhs, rhs
 
 
-@op("rel_pos_attention", ("x",), _ATTN_ARGS,
-    "Self-attention with Transformer-XL relative positional encoding (Conformer's MHSA).")
-def _rel_pos_attention(ctx, ins, a):
-    return O.RelPosAttention(**_common(ctx, _last(ctx, ins[0], "rel_pos_attention"), a))
-
-
-@op("window_attention_v2", ("x",), (*_ATTN_ARGS, Arg("window", "int"), Arg("shift", "int", 0)),
-    "Swin-V2 (shifted-)window attention: cosine attention, learned logit scale, continuous position bias.")
-def _window_v2(ctx, ins, a):
-    v1 = _window(ctx, ins, a)
-    return O.WindowAttentionV2(**v1.model_dump(exclude={"op"}))
+# the rule kit under public names, for the family modules of archlang.ops
+axis_index = _axis
 
 
 # the rule kit under public names, for the family modules of archlang.ops
-axis_index = _axis
+ATTN_ARGS = _ATTN_ARGS
+attn_common = _common

@@ -196,83 +196,6 @@ def _fused_saved(rows_q: DimLike, rows_kv: DimLike, inner: int, heads: int) -> D
     return s(m(rows_q, inner), m(rows_kv, 2 * inner), m(rows_q, inner), m(rows_q, heads))
 
 
-@rule(O.Attention)
-def _attention(op: O.Attention, ins, outs) -> OpCost:
-    b, n, c = ins[0].shape
-    rows = m(b, n)
-    out = _sum(_proj(rows, c, 3 * op.inner, op.qkv_bias), _attn_core(b, op.heads, n, n, op.head_dim),
-               _proj(rows, op.inner, c, op.proj_bias))
-    # SDPA's output is laid out [B, N, heads, head_dim]: the projection's input is a view of it
-    _sdpa_cost(out, rows, rows, op.inner, op.heads, m(b, op.heads, n, n), op.attn_drop, op.attn_drop > 0)
-    out.weight_inputs = (0,)
-    return out
-
-
-@rule(O.CrossAttention)
-def _cross(op: O.CrossAttention, ins, outs) -> OpCost:
-    b, n, c = ins[0].shape
-    _, k_len, ck = ins[1].shape
-    inner = op.heads * op.head_dim
-    out = _sum(_proj(m(b, n), c, inner, op.qkv_bias), _proj(m(b, k_len), ck, 2 * inner, op.qkv_bias),
-               _attn_core(b, op.heads, n, k_len, op.head_dim), _proj(m(b, n), inner, c, op.proj_bias))
-    _sdpa_cost(out, m(b, n), m(b, k_len), inner, op.heads, m(b, op.heads, n, k_len), op.attn_drop, op.attn_drop > 0)
-    out.weight_inputs = (0, 1)
-    return out
-
-
-@rule(O.WindowAttention)
-def _window(op: O.WindowAttention, ins, outs) -> OpCost:
-    b = ins[0].shape[0]
-    hp, wp = op.grid[0] + op.pad[0], op.grid[1] + op.pad[1]
-    n = op.window[0] * op.window[1]
-    n_win = (hp // op.window[0]) * (wp // op.window[1])
-    rows = m(b, hp * wp)
-    core = _attn_core(m(b, n_win), op.heads, n, n, op.head_dim)
-    core.attn_per_head = n_win * n * n
-    core.attn_global_per_head = (op.grid[0] * op.grid[1]) ** 2
-    out = _sum(_proj(rows, op.dim, 3 * op.inner, op.qkv_bias), core, _proj(rows, op.inner, op.dim, op.proj_bias))
-    # the additive mask (relative position bias, plus the shift mask per window) is kept once,
-    # broadcast over the batch
-    mask = op.heads * n * n * (n_win if any(op.shift) else 1)
-    # the mask needs a gradient (the bias table is a parameter): the CPU takes SDPA's math path
-    _sdpa_cost(out, rows, rows, op.inner, op.heads, core.attn_entries, op.attn_drop, True, mask)
-    out.saved_cpu = _math_saved(rows, rows, op.inner, core.attn_entries, op.attn_drop, op.heads)
-    out.weight_inputs = (0,)
-    # buffers: relative_position_index [n, n] (int64) and, for shifted windows, attn_mask
-    # [windows, n, n] (float; None, so no buffer, without a shift)
-    out.buffer_int64 = n * n
-    out.buffer_float = n_win * n * n if any(op.shift) else 0
-    return out
-
-
-@rule(O.LocalAttention)
-def _local(op: O.LocalAttention, ins, outs) -> OpCost:
-    """Blocked local attention, as lowered (prelude.LocalAttention): the grid is cut into
-    blocks of bh x bw queries (:func:`local_halo_axis`), each attending through SDPA to its
-    (bh+k-1) x (bw+k-1) halo of keys under a mask; the scores of a whole halo are computed."""
-    b, h, w, c = ins[0].shape
-    k = op.kernel
-    (bh, nh), (bw, nw) = local_halo_axis(k, h), local_halo_axis(k, w)
-    blocks, queries, keys = m(nh, nw), bh * bw, (bh + k - 1) * (bw + k - 1)
-    core = _attn_core(m(b, blocks), op.heads, queries, keys, op.head_dim)
-    core.attn_per_head = m(blocks, queries, keys)
-    core.attn_global_per_head = m(h, w, h, w)
-    rows, padded = m(b, h, w), m(b, blocks, queries)  # pixels, and pixels with the padded queries
-    out = _sum(_proj(rows, c, 3 * op.inner, op.qkv_bias), core, _proj(rows, op.inner, c, op.proj_bias))
-    # kept for backward: the blocked queries and each block's halo of keys and values, SDPA's
-    # output and log-sum-exp per query and head (or, with attention dropout, the math kernel's
-    # probabilities), the mask [blocks, 1, queries, keys], the gather index (int64: two
-    # elements of float32 each) and the projection's input (a copy of the pixels, cut out)
-    halo = m(2, b, blocks, keys, op.inner)
-    if op.attn_drop > 0:
-        attend = s(m(padded, op.inner), halo, _explicit_probs(core.saved, op.attn_drop))
-    else:
-        attend = s(m(padded, op.inner), halo, m(padded, op.inner), m(padded, op.heads))
-    out.saved = s(attend, m(blocks, queries, keys), m(2, blocks, keys), m(rows, op.inner))
-    out.weight_inputs = (0,)
-    return out
-
-
 def local_halo_axis(kernel: int, n: DimLike) -> tuple[int, DimLike]:
     """The query block side and the number of blocks along an axis of ``n`` pixels, as
     prelude._halo_block chooses them: ``kernel`` (``n`` when shorter), or the largest size from
@@ -290,77 +213,14 @@ def local_halo_axis(kernel: int, n: DimLike) -> tuple[int, DimLike]:
     return kernel, -(-n // kernel)
 
 
-@rule(O.PooledAttention)
-def _pooled(op: O.PooledAttention, ins, outs) -> OpCost:
-    b, n, c = ins[0].shape
-    hd = op.head_dim
-    qh, qw = op.out_grid()
-    kh, kw = op.kv_grid()
-    nq, nk = op.cls + qh * qw, op.cls + kh * kw
-    bh = m(b, op.heads)
-    pools = [
-        OpCost(flops=m(2, bh, gh * gw, hd, kern[0] * kern[1]))  # depthwise: 1 input channel per group
-        for (gh, gw), kern in (((qh, qw), op.kernel_q), ((kh, kw), op.kernel_kv), ((kh, kw), op.kernel_kv))
-    ]
-    rel = OpCost(flops=m(2, bh, qh * qw, hd, kh + kw)) if op.rel_pos else OpCost()
-    core = _attn_core(b, op.heads, nq, nk, hd)
-    out = _sum(_proj(m(b, n), c, 3 * op.dim_out, op.qkv_bias), *pools, rel, core,
-               _proj(m(b, nq), op.dim_out, op.dim_out, True))
-    # explicit, as lowered: the pooling convs' inputs (q, k, v on the grid), the LayerNorms'
-    # inputs and statistics, the scaled q and the normed k and v for the matmuls, the
-    # queries and position tables of the decomposed relative positions, the probabilities
-    # (the scores, explicit) and the projection's input
-    grid = op.grid[0] * op.grid[1]
-    do = op.dim_out
-    # decomposed relative positions: each einsum keeps its copy of the queries on the grid and
-    # the gathered table rows ([qh, kh, head_dim] and [qw, kw, head_dim]), and the gathers
-    # their int64 indices
-    rel_saved = s(m(2, b, qh * qw, do), qh * kh * hd + qw * kw * hd) if op.rel_pos else 0
-    out.saved = s(m(3, b, grid, do), m(2, b, nq, do), m(4, b, nk, do), m(2, bh, s(nq, m(2, nk))), rel_saved,
-                  core.saved, m(b, nq, do))
-    out.weight_inputs = (0,)
-    out.saved_int64 = qh * kh + qw * kw if op.rel_pos else 0
-    return out
-
-
-@rule(O.RelPosAttention)
-def _rel_pos_attention(op: O.RelPosAttention, ins, outs) -> OpCost:
-    b, t, c = ins[0].shape
-    rows = m(b, t)
-    positions = s(m(2, t), -1)  # relative offsets T-1 .. -(T-1)
-    core = _attn_core(b, op.heads, t, t, op.head_dim)
-    pos_scores = OpCost(flops=m(2, b, op.heads, t, positions, op.head_dim))  # (q + v) @ p^T
-    out = _sum(_proj(rows, c, 3 * op.inner, op.qkv_bias), OpCost(flops=m(2, positions, c, op.inner)), pos_scores,
-               core, _proj(rows, op.inner, c, op.proj_bias))
-    # explicit, as lowered: the qkv output (k and v are views of it), q + u and q + v and the
-    # position projections for the two score matmuls, the probabilities (and, with attention
-    # dropout, its mask and the dropped probabilities), the projection's input
-    out.saved = s(m(6, rows, op.inner), m(positions, op.inner), _explicit_probs(core.saved, op.attn_drop))
-    out.weight_inputs = (0,)
-    return out
-
-
-@rule(O.WindowAttentionV2)
-def _window_v2(op: O.WindowAttentionV2, ins, outs) -> OpCost:
-    coords = (2 * op.window[0] - 1) * (2 * op.window[1] - 1)
-    # relative_coords_table [1, 2wh-1, 2ww-1, 2] (float) beside the buffers of window attention
-    cpb = OpCost(flops=m(2, coords, 2, op.cpb_hidden) + 2 * coords * op.cpb_hidden * op.heads,
-                 buffer_float=coords * 2)
-    out = _sum(_window(op, ins, outs), cpb)
-    # cosine attention, explicit as lowered: the qkv output (q and k normalised, v), the
-    # normalised q and k, the scores (scaled by the learned logit scale) and the probabilities,
-    # the projection's input
-    b = ins[0].shape[0]
-    rows = m(b, (op.grid[0] + op.pad[0]) * (op.grid[1] + op.pad[1]))
-    # (and a copy of v for the matmul unless one head makes it a view), the two norms and their
-    # clamped denominators per row and head, the position bias's sigmoid and the exp'd scale
-    n = op.window[0] * op.window[1]
-    v_copy = m(rows, op.inner) if op.heads > 1 else 0
-    out.saved = s(m(6, rows, op.inner), v_copy, m(4, rows, op.heads), out.attn_entries,
-                  _explicit_probs(out.attn_entries, op.attn_drop), m(coords, op.cpb_hidden), op.heads * n * n + op.heads)
-    out.weight_inputs = (0,)
-    return out
+# the rule kit under public names, for the family modules of archlang.ops
+free = _free
 
 
 # the rule kit under public names, for the family modules of archlang.ops
-free = _free
+attn_core = _attn_core
+explicit_probs = _explicit_probs
+math_saved = _math_saved
+proj_cost = _proj
+sdpa_cost = _sdpa_cost
+sum_costs = _sum

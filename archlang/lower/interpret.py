@@ -218,59 +218,6 @@ def _normalise(x: Tensor, dims: tuple[int, ...], eps: float) -> Tensor:
 # ----------------------------------------------------------------------------- attention
 
 
-@rule(O.Attention)
-def _attention(c: EvalCtx) -> Tensor:
-    op = c.op
-    assert isinstance(op, O.Attention)
-    _no_random(c, op.attn_drop, "attention dropout")
-    _no_random(c, op.proj_drop, "projection dropout")
-    x = c.x()
-    n = x.shape[1]
-    qkv = c.linear("qkv", x, op.qkv_bias)  # [B, N, 3 * inner]: q, k, v blocks, heads inside each
-    q, k, v = (_heads(t, op.heads) for t in qkv.split(op.inner, dim=-1))
-    bias = None
-    if op.causal:
-        future = torch.arange(n)[None, :] > torch.arange(n)[:, None]  # key j after query i
-        bias = torch.zeros(n, n, dtype=x.dtype, device=x.device).masked_fill(future.to(x.device), float("-inf"))
-    out = _attend(q, k, v, op.head_dim ** -0.5, bias)
-    return c.linear("proj", _merge_heads(out), op.proj_bias)
-
-
-@rule(O.CrossAttention)
-def _cross_attention(c: EvalCtx) -> Tensor:
-    op = c.op
-    assert isinstance(op, O.CrossAttention)
-    _no_random(c, op.attn_drop, "attention dropout")
-    _no_random(c, op.proj_drop, "projection dropout")
-    x, ctx = c.x(0), c.x(1)
-    inner = op.heads * op.head_dim
-    q = _heads(c.linear("q", x, op.qkv_bias), op.heads)
-    k, v = (_heads(t, op.heads) for t in c.linear("kv", ctx, op.qkv_bias).split(inner, dim=-1))
-    return c.linear("proj", _merge_heads(_attend(q, k, v, op.head_dim ** -0.5)), op.proj_bias)
-
-
-@rule(O.RelPosAttention)
-def _rel_pos_attention(c: EvalCtx) -> Tensor:
-    """Transformer-XL attention (Dai et al. 2019): score(i, j) = (q_i + u) . k_j + (q_i + v) . r_{i-j},
-    with r_d the projection (``pos``) of the sinusoidal encoding of the offset d = i - j
-    (the encoding has the model's width), scaled by ``head_dim ** -0.5``."""
-    op = c.op
-    assert isinstance(op, O.RelPosAttention)
-    _no_random(c, op.attn_drop, "attention dropout")
-    _no_random(c, op.proj_drop, "projection dropout")
-    x = c.x()
-    _, t, dim = x.shape
-    q, k, v = (_heads(z, op.heads) for z in c.linear("qkv", x, op.qkv_bias).split(op.inner, dim=-1))
-    u, w = c.p("pos_bias_u"), c.p("pos_bias_v")  # [heads, head_dim]
-    offsets = (torch.arange(t)[:, None] - torch.arange(t)[None, :]).to(x.device)  # [T, T]: i - j
-    enc = _sinusoids(offsets.reshape(-1).to(x.dtype), dim)  # [T*T, dim]
-    r = (enc @ c.p("pos.weight").t()).reshape(t, t, op.heads, op.head_dim).permute(2, 0, 1, 3)  # [h, T, T, d]
-    content = (q + u[:, None, :]) @ k.transpose(-2, -1)  # [B, h, T, T]
-    position = ((q + w[:, None, :])[:, :, :, None, :] * r[None]).sum(-1)  # [B, h, T, T]
-    attn = _softmax((content + position) * op.head_dim ** -0.5, -1)
-    return c.linear("proj", _merge_heads(attn @ v), op.proj_bias)
-
-
 def _window_partition(x: Tensor, wh: int, ww: int) -> Tensor:
     """[B, Hp, Wp, C] -> [B, Hp/wh, Wp/ww, wh*ww, C]: the windows, row-major inside each."""
     b, hp, wp, ch = x.shape
@@ -337,26 +284,6 @@ def _windowed(c: EvalCtx, attend: Callable[[Tensor, Tensor | None], Tensor]) -> 
     return x
 
 
-@rule(O.WindowAttention)
-def _window_attention(c: EvalCtx) -> Tensor:
-    """Swin (Liu et al. 2021): attention inside each window with a learned relative position
-    bias per head (and the shift mask), scale ``head_dim ** -0.5``."""
-    op = c.op
-    assert isinstance(op, O.WindowAttention)
-
-    def attend(win: Tensor, mask: Tensor | None) -> Tensor:
-        n = win.shape[-2]
-        q, k, v = (_heads(t, op.heads) for t in c.linear("qkv", win, op.qkv_bias).split(op.inner, dim=-1))
-        table = c.p("relative_position_bias_table")  # [(2wh-1)(2ww-1), heads]
-        bias = table[_relative_index(*op.window).reshape(-1).to(table.device)].reshape(n, n, op.heads)
-        bias = bias.permute(2, 0, 1)  # [heads, n, n]
-        if mask is not None:
-            bias = bias + mask[:, :, None]  # [nH, nW, heads, n, n]
-        return _merge_heads(_attend(q, k, v, op.head_dim ** -0.5, bias))
-
-    return _windowed(c, attend)
-
-
 def _log_coords(wh: int, ww: int, dtype, device) -> Tensor:
     """Swin-V2's relative coordinates: offsets dy, dx of a wh x ww window, divided by wh - 1
     and ww - 1 (1 for a window of 1), times 8, then sign(t) log2(1 + |t|) / log2(8):
@@ -365,120 +292,6 @@ def _log_coords(wh: int, ww: int, dtype, device) -> Tensor:
     dx = torch.arange(-(ww - 1), ww, dtype=dtype, device=device) / max(ww - 1, 1) * 8
     t = torch.stack([dy[:, None].expand(2 * wh - 1, 2 * ww - 1), dx[None, :].expand(2 * wh - 1, 2 * ww - 1)], -1)
     return (torch.sign(t) * torch.log2(t.abs() + 1.0) / math.log2(8)).reshape(-1, 2)
-
-
-@rule(O.WindowAttentionV2)
-def _window_attention_v2(c: EvalCtx) -> Tensor:
-    """Swin-V2 (Liu et al. 2022): cosine similarity of q and k times exp(min(logit_scale,
-    log 100)), plus 16 sigmoid(cpb_mlp(log-spaced offsets)); q and v biases, none on k."""
-    op = c.op
-    assert isinstance(op, O.WindowAttentionV2)
-
-    def attend(win: Tensor, mask: Tensor | None) -> Tensor:
-        n = win.shape[-2]
-        bias = None
-        if op.qkv_bias:
-            q_bias, v_bias = c.p("q_bias"), c.p("v_bias")
-            bias = torch.cat([q_bias, torch.zeros_like(q_bias), v_bias])
-        qkv = c.project("qkv", win, c.p("qkv.weight"), bias)
-        q, k, v = (_heads(t, op.heads) for t in qkv.split(op.inner, dim=-1))
-        qn = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        kn = k / k.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        scale = torch.exp(torch.clamp(c.p("logit_scale"), max=math.log(100.0)))  # [heads, 1, 1]
-        scores = (qn @ kn.transpose(-2, -1)) * scale
-        coords = _log_coords(*op.window, win.dtype, win.device)
-        hidden = torch.relu(coords @ c.p("cpb_mlp.0.weight").t() + c.p("cpb_mlp.0.bias"))
-        table = hidden @ c.p("cpb_mlp.2.weight").t()  # [(2wh-1)(2ww-1), heads]
-        rel = table[_relative_index(*op.window).reshape(-1).to(table.device)].reshape(n, n, op.heads)
-        scores = scores + 16 * torch.sigmoid(rel.permute(2, 0, 1))
-        if mask is not None:
-            scores = scores + mask[:, :, None]
-        return _merge_heads(_softmax(scores, -1) @ v)
-
-    return _windowed(c, attend)
-
-
-@rule(O.LocalAttention)
-def _local_attention(c: EvalCtx) -> Tensor:
-    """Stand-alone self-attention (Ramachandran et al. 2019) on [B, H, W, C]: the query at (y, x)
-    attends to the keys at (y + dy, x + dx), dy, dx in -k//2 .. k - 1 - k//2, that lie inside
-    the image (the others are masked out); scale ``head_dim ** -0.5``."""
-    op = c.op
-    assert isinstance(op, O.LocalAttention)
-    _no_random(c, op.attn_drop, "attention dropout")
-    _no_random(c, op.proj_drop, "projection dropout")
-    x = c.x()
-    b, h, w, _ = x.shape
-    q, k, v = c.linear("qkv", x, op.qkv_bias).split(op.inner, dim=-1)
-    hd = op.head_dim
-    q = q.reshape(b, h, w, op.heads, hd)
-    lo = op.kernel // 2
-    keys, values, inside = [], [], []
-    ys, xs = torch.arange(h)[:, None], torch.arange(w)[None, :]
-    for dy in range(-lo, op.kernel - lo):
-        for dx in range(-lo, op.kernel - lo):
-            keys.append(_shifted(_shifted(k, 1, -dy), 2, -dx))  # keys[y, x] = k[y + dy, x + dx]
-            values.append(_shifted(_shifted(v, 1, -dy), 2, -dx))
-            inside.append((ys + dy >= 0) & (ys + dy < h) & (xs + dx >= 0) & (xs + dx < w))
-    kn = torch.stack(keys, 3).reshape(b, h, w, -1, op.heads, hd)  # [B, H, W, k*k, heads, hd]
-    vn = torch.stack(values, 3).reshape(b, h, w, -1, op.heads, hd)
-    ok = torch.stack(inside, -1).to(x.device)  # [H, W, k*k]
-    scores = (q[:, :, :, None] * kn).sum(-1) * hd ** -0.5  # [B, H, W, k*k, heads]
-    scores = scores.masked_fill(~ok[None, :, :, :, None], float("-inf"))
-    attn = _softmax(scores, 3)
-    out = (attn[..., None] * vn).sum(3)  # [B, H, W, heads, hd]
-    return c.linear("proj", out.reshape(b, h, w, op.inner), op.proj_bias)
-
-
-@rule(O.PooledAttention)
-def _pooled_attention(c: EvalCtx) -> Tensor:
-    """MViTv2 pooling attention (Li et al. 2022; timm's MultiScaleAttention): q, k, v per head
-    are pooled on the grid by strided depthwise convs (padding kernel // 2; the ``cls`` leading
-    tokens bypass the pooling), then LayerNorm(eps 1e-6) over the head dim (class tokens
-    included); scores ``q k^T * head_dim ** -0.5`` plus the decomposed relative position bias
-    (q . Rh[qy, ky] + q . Rw[qx, kx], no bias on class tokens); ``attn v + q`` with residual
-    pooling; then ``proj``."""
-    op = c.op
-    assert isinstance(op, O.PooledAttention)
-    x = c.x()
-    b = x.shape[0]
-    hd = op.head_dim
-    q, k, v = (_heads(t, op.heads) for t in c.linear("qkv", x, op.qkv_bias).split(op.dim_out, dim=-1))
-
-    def pool(t: Tensor, name: str, kernel: tuple[int, int], stride: tuple[int, int]) -> Tensor:
-        cls, grid = t[:, :, : op.cls], t[:, :, op.cls:]  # [B, h, cls, hd], [B, h, H*W, hd]
-        img = grid.reshape(b * op.heads, op.grid[0], op.grid[1], hd).permute(0, 3, 1, 2)
-        img = F.conv2d(img, c.p(f"pool_{name}.weight"), stride=stride, padding=(kernel[0] // 2, kernel[1] // 2),
-                       groups=hd)
-        pooled = img.reshape(b, op.heads, hd, -1).transpose(-2, -1)
-        t = torch.cat([cls, pooled], dim=2)
-        return _normalise(t, (-1,), 1e-6) * c.p(f"norm_{name}.weight") + c.p(f"norm_{name}.bias")
-
-    q = pool(q, "q", op.kernel_q, op.stride_q)
-    k = pool(k, "k", op.kernel_kv, op.stride_kv)
-    v = pool(v, "v", op.kernel_kv, op.stride_kv)
-    scores = (q * hd ** -0.5) @ k.transpose(-2, -1)
-    if op.rel_pos:
-        (qh, qw), (kh, kw) = op.out_grid(), op.kv_grid()
-
-        def rel(qs: int, ks: int, table: Tensor) -> Tensor:
-            # the offset of query row i and key row j, each scaled to the finer grid
-            q_ratio, k_ratio = max(ks / qs, 1.0), max(qs / ks, 1.0)
-            dist = [[int(i * q_ratio - j * k_ratio + (ks - 1) * k_ratio) for j in range(ks)] for i in range(qs)]
-            return table[torch.tensor(dist, device=table.device)]  # [qs, ks, hd]
-
-        rh, rw = rel(qh, kh, c.p("rel_pos_h")), rel(qw, kw, c.p("rel_pos_w"))
-        rq = q[:, :, op.cls:].reshape(b, op.heads, qh, qw, hd)
-        bias_h = (rq[:, :, :, :, None, :] * rh[None, None, :, None, :, :]).sum(-1)  # [B, h, qh, qw, kh]
-        bias_w = (rq[:, :, :, :, None, :] * rw[None, None, None, :, :, :]).sum(-1)  # [B, h, qh, qw, kw]
-        bias = (bias_h[..., :, None] + bias_w[..., None, :]).reshape(b, op.heads, qh * qw, kh * kw)
-        full = scores.new_zeros(scores.shape)
-        full[:, :, op.cls:, op.cls:] = bias
-        scores = scores + full
-    out = _softmax(scores, -1) @ v
-    if op.residual_pooling:
-        out = out + q
-    return c.linear("proj", _merge_heads(out), True)
 
 
 # ----------------------------------------------------------------------------- parameter-free ops
@@ -593,3 +406,12 @@ sinusoids = _sinusoids
 
 # the rule kit under public names, for the family modules of archlang.ops
 normalise = _normalise
+
+
+# the rule kit under public names, for the family modules of archlang.ops
+attend = _attend
+split_heads = _heads
+log_coords = _log_coords
+merge_heads = _merge_heads
+relative_index = _relative_index
+windowed = _windowed

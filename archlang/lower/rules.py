@@ -473,31 +473,6 @@ _ATTN_DEFAULTS = {"qkv_bias": True, "proj_bias": True, "attn_drop": 0.0, "proj_d
 _COMMON = ["dim", "heads", "head_dim", "qkv_bias", "proj_bias", "attn_drop", "proj_drop"]
 _WINDOW = [*_COMMON, "window", "grid", "shift", "pad"]
 
-LOWER_RULES[O.Attention] = Rule(
-    forward=_call, helpers=("Attention",),
-    module=lambda c: call("Attention", **_kwargs(c, [*_COMMON, "causal"], _ATTN_DEFAULTS)))
-LOWER_RULES[O.RelPosAttention] = Rule(
-    forward=_call, helpers=("RelPosAttention", "_rel_positions", "_trunc_normal"),
-    module=lambda c: call("RelPosAttention", **_kwargs(c, _COMMON, _ATTN_DEFAULTS)))
-LOWER_RULES[O.CrossAttention] = Rule(
-    forward=_call, helpers=("CrossAttention",),
-    module=lambda c: call("CrossAttention", **_kwargs(c, ["dim", "context_dim", *_COMMON[1:]], _ATTN_DEFAULTS)))
-LOWER_RULES[O.WindowAttention] = Rule(
-    forward=_call, helpers=("WindowAttention", "_relative_position_index", "_shift_mask", "_trunc_normal"),
-    module=lambda c: call("WindowAttention", **_kwargs(c, _WINDOW, _ATTN_DEFAULTS)))
-LOWER_RULES[O.WindowAttentionV2] = Rule(
-    forward=_call, helpers=("WindowAttentionV2", "WindowAttention", "_relative_position_index", "_shift_mask",
-                            "_trunc_normal", "_log_spaced_coords"),
-    module=lambda c: call("WindowAttentionV2", **_kwargs(c, _WINDOW, _ATTN_DEFAULTS)))
-LOWER_RULES[O.LocalAttention] = Rule(
-    forward=_call, helpers=("LocalAttention", "_halo_block", "_halo_mask"),
-    module=lambda c: call("LocalAttention", **_kwargs(c, [*_COMMON, "kernel"], _ATTN_DEFAULTS)))
-LOWER_RULES[O.PooledAttention] = Rule(
-    forward=_call, helpers=("PooledAttention", "_trunc_normal"),
-    module=lambda c: call("PooledAttention", **_kwargs(
-        c, ["dim", "dim_out", "heads", "grid", "cls", "kernel_q", "stride_q", "kernel_kv", "stride_kv", "qkv_bias",
-            "residual_pooling", "rel_pos"],
-        {"cls": 0, "qkv_bias": True, "residual_pooling": True, "rel_pos": True})))
 
 # ----------------------------------------------------------------------------- parameter-free
 
@@ -573,3 +548,10 @@ padded = _padded
 
 # the rule kit under public names, for the family modules of archlang.ops
 int_lit = _int
+
+
+# the rule kit under public names, for the family modules of archlang.ops
+ATTN_DEFAULTS = _ATTN_DEFAULTS
+ATTN_COMMON = _COMMON
+ATTN_WINDOW = _WINDOW
+kwargs_of = _kwargs

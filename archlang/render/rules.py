@@ -67,39 +67,6 @@ def _heads(op: Any) -> str:
     return f"{op.heads} heads × {op.head_dim}"
 
 
-@_rule(O.Attention)
-def _attention(op: O.Attention, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    return Look("Masked multi-head attention" if op.causal else "Multi-head attention", (_heads(op),), "attention")
-
-
-@_rule(O.CrossAttention)
-def _cross(op: O.CrossAttention, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    return Look("Cross-attention", (_heads(op), "keys, values: context"), "attention")
-
-
-@_rule(O.WindowAttention)
-def _window(op: O.WindowAttention, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    shifted = any(op.shift)
-    detail = f"{op.heads} heads, window {_square(op.window)}"
-    second = f"shift {_pair(op.shift)}" if shifted else "no shift"
-    if any(op.pad):
-        second += f", pad {_pair(op.pad)}"
-    return Look("SW-MSA" if shifted else "W-MSA", (detail, second), "attention")
-
-
-@_rule(O.LocalAttention)
-def _local(op: O.LocalAttention, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    return Look("Local attention", (f"{op.heads} heads, {op.kernel}×{op.kernel} neighbourhood",), "attention")
-
-
-@_rule(O.PooledAttention)
-def _pooled(op: O.PooledAttention, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    detail = [f"{op.heads} heads, {op.dim} → {op.dim_out}"]
-    if op.stride_q != (1, 1) or op.stride_kv != (1, 1):
-        detail.append(f"stride q {_pair(op.stride_q)}, kv {_pair(op.stride_kv)}")
-    return Look("Pooling attention", tuple(detail), "attention")
-
-
 # --------------------------------------------------------------------------- parameter-free ops
 
 
@@ -110,17 +77,6 @@ def _pooled(op: O.PooledAttention, ins: list[TensorType], outs: tuple[TensorType
 
 def _rule_named(*names: str) -> Callable[[Rule], Rule]:
     return _rule(*(cls for cls in (getattr(O, n, None) for n in names) if isinstance(cls, type)))
-
-
-@_rule_named("RelPosAttention")
-def _rel_pos_attention(op: Any, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    return Look("Rel-pos multi-head attention", (_heads(op), "Transformer-XL positions"), "attention")
-
-
-@_rule_named("WindowAttentionV2")
-def _window_v2(op: Any, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    base = _window(op, ins, outs)
-    return Look(f"{base.title} v2", (*base.detail, "cosine attention, log-CPB"), "attention")
 
 
 def look(op: O.OpBase, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
@@ -146,3 +102,7 @@ num = _num
 # the rule kit under public names, for the family modules of archlang.ops
 pair = _pair
 square = _square
+
+
+# the rule kit under public names, for the family modules of archlang.ops
+heads_label = _heads
