@@ -859,14 +859,15 @@ class Gen:
         return t
 
     # ------------------------------------------------------------------ the op families of archlang/ops
-    def op_math(self, sc, x):
+    def op_math(self, sc, x, form: str | None = None):
         """Elementwise math (archlang/ops/math.py): unary functions, pow, clamp, minimum/maximum,
         comparisons with where and cast."""
         v = x.var
-        form = self.pick(["unary", "unary", "pow", "clamp", "minmax", "where", "where", "cast", "all"])
+        form = form or self.pick(["unary", "unary", "pow", "clamp", "minmax", "where", "where", "cast", "all"])
         if form == "all":  # every unary function, comparison and minimum/maximum in one expression
             self.ops.update({"sqrt", "rsqrt", "exp", "log", "absolute", "neg", "sin", "cos", "where", "cast",
-                             "lt", "le", "gt", "ge", "eq", "ne", "minimum", "maximum"})
+                             "lt", "le", "gt", "ge", "eq", "ne", "minimum", "maximum", "clamp", "pow", "sigmoid",
+                             "identity"})
             self.ops.add("tanh")  # exp of a bounded argument: a loop of these must not overflow
             self.assign(sc, f"sqrt(exp(tanh({v}))) + rsqrt(exp(tanh({v})) + 1.0) + log(exp(tanh({v})) + 2.0)"
                             f" + absolute(neg({v}))"
@@ -874,7 +875,8 @@ class Gen:
             return self.assign(sc, f'where(lt({t}, 1.5), {t} * 2.0, {v}) + cast(le({v}, 0.5), "float")'
                                    f' + cast(gt({v}, -0.25), "float") * {t} + cast(ge({v}, 0.25), "float")'
                                    f' - cast(eq({v}, 0.0), "float") + cast(ne({v}, 0.0), "float")'
-                                   f" + minimum({t}, {v}) + maximum({v}, {t} * 0.5)", x.shape)
+                                   f" + minimum({t}, {v}) + maximum({v}, {t} * 0.5)"
+                                   f" + clamp({t}, min = -0.5, max = 0.5) + pow(sigmoid({v}), 1.5) + identity({v})", x.shape)
         if form == "unary":  # one or two terms, arguments kept in each function's domain
             terms = []
             for _ in range(self.pick([1, 2])):
@@ -917,11 +919,11 @@ class Gen:
                        f'cast(cast({v}, "bool"), "float") * {v}'])
         return self.assign(sc, e, x.shape)
 
-    def op_const(self, sc, x):
+    def op_const(self, sc, x, form: str | None = None):
         """Constants (archlang/ops/tensor.py, math.py): arange, full, zeros, ones, floor_div, mod,
         param, broadcast against ``x``'s last dim (or its last two)."""
         v, n = x.var, x.last
-        form = self.pick(["arange", "intdiv", "full", "param", "param", "all"])
+        form = form or self.pick(["arange", "intdiv", "full", "param", "param", "all"])
         if form == "all":
             self.ops.update({"arange", "floor_div", "mod", "cast", "zeros", "ones", "full"})
             k = self.int_(1, 4)
@@ -1048,7 +1050,7 @@ class Gen:
         feats = self.pick([f"{x.var} * 2.0", f"tanh({x.var})", f"roll({x.var}, shifts = [1], dims = [1])"])
         return self.assign(sc, f"place_tokens({x.var}, {ids}, {feats}, token = {token})", x.shape)
 
-    def op_attend(self, sc, x):
+    def op_attend(self, sc, x, rope: bool = False):
         """attend on [B, H, N, D] (written from [B, N, C] with rearranges, or a rank-4 tensor
         as it is): grouped-query heads, causal, bias / mask / score expressions, rope."""
         self.ops.add("attend")
@@ -1065,7 +1067,7 @@ class Gen:
             q, shape = x.var, x.shape
             h = shape[1]
         d = shape[3]
-        if d % 2 == 0 and self.chance(0.4):
+        if d % 2 == 0 and (rope or self.chance(0.4)):
             self.ops.add("rope")
             extra = self.pick(["", ", theta = 500000.0", ", offset = 3"] + ([", fraction = 0.5"] if d % 4 == 0 else []))
             q2 = self.fresh("q")
@@ -1413,6 +1415,12 @@ class Gen:
         sc.floats["drop"] = 0.0
         x = self.inputs(sc)
         dim = sc.ints["dim"]
+        # one op of a few families first, where it applies (so that between them ~600 programs
+        # reach every op, rare choices included, whatever hypothesis's seed)
+        name, form = self.pick(FOCUS)
+        if name in self.OPS and self.OPS[name][0](self, x, sc):
+            fn = self.OPS[name][1]
+            x = (fn(self, sc, x, form) if form is not None else fn(self, sc, x)) or x
         values = {"dim": dim, "depth": sc.ints["depth"], "flag": sc.bools["flag"], "act": sc.strs["act"],
                   "widths": sc.lists["widths"], "drop": 0.0}
         types = {"dim": "int", "depth": "int", "flag": "bool", "act": "str", "widths": "[int]", "drop": "float"}
@@ -1586,6 +1594,10 @@ SPECIAL = {"matmul", "attention", "rel_pos_attention", "cross_attention", "learn
            "prepend_token", "learned_tokens", "conv1d", "pooled_attention", "window_attention",
            "window_attention_v2", "local_attention", "channel_shift", "spatial_shift", "conv2d", "max_pool2d",
            "avg_pool2d", "interpolate", "prepend", "place_tokens", "attend", "attention_scores"}
+FOCUS = [("linear", None), ("math", "all"), ("math", "all"), ("const", "all"), ("attend", True), ("attend", True),
+         ("attention_scores", None), ("interpolate", None), ("prepend", None), ("place_tokens", None), ("pad", None),
+         ("gather", None), ("rmsnorm", None), ("subscript", None), ("share", None), ("act", None), ("scale", None),
+         ("norm", None), ("drop", None)]
 Gen.STRUCT = [
     (lambda g, x, sc: not sc.in_block, lambda g, sc, x: g.let(sc, x)),
     (lambda g, x, sc: g.chance(0.3), lambda g, sc, x: g.require(sc, x)),
