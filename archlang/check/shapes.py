@@ -1,9 +1,12 @@
-"""Shape rules: one function per IR op, from input tensor types to output tensor types.
+"""Shape rules: the table, its dispatch and the kit the rules share.
 
 Takes: an op instance (``archlang.ir.ops``) and the types of its inputs. Produces: the
-types of its outputs, or raises :class:`ShapeError` naming what does not fit. Shapes are
-symbolic (``int | Dim``): a free batch ``B`` flows through every rule. ``SHAPE_RULES``
-holds one rule per op class; a test fails when an op lacks one.
+types of its outputs (:func:`infer`), or raises :class:`ShapeError` naming what does not
+fit. Shapes are symbolic (``int | Dim``): a free batch ``B`` flows through every rule.
+``SHAPE_RULES`` holds one rule per op class, filled by the family modules of
+:mod:`archlang.ops` (``define(..., shape=...)``), where each op's rule lives next to its
+other rules; a test fails when an op lacks one. This module keeps the helpers the rules
+share (``expect_rank``, ``expect_equal``, ``conv_out``, ``broadcast``, ``same``...).
 """
 
 from __future__ import annotations
@@ -115,9 +118,6 @@ __all__ = ["SHAPE_RULES", "ShapeError", "broadcast", "conv_out", "infer", "mul"]
 
 
 # the rule kit under public names, for the family modules of archlang.ops
+expect_attn_input = _attn_in
 norm_dim = _norm_dim
 same = _same
-
-
-# the rule kit under public names, for the family modules of archlang.ops
-expect_attn_input = _attn_in

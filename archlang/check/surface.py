@@ -1,10 +1,16 @@
-"""The primitive ops as the language sees them: names, signatures and builders.
+"""The primitive ops as the language sees them: the signature table and its kit.
 
-Takes: a call's tensor inputs (their types) and its bound compile-time arguments.
-Produces: a typed IR op (``archlang.ir.ops``); output types then come from the shape rule.
-Several surface names may build the same IR op (``gelu``/``relu`` -> ``Activation``).
-Builders check the constraints that belong to the op (heads divide the width, the window
-clamping/padding rule) and raise :class:`BuildError` with a help line.
+Takes: from the family modules of :mod:`archlang.ops`, each op's language signatures,
+declared with :func:`op` next to the op's other rules (a name, its tensor parameters, its
+compile-time arguments as :class:`Arg`, a one-line doc, and a builder). Produces:
+:data:`SURFACE` (name -> :class:`Surface`), which elaboration consults for a call's tensor
+inputs (their types) and bound arguments to build a typed IR op (``archlang.ir.ops``);
+output types then come from the shape rule. Several surface names may build the same IR op
+(``gelu``/``relu`` -> ``Activation``). Builders check the constraints that belong to the op
+(heads divide the width, the window clamping/padding rule) and raise :class:`BuildError`
+with a help line. This module holds no op's signature itself, only the kit the builders
+share (:func:`pair`, :func:`same_pad`, :func:`const_dim`, :func:`last_dim`,
+:func:`parse_pattern`, the attention arguments; public names at the bottom).
 """
 
 from __future__ import annotations
@@ -148,9 +154,6 @@ def _common(ctx, dim: int, a) -> dict[str, Any]:
                 proj_bias=a["proj_bias"], attn_drop=a["attn_drop"], proj_drop=a["proj_drop"])
 
 
-# ----------------------------------------------------------------------------- parameter-free
-
-
 # ----------------------------------------------------------------------------- rearrange
 
 
@@ -198,9 +201,6 @@ def parse_pattern(pattern: str) -> tuple[tuple[tuple[str, ...], ...], tuple[tupl
 
 
 # the rule kit under public names, for the family modules of archlang.ops
-axis_index = _axis
-
-
-# the rule kit under public names, for the family modules of archlang.ops
 ATTN_ARGS = _ATTN_ARGS
 attn_common = _common
+axis_index = _axis

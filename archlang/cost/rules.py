@@ -1,4 +1,9 @@
-"""Cost rules: one per IR op, from the node's input/output types to its analytic cost.
+"""Cost rules: the table, the :class:`OpCost` they produce, and the kit they share.
+
+Each op's cost rule lives in its family module of :mod:`archlang.ops` (registered with
+``define(..., cost=...)``); this module keeps ``COST_RULES``, :class:`OpCost` and the helpers
+several rules use (``numel``, ``s``, ``m``, the attention kit ``attn_core``, ``proj_cost``,
+``sum_costs``, ``sdpa_cost``, ``math_saved``...; public names at the bottom).
 
 Takes: an op and its input/output tensor types (shapes of ``int | Dim``, so a free batch
 ``B`` stays symbolic). Produces: an :class:`OpCost` whose counts are polynomials in the
@@ -42,7 +47,8 @@ free sizes. Conventions:
 - ``build_scratch`` is the bytes of the temporaries that constructing the op's module holds
   beside its buffers (float32 sines and cosines of the sinusoidal table: as much again).
 
-``COST_RULES`` holds one rule per op class; a test fails when an op lacks one.
+``COST_RULES`` holds one rule per op class (filled by the family modules); a test fails
+when an op lacks one.
 """
 
 from __future__ import annotations
@@ -214,12 +220,9 @@ def local_halo_axis(kernel: int, n: DimLike) -> tuple[int, DimLike]:
 
 
 # the rule kit under public names, for the family modules of archlang.ops
-free = _free
-
-
-# the rule kit under public names, for the family modules of archlang.ops
 attn_core = _attn_core
 explicit_probs = _explicit_probs
+free = _free
 math_saved = _math_saved
 proj_cost = _proj
 sdpa_cost = _sdpa_cost

@@ -4,11 +4,14 @@ Takes: nothing (pure definitions). Produces: one frozen pydantic class per op ho
 typed attributes (the ``op`` field is its tag), and for ops with weights,
 :meth:`OpBase.parameters` giving each weight's local name and shape. Defining a subclass of
 :class:`OpBase` with a literal ``op`` tag registers it (:func:`op_classes`, :func:`op_class`),
-so the vocabulary is open: the family modules of :mod:`archlang.ops` define an op and all
-its rules (signature, shape, cost, lowering, drawing, interpreter) in one file. The ops
-below predate that layout: their rules live in the tables of each stage
-(``archlang.check.shapes``, ``archlang.cost.rules``, ``archlang.lower.rules``,
-``archlang.render.rules``, ``archlang.lower.interpret``); tests fail when a table misses an op.
+so the vocabulary is open: the family modules of :mod:`archlang.ops` hold each op's rules
+(signature, shape, cost, lowering, drawing, interpreter) in one file. The classes below
+predate that layout and stay here (every stage, codegen, the cost report and interop name
+them as ``O.X`` at import time, some in module-level tuples, so moving them would make
+those imports depend on the order the families load); all of their rules are in the family
+modules (``archlang/ops/layers.py``, ``norms.py``, ``elementwise.py``, ``shape.py``,
+``pooling.py``, ``tokens.py``, ``mixing.py``, ``attention_ops.py``, ``graph.py``). Newer ops
+define their class in their family module too. Tests fail when an op lacks a rule.
 """
 
 from __future__ import annotations

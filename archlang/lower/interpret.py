@@ -6,8 +6,11 @@ to tensors (the parameters and persistent buffers: node ``n``'s parameter ``p`` 
 :func:`archlang.ir.adapters.lora_param_name` puts them), and one tensor per graph input.
 Produces: the graph's outputs, in ``graph.outputs`` order, computed node by node.
 
-Each op class has one *eval rule* in :data:`EVAL_RULES` (a test fails when one is missing).
-A rule is a small, unfused torch function written from the op's definition (the docstrings
+Each op class has one *eval rule* in :data:`EVAL_RULES` (a test fails when one is missing),
+written in the op's family module of :mod:`archlang.ops` (``define(..., interpret=...)``,
+importing torch inside its body) and merged here when this module loads; this module keeps
+the evaluator and the helpers the rules share (``attend``, ``split_heads``, ``windowed``,
+``normalise``...; public names at the bottom). A rule is a small, unfused torch function written from the op's definition (the docstrings
 of :mod:`archlang.ir.ops`, the language section of the README, and what timm / PyTorch
 compute); it may call ``torch.nn.functional`` for convolutions but never the prelude helpers
 (:mod:`archlang.lower.prelude`) or generated classes. Attention is written as explicit
@@ -386,32 +389,17 @@ __all__ = ["EVAL_RULES", "EvalCtx", "InterpretError", "Interpreter", "interpret"
 
 
 # the rule kit under public names, for the family modules of archlang.ops
-identity = _identity
-
-
-# the rule kit under public names, for the family modules of archlang.ops
 ACTIVATIONS = _ACTIVATIONS
-BINARY = _BINARY
-no_random = _no_random
-softmax = _softmax
-
-
-# the rule kit under public names, for the family modules of archlang.ops
-shifted = _shifted
-
-
-# the rule kit under public names, for the family modules of archlang.ops
-sinusoids = _sinusoids
-
-
-# the rule kit under public names, for the family modules of archlang.ops
-normalise = _normalise
-
-
-# the rule kit under public names, for the family modules of archlang.ops
 attend = _attend
-split_heads = _heads
+BINARY = _BINARY
+identity = _identity
 log_coords = _log_coords
 merge_heads = _merge_heads
+no_random = _no_random
+normalise = _normalise
 relative_index = _relative_index
+shifted = _shifted
+sinusoids = _sinusoids
+softmax = _softmax
+split_heads = _heads
 windowed = _windowed

@@ -1,10 +1,14 @@
-"""Lowering rules: one per IR op, giving the PyTorch code that implements it.
+"""Lowering rules: the :class:`Rule` type, the table, and the kit the rules share.
 
-Takes: an op (for every instance of the generated class that holds the node, so rules can
-tell constant attributes from per-instance ones), the code of its inputs and attribute
-accessors. Produces: the constructor expression of its submodule or parameter (if any)
-and the forward expression. ``LOWER_RULES`` holds one rule per op class; a test fails
-when an op lacks one. Helper layers named in ``helpers`` are copied from the prelude.
+A rule takes an op (for every instance of the generated class that holds the node, so
+rules can tell constant attributes from per-instance ones), the code of its inputs and
+attribute accessors (:class:`Ctx`), and produces the constructor expression of its
+submodule or parameter (if any) and the forward expression. Each op's rule lives in its
+family module of :mod:`archlang.ops` (``define(..., lower=Rule(...))``); ``LOWER_RULES``
+holds one rule per op class and a test fails when an op lacks one. This module keeps the
+code-building kit (``ident``/``attr``, ``lit``, ``call``, ``E``, ``call_module``,
+``in_place``, ``kwargs_of``...; public names at the bottom). Helper layers named in
+``helpers`` are copied from the prelude.
 """
 
 from __future__ import annotations
@@ -436,9 +440,6 @@ def _call(c: Ctx) -> ast.expr:
     return call(c.mod, *c.ins)
 
 
-# ----------------------------------------------------------------------------- graph boundary
-
-
 # ----------------------------------------------------------------------------- layers
 
 
@@ -536,22 +537,13 @@ __all__ = ["LOWER_RULES", "Ctx", "LoweringError", "Rule", "field"]
 
 
 # the rule kit under public names, for the family modules of archlang.ops
-CNN_BRANCH = _CNN_BRANCH
+ATTN_COMMON = _COMMON
+ATTN_DEFAULTS = _ATTN_DEFAULTS
+ATTN_WINDOW = _WINDOW
 call_module = _call
 choice = _choice
+CNN_BRANCH = _CNN_BRANCH
 in_place = _in_place
-
-
-# the rule kit under public names, for the family modules of archlang.ops
-padded = _padded
-
-
-# the rule kit under public names, for the family modules of archlang.ops
 int_lit = _int
-
-
-# the rule kit under public names, for the family modules of archlang.ops
-ATTN_DEFAULTS = _ATTN_DEFAULTS
-ATTN_COMMON = _COMMON
-ATTN_WINDOW = _WINDOW
 kwargs_of = _kwargs
+padded = _padded

@@ -6,6 +6,14 @@ language signatures (:func:`archlang.check.surface.op`) and their rules through
 :func:`archlang.ops.registry.define`. ``import archlang`` imports this package, so the whole
 vocabulary is in place before any stage runs.
 
+Every op's rules live here, also those of the ops that predate the layout (linear, conv,
+the norms, attention...): their classes stay in :mod:`archlang.ir.ops`, because the stages,
+codegen, the cost report and interop refer to them as ``archlang.ir.ops.X`` at import time
+(module-level tuples of classes), which must not wait for the families to load; a family
+module imports those classes and the stage kits, never the reverse (a stage module never
+imports :mod:`archlang.ops` at module level). :func:`~archlang.ops.registry.define` records
+the family module that calls it. Newer ops define their class in their family module.
+
 Adding an op is one file here (see README, "Adding an op") and its test; the test suite
 walks :data:`archlang.ops.registry.DEFS` and fails when an op lacks a rule or when its
 example does not check, cost, draw, lower and agree with the interpreter.

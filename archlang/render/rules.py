@@ -1,4 +1,8 @@
-"""Drawing rules: one per IR op class, from an op to how its node looks in a diagram.
+"""Drawing rules: the :class:`Look` type, the table, and the kit the rules share.
+
+Each op's drawing rule lives in its family module of :mod:`archlang.ops`
+(``define(..., draw=...)``); ``DRAW_RULES`` maps op classes to them and :func:`look` draws
+an op. A rule goes from an op to how its node looks in a diagram.
 
 Takes: an op (:mod:`archlang.ir.ops`) with the tensor types flowing in and out of its node.
 Produces: a :class:`Look`: a title in the words a paper would print ("W-MSA", "Linear",
@@ -54,29 +58,11 @@ def _num(x: float) -> str:
     return f"{x:.4g}"
 
 
-# --------------------------------------------------------------------------- graph boundary
-
-
-# --------------------------------------------------------------------------- layers with weights
-
-
 # --------------------------------------------------------------------------- attention
 
 
 def _heads(op: Any) -> str:
     return f"{op.heads} heads × {op.head_dim}"
-
-
-# --------------------------------------------------------------------------- parameter-free ops
-
-
-# --------------------------------------------------------------------------- newer ops
-# Registered by class name so that a renamed or withdrawn op cannot break importing this
-# module; the test that every op class has a rule still catches a missing one.
-
-
-def _rule_named(*names: str) -> Callable[[Rule], Rule]:
-    return _rule(*(cls for cls in (getattr(O, n, None) for n in names) if isinstance(cls, type)))
 
 
 def look(op: O.OpBase, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
@@ -96,13 +82,7 @@ def look(op: O.OpBase, ins: list[TensorType], outs: tuple[TensorType, ...]) -> L
 
 
 # the rule kit under public names, for the family modules of archlang.ops
+heads_label = _heads
 num = _num
-
-
-# the rule kit under public names, for the family modules of archlang.ops
 pair = _pair
 square = _square
-
-
-# the rule kit under public names, for the family modules of archlang.ops
-heads_label = _heads
