@@ -10,7 +10,7 @@ predate that layout and stay here (every stage, codegen, the cost report and int
 them as ``O.X`` at import time, some in module-level tuples, so moving them would make
 those imports depend on the order the families load); all of their rules are in the family
 modules (``archlang/ops/layers.py``, ``norms.py``, ``elementwise.py``, ``shape.py``,
-``pooling.py``, ``tokens.py``, ``mixing.py``, ``attention_ops.py``, ``graph.py``). Newer ops
+``pooling.py``, ``tokens.py``, ``mixing.py``, ``multihead.py``, ``graph.py``). Newer ops
 define their class in their family module too. Tests fail when an op lacks a rule.
 """
 

@@ -1,6 +1,6 @@
-"""The attention layers with their own projections: global/causal self-attention, Conformer's
-relative-position attention, cross-attention, Swin (V1 and V2) window attention, local
-neighbourhood attention and MViT's pooled attention.
+"""The multi-head attention layers with their own projections: global/causal
+self-attention, Conformer's relative-position attention, cross-attention, Swin (V1 and V2)
+window attention, local neighbourhood attention and MViT's pooled attention.
 
 Takes: nothing at import but the rule kits of each stage. Produces: the rules (language
 signature, shape, cost, lowering, drawing, interpreter) of :class:`~archlang.ir.ops.Attention`, :class:`~archlang.ir.ops.RelPosAttention`,
