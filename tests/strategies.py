@@ -21,7 +21,17 @@ then the arch under test), optionally with blocks, and covers:
 - variants (``arch small = net(dim = 8)``) and LoRA / BitFit ``adapt`` / ``freeze`` /
   ``unfreeze`` statements whose selectors match real nodes;
 - the standard library (``std.nn`` ``mlp`` / ``transformer_block``, ``std.vision``
-  ``patch_merge``), now and then.
+  ``patch_merge``), now and then;
+- the op families of archlang/ops: elementwise math (every unary function, ``pow``, ``clamp``,
+  ``minimum``/``maximum``, comparisons, ``where``, ``cast``, ``floor_div``/``mod``), constants
+  (``arange``, ``full``/``zeros``/``ones``, ``param``), ``gather``, ``rmsnorm``, ``rope``, ``attend``
+  (grouped-query, causal, bias/mask/score expressions of ``b, h, q_idx, kv_idx``, a bias reading
+  a ``param`` as ``slope[h]``), ``attention_scores``, ``interpolate``, ``pad``, ``prepend``,
+  ``place_tokens``; the newer options of older ops (``layernorm(bias = false)``, ``dim = 1`` on
+  layernorm and channel_scale, ``count_include_pad = false``, ``slice(step = k)``); weight
+  sharing (``y = shared3(z)`` after ``shared3: linear(...)`` or a depthwise ``conv2d``) and
+  subscripts (``x[:, 0]``, ``x[:, a:b:s]``, ``x[..., ::2]``). Each program starts with one op of
+  a family drawn uniformly (``FOCUS``), so that a few hundred programs reach every op.
 
 Tensors stay tiny (every size 1..8 but a few products) so each example builds and runs in
 tens of milliseconds. ``programs(drop=False)`` keeps every drop probability at 0 (the
