@@ -36,7 +36,7 @@ BATCHES = (1, 3)  # both differ from the batch the graph was traced at
 # specs with an image among their inputs (a float [B, C, H, W]); the spectrogram models (ast,
 # conformer) take theirs as a one-channel image. test_image_specs_are_all_listed keeps this
 # list in step with specs/.
-IMAGE_SPECS = ["ast", "conformer", "cyclemlp_b1", "deit_s_distilled", "gmlp_s16", "llava", "mixer_b16",
+IMAGE_SPECS = ["ast", "beit", "cait", "conformer", "cyclemlp_b1", "deit_s_distilled", "gmlp_s16", "llava", "mixer_b16",
                "mvitv2_t", "nonlocal_resnet50", "resmlp_12", "resnet50", "s2mlp", "sasa_resnet50", "swin_t",
                "swin_t_lora", "swinv2_t", "unit", "vit_b16", "vit_digits", "vit_s_r26_s32"]
 # the ResNets' widths are fixed; one block per stage at a small image keeps them quick

@@ -62,7 +62,7 @@ class OpBase(BaseModel):
     """The base of every op. A subclass whose ``op`` field has a literal default is a concrete
     op: defining it registers it under that tag (two classes may not share a tag)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="constants")  # inf bounds round-trip
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: object) -> None:
