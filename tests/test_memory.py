@@ -90,6 +90,19 @@ def test_fit_formula_warns_when_it_holds_only_on_its_lattice() -> None:
 
 
 
+def _memory_truth():
+    """benchmarks/memory_truth.py as a module: its measure_* functions are the method."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "memory_truth.py"
+    mod_spec = importlib.util.spec_from_file_location("memory_truth", path)
+    assert mod_spec is not None and mod_spec.loader is not None
+    truth = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(truth)
+    return truth
+
+
 # tiny configurations of the specs whose saved-tensor estimates were fixed (unfolded
 # neighbourhoods, explicit score matrices, a tensor kept by two ops counted once, frozen
 # weights keep nothing, SDPA's math path under a mask, argmax in int64, rel-pos einsums),
@@ -106,14 +119,7 @@ PINNED = [
 @pytest.mark.parametrize(("spec", "params", "tol"), PINNED, ids=[s for s, _, _ in PINNED])
 def test_saved_bytes_agree_with_autograd(spec: str, params: dict, tol: float) -> None:
     pytest.importorskip("torch")
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "memory_truth.py"
-    mod_spec = importlib.util.spec_from_file_location("memory_truth", path)
-    assert mod_spec is not None and mod_spec.loader is not None
-    truth = importlib.util.module_from_spec(mod_spec)
-    mod_spec.loader.exec_module(truth)
+    truth = _memory_truth()
     import torch
 
     from archlang.lower.example import example_inputs
@@ -126,14 +132,7 @@ def test_saved_bytes_agree_with_autograd(spec: str, params: dict, tol: float) ->
 
 
 def _truth():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "memory_truth.py"
-    mod_spec = importlib.util.spec_from_file_location("memory_truth", path)
-    assert mod_spec is not None and mod_spec.loader is not None
-    truth = importlib.util.module_from_spec(mod_spec)
-    mod_spec.loader.exec_module(truth)
+    truth = _memory_truth()
     return truth
 
 
@@ -391,14 +390,7 @@ def test_saved_bytes_follow_memory_layouts(spec: str, params: dict) -> None:
     is a view and its storage is counted once; Mistral: SDPA also keeps the window mask that
     forward computes at a free length. Within 3% of saved_tensors_hooks."""
     pytest.importorskip("torch")
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "memory_truth.py"
-    mod_spec = importlib.util.spec_from_file_location("memory_truth", path)
-    assert mod_spec is not None and mod_spec.loader is not None
-    truth = importlib.util.module_from_spec(mod_spec)
-    mod_spec.loader.exec_module(truth)
+    truth = _memory_truth()
     import torch
 
     from archlang.lower.example import example_inputs
