@@ -284,3 +284,88 @@ arch tiny() {
     assert isinstance(model.bn, torch.nn.BatchNorm2d) and isinstance(model.bn2, torch.nn.Identity)
     x = torch.randn(2, 3, 16, 16)
     _assert_close(_outputs(model, [x]), _outputs(default, [x]))
+
+
+ONEDNN = torch.backends.mkldnn.is_available()
+
+
+@pytest.mark.skipif(not ONEDNN, reason="this torch has no oneDNN")
+def test_linear_layers_run_onednn_and_take_in_their_gelu() -> None:
+    """Every ``nn.Linear`` of the inference build becomes OneDnnLinear (same parameters); a
+    GELU that alone reads a linear layer's output is that layer's post-op, its module gone."""
+    from archlang.lower.inference import OneDnnLinear, linear_gelu_pairs
+
+    spec = ROOT / "specs" / "vit_b16.arch"
+    arch, params, g, default = _case(spec)
+    model = archlang.build(spec, arch, max_memory=None, inference=True, **params)
+    model.load_state_dict(default.state_dict())
+    assert not any(type(m) is torch.nn.Linear for m in model.modules())
+    pairs = linear_gelu_pairs(g)
+    assert len(pairs) == params["depth"] and all(p[0].endswith("mlp.fc1") for p in pairs), pairs
+    for lin, act in pairs:
+        assert isinstance(model.get_submodule(lin), OneDnnLinear) and model.get_submodule(lin).act == "gelu"
+        assert isinstance(model.get_submodule(act), torch.nn.Identity)
+    assert not any(isinstance(m, torch.nn.GELU) for m in model.modules())
+    assert model.state_dict().keys() == default.state_dict().keys()
+    xs = example_inputs(g, batch=2, sizes=SIZES)
+    _assert_close(_outputs(model, xs), _outputs(default, xs))
+
+
+@pytest.mark.skipif(not ONEDNN, reason="this torch has no oneDNN")
+@pytest.mark.parametrize("act", ["none", "gelu"])
+def test_onednn_linear_agrees_with_f_linear_on_every_path(act: str) -> None:
+    """oneDNN without autograd (float32 and bfloat16, 2-d and 3-d, strided inputs), and F.linear
+    where a gradient is wanted, under autocast and in float64: the same values each way."""
+    from archlang.lower.inference import OneDnnLinear
+
+    F = torch.nn.functional
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(24, 40)
+    ref = torch.nn.Linear(24, 40)
+    ref.load_state_dict(lin.state_dict())
+    lin.__class__ = OneDnnLinear
+    lin.act = act
+
+    def want(x):
+        y = ref(x)
+        return F.gelu(y) if act == "gelu" else y
+
+    x = torch.randn(3, 5, 24)
+    with torch.no_grad():
+        for inp in (x, x[:, 1], x.transpose(0, 1)):
+            torch.testing.assert_close(lin(inp), want(inp), rtol=1e-5, atol=1e-5)
+        ref.double(), lin.double()
+        torch.testing.assert_close(lin(x.double()), want(x.double()), rtol=0, atol=0)  # F.linear exactly
+        ref.float(), lin.float()
+    out = lin(x)  # autograd: F.linear, gradients as nn.Linear's
+    assert out.requires_grad
+    out.sum().backward()
+    want(x).sum().backward()
+    torch.testing.assert_close(lin.weight.grad, ref.weight.grad)
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
+        assert lin(x).dtype == want(x).dtype == torch.bfloat16
+    lin.bfloat16(), ref.bfloat16()
+    with torch.no_grad():
+        torch.testing.assert_close(lin(x.bfloat16()), want(x.bfloat16()), rtol=2e-2, atol=2e-2)
+
+
+def test_a_shared_linear_keeps_its_gelu() -> None:
+    """A linear layer called twice (weight sharing) takes in neither call's GELU."""
+    from archlang.lower.inference import linear_gelu_pairs
+
+    src = """
+arch tiny() {
+  in x: [B, 8]
+  a = gelu(fc: linear(x, 8))
+  b = gelu(fc(a))
+  c = gelu(fc2: linear(b, 8))
+  out logits = head: linear(c, 3)
+}
+"""
+    default = archlang.build(src, max_memory=None).eval()
+    randomise(default)
+    assert linear_gelu_pairs(default.archlang_graph) == [("fc2", "gelu_2")]
+    model = archlang.build(src, max_memory=None, inference=True)
+    model.load_state_dict(default.state_dict())
+    x = torch.randn(4, 8)
+    _assert_close(_outputs(model, [x]), _outputs(default, [x]))

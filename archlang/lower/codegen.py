@@ -759,7 +759,8 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
         # a shared layer (`y = pe1(z)`) calls the submodule of the layer it shares, and makes none
         ctx = Ctx(ops=[n.op for n in same], ins=[], mod=access_node(inst0.local(node_.shares) if node_.shares else local),
                   in_types=[graph.type_of(r) for r in node_.inputs], out_types=node_.outputs,
-                  init_attr=init_attr, fwd_attr=fwd_attr)
+                  init_attr=init_attr, fwd_attr=fwd_attr,
+                  fresh=tuple(fresh_value(r.node, r.index, uses, producers) for r in node_.inputs))
         mod = rule.module(ctx)
         if mod is not None and node_.name in lora:
             mod = _wrap_lora(mod, lora[node_.name])
@@ -779,7 +780,6 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
         if rule.reuses_input or (isinstance(node_.op, O.PosEmbed) and node_.op.kind == "learned"):
             flush([], idx)
         ctx.ins = [ref_code(r) for r in node_.inputs]
-        ctx.fresh = tuple(fresh_value(r.node, r.index, uses, producers) for r in node_.inputs)
         expr = rule.forward(ctx)
         types = [[n.outputs[k] for n in same] for k in range(len(node_.outputs))]
         comment = "  # " + comment_text(", ".join(shape_comment(t, dims_series, arg_names) for t in types))

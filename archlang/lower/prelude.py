@@ -362,7 +362,7 @@ class WindowAttentionV2(WindowAttention):
         self.v_bias = nn.Parameter(torch.zeros(inner)) if qkv_bias else None
         self.register_buffer("relative_coords_table", _log_spaced_coords(*self.window), persistent=False)
         self.register_buffer("fused_scale", None, persistent=False)  # set by fold_constants() (inference)
-        self.register_buffer("fused_qkv_bias", None, persistent=False)
+        self.fused_qkv_bias = False  # fold_constants() (inference): the qkv layer holds the q/v bias
 
     def attend(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[1]
@@ -393,8 +393,9 @@ class WindowAttentionV2(WindowAttention):
     def fold_constants(self) -> None:
         """For inference: evaluate the CPB MLP once (its bias, with the shift mask, goes into
         ``fused_bias``), the clamped logit scale (``fused_scale``) and, for a plain ``qkv``
-        linear, its q/k/v bias (``fused_qkv_bias``); ``attend`` then runs one SDPA call on
-        the scaled cosine queries. Non-persistent buffers: ``state_dict`` is unchanged."""
+        linear, its q/0/v bias, which becomes that layer's own ``bias`` buffer (so the linear
+        layer adds it in its matmul); ``attend`` then runs one SDPA call on the scaled cosine
+        queries. Non-persistent buffers: ``state_dict`` is unchanged."""
         bias = self.position_bias()
         if self.attn_mask is not None:
             nw = self.attn_mask.shape[0]
@@ -402,22 +403,24 @@ class WindowAttentionV2(WindowAttention):
             bias = (bias + self.attn_mask.unsqueeze(1)).reshape(1, nw * self.heads, n, n)
         self.fused_bias = bias.detach().clone()
         self.fused_scale = torch.clamp(self.logit_scale, max=math.log(1.0 / 0.01)).exp().detach().clone()
-        plain = type(self.qkv) is nn.Linear and self.qkv.bias is None
-        self.fused_qkv_bias = torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias)).detach() \
-            if plain and self.q_bias is not None else None
+        plain = isinstance(self.qkv, nn.Linear) and not any(k.startswith("lora") for k, _ in self.qkv.named_children())
+        if plain and self.q_bias is not None and "bias" not in self.qkv._buffers and self.qkv.bias is None:
+            del self.qkv._parameters["bias"]  # becomes a buffer below: the qkv layer's own (folded) bias
+            self.qkv.register_buffer("bias", None, persistent=False)
+        self.fused_qkv_bias = plain and "bias" in self.qkv._buffers
+        if self.fused_qkv_bias:  # q, 0, v: the layer adds it itself (non-persistent, so state_dict keeps its keys)
+            self.qkv.bias = torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias)).detach()
         self._fold_window_index()  # shifted windows: one gather each way, as in WindowAttention
 
     def _attend_folded(self, x: torch.Tensor) -> torch.Tensor:
         """``attend`` with the constants folded (see :meth:`fold_constants`): one SDPA call."""
         n = x.shape[1]
-        if self.fused_qkv_bias is not None:
-            qkv = F.linear(x, self.qkv.weight, self.fused_qkv_bias)
-        else:
-            qkv = self.qkv(x)
-            if self.q_bias is not None:
-                qkv = qkv + torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
+        qkv = self.qkv(x)
+        if self.q_bias is not None and not self.fused_qkv_bias:
+            qkv = qkv + torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
         q, k, v = qkv.reshape(-1, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        q = F.normalize(q, dim=-1) * self.fused_scale
+        # cosine queries times the logit scale in one pass: q * (scale / |q|), |q| >= 1e-12 as F.normalize
+        q = q * (self.fused_scale / torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min(1e-12))
         k = F.normalize(k, dim=-1)
         if self.attn_mask is not None:
             nw = self.attn_mask.shape[0]

@@ -181,10 +181,19 @@ _ACT = {"gelu": "F.gelu(x)", "gelu_tanh": "F.gelu(x, approximate='tanh')", "relu
         "silu": "F.silu(x)", "tanh": "torch.tanh(x)", "sigmoid": "torch.sigmoid(x)"}
 
 
+def _gelu_after_linear(c: Ctx) -> bool:
+    """An exact GELU that alone reads a linear layer's output: it is a submodule (``nn.GELU()``,
+    as timm's Mlp writes it), which the inference build folds into that layer's matmul
+    (:mod:`archlang.lower.inference`, oneDNN's GELU post-op)."""
+    return c.const("fn") and c.op.fn == "gelu" and in_place(c, 0, (O.Linear,))  # type: ignore[attr-defined]
+
+
 def _act_lower(c: Ctx) -> ast.expr:
     if not c.const("fn"):
         raise LoweringError("the activation must be the same in every instance of a block")
     fn = choice(c.op.fn, _ACT)  # type: ignore[attr-defined]
+    if _gelu_after_linear(c):
+        return call_module(c)
     if fn == "relu" and in_place(c, 0):  # relu differentiates from its output: in place is safe
         return E("F.relu(x, inplace=True)", x=c.x())
     return E(_ACT[fn], x=c.x())
@@ -332,7 +341,7 @@ arch t() {
 """
 
 define(O.Activation, shape=same, cost=_elementwise_cost,
-       lower=Rule(forward=_act_lower),
+       lower=Rule(forward=_act_lower, module=lambda c: call("nn.GELU") if _gelu_after_linear(c) else None),
        draw=_activation_draw, interpret=_activation_interpret, example=_EXAMPLE)
 define(O.Binary, shape=_binary_shape, cost=_elementwise_cost,
        lower=Rule(forward=_binary_lower),
