@@ -369,3 +369,29 @@ arch tiny() {
     model.load_state_dict(default.state_dict())
     x = torch.randn(4, 8)
     _assert_close(_outputs(model, [x]), _outputs(default, [x]))
+
+
+def test_a_gelu_across_a_block_boundary_stays_where_it_is() -> None:
+    """A block returns a linear layer's output and the caller applies the GELU: the IR pairs
+    them, but the generated GELU is inline code in the caller, so nothing is folded."""
+    src = """
+block proj(x: [B, C], d: int) {
+  return fc: linear(x, d)
+}
+arch tiny() {
+  in x: [B, 8]
+  a = gelu(p: proj(x, 8))
+  out logits = head: linear(a, 3)
+}
+"""
+    from archlang.lower.inference import linear_gelu_pairs
+
+    default = archlang.build(src, max_memory=None).eval()
+    randomise(default)
+    assert linear_gelu_pairs(default.archlang_graph) == [("p.fc", "gelu")]
+    assert not any(isinstance(m, torch.nn.GELU) for m in default.modules())
+    model = archlang.build(src, max_memory=None, inference=True)
+    model.load_state_dict(default.state_dict())
+    assert all(getattr(m, "act", "none") == "none" for m in model.modules())
+    x = torch.randn(4, 8)
+    _assert_close(_outputs(model, [x]), _outputs(default, [x]))

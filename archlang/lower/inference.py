@@ -245,7 +245,10 @@ def fold_for_inference(model: nn.Module, conv_bn: list, linear_gelu: list = ()) 
             if type(m) is nn.Linear and torch.backends.mkldnn.is_available():
                 m.__class__ = OneDnnLinear  # same parameters; oneDNN's matmul when no gradient is wanted
         for lin_path, act_path in linear_gelu:
-            lin, act = _module_at(model, lin_path), _module_at(model, act_path)
+            try:
+                lin, act = _module_at(model, lin_path), _module_at(model, act_path)
+            except AttributeError:  # the GELU is not a module (code across a block boundary)
+                continue
             if isinstance(lin, OneDnnLinear) and isinstance(act, nn.GELU) and act.approximate == "none":
                 lin.act = "gelu"  # the GELU that alone read this layer's output, now its post-op
                 _replace(model, act_path, nn.Identity())
