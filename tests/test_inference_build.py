@@ -8,6 +8,7 @@ the Swin biases are precomputed buffers. Speed is measured by benchmarks/bench_i
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -347,6 +348,22 @@ def test_onednn_linear_agrees_with_f_linear_on_every_path(act: str) -> None:
     lin.bfloat16(), ref.bfloat16()
     with torch.no_grad():
         torch.testing.assert_close(lin(x.bfloat16()), want(x.bfloat16()), rtol=2e-2, atol=2e-2)
+    lin.float(), ref.float()
+    with torch.no_grad():  # a strided bias (oneDNN reads biases as dense)
+        lin.bias = torch.nn.Parameter(torch.randn(80)[::2])
+        ref.bias = torch.nn.Parameter(lin.bias.detach().clone())
+        torch.testing.assert_close(lin(x), want(x), rtol=1e-5, atol=1e-5)
+    lin.weight.requires_grad_(False), ref.weight.requires_grad_(False)  # BitFit: only the bias trains
+    lin.bias.grad = None
+    lin(x).sum().backward()
+    assert lin.bias.grad is not None
+    with torch.no_grad(), warnings.catch_warnings():  # traced: F.linear, whatever the gradient mode
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, ONNX's old exporter uses it
+        traced = torch.jit.trace(lin, x)
+        assert "mkldnn" not in str(traced.graph)
+        torch.testing.assert_close(traced(x), want(x), rtol=1e-5, atol=1e-5)
+        with torch.backends.mkldnn.flags(enabled=False):
+            torch.testing.assert_close(lin(x), want(x), rtol=0, atol=0)
 
 
 def test_a_shared_linear_keeps_its_gelu() -> None:
@@ -395,3 +412,19 @@ arch tiny() {
     assert all(getattr(m, "act", "none") == "none" for m in model.modules())
     x = torch.randn(4, 8)
     _assert_close(_outputs(model, [x]), _outputs(default, [x]))
+
+
+def test_a_frozen_inference_build_exports_to_onnx_without_grad(tmp_path: Path) -> None:
+    """ONNX export traces F.linear, not oneDNN's op, even where oneDNN would run (no gradient)."""
+    from archlang.lower.export import export_onnx, verify_onnx
+
+    src = """
+arch tiny() {
+  in x: [B, 8]
+  out logits = head: linear(gelu(fc: linear(x, 16)), 3)
+}
+"""
+    model = archlang.build(src, max_memory=None, inference=True).requires_grad_(False)
+    with torch.no_grad():
+        path = export_onnx(model, tmp_path / "tiny.onnx")
+    assert verify_onnx(path, model) <= 1e-5

@@ -89,8 +89,10 @@ def linear_gelu_pairs(graph: Graph) -> list[tuple[str, str]]:
     """The (linear, gelu) module paths of every exact GELU whose input is a linear layer's
     output that nothing else reads (through dropout, drop-path and identities read once: the
     code generator's :func:`~archlang.lower.rules.fresh_value`), in graph order. Those GELUs
-    are ``nn.GELU()`` submodules of the generated code; the fold moves each into its linear
-    layer (oneDNN's GELU post-op). A linear layer called more than once is left alone."""
+    are ``nn.GELU()`` submodules of the generated code where both are in one block (a GELU
+    applied by the caller of a block that returns the linear output is inline code, and the
+    fold passes it over); the fold moves each into its linear layer (oneDNN's GELU post-op).
+    A linear layer called more than once is left alone."""
     from archlang.ir import ops as O
     from archlang.lower.rules import state_key
 
@@ -133,7 +135,8 @@ def inference_source(source: str, graph: Graph, cls_name: str) -> str:
 
     tail = (
         "# ----- inference build (archc build --inference): BatchNorm folded into the conv before it, LoRA\n"
-        "# merged, dropout removed, attention biases precomputed; loads the default build's state_dict\n\n"
+        "# merged, dropout removed, attention biases precomputed, linear layers on oneDNN's matmul (with\n"
+        "# the GELU that alone reads one as its post-op); loads the default build's state_dict\n\n"
         f"CONV_BN = {listing(conv_bn_pairs(graph))}  # (conv, batchnorm, eps, weight-standardisation eps)\n\n"
         f"LINEAR_GELU = {listing(linear_gelu_pairs(graph))}  # (linear, the GELU that alone reads it)\n\n\n"
         + "\n\n\n".join(runtime_sources()) + "\n\n\n"
@@ -153,39 +156,67 @@ def runtime_sources() -> list[str]:
         if isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name in RUNTIME:
             start = node.lineno - 1 - len(node.decorator_list)
             out.append("\n".join(lines[start:node.end_lineno]))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id in RUNTIME:
+            out.append("\n".join(lines[node.lineno - 1:node.end_lineno]))
     return out
 
 
 # ----------------------------------------------------------------------------- runtime (torch only)
 # Everything below uses only torch, `nn` and builtins: archc build --inference copies it.
 
-RUNTIME = ("OneDnnLinear", "fold_for_inference", "_fold_conv_bn", "_merge_lora_rows", "_fold_state",
-           "_refresh_constants", "_module_at", "_replace")
+RUNTIME = ("OneDnnLinear", "_BF16", "_onednn_bf16", "fold_for_inference", "_fold_conv_bn", "_merge_lora_rows",
+           "_fold_state", "_refresh_constants", "_module_at", "_replace")
 
 
 class OneDnnLinear(nn.Linear):
     """``nn.Linear`` (the same parameters, state_dict and outputs, to float rounding) whose
-    forward on a CPU float32/bfloat16 input with no gradient wanted calls oneDNN's matmul
+    forward on a CPU input with no gradient wanted calls oneDNN's matmul
     (``torch.ops.mkldnn._linear_pointwise``, the kernel Inductor's frozen CPU graphs call)
     instead of ``F.linear``'s MKL GEMM: 1.2-1.6x faster at Swin-T's and ViT-B's shapes on
-    2 cores (benchmarks/bench_inference.py). Anything else (autograd, autocast, CUDA,
-    float64, torch.compile, which chooses its own kernels) takes ``F.linear``. The inference
-    build turns its ``nn.Linear`` layers into this class in place (``__class__``), so the
-    parameters, hooks and keys stay; ``act`` ("none" or "gelu") is an activation oneDNN
-    applies to the output (set only where the layer's sole reader was that activation)."""
+    2 cores (``benchmarks/linear_kernels.py``). Float32 always; bfloat16 where the CPU has
+    oneDNN's bf16 kernels. Everything else takes ``F.linear``: a gradient wanted for the input,
+    the weight or the bias, autocast, another device or dtype, ``torch.compile`` (which chooses
+    its own kernels), ``torch.jit`` tracing (so the TorchScript-based ONNX export sees
+    ``F.linear``), oneDNN switched off (``torch.backends.mkldnn.flags(enabled=False)``).
 
-    act: str = "none"
+    The inference build turns its ``nn.Linear`` layers (exactly that class) into this one in
+    place (``__class__``), so parameters, hooks and keys stay, and sets ``act``: "gelu" where
+    the layer's only reader was an exact GELU, which oneDNN then applies to the output (a
+    forward hook on the layer sees the activated output), else "none". Tools that match
+    ``type(m) is nn.Linear`` (``torch.ao.quantization.quantize_dynamic``) pass it over: quantize
+    the default build."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16) and x.dim() >= 2
-                and self.weight.dtype == x.dtype and not torch.compiler.is_compiling()
-                and not torch.is_autocast_enabled("cpu")
-                and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))):
-            if self.act == "gelu":
-                return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "gelu", [], "none")
-            return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
+        if not torch.jit.is_tracing() and self._onednn_applies(x):
+            return self._onednn(x)
         y = F.linear(x, self.weight, self.bias)
         return F.gelu(y) if self.act == "gelu" else y
+
+    def _onednn_applies(self, x: torch.Tensor) -> bool:
+        if x.device.type != "cpu" or x.dim() < 2 or self.weight.dtype != x.dtype:
+            return False
+        if x.dtype != torch.float32 and not (x.dtype == torch.bfloat16 and _onednn_bf16()):
+            return False
+        if torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu") or not torch.backends.mkldnn.enabled:
+            return False
+        return not torch.is_grad_enabled() or not (
+            x.requires_grad or self.weight.requires_grad or (self.bias is not None and self.bias.requires_grad))
+
+    def _onednn(self, x: torch.Tensor) -> torch.Tensor:
+        bias = None if self.bias is None else self.bias.contiguous()  # oneDNN reads the bias as dense
+        if self.act == "gelu":
+            return torch.ops.mkldnn._linear_pointwise(x, self.weight, bias, "gelu", [], "none")
+        return torch.ops.mkldnn._linear_pointwise(x, self.weight, bias, "none", [], "")
+
+
+_BF16: list[bool] = []
+
+
+def _onednn_bf16() -> bool:
+    """Whether this CPU runs oneDNN's bfloat16 matmul (AVX-512 BF16 or AMX), asked once."""
+    if not _BF16:
+        _BF16.append(bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()))
+    return _BF16[0]
 
 
 def fold_for_inference(model: nn.Module, conv_bn: list, linear_gelu: list = ()) -> nn.Module:
@@ -244,6 +275,7 @@ def fold_for_inference(model: nn.Module, conv_bn: list, linear_gelu: list = ()) 
                 m.attn_drop = 0.0
             if type(m) is nn.Linear and torch.backends.mkldnn.is_available():
                 m.__class__ = OneDnnLinear  # same parameters; oneDNN's matmul when no gradient is wanted
+                m.act = "none"
         for lin_path, act_path in linear_gelu:
             try:
                 lin, act = _module_at(model, lin_path), _module_at(model, act_path)
