@@ -223,7 +223,7 @@ def _human(n: int) -> str:
 
 def build(spec: str | Path | Program, arch: str | None = None, *, compile: bool = False,
           max_memory: int | str | None = "auto", batch: int = 1, train: bool = False, dtype: str = "float32",
-          inference: bool = False, attention: str = "auto", **params: Any):
+          inference: bool = False, attention: str = "auto", compile_regions: bool = False, **params: Any):
     """Build the PyTorch model of one arch: ``archlang.build("specs/swin_t.arch", img=384)``.
 
     The module is executed from the same generated source that ``archc build`` writes; it
@@ -244,6 +244,11 @@ def build(spec: str | Path | Program, arch: str | None = None, *, compile: bool 
     an ``attend`` whose position mask skips at least 75% of its blocks when ``compile=True``
     (:mod:`archlang.ops.attention`).
 
+    ``compile_regions=True`` marks the forward of every repeated block class
+    ``@torch.compiler.nested_compile_region``, so that ``torch.compile`` compiles one instance
+    and reuses it (:func:`archlang.lower.codegen.compile_regions`): shorter compile times,
+    no fusion across block boundaries; eager runs are unchanged.
+
     With ``train=True`` the model is built with the activation-checkpoint plan that fits the
     budget with the least recomputation (:func:`archlang.cost.plan.plan_checkpoints`; the
     spec's ``checkpoint "..."`` statements are always in it): ``model.checkpoint_plan`` names
@@ -258,9 +263,10 @@ def build(spec: str | Path | Program, arch: str | None = None, *, compile: bool 
     prog = spec if isinstance(spec, Program) else load_source(spec)
     g = graph(prog, arch, **params)
     _, plan = _plan_budget(g, max_memory, batch=batch, train=train, dtype=dtype, sources=prog.sources)
+    from archlang.lower.codegen import compile_regions as regions
     from archlang.ops.attention import attention_lowering
 
-    with attention_lowering(attention, compiled=compile):
+    with attention_lowering(attention, compiled=compile), regions(compile_regions):
         model, _ = instantiate(planned_graph(g, plan), dtype=dtype)
     model.archlang_graph = g  # the spec's IR (what `save` checks); the plan is in the code
     model.archlang_checkpoint_plan = plan

@@ -340,6 +340,10 @@ def build(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch fil
                                                              "model, the cost report and --max-memory.")] = "float32",
           attention: Annotated[str, typer.Option("--attention", metavar="auto|sdpa|flex", help="Lowering of `attend`: "
                                                  "SDPA, FlexAttention, or auto (archlang.ops.attention).")] = "auto",
+          compile_regions: Annotated[bool, typer.Option(
+              "--compile-regions", help="Mark repeated blocks @torch.compiler.nested_compile_region: "
+              "torch.compile compiles one instance and reuses it (faster compiles, no fusion across "
+              "blocks).")] = False,
           ) -> None:
     """Generate a standalone PyTorch module, DIR/<arch>.py, with <arch>.cost.json beside it.
 
@@ -372,11 +376,12 @@ def build(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch fil
         raise typer.Exit(1) from None
     if rep is None:  # --max-memory off: the report is still written
         rep = cost_graph(g, batch=batch, train=train, dtype=dtype)
+    from archlang.lower.codegen import compile_regions as regions
     from archlang.lower.codegen import generate
     from archlang.lower.rules import LoweringError
 
     try:
-        with attention_lowering(attention):
+        with attention_lowering(attention), regions(compile_regions):
             source, cls_name = generate(planned_graph(g, plan), dtype=dtype)
     except LoweringError as e:
         typer.echo(f"error[E0801]: cannot lower `{g.arch}` to PyTorch: {e}", err=True)

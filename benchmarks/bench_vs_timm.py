@@ -22,9 +22,10 @@ Contenders:
 
 Precisions: ``fp32``; ``bf16`` (archlang's model built with ``archlang.build(...,
 dtype="bfloat16")`` against ``timm_model.to(torch.bfloat16)``, bf16 inputs); ``autocast``
-(fp32 models under ``torch.autocast("cpu", torch.bfloat16)``). Builds: ``default`` and
+(fp32 models under ``torch.autocast("cpu", torch.bfloat16)``). Builds: ``default``,
 ``inference`` (``archlang.build(..., inference=True)``, forward only; skipped with a message
-while ``build`` does not accept it). Modes: ``eager`` and ``compiled`` (``torch.compile`` of
+while ``build`` does not accept it) and ``regions`` (``compile_regions=True``: the same code
+with repeated blocks marked ``nested_compile_region``, which matters only compiled). Modes: ``eager`` and ``compiled`` (``torch.compile`` of
 each contender; slow to warm up on a CPU). Passes: ``fwd`` (eval, no grad) and ``train``
 (train mode, forward, backward of the logits' sum, gradients dropped). GFLOP/s counts
 archlang's analytic forward FLOPs (equal to ``FlopCounterMode``'s), and three times them for
@@ -136,7 +137,7 @@ def build_ours(key: str, precision: str, build: str, spec: str | None = None, ar
     import archlang
 
     spec_, arch_, _ = MODELS[key]
-    kwargs = {"inference": True} if build == "inference" else {}
+    kwargs = {"inference": True} if build == "inference" else {"compile_regions": True} if build == "regions" else {}
     dtype = "bfloat16" if precision == "bf16" else "float32"
     return archlang.build(ROOT / (spec or spec_), arch or arch_, max_memory=None, dtype=dtype, **kwargs)
 
@@ -254,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modes", nargs="+", default=["eager"], choices=["eager", "compiled"])
     ap.add_argument("--passes", nargs="+", default=["fwd", "train"], choices=["fwd", "train"])
     ap.add_argument("--precisions", nargs="+", default=["fp32"], choices=list(PRECISIONS))
-    ap.add_argument("--builds", nargs="+", default=["default"], choices=["default", "inference"])
+    ap.add_argument("--builds", nargs="+", default=["default"], choices=["default", "inference", "regions"],
+                    help="default; inference (archlang.build(..., inference=True)); regions (the default build "
+                         "with compile_regions=True: repeated blocks compiled once)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--warmup", type=int, default=2)

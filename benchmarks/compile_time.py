@@ -226,8 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
                          f"{' '.join(DEFAULT_MODELS)})")
     ap.add_argument("--passes", nargs="+", default=["fwd"], choices=list(PASSES),
                     help="fwd: eval forward under no_grad (default); train: forward + backward of the sum")
-    ap.add_argument("--build", default="default", choices=["default", "inference"],
-                    help="archlang's build (inference: archlang.build(..., inference=True), fwd only)")
+    ap.add_argument("--build", default="default", choices=["default", "inference", "regions"],
+                    help="archlang's build (inference: archlang.build(..., inference=True), fwd only; "
+                         "regions: compile_regions=True, repeated blocks compiled once)")
     ap.add_argument("--batch", type=int, default=8, help="batch size (default 8)")
     ap.add_argument("--repeats", type=int, default=3, help="trials per contender per (model, pass) (default 3)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads in each worker (default: torch's)")

@@ -43,3 +43,38 @@ def test_compiles_without_graph_breaks(spec: str, arch: str | None, params: dict
             assert torch.allclose(got[k], want[k], atol=1e-4, rtol=1e-4)
     else:
         assert torch.allclose(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_compile_regions_mark_the_outermost_repeated_blocks() -> None:
+    """``compile_regions``: the forward of each outermost block class with two or more instances
+    is a nested compile region (Swin's blocks and patch merges, not the MLPs inside the blocks);
+    the default code has none, and in eager mode the marked model computes the same."""
+    from archlang.lower.codegen import compile_regions, generate
+
+    g = archlang.graph("specs/swin_t.arch", "swin_t", **SMALL[2][2])
+    plain, _ = generate(g)
+    with compile_regions():
+        marked, _ = generate(g)
+    assert "nested_compile_region" not in plain
+    marked_classes = [marked.split("@torch.compiler.nested_compile_region")[i].rsplit("\nclass ", 1)[1].split("(")[0]
+                      for i in range(marked.count("@torch.compiler.nested_compile_region"))]
+    assert marked_classes == ["SwinBlock", "PatchMerge"]
+    assert marked.replace("    @torch.compiler.nested_compile_region\n", "") == plain
+    torch.manual_seed(0)
+    model = archlang.build("specs/swin_t.arch", "swin_t", compile_regions=True, **SMALL[2][2]).eval()
+    ref = archlang.build("specs/swin_t.arch", "swin_t", **SMALL[2][2]).eval()
+    ref.load_state_dict(model.state_dict())
+    x = example_inputs(model.archlang_graph)
+    with torch.no_grad():
+        assert torch.equal(model(*x), ref(*x))
+
+
+@pytest.mark.slow
+def test_compile_regions_compile_without_graph_breaks() -> None:
+    spec, arch, params = SMALL[0][0], SMALL[0][1], {**SMALL[0][2], "depth": 3}
+    torch._dynamo.reset()
+    model = archlang.build(spec, arch, compile_regions=True, **params).eval()
+    inputs = example_inputs(model.archlang_graph)
+    compiled = torch.compile(model, fullgraph=True)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(*inputs), model(*inputs), atol=1e-5, rtol=1e-5)

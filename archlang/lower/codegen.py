@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import ast
 from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -545,7 +548,35 @@ def _index_split(local: str) -> tuple[str, int] | None:
     return (pre, int(last)) if pre and is_index(last) else None
 
 
-def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tuple]) -> list[str]:
+_REGIONS: ContextVar[bool] = ContextVar("archlang_compile_regions", default=False)
+
+
+@contextmanager
+def compile_regions(on: bool = True) -> Iterator[None]:
+    """Inside the block, :func:`generate` marks the ``forward`` of every block class with two or
+    more instances ``@torch.compiler.nested_compile_region``: ``torch.compile`` then compiles
+    one instance and reuses the code for the others (hierarchical compilation), instead of
+    compiling every instance inlined; in eager mode the decorator does nothing. The price is
+    that Inductor no longer fuses across block boundaries (``benchmarks/compile_time.py``
+    measures both)."""
+    token = _REGIONS.set(on)
+    try:
+        yield
+    finally:
+        _REGIONS.reset(token)
+
+
+def _region_classes(plans: list[ClassPlan]) -> set[str]:
+    """The classes :func:`compile_regions` marks: those with two or more instances, none of
+    them inside an instance of another such class (the outermost repeated blocks)."""
+    repeated = [p for p in plans if len(p.instances) >= 2]
+    inner = {i.path for p in repeated for i in p.instances}
+    return {p.name for p in repeated
+            if not any(i.path.startswith(f"{o}.") for i in p.instances for o in inner)}
+
+
+def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tuple],
+              region: bool = False) -> list[str]:
     insts = plan.instances
     inst0 = insts[0]
     head = _classifier_head(graph, lora) if is_root else None
@@ -872,6 +903,8 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
         lines.extend(PLANNED_CHECKPOINTING)
     lines.append("")
     in_types = [graph.type_of(r) for r in in_refs] if not is_root else [n.outputs[0] for n in graph.input_nodes()]
+    if region:  # compiled once, reused by every instance
+        lines.append("    @torch.compiler.nested_compile_region")
     lines.append(f"    def {'forward_features' if head is not None else 'forward'}(self, {', '.join(params)}):")
     for p, t in zip(params, in_types, strict=False):
         if is_root:
@@ -1156,8 +1189,9 @@ def generate(graph: Graph, dtype: str = "float32") -> tuple[str, str]:
     assert root_plan is not None
     blocks = []
     helpers: set[str] = set()
+    regions = _region_classes(plans) if _REGIONS.get() else set()
     for plan in plans:
-        code = gen_class(plan, plan is root_plan, graph, lora)
+        code = gen_class(plan, plan is root_plan, graph, lora, region=plan.name in regions)
         helpers |= plan.helpers
         blocks.append("\n".join(code))
     if any(p.uses_container for p in plans):
