@@ -4,6 +4,8 @@ Small configurations keep this quick; full-size compiles live in benchmarks/."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -56,10 +58,11 @@ def test_compile_regions_mark_the_outermost_repeated_blocks() -> None:
     with compile_regions():
         marked, _ = generate(g)
     assert "nested_compile_region" not in plain
-    marked_classes = [marked.split("@torch.compiler.nested_compile_region")[i].rsplit("\nclass ", 1)[1].split("(")[0]
-                      for i in range(marked.count("@torch.compiler.nested_compile_region"))]
-    assert marked_classes == ["SwinBlock", "PatchMerge"]
-    assert marked.replace("    @torch.compiler.nested_compile_region\n", "") == plain
+    parts = re.split(r"    @torch\.compiler\.nested_compile_region\(max_reuse_entries=(\d+)\)\n", marked)
+    marked_classes = [(parts[i].rsplit("\nclass ", 1)[1].split("(")[0], int(parts[i + 1]))
+                      for i in range(0, len(parts) - 1, 2)]
+    assert marked_classes == [("SwinBlock", 5), ("PatchMerge", 3)]  # one reuse entry per instance
+    assert "".join(parts[::2]) == plain
     torch.manual_seed(0)
     model = archlang.build("specs/swin_t.arch", "swin_t", compile_regions=True, **SMALL[2][2]).eval()
     ref = archlang.build("specs/swin_t.arch", "swin_t", **SMALL[2][2]).eval()

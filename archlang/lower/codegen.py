@@ -903,8 +903,8 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
         lines.extend(PLANNED_CHECKPOINTING)
     lines.append("")
     in_types = [graph.type_of(r) for r in in_refs] if not is_root else [n.outputs[0] for n in graph.input_nodes()]
-    if region:  # compiled once, reused by every instance
-        lines.append("    @torch.compiler.nested_compile_region")
+    if region:  # compiled once, reused by the instances that match it (room for one entry each)
+        lines.append(f"    @torch.compiler.nested_compile_region(max_reuse_entries={len(insts)})")
     lines.append(f"    def {'forward_features' if head is not None else 'forward'}(self, {', '.join(params)}):")
     for p, t in zip(params, in_types, strict=False):
         if is_root:
