@@ -244,10 +244,11 @@ def build(spec: str | Path | Program, arch: str | None = None, *, compile: bool 
     an ``attend`` whose position mask skips at least 75% of its blocks when ``compile=True``
     (:mod:`archlang.ops.attention`).
 
-    ``compile_regions=True`` marks the forward of every repeated block class
-    ``@torch.compiler.nested_compile_region``, so that ``torch.compile`` compiles one instance
-    and reuses it (:func:`archlang.lower.codegen.compile_regions`): shorter compile times,
-    no fusion across block boundaries; eager runs are unchanged.
+    ``compile_regions=True`` marks the forward of the outermost repeated block classes whose
+    instances can share code ``@torch.compiler.nested_compile_region``, so that
+    ``torch.compile`` compiles one instance and reuses it for those alike
+    (:func:`archlang.lower.codegen.compile_regions`): shorter compile times, no fusion across
+    block boundaries; eager runs compute the same.
 
     With ``train=True`` the model is built with the activation-checkpoint plan that fits the
     budget with the least recomputation (:func:`archlang.cost.plan.plan_checkpoints`; the

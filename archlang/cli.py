@@ -341,9 +341,9 @@ def build(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch fil
           attention: Annotated[str, typer.Option("--attention", metavar="auto|sdpa|flex", help="Lowering of `attend`: "
                                                  "SDPA, FlexAttention, or auto (archlang.ops.attention).")] = "auto",
           compile_regions: Annotated[bool, typer.Option(
-              "--compile-regions", help="Mark repeated blocks @torch.compiler.nested_compile_region: "
-              "torch.compile compiles one instance and reuses it (faster compiles, no fusion across "
-              "blocks).")] = False,
+              "--compile-regions", metavar="", help="Mark the outermost repeated blocks that can share code "
+              "@torch.compiler.nested_compile_region: torch.compile compiles one instance and reuses it for "
+              "the ones alike (faster compiles, no fusion across blocks).")] = False,
           ) -> None:
     """Generate a standalone PyTorch module, DIR/<arch>.py, with <arch>.cost.json beside it.
 

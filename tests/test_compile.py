@@ -47,29 +47,96 @@ def test_compiles_without_graph_breaks(spec: str, arch: str | None, params: dict
         assert torch.allclose(got, want, atol=1e-4, rtol=1e-4)
 
 
-def test_compile_regions_mark_the_outermost_repeated_blocks() -> None:
-    """``compile_regions``: the forward of each outermost block class with two or more instances
-    is a nested compile region (Swin's blocks and patch merges, not the MLPs inside the blocks);
-    the default code has none, and in eager mode the marked model computes the same."""
+def _marked(source: str) -> list[tuple[str, int]]:
+    """(class, max_reuse_entries) of each forward marked as a nested compile region, in order."""
+    parts = re.split(r"    @torch\.compiler\.nested_compile_region\(max_reuse_entries=(\d+)\)\n", source)
+    return [(parts[i].rsplit("\nclass ", 1)[1].split("(")[0], int(parts[i + 1])) for i in range(0, len(parts) - 1, 2)]
+
+
+STAGED = """
+use std.nn
+
+block res(x: [B, N, C]) {
+  return x + m: mlp(layernorm(x), hidden = C * 2)
+}
+
+block stage(x: [B, N, C], depth: int, out: int) {
+  for i in 0 .. depth {
+    x = blocks[i]: res(x)
+  }
+  return proj: linear(x, out)
+}
+
+arch staged(dim: int = 8) {
+  in x: [B, 4, dim]
+  x = s0: stage(x, depth = 2, out = dim * 2)
+  x = s1: stage(x, depth = 6, out = dim * 4)
+  x = s2: stage(x, depth = 2, out = dim * 8)
+  out y = x
+}
+"""
+
+
+def test_compile_regions_mark_the_outermost_blocks_that_can_share_code() -> None:
+    """``compile_regions``: the forward of each outermost block class with two instances alike
+    is a nested compile region, with a reuse entry per instance (ViT's blocks, not the MLPs
+    inside them; inside stages of different widths, which share nothing, the residual blocks);
+    the default code has none, the decorator lines are the only difference, and eagerly the
+    marked model computes the same."""
     from archlang.lower.codegen import compile_regions, generate
 
-    g = archlang.graph("specs/swin_t.arch", "swin_t", **SMALL[2][2])
+    spec, arch, params = SMALL[0][0], SMALL[0][1], {**SMALL[0][2], "depth": 3}
+    g = archlang.graph(spec, arch, **params)
     plain, _ = generate(g)
     with compile_regions():
         marked, _ = generate(g)
     assert "nested_compile_region" not in plain
-    parts = re.split(r"    @torch\.compiler\.nested_compile_region\(max_reuse_entries=(\d+)\)\n", marked)
-    marked_classes = [(parts[i].rsplit("\nclass ", 1)[1].split("(")[0], int(parts[i + 1]))
-                      for i in range(0, len(parts) - 1, 2)]
-    assert marked_classes == [("SwinBlock", 5), ("PatchMerge", 3)]  # one reuse entry per instance
-    assert "".join(parts[::2]) == plain
+    assert _marked(marked) == [("TransformerBlock", 3)]
+    assert re.sub(r"    @torch\.compiler\.nested_compile_region\(.*\)\n", "", marked) == plain
+    with compile_regions():
+        assert [c for c, _ in _marked(generate(archlang.graph(STAGED))[0])] == ["Res"]
     torch.manual_seed(0)
-    model = archlang.build("specs/swin_t.arch", "swin_t", compile_regions=True, **SMALL[2][2]).eval()
-    ref = archlang.build("specs/swin_t.arch", "swin_t", **SMALL[2][2]).eval()
+    model = archlang.build(spec, arch, compile_regions=True, **params).eval()
+    assert _marked(model.archlang_source) == [("TransformerBlock", 3)]
+    ref = archlang.build(spec, arch, **params).eval()
     ref.load_state_dict(model.state_dict())
     x = example_inputs(model.archlang_graph)
     with torch.no_grad():
         assert torch.equal(model(*x), ref(*x))
+
+
+def test_archc_build_compile_regions_writes_the_marks(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from archlang.cli import app
+
+    spec, params = SMALL[0][0], {**SMALL[0][2], "depth": 3}
+    sets = [a for k, v in params.items() for a in ("--set", f"{k}={v}")]
+    r = CliRunner().invoke(app, ["build", spec, "--arch", "vit_ti16", *sets, "--compile-regions", "--out",
+                                 str(tmp_path), "--max-memory", "off"])
+    assert r.exit_code == 0, r.output
+    assert _marked((tmp_path / "vit_ti16.py").read_text()) == [("TransformerBlock", 3)]
+
+
+def test_compile_regions_trace_each_kind_of_block_once() -> None:
+    """Under torch.compile (Dynamo only, no Inductor: quick), ViT's three blocks are three calls
+    of one invoke_subgraph region, and the compiled model computes what the eager one does."""
+    spec, arch, params = SMALL[0][0], SMALL[0][1], {**SMALL[0][2], "depth": 3}
+    torch._dynamo.reset()
+    model = archlang.build(spec, arch, compile_regions=True, **params).eval()
+    inputs = example_inputs(model.archlang_graph)
+    graphs = []
+
+    def capture(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    compiled = torch.compile(model, backend=capture, fullgraph=True)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(*inputs), model(*inputs), atol=1e-6, rtol=1e-6)
+    assert len(graphs) == 1
+    calls = [n for n in graphs[0].graph.nodes if n.target is torch.ops.higher_order.invoke_subgraph]
+    assert len(calls) == 3 and len({n.args[0].target for n in calls}) == 1
 
 
 @pytest.mark.slow

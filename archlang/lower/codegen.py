@@ -553,12 +553,13 @@ _REGIONS: ContextVar[bool] = ContextVar("archlang_compile_regions", default=Fals
 
 @contextmanager
 def compile_regions(on: bool = True) -> Iterator[None]:
-    """Inside the block, :func:`generate` marks the ``forward`` of every block class with two or
-    more instances ``@torch.compiler.nested_compile_region``: ``torch.compile`` then compiles
-    one instance and reuses the code for the others (hierarchical compilation), instead of
-    compiling every instance inlined; in eager mode the decorator does nothing. The price is
-    that Inductor no longer fuses across block boundaries (``benchmarks/compile_time.py``
-    measures both)."""
+    """Inside the block, :func:`generate` marks the ``forward`` of the outermost repeated block
+    classes whose instances can share code (:func:`_region_classes`)
+    ``@torch.compiler.nested_compile_region``: ``torch.compile`` then compiles one instance and
+    reuses the code for the instances that match it (hierarchical compilation), instead of
+    compiling every instance inlined; eager runs compute the same. The price is that Inductor
+    no longer fuses across block boundaries (``benchmarks/compile_time.py`` measures both).
+    Not tested with activation checkpointing or ``torch.export``: export the default build."""
     token = _REGIONS.set(on)
     try:
         yield
@@ -567,12 +568,29 @@ def compile_regions(on: bool = True) -> Iterator[None]:
 
 
 def _region_classes(plans: list[ClassPlan]) -> set[str]:
-    """The classes :func:`compile_regions` marks: those with two or more instances, none of
-    them inside an instance of another such class (the outermost repeated blocks)."""
-    repeated = [p for p in plans if len(p.instances) >= 2]
-    inner = {i.path for p in repeated for i in p.instances}
-    return {p.name for p in repeated
-            if not any(i.path.startswith(f"{o}.") for i in p.instances for o in inner)}
+    """The classes :func:`compile_regions` marks, outermost first: a class with two instances
+    alike (the same constructor arguments, so that they can share compiled code), none of its
+    instances inside an instance of a class marked already. A class whose instances all differ
+    (stages of different widths, blocks with their own drop-path rates) is passed over for the
+    repeated blocks inside it."""
+    def alike(p: ClassPlan) -> bool:
+        seen: list[dict] = []
+        for i in p.instances:
+            if i.ctor in seen:
+                return True
+            seen.append(i.ctor)
+        return False
+
+    marked: set[str] = set()
+    inside: list[str] = []  # the paths of the marked instances
+    for p in sorted(plans, key=lambda p: min(i.path.count(".") for i in p.instances) if p.instances else 0):
+        if len(p.instances) < 2 or not alike(p):
+            continue
+        if any(i.path.startswith(f"{o}.") for i in p.instances for o in inside):
+            continue
+        marked.add(p.name)
+        inside.extend(i.path for i in p.instances)
+    return marked
 
 
 def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tuple],
