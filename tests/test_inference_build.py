@@ -218,7 +218,7 @@ def test_inference_build_exports(stem: str, tmp_path: Path) -> None:
 def test_fold_conv_bn_math(standardize: bool) -> None:
     """One conv (weight-standardised or not, with or without a bias) and a BatchNorm with
     random statistics fold into one conv with the same output."""
-    from archlang.lower.inference import _fold_conv_bn
+    from archlang.lower.inference_runtime import _fold_conv_bn
     from archlang.lower.prelude import StdConv2d
 
     torch.manual_seed(0)
@@ -294,7 +294,8 @@ ONEDNN = torch.backends.mkldnn.is_available()
 def test_linear_layers_run_onednn_and_take_in_their_gelu() -> None:
     """Every ``nn.Linear`` of the inference build becomes OneDnnLinear (same parameters); a
     GELU that alone reads a linear layer's output is that layer's post-op, its module gone."""
-    from archlang.lower.inference import OneDnnLinear, linear_gelu_pairs
+    from archlang.lower.inference import linear_gelu_pairs
+    from archlang.lower.inference_runtime import OneDnnLinear
 
     spec = ROOT / "specs" / "vit_b16.arch"
     arch, params, g, default = _case(spec)
@@ -317,7 +318,7 @@ def test_linear_layers_run_onednn_and_take_in_their_gelu() -> None:
 def test_onednn_linear_agrees_with_f_linear_on_every_path(act: str) -> None:
     """oneDNN without autograd (float32 and bfloat16, 2-d and 3-d, strided inputs), and F.linear
     where a gradient is wanted, under autocast and in float64: the same values each way."""
-    from archlang.lower.inference import OneDnnLinear
+    from archlang.lower.inference_runtime import OneDnnLinear
 
     F = torch.nn.functional
     torch.manual_seed(0)
@@ -430,3 +431,24 @@ arch tiny() {
     with torch.no_grad():
         path = export_onnx(model, tmp_path / "tiny.onnx")
     assert verify_onnx(path, model) <= 1e-5
+
+
+def test_writing_the_inference_build_needs_no_torch(tmp_path: Path) -> None:
+    """``archc build --inference`` writes the module (runtime helpers included) without torch:
+    the IR analysis and the source live in archlang.lower.inference, the torch half in
+    archlang.lower.inference_runtime, which it reads as text."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+from typer.testing import CliRunner
+from archlang.cli import app
+r = CliRunner().invoke(app, ["build", "specs/swin_t.arch", "--inference", "--out", {str(tmp_path)!r},
+                             "--max-memory", "off"])
+assert r.exit_code == 0, r.output
+assert "torch" not in sys.modules, "torch was imported"
+"""
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "class OneDnnLinear(nn.Linear)" in (tmp_path / "swin_t.py").read_text()
