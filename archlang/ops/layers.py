@@ -51,6 +51,18 @@ def _linear_signature(ctx, ins, a):
     return O.Linear(in_features=last_dim(ctx, ins[0], "linear"), out_features=a["out"], bias=a["bias"])
 
 
+def _conv_channels(ctx, x, a, name: str, layout: str) -> int:
+    """The input channel count of a convolution on ``layout`` ("[B, C, H, W]"), which its
+    ``groups`` must divide, as they must divide its output channels."""
+    if x.rank != layout.count(",") + 1:
+        raise BuildError("E0302", f"{name} expects {layout}, got {x}")
+    c = const_dim(ctx, x.shape[1], f"the channel count of {name}'s input")
+    if c % a["groups"] or a["out"] % a["groups"]:
+        raise BuildError("E0501", f"{name} groups = {a['groups']} must divide in ({c}) and out ({a['out']}) channels",
+                         arg="groups")
+    return c
+
+
 @op("conv2d", ("x",), (Arg("out", "int", min=1), Arg("kernel", "pair", min=1), Arg("stride", "pair", 1, min=1),
                        Arg("padding", "pair", 0, min=0), Arg("groups", "int", 1, min=1), Arg("bias", "bool", True),
                        Arg("standardize", "bool", False), Arg("std_eps", "float", 1e-6, range="positive"), Arg("same", "bool", False)),
@@ -58,12 +70,7 @@ def _linear_signature(ctx, ins, a):
     "`same` pads as TensorFlow's SAME (asymmetric when needed).")
 def _conv2d_signature(ctx, ins, a):
     x = ins[0]
-    if x.rank != 4:
-        raise BuildError("E0302", f"conv2d expects [B, C, H, W], got {x}")
-    c = const_dim(ctx, x.shape[1], "the channel count of conv2d's input")
-    if c % a["groups"] or a["out"] % a["groups"]:
-        raise BuildError("E0501", f"conv2d groups = {a['groups']} must divide in ({c}) and out ({a['out']}) channels",
-                         arg="groups")
+    c = _conv_channels(ctx, x, a, "conv2d", "[B, C, H, W]")
     k, st = pair(a["kernel"]), pair(a["stride"])
     if a["standardize"] and c // a["groups"] * k[0] * k[1] == 1:
         raise BuildError("E0406", "weight standardisation of a single weight per output channel",
@@ -78,13 +85,7 @@ def _conv2d_signature(ctx, ins, a):
                        Arg("padding", "int", 0, min=0), Arg("groups", "int", 1, min=1), Arg("bias", "bool", True)),
     "1-d convolution on [B, C, T].")
 def _conv1d_signature(ctx, ins, a):
-    x = ins[0]
-    if x.rank != 3:
-        raise BuildError("E0302", f"conv1d expects [B, C, T], got {x}")
-    c = const_dim(ctx, x.shape[1], "the channel count of conv1d's input")
-    if c % a["groups"] or a["out"] % a["groups"]:
-        raise BuildError("E0501", f"conv1d groups = {a['groups']} must divide in ({c}) and out ({a['out']}) channels",
-                         arg="groups")
+    c = _conv_channels(ctx, ins[0], a, "conv1d", "[B, C, T]")
     return O.Conv1d(in_channels=c, out_channels=a["out"], kernel=a["kernel"], stride=a["stride"],
                     padding=a["padding"], groups=a["groups"], bias=a["bias"])
 
