@@ -95,11 +95,16 @@ def fsdp2_shard(model: nn.Module, mesh: Any = None, *, blocks: list[str] | None 
     ``mesh`` is a 1-d ``DeviceMesh`` (default: every rank of the default process group, on
     the CUDA device when there is one, else the CPU); ``reshard_after_forward``,
     ``mp_policy``, ``offload_policy`` and other keywords go to ``fully_shard`` unchanged.
-    Frozen parameters are sharded like the others and get no gradients.
+    Frozen parameters are sharded like the others and get no gradients. The linear layers
+    become plain ``nn.Linear`` again (:func:`~archlang.lower.inference_runtime.use_plain_linears`:
+    oneDNN's no-gradient path is for inference, and in a gloo job it made a rank abort at exit
+    now and then).
     """
     import torch
     import torch.distributed as dist
     from torch.distributed.fsdp import fully_shard
+
+    from archlang.lower.inference_runtime import use_plain_linears
 
     if not dist.is_available() or not dist.is_initialized():
         raise RuntimeError("fsdp2_shard needs an initialised process group (torch.distributed.init_process_group)")
@@ -113,6 +118,7 @@ def fsdp2_shard(model: nn.Module, mesh: Any = None, *, blocks: list[str] | None 
         opts["mp_policy"] = mp_policy
     if offload_policy is not None:
         opts["offload_policy"] = offload_policy
+    use_plain_linears(model)
     for _, m in _modules(model, blocks):
         fully_shard(m, **opts)
     fully_shard(base_model(model), **opts)
@@ -123,11 +129,14 @@ def ddp(model: nn.Module, *, device_ids: list[int] | None = None, find_unused_pa
         **kwargs: Any) -> nn.Module:
     """Wrap ``model`` in ``DistributedDataParallel`` (gradients of the trainable parameters
     averaged over the ranks); ``device_ids`` defaults to the current CUDA device for a model
-    on CUDA and to ``None`` on the CPU. The archlang model stays reachable as ``.module``.
+    on CUDA and to ``None`` on the CPU. The archlang model stays reachable as ``.module``; its
+    linear layers become plain ``nn.Linear`` again, as for :func:`fsdp2_shard`.
     """
     import torch
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
+
+    from archlang.lower.inference_runtime import use_plain_linears
 
     if not dist.is_available() or not dist.is_initialized():
         raise RuntimeError("ddp needs an initialised process group (torch.distributed.init_process_group)")
@@ -135,6 +144,7 @@ def ddp(model: nn.Module, *, device_ids: list[int] | None = None, find_unused_pa
         p = next(model.parameters(), None)
         if p is not None and p.device.type == "cuda":
             device_ids = [p.device.index if p.device.index is not None else torch.cuda.current_device()]
+    use_plain_linears(model)
     return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=find_unused_parameters,
                                    **kwargs)
 

@@ -63,14 +63,23 @@ def _constructing(dtype: str, device: str | None):
         torch.set_default_dtype(previous)
 
 
-def instantiate(graph: Graph, dtype: str = "float32", device: str | None = None):
+KERNELS = ("auto", "torch")
+
+
+def instantiate(graph: Graph, dtype: str = "float32", device: str | None = None, kernels: str = "torch"):
     """Generate, load and instantiate the model for ``graph``; returns ``(model, source)``.
 
     Parameters and floating-point buffers are created in ``dtype`` ("float32", "bfloat16",
     "float16") as the model is constructed, not cast afterwards, so the peak memory is the
     model's size in that dtype; integer buffers (index tables) stay integers. ``device``
     ("meta", "cuda", ...) is where the tensors are created (default: torch's default).
+    ``kernels`` "torch" leaves the generated modules as they are; "auto" also lets the
+    linear layers run oneDNN's matmul where no gradient is wanted
+    (:func:`archlang.lower.inference_runtime.use_onednn_linears`: the same parameters and
+    outputs, to float rounding).
     """
+    if kernels not in KERNELS:
+        raise ValueError(f"kernels is one of {', '.join(map(repr, KERNELS))}, not {kernels!r}")
     target = torch_dtype(dtype)
     source, cls_name = generate(graph)
     module = load_source(source, graph.arch)
@@ -81,6 +90,10 @@ def instantiate(graph: Graph, dtype: str = "float32", device: str | None = None)
         for name, buf in list(mod._buffers.items()):
             if buf is not None and buf.is_floating_point() and buf.dtype != target:
                 mod._buffers[name] = buf.to(target)
+    if kernels == "auto":
+        from archlang.lower.inference_runtime import use_onednn_linears
+
+        use_onednn_linears(model)
     model.archlang_source = source
     return model, source
 

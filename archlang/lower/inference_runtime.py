@@ -22,29 +22,40 @@ class OneDnnLinear(nn.Linear):
     instead of ``F.linear``'s MKL GEMM: 1.2-1.6x faster at Swin-T's and ViT-B's shapes on
     2 cores (``benchmarks/linear_kernels.py``). Float32 always; bfloat16 where the CPU has
     oneDNN's bf16 kernels. Everything else takes ``F.linear``: a gradient wanted for the input,
-    the weight or the bias, autocast, another device or dtype, ``torch.compile`` (which chooses
-    its own kernels), ``torch.jit`` tracing (so the TorchScript-based ONNX export sees
-    ``F.linear``), oneDNN switched off (``torch.backends.mkldnn.flags(enabled=False)``).
+    the weight or the bias, autocast, another device or dtype, ``torch.compile`` and
+    ``torch.export`` (which choose their own kernels), ``torch.jit`` and ``torch.fx`` tracing (so
+    the TorchScript-based ONNX export sees ``F.linear``), ``torch.func`` transforms, a
+    dispatch mode (``FlopCounterMode`` counts ``aten`` ops), a tensor subclass (DTensor, fake
+    tensors), oneDNN switched off (``torch.backends.mkldnn.flags(enabled=False)``), an input that is not
+    contiguous (oneDNN would copy it; ``F.linear`` reads its strides).
 
-    The inference build turns its ``nn.Linear`` layers (exactly that class) into this one in
-    place (``__class__``), so parameters, hooks and keys stay, and sets ``act``: "gelu" where
-    the layer's only reader was an exact GELU, which oneDNN then applies to the output (a
-    forward hook on the layer sees the activated output), else "none". Tools that match
-    ``type(m) is nn.Linear`` (``torch.ao.quantization.quantize_dynamic``) pass it over: quantize
-    the default build."""
+    :func:`use_onednn_linears` turns the ``nn.Linear`` layers (exactly that class) of a default
+    build into this one in place (``__class__``), so parameters, hooks and keys stay, with
+    ``act`` "none". The inference build also sets ``act`` "gelu" where the layer's only reader
+    was an exact GELU, which oneDNN then applies to the output (a forward hook on the layer
+    sees the activated output). Tools that match ``type(m) is nn.Linear``
+    (``torch.ao.quantization.quantize_dynamic``) pass it over: build with
+    ``kernels="torch"`` to quantize."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_tracing() and self._onednn_applies(x):
+        if self._onednn_applies(x):
             return self._onednn(x)
         y = F.linear(x, self.weight, self.bias)
         return F.gelu(y) if self.act == "gelu" else y
 
     def _onednn_applies(self, x: torch.Tensor) -> bool:
-        if x.device.type != "cpu" or x.dim() < 2 or self.weight.dtype != x.dtype:
+        if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.fx._symbolic_trace.is_fx_symbolic_tracing():
+            return False  # first: a tracer then sees F.linear, and no test of the input below
+        if torch._C._functorch.is_functorch_wrapped_tensor(x) or torch._C._len_torch_dispatch_stack():
+            return False  # vmap/grad (no batching or autograd rule); a dispatch mode (FlopCounterMode counts aten ops)
+        if type(x) is not torch.Tensor or not all(type(t) in (torch.Tensor, nn.Parameter) for t in (
+                self.weight, self.weight if self.bias is None else self.bias)):
+            return False  # a tensor subclass (DTensor, a quantised or fake tensor): its own F.linear
+        if x.device.type != "cpu" or x.dim() < 2 or self.weight.dtype != x.dtype or not x.is_contiguous():
             return False
         if x.dtype != torch.float32 and not (x.dtype == torch.bfloat16 and _onednn_bf16()):
             return False
-        if torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu") or not torch.backends.mkldnn.enabled:
+        if torch.is_autocast_enabled("cpu") or not torch.backends.mkldnn.enabled:
             return False
         return not torch.is_grad_enabled() or not (
             x.requires_grad or self.weight.requires_grad or (self.bias is not None and self.bias.requires_grad))
@@ -54,6 +65,29 @@ class OneDnnLinear(nn.Linear):
         if self.act == "gelu":
             return torch.ops.mkldnn._linear_pointwise(x, self.weight, bias, "gelu", [], "none")
         return torch.ops.mkldnn._linear_pointwise(x, self.weight, bias, "none", [], "")
+
+
+def use_onednn_linears(model: nn.Module) -> nn.Module:
+    """Turn each ``nn.Linear`` (exactly that class) of ``model`` into :class:`OneDnnLinear` in
+    place and return ``model``: the same parameters, keys and hooks; oneDNN's matmul where no
+    gradient is wanted. A no-op where this torch has no oneDNN."""
+    if torch.backends.mkldnn.is_available():
+        for m in model.modules():
+            if type(m) is nn.Linear:
+                m.__class__ = OneDnnLinear
+                m.act = "none"
+    return model
+
+
+def use_plain_linears(model: nn.Module) -> nn.Module:
+    """Undo :func:`use_onednn_linears`: each :class:`OneDnnLinear` of ``model`` that applies no
+    post-op becomes a plain ``nn.Linear`` again, in place; returns ``model``. The distributed
+    wrappers (:mod:`archlang.interop.distributed`) train with plain layers."""
+    for m in model.modules():
+        if type(m) is OneDnnLinear and m.act == "none":
+            m.__class__ = nn.Linear
+            del m.act
+    return model
 
 
 _BF16: list[bool] = []
@@ -120,9 +154,7 @@ def fold_for_inference(model: nn.Module, conv_bn: list, linear_gelu: list = ()) 
         for m in model.modules():
             if isinstance(getattr(m, "attn_drop", None), float):
                 m.attn_drop = 0.0
-            if type(m) is nn.Linear and torch.backends.mkldnn.is_available():
-                m.__class__ = OneDnnLinear  # same parameters; oneDNN's matmul when no gradient is wanted
-                m.act = "none"
+        use_onednn_linears(model)  # same parameters; oneDNN's matmul when no gradient is wanted
         for lin_path, act_path in linear_gelu:
             try:
                 lin, act = _module_at(model, lin_path), _module_at(model, act_path)

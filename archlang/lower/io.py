@@ -289,8 +289,9 @@ def _check_memory(graph: Graph, prog: Program, max_memory: int | str | None, dty
         raise LoadError(f"the model does not fit the memory budget:\n{e}", e.diagnostics) from None
 
 
-def load(path: str | Path, *, max_memory: int | str | None = "auto") -> nn.Module:
-    """Rebuild a model saved by :func:`save` from its stored spec and load its weights.
+def load(path: str | Path, *, max_memory: int | str | None = "auto", kernels: str = "auto") -> nn.Module:
+    """Rebuild a model saved by :func:`save` from its stored spec and load its weights
+    (``kernels`` as for :func:`archlang.lower.build.instantiate`).
 
     ``max_memory`` ("16GiB", bytes, ``"auto"``: the memory available now, or ``None``/"off"
     for no limit; see :func:`archlang.api.budget_bytes`) refuses, before
@@ -321,7 +322,7 @@ def load(path: str | Path, *, max_memory: int | str | None = "auto") -> nn.Modul
         _compare_header(meta_model, f, dtype)
         del meta_model
         _check_memory(graph, prog, max_memory, dtype)
-        model, _ = instantiate(graph, dtype=dtype)
+        model, _ = instantiate(graph, dtype=dtype, kernels=kernels)
         targets = unaliased_state(model)
         with torch.no_grad():
             for k in f.keys():  # noqa: SIM118 - a safe_open handle is not a dict

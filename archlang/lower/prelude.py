@@ -142,6 +142,30 @@ def channel_shift(x: torch.Tensor, dim: int, size: int) -> torch.Tensor:
     return out
 
 
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None,
+         dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None) -> torch.Tensor:
+    """``F.scaled_dot_product_attention``, except where the attention written out is faster:
+    on the CPU in bfloat16, at most 256 queries and keys, no dropout and no gradient wanted,
+    two matmuls and a softmax beat SDPA's flash kernel 1.3-2x (Swin's 49-token windows, ViT's
+    197 tokens; ``benchmarks/attention_kernels.py``), and the scores are small. ``attn_mask``
+    is None or an additive float mask in which no row is entirely ``-inf`` (where SDPA's flash
+    kernel gives zeros, the softmax would give NaN): the callers' biases and Swin's -100
+    shift masks."""
+    if (q.device.type == "cpu" and q.dtype == torch.bfloat16 and dropout_p == 0.0 and q.shape[-2] <= 256
+            and k.shape[-2] <= 256 and (attn_mask is None or attn_mask.dtype == q.dtype)
+            and not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad
+                                                  or (attn_mask is not None and attn_mask.requires_grad)))):
+        scores = (q * (q.shape[-1] ** -0.5 if scale is None else scale)) @ k.transpose(-2, -1)
+        if is_causal:  # SDPA's causal mask: key j <= query i
+            later = torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device).triu(1)
+            scores = scores.masked_fill(later, float("-inf"))
+        elif attn_mask is not None:
+            scores = scores + attn_mask
+        return scores.softmax(dim=-1) @ v
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
+                                          scale=scale)
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with a fused qkv projection (timm's Attention), via SDPA."""
 
@@ -155,8 +179,7 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self.qkv(x).unflatten(-1, (3, self.heads, self.head_dim)).permute(2, 0, 3, 1, 4).unbind(0)
-        x = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal,
-                                           dropout_p=self.attn_drop if self.training else 0.0)
+        x = sdpa(q, k, v, is_causal=self.causal, dropout_p=self.attn_drop if self.training else 0.0)
         return self.proj_drop(self.proj(x.transpose(1, 2).flatten(2)))
 
 
@@ -214,7 +237,7 @@ class CrossAttention(nn.Module):
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         q = self.q(x).unflatten(-1, (self.heads, self.head_dim)).transpose(1, 2)
         k, v = self.kv(context).unflatten(-1, (2, self.heads, self.head_dim)).permute(2, 0, 3, 1, 4).unbind(0)
-        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        x = sdpa(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
         return self.proj_drop(self.proj(x.transpose(1, 2).flatten(2)))
 
 
@@ -295,8 +318,7 @@ class WindowAttention(nn.Module):
         if self.attn_mask is not None:  # windows differ: they are folded into the head axis, broadcast over B
             nw = self.attn_mask.shape[0]
             q, k, v = (t.reshape(-1, nw * self.heads, n, self.head_dim) for t in (q, k, v))
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
-                                           dropout_p=self.attn_drop if self.training else 0.0)
+        x = sdpa(q, k, v, attn_mask=bias.to(q.dtype), dropout_p=self.attn_drop if self.training else 0.0)
         return x.reshape(-1, self.heads, n, self.head_dim).transpose(1, 2).reshape(-1, n, self.heads * self.head_dim)
 
     def position_bias(self) -> torch.Tensor:
@@ -425,8 +447,8 @@ class WindowAttentionV2(WindowAttention):
         if self.attn_mask is not None:
             nw = self.attn_mask.shape[0]
             q, k, v = (t.reshape(-1, nw * self.heads, n, self.head_dim) for t in (q, k, v))
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=self.fused_bias.to(q.dtype), scale=1.0,
-                                           dropout_p=self.attn_drop if self.training else 0.0)
+        x = sdpa(q, k, v, attn_mask=self.fused_bias.to(q.dtype), scale=1.0,
+                 dropout_p=self.attn_drop if self.training else 0.0)
         return x.reshape(-1, self.heads, n, self.head_dim).transpose(1, 2).reshape(-1, n, self.heads * self.head_dim)
 
 

@@ -1,0 +1,263 @@
+"""The default build's kernel choices: oneDNN linear layers (``kernels="auto"``), the ``sdpa``
+helper that writes short bfloat16 CPU attention out, and channels-last CNN inputs. Each must
+compute what the plain modules compute (to float rounding) on every path, and step aside
+where it cannot: autograd, tracing, ``torch.func``, tensor subclasses, other dtypes.
+Speed is measured by benchmarks/bench_vs_timm.py and benchmarks/attention_kernels.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from small_sizes import SIZES, SMALL
+
+import archlang
+
+torch = pytest.importorskip("torch")
+
+from archlang.lower.example import example_inputs  # noqa: E402
+from archlang.lower.inference_runtime import OneDnnLinear  # noqa: E402
+from archlang.lower.prelude import sdpa  # noqa: E402
+
+F = torch.nn.functional
+ROOT = Path(__file__).resolve().parent.parent
+ONEDNN = torch.backends.mkldnn.is_available()
+VIT = ROOT / "specs" / "vit_b16.arch"
+
+CNN = """
+arch tiny_cnn(img: int = 32, classes: int = 10) {
+  in x: [B, 3, img, img]
+  y = relu(batchnorm(conv2d(x, 8, kernel = 3, stride = 1, padding = 1, bias = false)))
+  y = relu(batchnorm(conv2d(y, 8, kernel = 3, stride = 1, padding = 1, bias = false)))
+  y = relu(batchnorm(conv2d(y, 16, kernel = 3, stride = 2, padding = 1, bias = false)))
+  y = relu(batchnorm(conv2d(y, 16, kernel = 3, stride = 1, padding = 1, bias = false)))
+  y = relu(batchnorm(conv2d(y, 16, kernel = 3, stride = 1, padding = 1, bias = false)))
+  y = relu(batchnorm(conv2d(y, 32, kernel = 3, stride = 2, padding = 1, bias = false)))
+  y = relu(batchnorm(conv2d(y, 32, kernel = 3, stride = 1, padding = 1, bias = false)))
+  y = relu(batchnorm(conv2d(y, 32, kernel = 3, stride = 1, padding = 1, bias = false)))
+  out logits = linear(mean(y, dim = [2, 3]), classes)
+}
+"""
+
+
+def _vit(**kw):
+    torch.manual_seed(0)
+    return archlang.build(VIT, "vit_b16", max_memory=None, **SMALL["vit_b16"], **kw).eval()
+
+
+def _inputs(spec, arch):
+    return example_inputs(archlang.graph(spec, arch, **SMALL.get(arch, {})), batch=2, sizes=SIZES)
+
+
+# ----------------------------------------------------------------------------- oneDNN linear layers
+
+
+@pytest.mark.skipif(not ONEDNN, reason="this torch has no oneDNN")
+def test_default_build_runs_onednn_linears_and_kernels_torch_keeps_nn_linear() -> None:
+    fast, plain = _vit(), _vit(kernels="torch")
+    linears = [m for m in fast.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(type(m) is OneDnnLinear and m.act == "none" for m in linears)
+    assert all(type(m) is torch.nn.Linear for m in plain.modules() if isinstance(m, torch.nn.Linear))
+    assert fast.state_dict().keys() == plain.state_dict().keys()
+    plain.load_state_dict(fast.state_dict())
+    (x,) = _inputs(VIT, "vit_b16")
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), plain(x), rtol=1e-5, atol=1e-5)
+    from archlang.lower.inference_runtime import use_plain_linears
+
+    back = use_plain_linears(_vit())  # what the distributed wrappers train
+    assert all(type(m) is torch.nn.Linear for m in back.modules() if isinstance(m, torch.nn.Linear))
+    with pytest.raises(ValueError, match="kernels is one of"):
+        archlang.build(VIT, "vit_b16", max_memory=None, kernels="fast", **SMALL["vit_b16"])
+
+
+@pytest.mark.skipif(not ONEDNN, reason="this torch has no oneDNN")
+def test_onednn_linear_steps_aside_for_tracers_transforms_and_subclasses(monkeypatch) -> None:
+    """Under fx tracing, torch.func (vmap, grad), a fake tensor and autograd the layer calls
+    F.linear; a call that took oneDNN there would fail or lose its gradient."""
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(12, 7)
+    ref = torch.nn.Linear(12, 7)
+    ref.load_state_dict(lin.state_dict())
+    lin.__class__ = OneDnnLinear
+    lin.act = "none"
+    x = torch.randn(5, 12)
+    calls: list[int] = []
+    real = torch.ops.mkldnn._linear_pointwise
+
+    class Spy:
+        def __call__(self, *args):
+            calls.append(1)
+            return real(*args)
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", Spy())
+    with torch.no_grad():
+        lin(x)
+    assert calls, "no oneDNN call where no gradient is wanted"
+    calls.clear()
+    traced = torch.fx.symbolic_trace(lin)
+    assert "mkldnn" not in traced.code
+    with torch.no_grad():
+        batched = torch.func.vmap(lin)(x.reshape(5, 1, 12))
+    torch.testing.assert_close(batched.reshape(5, 7), ref(x), rtol=1e-5, atol=1e-5)
+    grads = torch.func.grad(lambda p, x: torch.func.functional_call(lin, p, (x,)).sum())(dict(lin.named_parameters()), x)
+    want = torch.func.grad(lambda p, x: torch.func.functional_call(ref, p, (x,)).sum())(dict(ref.named_parameters()), x)
+    torch.testing.assert_close(grads["weight"], want["weight"])
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode, torch.no_grad():
+        fake = mode.from_tensor(x)
+        assert lin(fake).shape == (5, 7)
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        lin(x)
+    assert counter.get_total_flops() == 2 * 5 * 12 * 7
+    assert not calls, "oneDNN called under a tracer, a transform or a dispatch mode"
+
+
+# ----------------------------------------------------------------------------- the sdpa helper
+
+
+def _qkv(b: int, h: int, n: int, d: int, dtype, m: int | None = None):
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(b, h, n, d, generator=gen).to(dtype)
+    k, v = (torch.randn(b, h, m or n, d, generator=gen).to(dtype) for _ in range(2))
+    return q, k, v
+
+
+def _reference(q, k, v, mask=None, causal=False, scale=None):
+    """The attention in float64."""
+    q, k, v = q.double(), k.double(), v.double()
+    s = q @ k.transpose(-2, -1) * (q.shape[-1] ** -0.5 if scale is None else scale)
+    if causal:
+        s = s.masked_fill(torch.ones(s.shape[-2:], dtype=torch.bool).triu(1), float("-inf"))
+    if mask is not None:
+        s = s + mask.double()
+    return s.softmax(-1) @ v
+
+
+class _CountSdpa:
+    def __init__(self, monkeypatch):
+        self.calls = 0
+        self.real = F.scaled_dot_product_attention
+        monkeypatch.setattr(F, "scaled_dot_product_attention", self)
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.real(*args, **kwargs)
+
+
+@pytest.mark.parametrize("case", ["plain", "bias", "causal", "cross", "scale"])
+def test_sdpa_helper_writes_short_bf16_attention_out(case: str, monkeypatch) -> None:
+    q, k, v = _qkv(3, 2, 49, 16, torch.bfloat16, m=30 if case == "cross" else None)
+    mask = torch.randn(1, 2, 49, k.shape[-2]).bfloat16() if case == "bias" else None
+    kw = {"is_causal": True} if case == "causal" else {"scale": 0.3} if case == "scale" else {}
+    spy = _CountSdpa(monkeypatch)
+    with torch.no_grad():
+        got = sdpa(q, k, v, attn_mask=mask, **kw)
+    assert spy.calls == 0, "SDPA called where the written-out attention is faster"
+    want = _reference(q, k, v, mask, causal=case == "causal", scale=kw.get("scale"))
+    torch.testing.assert_close(got.double(), want, rtol=2e-2, atol=2e-2)  # bfloat16 rounding
+    with torch.no_grad():
+        sdpa_out = spy.real(q, k, v, attn_mask=mask, **kw)
+    torch.testing.assert_close(got, sdpa_out, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("case", ["fp32", "long", "grad", "dropout", "bool mask"])
+def test_sdpa_helper_calls_sdpa_everywhere_else(case: str, monkeypatch) -> None:
+    dtype = torch.float32 if case == "fp32" else torch.bfloat16
+    q, k, v = _qkv(2, 2, 300 if case == "long" else 49, 16, dtype)
+    mask = torch.rand(1, 1, q.shape[-2], q.shape[-2]) > 0.2 if case == "bool mask" else None
+    if mask is not None:
+        mask |= torch.eye(q.shape[-2], dtype=torch.bool)
+    if case == "grad":
+        q.requires_grad_(True)
+    spy = _CountSdpa(monkeypatch)
+    with torch.set_grad_enabled(case == "grad"):
+        got = sdpa(q, k, v, attn_mask=mask, dropout_p=0.5 if case == "dropout" else 0.0)
+    assert spy.calls == 1
+    if case not in ("dropout",):
+        want = spy.real(q, k, v, attn_mask=mask)
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    if case == "grad":
+        got.sum().backward()
+        assert q.grad is not None
+
+
+def test_bf16_vit_and_swin_agree_with_their_float32_selves() -> None:
+    """A bfloat16 build (written-out attention) against the float32 build of the same weights
+    (SDPA), at bfloat16's tolerance: the helper computes the same attention."""
+    for stem, arch in (("vit_b16", "vit_b16"), ("swin_t", "swin_t")):
+        spec = ROOT / "specs" / f"{stem}.arch"
+        torch.manual_seed(0)
+        ref = archlang.build(spec, arch, max_memory=None, **SMALL[arch]).eval()
+        low = archlang.build(spec, arch, max_memory=None, dtype="bfloat16", **SMALL[arch]).eval()
+        low.load_state_dict({k: v.to(torch.bfloat16) if v.is_floating_point() else v
+                             for k, v in ref.state_dict().items()})
+        (x,) = _inputs(spec, arch)
+        with torch.no_grad():
+            want, got = ref(x), low(x.bfloat16()).float()
+        scale = want.abs().max().item()
+        assert (got - want).abs().max().item() <= 0.05 * max(scale, 1.0), stem
+
+
+# ----------------------------------------------------------------------------- channels-last CNNs
+
+
+def test_a_cnn_turns_its_input_channels_last_and_a_vit_does_not() -> None:
+    from archlang.lower.codegen import generate
+
+    cnn_src, _ = generate(archlang.graph(CNN, "tiny_cnn"))
+    assert "x = x.contiguous(memory_format=torch.channels_last)" in cnn_src
+    vit_src, _ = generate(archlang.graph(VIT, "vit_b16", **SMALL["vit_b16"]))
+    assert "channels_last" not in vit_src
+
+
+def test_a_channels_last_cnn_agrees_with_the_interpreter_and_its_gradients_flow() -> None:
+    from archlang.lower.interpret import interpret
+
+    g = archlang.graph(CNN, "tiny_cnn")
+    torch.manual_seed(0)
+    model = archlang.build(CNN, "tiny_cnn", max_memory=None).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        got = model(x)
+        (want,) = interpret(g, model.state_dict(), [x])
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    model.train()
+    x.requires_grad_(True)
+    model(x).sum().backward()
+    assert x.grad is not None and x.grad.shape == x.shape
+
+
+@pytest.mark.skipif(not ONEDNN or torch.backends.cpu.get_cpu_capability() != "AVX512",
+                    reason="the scratch formula was measured on AVX-512 oneDNN")
+@pytest.mark.parametrize(("rows", "k"), [(1, 64), (2, 64), (100, 3), (100, 63), (394, 768), (20, 1500), (7, 520)])
+def test_onednn_linear_scratch_is_what_the_profiler_sees(rows: int, k: int) -> None:
+    """The cost model's oneDNN scratch (``onednn_linear_scratch``) against the profiler's
+    allocations over one call, beyond the output, at the threads the estimate assumes."""
+    import sys
+
+    from archlang.cost.rules import cpu_threads
+    from archlang.ops.layers import onednn_linear_scratch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from memory_truth import _peak_of, _profile
+
+    lin = torch.nn.Linear(k, 96)
+    lin.__class__ = OneDnnLinear
+    lin.act = "none"
+    x = torch.randn(rows, k)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cpu_threads())
+    try:
+        with torch.no_grad():
+            lin(x)
+            with _profile() as prof:
+                y = lin(x)
+                del y
+    finally:
+        torch.set_num_threads(threads)
+    assert _peak_of(prof) - rows * 96 * 4 == 4 * onednn_linear_scratch(rows, k)
