@@ -1,5 +1,5 @@
-"""The default build's kernel choices: oneDNN linear layers (``kernels="auto"``), the ``sdpa``
-helper that writes short bfloat16 CPU attention out, and channels-last CNN inputs. Each must
+"""The default build's kernel choices: oneDNN linear layers (``kernels="auto"``, eager and
+compiled) and the ``sdpa`` helper that writes short bfloat16 CPU attention out. Each must
 compute what the plain modules compute (to float rounding) on every path, and step aside
 where it cannot: autograd, tracing, ``torch.func``, tensor subclasses, other dtypes.
 Speed is measured by benchmarks/bench_vs_timm.py and benchmarks/attention_kernels.py.
@@ -25,20 +25,6 @@ ROOT = Path(__file__).resolve().parent.parent
 ONEDNN = torch.backends.mkldnn.is_available()
 VIT = ROOT / "specs" / "vit_b16.arch"
 
-CNN = """
-arch tiny_cnn(img: int = 32, classes: int = 10) {
-  in x: [B, 3, img, img]
-  y = relu(batchnorm(conv2d(x, 8, kernel = 3, stride = 1, padding = 1, bias = false)))
-  y = relu(batchnorm(conv2d(y, 8, kernel = 3, stride = 1, padding = 1, bias = false)))
-  y = relu(batchnorm(conv2d(y, 16, kernel = 3, stride = 2, padding = 1, bias = false)))
-  y = relu(batchnorm(conv2d(y, 16, kernel = 3, stride = 1, padding = 1, bias = false)))
-  y = relu(batchnorm(conv2d(y, 16, kernel = 3, stride = 1, padding = 1, bias = false)))
-  y = relu(batchnorm(conv2d(y, 32, kernel = 3, stride = 2, padding = 1, bias = false)))
-  y = relu(batchnorm(conv2d(y, 32, kernel = 3, stride = 1, padding = 1, bias = false)))
-  y = relu(batchnorm(conv2d(y, 32, kernel = 3, stride = 1, padding = 1, bias = false)))
-  out logits = linear(mean(y, dim = [2, 3]), classes)
-}
-"""
 
 
 def _vit(**kw):
@@ -104,6 +90,16 @@ def test_onednn_linear_steps_aside_for_tracers_transforms_and_subclasses(monkeyp
     grads = torch.func.grad(lambda p, x: torch.func.functional_call(lin, p, (x,)).sum())(dict(lin.named_parameters()), x)
     want = torch.func.grad(lambda p, x: torch.func.functional_call(ref, p, (x,)).sum())(dict(ref.named_parameters()), x)
     torch.testing.assert_close(grads["weight"], want["weight"])
+    stacked = {k: torch.stack([v.detach(), 2 * v.detach()]) for k, v in lin.named_parameters()}
+    with torch.no_grad():  # vmap over the parameters (an ensemble), the input plain
+        ens = torch.func.vmap(lambda p: torch.func.functional_call(lin, p, (x,)))(stacked)
+    torch.testing.assert_close(ens[1], 2 * ref(x), rtol=1e-5, atol=1e-5)
+    import torch.autograd.forward_ad as fwad
+
+    tangent = torch.randn_like(x)
+    with torch.no_grad(), fwad.dual_level():  # forward-mode AD under no_grad
+        _, jvp = fwad.unpack_dual(lin(fwad.make_dual(x, tangent)))
+    torch.testing.assert_close(jvp, tangent @ ref.weight.detach().T, rtol=1e-5, atol=1e-5)
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     with FakeTensorMode(allow_non_fake_inputs=True) as mode, torch.no_grad():
@@ -203,35 +199,6 @@ def test_bf16_vit_and_swin_agree_with_their_float32_selves() -> None:
         assert (got - want).abs().max().item() <= 0.05 * max(scale, 1.0), stem
 
 
-# ----------------------------------------------------------------------------- channels-last CNNs
-
-
-def test_a_cnn_turns_its_input_channels_last_and_a_vit_does_not() -> None:
-    from archlang.lower.codegen import generate
-
-    cnn_src, _ = generate(archlang.graph(CNN, "tiny_cnn"))
-    assert "x = x.contiguous(memory_format=torch.channels_last)" in cnn_src
-    vit_src, _ = generate(archlang.graph(VIT, "vit_b16", **SMALL["vit_b16"]))
-    assert "channels_last" not in vit_src
-
-
-def test_a_channels_last_cnn_agrees_with_the_interpreter_and_its_gradients_flow() -> None:
-    from archlang.lower.interpret import interpret
-
-    g = archlang.graph(CNN, "tiny_cnn")
-    torch.manual_seed(0)
-    model = archlang.build(CNN, "tiny_cnn", max_memory=None).eval()
-    x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        got = model(x)
-        (want,) = interpret(g, model.state_dict(), [x])
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    model.train()
-    x.requires_grad_(True)
-    model(x).sum().backward()
-    assert x.grad is not None and x.grad.shape == x.shape
-
-
 @pytest.mark.skipif(not ONEDNN or torch.backends.cpu.get_cpu_capability() != "AVX512",
                     reason="the scratch formula was measured on AVX-512 oneDNN")
 @pytest.mark.parametrize(("rows", "k"), [(1, 64), (2, 64), (100, 3), (100, 63), (394, 768), (20, 1500), (7, 520)])
@@ -261,3 +228,49 @@ def test_onednn_linear_scratch_is_what_the_profiler_sees(rows: int, k: int) -> N
     finally:
         torch.set_num_threads(threads)
     assert _peak_of(prof) - rows * 96 * 4 == 4 * onednn_linear_scratch(rows, k)
+
+
+def test_bf16_window_attention_memory_follows_the_profiler() -> None:
+    """A bfloat16 Swin's inference peak (its windows' attention written out, scores and all)
+    against the profiler, as tests/test_memory.py does for float32."""
+    import sys
+
+    from archlang.cost.rules import cpu_threads
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import memory_truth
+
+    spec, params = ROOT / "specs" / "swin_t.arch", {**SMALL["swin_t"], "depths": [2, 2, 1, 1]}
+    torch.manual_seed(0)
+    model = archlang.build(spec, "swin_t", max_memory=None, dtype="bfloat16", **params)
+
+    def make():
+        return [x.bfloat16() for x in example_inputs(model.archlang_graph, batch=4)]
+
+    est = archlang.cost(spec, "swin_t", batch=4, dtype="bfloat16", **params).peak_inference_bytes()[0]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cpu_threads())
+    try:
+        got = memory_truth.measure_inference_peak(model, make)
+    finally:
+        torch.set_num_threads(threads)
+    assert abs(est / got - 1) <= 0.05, (est, got)
+
+
+@pytest.mark.skipif(not ONEDNN, reason="this torch has no oneDNN")
+def test_compiled_eval_calls_the_onednn_op_and_training_and_export_do_not() -> None:
+    from torch._inductor.utils import run_and_get_code
+
+    model = _vit()
+    (x,) = _inputs(VIT, "vit_b16")
+    with torch.no_grad():
+        want = model(x)
+        got, code = run_and_get_code(torch.compile(model, fullgraph=True), x)
+    assert any("archlang.onednn_linear" in c for c in code)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch._dynamo.reset()
+    model.train()
+    _, code = run_and_get_code(torch.compile(model, fullgraph=True), x)
+    assert not any("archlang.onednn_linear" in c for c in code)
+    model.eval()
+    assert "onednn" not in str(torch.export.export(model, (x,)).graph)

@@ -313,6 +313,8 @@ class CostReport:
         temp_train = c.temp_train_cpu if cpu and c.temp_train_cpu is not None else c.temp_train
         grad_temp = c.grad_temp_cpu if cpu and c.grad_temp_cpu is not None else c.grad_temp
         temp = c.temp_cpu if cpu and c.temp_cpu is not None else c.temp
+        if cpu and self.dtype == "bfloat16" and c.temp_cpu_bf16 is not None:
+            temp = c.temp_cpu_bf16  # the written-out short attention (prelude.sdpa)
         if (not temp and c.temp_cpu is None and c.temp_train is None and c.saved_cpu is not None
                 and c.saved_cpu != 0 and cpu):
             # a rule that gives no temporaries but keeps intermediates on the CPU (the math path of

@@ -73,6 +73,7 @@ class OpCost:
     saved_int64: DimLike = 0  # int64 elements saved (max pooling's argmax)
     temp: DimLike = 0  # elements of forward temporaries beside the output, in inference
     temp_cpu: DimLike | None = None  # ... on the CPU, where it differs
+    temp_cpu_bf16: DimLike | None = None  # ... on the CPU in bfloat16, where that differs again
     temp_train: DimLike | None = None  # the same in a training forward (None: as in inference)
     temp_train_cpu: DimLike | None = None  # ... on the CPU, where it differs
     grad_temp: DimLike = 0  # elements of backward temporaries beside the gradients it returns
@@ -174,8 +175,11 @@ def _math_saved(rows_q: DimLike, rows_kv: DimLike, inner: int, scores: DimLike, 
     return s(m(rows_q, inner), m(rows_kv, inner), v, _explicit_probs(scores, drop), m(rows_q, inner))
 
 
+WRITTEN_OUT_TOKENS = 256  # prelude.sdpa writes bfloat16 CPU attention out up to this many tokens
+
+
 def _sdpa_cost(out: OpCost, rows_q: DimLike, rows_kv: DimLike, inner: int, heads: int, scores: DimLike,
-               drop: float, cpu_math: bool, extra: DimLike = 0) -> None:
+               drop: float, cpu_math: bool, extra: DimLike = 0, lengths: tuple[DimLike, DimLike] = (0, 0)) -> None:
     """Saved tensors and temporaries of a projection + SDPA + projection op, in place.
 
     Fused (CUDA; the CPU's flash kernel without dropout or mask): q, k, v, the output and the
@@ -184,10 +188,17 @@ def _sdpa_cost(out: OpCost, rows_q: DimLike, rows_kv: DimLike, inner: int, heads
     copy for the qkv projection. The math path (``cpu_math``: with dropout, or a mask that needs
     a gradient) saves :func:`_math_saved` and also holds the qkv output, the scores before the
     softmax and the output in [B, heads, N, head_dim]; its backward also holds two score-sized
-    gradients. ``extra`` (a mask) is saved in both."""
+    gradients. ``extra`` (a mask) is saved in both.
+
+    In bfloat16 on the CPU, at most :data:`WRITTEN_OUT_TOKENS` queries and keys (``lengths``)
+    and no dropout, inference writes the attention out (``prelude.sdpa``): beside q, k and v
+    it holds the scaled queries, two score-sized tensors (the scores and the next step) and
+    the output twice (in [B, heads, N, head_dim] and its copy for the projection)."""
     fused = s(_fused_saved(rows_q, rows_kv, inner, heads), extra)
     qkv, o = s(m(rows_q, inner), m(rows_kv, 2 * inner)), m(rows_q, inner)
     out.saved, out.temp, out.temp_train = fused, fused, 0
+    if not drop and all(isinstance(n, int) and 0 < n <= WRITTEN_OUT_TOKENS for n in lengths):
+        out.temp_cpu_bf16 = s(qkv, o, m(2, scores), m(2, o), extra)
     out.grad_temp = s(o, m(2, qkv))
     math = s(_math_saved(rows_q, rows_kv, inner, scores, drop, heads, 3 if rows_q is rows_kv else 2), extra)
     if cpu_math:

@@ -930,11 +930,6 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
         else:
             series = [graph.type_of(i.inputs[params.index(p)]) for i in insts]
             lines.append(f"        # {comment_text(f'{p}: {shape_comment(series, dims_series, arg_names)}')}")
-    if is_root and channels_last(graph):
-        for p, t in zip(params, in_types, strict=False):
-            if t.rank == 4 and t.dtype == "float":
-                lines.append(f"        {p} = {p}.contiguous(memory_format=torch.channels_last)  "
-                             "# NHWC: the convolutions' fast layout (the shape is the same)")
     lines.extend(body)
     if head is not None:
         assert head_expr is not None
@@ -947,18 +942,6 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
         lines.append(f"    def forward(self, {params[0]}):")
         lines.append(f"        return self.forward_head(self.forward_features({params[0]}))")
     return lines
-
-
-CHANNELS_LAST_CONVS = 8
-
-
-def channels_last(graph: Graph) -> bool:
-    """Whether the generated model turns its image inputs channels-last (NHWC) on entry: a
-    CNN, with at least :data:`CHANNELS_LAST_CONVS` 2-d convolutions. oneDNN (and cuDNN) run
-    convolutions, BatchNorm and pooling NHWC without the reorders an NCHW tensor costs at each
-    conv: ResNet-50's forward 16-20% faster on the CPU (``benchmarks/bench_vs_timm.py``). A
-    ViT's single patch convolution does not count."""
-    return sum(n.op.op == "conv2d" for n in graph.nodes) >= CHANNELS_LAST_CONVS
 
 
 def _classifier_head(graph: Graph, lora: dict[str, tuple]) -> Node | None:

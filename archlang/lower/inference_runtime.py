@@ -22,12 +22,17 @@ class OneDnnLinear(nn.Linear):
     instead of ``F.linear``'s MKL GEMM: 1.2-1.6x faster at Swin-T's and ViT-B's shapes on
     2 cores (``benchmarks/linear_kernels.py``). Float32 always; bfloat16 where the CPU has
     oneDNN's bf16 kernels. Everything else takes ``F.linear``: a gradient wanted for the input,
-    the weight or the bias, autocast, another device or dtype, ``torch.compile`` and
-    ``torch.export`` (which choose their own kernels), ``torch.jit`` and ``torch.fx`` tracing (so
-    the TorchScript-based ONNX export sees ``F.linear``), ``torch.func`` transforms, a
+    the weight or the bias, autocast, another device or dtype, ``torch.export``, ``torch.jit`` and ``torch.fx`` tracing (so
+    the TorchScript-based ONNX export sees ``F.linear``), ``torch.func`` transforms (over the input
+    or the parameters), forward-mode AD, a
     dispatch mode (``FlopCounterMode`` counts ``aten`` ops), a tensor subclass (DTensor, fake
     tensors), oneDNN switched off (``torch.backends.mkldnn.flags(enabled=False)``), an input that is not
     contiguous (oneDNN would copy it; ``F.linear`` reads its strides).
+
+    Under ``torch.compile`` a float32 layer with no gradient wanted calls oneDNN too, through
+    the opaque op ``archlang::onednn_linear`` (Inductor would call MKL's GEMM; it lowers
+    oneDNN's matmul only for frozen weights); in bfloat16, and in a standalone generated file,
+    it calls ``F.linear``, which Inductor compiles.
 
     :func:`use_onednn_linears` turns the ``nn.Linear`` layers (exactly that class) of a default
     build into this one in place (``__class__``), so parameters, hooks and keys stay, with
@@ -37,23 +42,43 @@ class OneDnnLinear(nn.Linear):
     (``torch.ao.quantization.quantize_dynamic``) pass it over: build with
     ``kernels="torch"`` to quantize."""
 
+    act: str = "none"  # "gelu": oneDNN applies an exact GELU to the output (the inference build)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._onednn_applies(x):
+        if torch.compiler.is_compiling():  # Dynamo: no test below that it cannot trace
+            if _COMPILED_OP and self._compiled_onednn_applies(x):
+                return _COMPILED_OP[0](x, self.weight, self.bias, self.act)
+        elif self._onednn_applies(x):
             return self._onednn(x)
         y = F.linear(x, self.weight, self.bias)
         return F.gelu(y) if self.act == "gelu" else y
 
     def _onednn_applies(self, x: torch.Tensor) -> bool:
-        if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.fx._symbolic_trace.is_fx_symbolic_tracing():
+        if torch.jit.is_tracing() or torch.fx._symbolic_trace.is_fx_symbolic_tracing():
             return False  # first: a tracer then sees F.linear, and no test of the input below
-        if torch._C._functorch.is_functorch_wrapped_tensor(x) or torch._C._len_torch_dispatch_stack():
-            return False  # vmap/grad (no batching or autograd rule); a dispatch mode (FlopCounterMode counts aten ops)
-        if type(x) is not torch.Tensor or not all(type(t) in (torch.Tensor, nn.Parameter) for t in (
-                self.weight, self.weight if self.bias is None else self.bias)):
+        if torch._C._len_torch_dispatch_stack() or torch.autograd.forward_ad._current_level >= 0 or any(
+                torch._C._functorch.is_functorch_wrapped_tensor(t) for t in (x, self.weight, self.bias) if t is not None):
+            return False  # a dispatch mode (FlopCounterMode counts aten ops); vmap, grad or jvp over the input
+            # or the parameters, forward-mode AD: oneDNN's op has no batching rule and no derivative
+        if type(x) is not torch.Tensor or not self._plain_parameters():
             return False  # a tensor subclass (DTensor, a quantised or fake tensor): its own F.linear
-        if x.device.type != "cpu" or x.dim() < 2 or self.weight.dtype != x.dtype or not x.is_contiguous():
-            return False
         if x.dtype != torch.float32 and not (x.dtype == torch.bfloat16 and _onednn_bf16()):
+            return False
+        return self._fits(x)
+
+    def _compiled_onednn_applies(self, x: torch.Tensor) -> bool:
+        """Under ``torch.compile`` (not export): float32 only, where oneDNN beats the GEMM
+        Inductor calls (in bfloat16 that GEMM is oneDNN's already)."""
+        return (not torch.compiler.is_exporting() and x.dtype == torch.float32 and self._plain_parameters()
+                and self._fits(x))
+
+    def _plain_parameters(self) -> bool:
+        return all(type(t) in (torch.Tensor, nn.Parameter) for t in (
+            self.weight, self.weight if self.bias is None else self.bias))
+
+    def _fits(self, x: torch.Tensor) -> bool:
+        """A contiguous CPU input of the weight's dtype, no autocast, oneDNN on, no gradient wanted."""
+        if x.device.type != "cpu" or x.dim() < 2 or self.weight.dtype != x.dtype or not x.is_contiguous():
             return False
         if torch.is_autocast_enabled("cpu") or not torch.backends.mkldnn.enabled:
             return False
@@ -65,6 +90,35 @@ class OneDnnLinear(nn.Linear):
         if self.act == "gelu":
             return torch.ops.mkldnn._linear_pointwise(x, self.weight, bias, "gelu", [], "none")
         return torch.ops.mkldnn._linear_pointwise(x, self.weight, bias, "none", [], "")
+
+
+# the custom op that a compiled OneDnnLinear calls (registered below, on import of this module;
+# empty in a standalone generated file, whose compiled layers then call F.linear)
+_COMPILED_OP: list = []
+
+
+def _register_compiled_op() -> None:
+    """``archlang::onednn_linear(x, weight, bias, act)``: oneDNN's matmul as an opaque op, so
+    that a compiled graph calls it (Inductor lowers ``mkldnn._linear_pointwise`` only for
+    frozen weights). No autograd formula: compiled layers call it only where no gradient is
+    wanted."""
+    if _COMPILED_OP or not torch.backends.mkldnn.is_available():
+        return
+
+    def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, act: str) -> torch.Tensor:
+        b = None if bias is None else bias.contiguous()
+        if act == "gelu":
+            return torch.ops.mkldnn._linear_pointwise(x, weight, b, "gelu", [], "none")
+        return torch.ops.mkldnn._linear_pointwise(x, weight, b, "none", [], "")
+
+    op = torch.library.custom_op("archlang::onednn_linear", onednn_linear, mutates_args=(),
+                                 schema="(Tensor x, Tensor weight, Tensor? bias, str act) -> Tensor")
+
+    @op.register_fake
+    def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, act: str) -> torch.Tensor:
+        return x.new_empty((*x.shape[:-1], weight.shape[0]))
+
+    _COMPILED_OP.append(op)
 
 
 def use_onednn_linears(model: nn.Module) -> nn.Module:
@@ -242,3 +296,6 @@ def _replace(root: nn.Module, path: str, new: nn.Module) -> None:
     """Put ``new`` at dotted ``path`` under ``root`` (a ModuleList index included)."""
     parent, _, name = path.rpartition(".")
     _module_at(root, parent)._modules[name] = new
+
+
+_register_compiled_op()

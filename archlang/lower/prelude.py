@@ -152,6 +152,7 @@ def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Ten
     kernel gives zeros, the softmax would give NaN): the callers' biases and Swin's -100
     shift masks."""
     if (q.device.type == "cpu" and q.dtype == torch.bfloat16 and dropout_p == 0.0 and q.shape[-2] <= 256
+            and not (is_causal and attn_mask is not None)  # SDPA refuses both
             and k.shape[-2] <= 256 and (attn_mask is None or attn_mask.dtype == q.dtype)
             and not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad
                                                   or (attn_mask is not None and attn_mask.requires_grad)))):
@@ -167,7 +168,8 @@ def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Ten
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with a fused qkv projection (timm's Attention), via SDPA."""
+    """Multi-head self-attention with a fused qkv projection (timm's Attention), via SDPA
+    (:func:`sdpa`: written out for short bfloat16 CPU inputs)."""
 
     def __init__(self, dim: int, heads: int, head_dim: int, qkv_bias: bool = True, proj_bias: bool = True,
                  attn_drop: float = 0.0, proj_drop: float = 0.0, causal: bool = False):
@@ -223,7 +225,8 @@ class RelPosAttention(nn.Module):
 
 
 class CrossAttention(nn.Module):
-    """Queries from ``x``, keys and values from ``context`` (encoder-decoder attention), via SDPA."""
+    """Queries from ``x``, keys and values from ``context`` (encoder-decoder attention), via SDPA
+    (:func:`sdpa`)."""
 
     def __init__(self, dim: int, context_dim: int, heads: int, head_dim: int, qkv_bias: bool = True,
                  proj_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0):

@@ -204,7 +204,8 @@ def _attention_cost(op: O.Attention, ins, outs) -> OpCost:
     out = sum_costs(proj_cost(rows, c, 3 * op.inner, op.qkv_bias), attn_core(b, op.heads, n, n, op.head_dim),
                proj_cost(rows, op.inner, c, op.proj_bias))
     # SDPA's output is laid out [B, N, heads, head_dim]: the projection's input is a view of it
-    sdpa_cost(out, rows, rows, op.inner, op.heads, m(b, op.heads, n, n), op.attn_drop, op.attn_drop > 0)
+    sdpa_cost(out, rows, rows, op.inner, op.heads, m(b, op.heads, n, n), op.attn_drop, op.attn_drop > 0,
+              lengths=(n, n))
     out.weight_inputs = (0,)
     return out
 
@@ -215,7 +216,8 @@ def _cross_cost(op: O.CrossAttention, ins, outs) -> OpCost:
     inner = op.heads * op.head_dim
     out = sum_costs(proj_cost(m(b, n), c, inner, op.qkv_bias), proj_cost(m(b, k_len), ck, 2 * inner, op.qkv_bias),
                attn_core(b, op.heads, n, k_len, op.head_dim), proj_cost(m(b, n), inner, c, op.proj_bias))
-    sdpa_cost(out, m(b, n), m(b, k_len), inner, op.heads, m(b, op.heads, n, k_len), op.attn_drop, op.attn_drop > 0)
+    sdpa_cost(out, m(b, n), m(b, k_len), inner, op.heads, m(b, op.heads, n, k_len), op.attn_drop, op.attn_drop > 0,
+              lengths=(n, k_len))
     out.weight_inputs = (0, 1)
     return out
 
@@ -234,7 +236,7 @@ def _window_cost(op: O.WindowAttention, ins, outs) -> OpCost:
     # broadcast over the batch
     mask = op.heads * n * n * (n_win if any(op.shift) else 1)
     # the mask needs a gradient (the bias table is a parameter): the CPU takes SDPA's math path
-    sdpa_cost(out, rows, rows, op.inner, op.heads, core.attn_entries, op.attn_drop, True, mask)
+    sdpa_cost(out, rows, rows, op.inner, op.heads, core.attn_entries, op.attn_drop, True, mask, lengths=(n, n))
     out.saved_cpu = math_saved(rows, rows, op.inner, core.attn_entries, op.attn_drop, op.heads)
     out.weight_inputs = (0,)
     # buffers: relative_position_index [n, n] (int64) and, for shifted windows, attn_mask
