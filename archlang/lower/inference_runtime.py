@@ -22,11 +22,11 @@ class OneDnnLinear(nn.Linear):
     instead of ``F.linear``'s MKL GEMM: 1.2-1.6x faster at Swin-T's and ViT-B's shapes on
     2 cores (``benchmarks/linear_kernels.py``). Float32 always; bfloat16 where the CPU has
     oneDNN's bf16 kernels. Everything else takes ``F.linear``: a gradient wanted for the input,
-    the weight or the bias, autocast, another device or dtype, ``torch.export``, ``torch.jit`` and ``torch.fx`` tracing (so
-    the TorchScript-based ONNX export sees ``F.linear``), ``torch.func`` transforms (over the input
-    or the parameters), forward-mode AD, a
-    dispatch mode (``FlopCounterMode`` counts ``aten`` ops), a tensor subclass (DTensor, fake
-    tensors), oneDNN switched off (``torch.backends.mkldnn.flags(enabled=False)``), an input that is not
+    the weight or the bias, autocast, another device or dtype, ``torch.export``, ``torch.jit``
+    and ``torch.fx`` tracing (so the TorchScript-based ONNX export sees ``F.linear``),
+    ``torch.func`` transforms (over the input or the parameters), forward-mode AD, a dispatch
+    mode (``FlopCounterMode`` counts ``aten`` ops), a tensor subclass (DTensor, fake tensors),
+    oneDNN switched off (``torch.backends.mkldnn.flags(enabled=False)``), an input that is not
     contiguous (oneDNN would copy it; ``F.linear`` reads its strides).
 
     Under ``torch.compile`` a float32 layer with no gradient wanted calls oneDNN too, through
@@ -140,7 +140,7 @@ def use_plain_linears(model: nn.Module) -> nn.Module:
     for m in model.modules():
         if type(m) is OneDnnLinear and m.act == "none":
             m.__class__ = nn.Linear
-            del m.act
+            m.__dict__.pop("act", None)
     return model
 
 

@@ -146,7 +146,7 @@ def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Ten
          dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None) -> torch.Tensor:
     """``F.scaled_dot_product_attention``, except where the attention written out is faster:
     on the CPU in bfloat16, at most 256 queries and keys, no dropout and no gradient wanted,
-    two matmuls and a softmax beat SDPA's flash kernel 1.3-2x (Swin's 49-token windows, ViT's
+    two matmuls and a softmax beat SDPA's flash kernel 1.5-2x (Swin's 49-token windows, ViT's
     197 tokens; ``benchmarks/attention_kernels.py``), and the scores are small. ``attn_mask``
     is None or an additive float mask in which no row is entirely ``-inf`` (where SDPA's flash
     kernel gives zeros, the softmax would give NaN): the callers' biases and Swin's -100
