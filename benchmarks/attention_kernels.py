@@ -20,16 +20,16 @@ comes from, and where to check it on another machine.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from linear_kernels import median_ms
+
 from archlang.lower.prelude import sdpa
 
 # (model, where, batch * windows, heads, tokens, head dim, with a bias) at batch 8
@@ -51,19 +51,6 @@ def written_out(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.T
     if bias is not None:
         scores = scores + bias
     return scores.softmax(dim=-1) @ v
-
-
-def _median_ms(fns: dict[str, Callable[[], torch.Tensor]], repeats: int, warmup: int) -> dict[str, float]:
-    for f in fns.values():
-        for _ in range(warmup):
-            f()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, f in fns.items():
-            t0 = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) * 1e3 for k, v in times.items()}
 
 
 def _helper_path(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> str:
@@ -112,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                 path = _helper_path(q, k, v, bias)
                 for mode in modes:
                     run = fns if mode == "eager" else {name: torch.compile(f) for name, f in fns.items()}
-                    ms = _median_ms(run, args.repeats, args.warmup + (1 if mode == "compiled" else 0))
+                    ms = median_ms(run, args.repeats, args.warmup + (1 if mode == "compiled" else 0))
                     shape = f"{b}x{h}x{n}x{d}"
                     print(f"{model:<9} {where:<16} {shape:>20} {dtype_name:<5} {mode:<8} {ms['sdpa']:7.2f} "
                           f"{ms['written']:8.2f} {ms['helper']:7.2f} {ms['sdpa'] / ms['written']:12.2f}  {path}",

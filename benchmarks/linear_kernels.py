@@ -36,7 +36,9 @@ SHAPES = [
 ]
 
 
-def _median_ms(fns: dict[str, Callable[[], torch.Tensor]], repeats: int, warmup: int) -> dict[str, float]:
+def median_ms(fns: dict[str, Callable[[], torch.Tensor]], repeats: int, warmup: int) -> dict[str, float]:
+    """Median milliseconds per call of each function, run interleaved after ``warmup`` calls each
+    (also used by benchmarks/attention_kernels.py)."""
     for f in fns.values():
         for _ in range(warmup):
             f()
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             scale = ref.abs().max().item()
             diff = max((dnn(x, w, b, "none", [], "") - ref).abs().max().item(),
                        (dnn(x, w, b, "gelu", [], "none") - F.gelu(ref)).abs().max().item()) / scale
-            t = _median_ms(fns, args.repeats, args.warmup)
+            t = median_ms(fns, args.repeats, args.warmup)
             print(f"{model:<8} {layer:<12} {f'{m}x{k}x{n}':>18} {t['linear']:>9.2f} {t['dnn']:>8.2f} "
                   f"{t['linear'] / t['dnn']:>5.2f} {t['linear_gelu']:>7.2f} {t['dnn_gelu']:>10.2f} "
                   f"{t['linear_gelu'] / t['dnn_gelu']:>5.2f} {diff:>9.1e}", flush=True)

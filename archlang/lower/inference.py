@@ -151,8 +151,9 @@ def inference_source(source: str, graph: Graph, cls_name: str) -> str:
 
 # the definitions of inference_runtime.py that the generated file copies (read as text here, so
 # that writing the source needs no torch)
-RUNTIME = ("OneDnnLinear", "_COMPILED_OP", "use_onednn_linears", "_BF16", "_onednn_bf16", "fold_for_inference", "_fold_conv_bn", "_merge_lora_rows",
-           "_fold_state", "_refresh_constants", "_module_at", "_replace")
+RUNTIME = ("OneDnnLinear", "_onednn_linear", "_COMPILED_OP", "use_onednn_linears", "_BF16", "_onednn_bf16",
+           "fold_for_inference", "_fold_conv_bn", "_merge_lora_rows", "_fold_state", "_refresh_constants",
+           "_module_at", "_replace")
 
 
 def runtime_sources() -> list[str]:

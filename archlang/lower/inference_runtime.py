@@ -86,10 +86,16 @@ class OneDnnLinear(nn.Linear):
             x.requires_grad or self.weight.requires_grad or (self.bias is not None and self.bias.requires_grad))
 
     def _onednn(self, x: torch.Tensor) -> torch.Tensor:
-        bias = None if self.bias is None else self.bias.contiguous()  # oneDNN reads the bias as dense
-        if self.act == "gelu":
-            return torch.ops.mkldnn._linear_pointwise(x, self.weight, bias, "gelu", [], "none")
-        return torch.ops.mkldnn._linear_pointwise(x, self.weight, bias, "none", [], "")
+        return _onednn_linear(x, self.weight, self.bias, self.act)
+
+
+def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, act: str) -> torch.Tensor:
+    """oneDNN's matmul of ``x`` by ``weight``, plus ``bias``, then an exact GELU when ``act`` is
+    "gelu" (a post-op)."""
+    bias = None if bias is None else bias.contiguous()  # oneDNN reads the bias as dense
+    if act == "gelu":
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu", [], "none")
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
 # the custom op that a compiled OneDnnLinear calls (registered below, on import of this module;
@@ -105,13 +111,7 @@ def _register_compiled_op() -> None:
     if _COMPILED_OP or not torch.backends.mkldnn.is_available():
         return
 
-    def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, act: str) -> torch.Tensor:
-        b = None if bias is None else bias.contiguous()
-        if act == "gelu":
-            return torch.ops.mkldnn._linear_pointwise(x, weight, b, "gelu", [], "none")
-        return torch.ops.mkldnn._linear_pointwise(x, weight, b, "none", [], "")
-
-    op = torch.library.custom_op("archlang::onednn_linear", onednn_linear, mutates_args=(),
+    op = torch.library.custom_op("archlang::onednn_linear", _onednn_linear, mutates_args=(),
                                  schema="(Tensor x, Tensor weight, Tensor? bias, str act) -> Tensor")
 
     @op.register_fake
