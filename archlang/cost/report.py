@@ -168,6 +168,9 @@ class CostReport:
             _check_size(f"the free size {k}", v)
         self.graph, self.batch, self.dtype, self.train = graph, batch, dtype, train
         self.bytes_per = DTYPE_BYTES[dtype]
+        # the default build of a CNN keeps its convolutions' weights channels-last (NHWC), and
+        # on the CPU oneDNN then allocates differently (archlang.ops.layers._conv2d_cost)
+        self._channels_last = graph.prefers_channels_last()
         free = sorted({s for n in graph.nodes for t in n.outputs for d in t.shape if isinstance(d, Dim)
                        for s in d.symbols} - {"B"})
         self.sizes = {"B": batch, **{s: 128 for s in free}, **(sizes or {})}
@@ -313,6 +316,9 @@ class CostReport:
         temp_train = c.temp_train_cpu if cpu and c.temp_train_cpu is not None else c.temp_train
         grad_temp = c.grad_temp_cpu if cpu and c.grad_temp_cpu is not None else c.grad_temp
         temp = c.temp_cpu if cpu and c.temp_cpu is not None else c.temp
+        if cpu and c.temp_cpu_nhwc is not None and self._channels_last:
+            temp = temp_train = c.temp_cpu_nhwc  # the default build's NHWC convolutions (a CNN)
+            grad_temp = c.grad_temp_cpu_nhwc if c.grad_temp_cpu_nhwc is not None else grad_temp
         if cpu and self.dtype == "bfloat16" and c.temp_cpu_bf16 is not None:
             temp = c.temp_cpu_bf16  # the written-out short attention (prelude.sdpa)
         if (not temp and c.temp_cpu is None and c.temp_train is None and c.saved_cpu is not None
@@ -328,7 +334,12 @@ class CostReport:
 
     # -- totals
     def _total(self, key: str) -> int:
-        return sum(getattr(n, key) for n in self.nodes.values())
+        """The sum of one per-node figure over the graph, computed once (the nodes are set in
+        ``__init__``; a report of 100k nodes asks for a few dozen totals)."""
+        totals = self.__dict__.setdefault("_totals", {})
+        if key not in totals:
+            totals[key] = sum(getattr(n, key) for n in self.nodes.values())
+        return totals[key]
 
     @property
     def params(self) -> int:

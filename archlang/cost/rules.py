@@ -78,6 +78,9 @@ class OpCost:
     temp_train_cpu: DimLike | None = None  # ... on the CPU, where it differs
     grad_temp: DimLike = 0  # elements of backward temporaries beside the gradients it returns
     grad_temp_cpu: DimLike | None = None  # ... on the CPU, where it differs
+    # a channels-last (NHWC) convolution on the CPU (Graph.prefers_channels_last), where it differs:
+    temp_cpu_nhwc: DimLike | None = None  # forward temporaries, inference and training alike
+    grad_temp_cpu_nhwc: DimLike | None = None  # backward temporaries
     attn_entries: DimLike = 0
     attn_per_head: DimLike = 0
     attn_global_per_head: DimLike = 0

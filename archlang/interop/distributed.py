@@ -98,13 +98,15 @@ def fsdp2_shard(model: nn.Module, mesh: Any = None, *, blocks: list[str] | None 
     Frozen parameters are sharded like the others and get no gradients. The linear layers
     become plain ``nn.Linear`` again (:func:`~archlang.lower.inference_runtime.use_plain_linears`:
     oneDNN's no-gradient path is for inference, and in a gloo job it made a rank abort at exit
-    now and then).
+    now and then), and the convolutions' weights contiguous
+    (:func:`~archlang.lower.inference_runtime.use_channels_last`: FSDP shards a parameter along
+    its first dimension, whose channels-last slices would not be dense).
     """
     import torch
     import torch.distributed as dist
     from torch.distributed.fsdp import fully_shard
 
-    from archlang.lower.inference_runtime import use_plain_linears
+    from archlang.lower.inference_runtime import use_channels_last, use_plain_linears
 
     if not dist.is_available() or not dist.is_initialized():
         raise RuntimeError("fsdp2_shard needs an initialised process group (torch.distributed.init_process_group)")
@@ -119,6 +121,7 @@ def fsdp2_shard(model: nn.Module, mesh: Any = None, *, blocks: list[str] | None 
     if offload_policy is not None:
         opts["offload_policy"] = offload_policy
     use_plain_linears(model)
+    use_channels_last(model, channels_last=False)
     for _, m in _modules(model, blocks):
         fully_shard(m, **opts)
     fully_shard(base_model(model), **opts)

@@ -19,13 +19,17 @@ from typing_extensions import TypeAliasType
 
 from archlang.diagnostics import Span
 from archlang.ir.dims import Dim
-from archlang.ir.ops import OpBase, op_class
+from archlang.ir.ops import Conv2d, OpBase, op_class
 from archlang.ir.types import TensorType
 
 if TYPE_CHECKING:
     import networkx as nx
 
 DimT = Union[int, Dim]  # noqa: UP007
+
+# A graph with this many 2-d convolutions or more is a CNN: its default build keeps the conv
+# weights channels-last (Graph.prefers_channels_last)
+CHANNELS_LAST_CONVS = 8
 Value = TypeAliasType("Value", Union[bool, int, float, str, tuple["Value", ...]])  # noqa: UP007
 
 
@@ -183,6 +187,17 @@ class Graph(BaseModel):
     def ops(self) -> Iterator[tuple[Node, OpBase]]:
         for n in self.nodes:
             yield n, n.op
+
+    def prefers_channels_last(self) -> bool:
+        """Whether the default build (``kernels="auto"``) stores the 2-d convolutions' weights
+        channels-last (NHWC), so that their outputs, and the BatchNorm, activation and pooling
+        layers between them, run NHWC: a CNN, with at least :data:`CHANNELS_LAST_CONVS` of
+        them, not weight-standardised (``StdConv2d`` keeps its layout). oneDNN then skips the
+        input and output reorders an NCHW convolution costs (it still reorders the weight). A
+        ViT's patch convolution alone does not count. The
+        building (``archlang.lower.inference_runtime.use_channels_last``) and the cost model's
+        convolution memory (``archlang.ops.layers``) both follow this."""
+        return sum(isinstance(n.op, Conv2d) and not n.op.standardize for n in self.nodes) >= CHANNELS_LAST_CONVS
 
     def param_count(self) -> int:
         """Parameters of the base layers (LoRA weights aside: see ``archlang.ir.adapters``)."""

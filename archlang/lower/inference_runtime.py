@@ -144,6 +144,23 @@ def use_plain_linears(model: nn.Module) -> nn.Module:
     return model
 
 
+def use_channels_last(model: nn.Module, channels_last: bool = True, standardized: bool = False) -> nn.Module:
+    """Store each 2-d convolution's weight of ``model`` channels-last (NHWC), in place, or
+    contiguous again with ``channels_last=False``; returns ``model``. The values, parameter
+    objects and state_dict keys stay; a convolution with a channels-last weight writes a
+    channels-last output, so the BatchNorm, activation and pooling layers after it run NHWC
+    too, and oneDNN skips the per-call input and output reorders (ResNet-50's forward
+    faster on the CPU: ``benchmarks/bench_vs_timm.py``). ``load_state_dict``, ``.to(dtype)``
+    and the optimisers keep the layout; :func:`archlang.save` writes contiguous tensors. A
+    weight-standardised ``StdConv2d`` is left alone unless ``standardized`` (its forward
+    reshapes the weight, which would copy a channels-last one and keep the copy for backward)."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d) and m.weight.dim() == 4 and (standardized or type(m).__name__ != "StdConv2d"):
+            m.weight.data = m.weight.data.contiguous(memory_format=fmt)
+    return model
+
+
 _BF16: list[bool] = []
 
 
@@ -218,9 +235,7 @@ def fold_for_inference(model: nn.Module, conv_bn: list, linear_gelu: list = ()) 
                 lin.act = "gelu"  # the GELU that alone read this layer's output, now its post-op
                 _replace(model, act_path, nn.Identity())
         if folds["conv_bn"]:  # a CNN: its conv weights channels-last (their outputs follow)
-            for m in model.modules():
-                if isinstance(m, nn.Conv2d):
-                    m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
+            use_channels_last(model, standardized=True)
     _refresh_constants(model, None)
     return model
 

@@ -207,10 +207,17 @@ def _conv2d_cost(op: O.Conv2d, ins, outs) -> OpCost:
         if k >= 256 else 0
     if gemm:
         gemm = s(gemm, 64)
+    # channels-last (NHWC: a CNN's default build, Graph.prefers_channels_last), measured with
+    # the profiler at 1, 2 and 4 threads: the forward holds the weight reordered, and 4120
+    # bytes per thread and 4096 more; the backward two weights' worth besides its gradients
+    # (a 1x1 conv on a few rows takes a GEMM and holds less: this is the upper bound)
+    nhwc_scratch = (cpu_threads() * 4120 + 4096) // 4
     return OpCost(flops=m(2, spatial, op.out_channels, op.in_channels // op.groups, k),
                   other_flops=numel(out) if op.bias else 0, weight_inputs=() if any(op.pad) else (0,),
                   saved=s(std, padded), temp=s(std, padded), temp_cpu=s(std, padded, work), temp_train=0,
-                  temp_train_cpu=work, grad_temp=weight, grad_temp_cpu=gemm or s(numel(out), reordered, weight))
+                  temp_train_cpu=work, grad_temp=weight, grad_temp_cpu=gemm or s(numel(out), reordered, weight),
+                  temp_cpu_nhwc=None if op.standardize else s(padded, weight, nhwc_scratch),
+                  grad_temp_cpu_nhwc=None if op.standardize else gemm or m(2, weight))
 
 
 def _max_cost(a: DimLike, b: DimLike) -> DimLike:

