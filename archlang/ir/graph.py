@@ -26,11 +26,11 @@ if TYPE_CHECKING:
     import networkx as nx
 
 DimT = Union[int, Dim]  # noqa: UP007
+Value = TypeAliasType("Value", Union[bool, int, float, str, tuple["Value", ...]])  # noqa: UP007
 
 # A graph with this many 2-d convolutions or more is a CNN: its default build keeps the conv
 # weights channels-last (Graph.prefers_channels_last)
 CHANNELS_LAST_CONVS = 8
-Value = TypeAliasType("Value", Union[bool, int, float, str, tuple["Value", ...]])  # noqa: UP007
 
 
 def name_levels(name: str) -> list[str]:
@@ -194,8 +194,8 @@ class Graph(BaseModel):
         layers between them, run NHWC: a CNN, with at least :data:`CHANNELS_LAST_CONVS` of
         them, not weight-standardised (``StdConv2d`` keeps its layout). oneDNN then skips the
         input and output reorders an NCHW convolution costs (it still reorders the weight). A
-        ViT's patch convolution alone does not count. The
-        building (``archlang.lower.inference_runtime.use_channels_last``) and the cost model's
+        ViT's patch convolution alone does not count. The building
+        (``archlang.lower.inference_runtime.use_channels_last``) and the cost model's
         convolution memory (``archlang.ops.layers``) both follow this."""
         return sum(isinstance(n.op, Conv2d) and not n.op.standardize for n in self.nodes) >= CHANNELS_LAST_CONVS
 
