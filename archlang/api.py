@@ -252,12 +252,14 @@ def build(spec: str | Path | Program, arch: str | None = None, *, compile: bool 
     block boundaries; eager runs compute the same.
 
     ``kernels`` "auto" (the default) lets the linear layers call oneDNN's matmul on the CPU
-    where no gradient is wanted, 1.2-1.6x faster than ``F.linear``'s GEMM in float32, also
+    where no gradient is wanted (1.2-1.6x faster than ``F.linear``'s GEMM in float32 on one
+    2-core machine, 0.86-1.55x on an AMX one: ``benchmarks/linear_kernels.py``), also
     under ``torch.compile`` (through the op ``archlang::onednn_linear``) (the same parameters,
     hooks and outputs, to float rounding; training, autocast, other devices and export run
     ``F.linear``: :class:`archlang.lower.inference_runtime.OneDnnLinear`); "torch" keeps plain
     ``nn.Linear`` layers (for tools that match that class, such as ``quantize_dynamic``). The
-    inference build always uses the oneDNN layers.
+    inference build always uses the oneDNN layers. In a CNN "auto" also keeps the
+    convolutions' weights channels-last (:meth:`archlang.ir.graph.Graph.prefers_channels_last`).
 
     With ``train=True`` the model is built with the activation-checkpoint plan that fits the
     budget with the least recomputation (:func:`archlang.cost.plan.plan_checkpoints`; the

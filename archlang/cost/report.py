@@ -176,6 +176,7 @@ class CostReport:
         self.sizes = {"B": batch, **{s: 128 for s in free}, **(sizes or {})}
         self.free_sizes = ["B", *free]
         self.nodes: dict[str, NodeCost] = {}
+        self._totals: dict[str, int] = {}
         self._steps: dict[bool, list[Step]] = {}
         self._peaks: dict[tuple[bool, frozenset[str]], Peak] = {}
         memo: dict[tuple, tuple] = {}
@@ -336,10 +337,9 @@ class CostReport:
     def _total(self, key: str) -> int:
         """The sum of one per-node figure over the graph, computed once (the nodes are set in
         ``__init__``; a report of 100k nodes asks for a few dozen totals)."""
-        totals = self.__dict__.setdefault("_totals", {})
-        if key not in totals:
-            totals[key] = sum(getattr(n, key) for n in self.nodes.values())
-        return totals[key]
+        if key not in self._totals:
+            self._totals[key] = sum(getattr(n, key) for n in self.nodes.values())
+        return self._totals[key]
 
     @property
     def params(self) -> int:

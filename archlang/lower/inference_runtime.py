@@ -20,7 +20,8 @@ class OneDnnLinear(nn.Linear):
     forward on a CPU input with no gradient wanted calls oneDNN's matmul
     (``torch.ops.mkldnn._linear_pointwise``, the kernel Inductor's frozen CPU graphs call)
     instead of ``F.linear``'s MKL GEMM: 1.2-1.6x faster at Swin-T's and ViT-B's shapes on
-    2 cores (``benchmarks/linear_kernels.py``). Float32 always; bfloat16 where the CPU has
+    one 2-core machine, but 0.86-1.55x on an AMX one, where MKL wins at most of them
+    (``benchmarks/linear_kernels.py``). Float32 always; bfloat16 where the CPU has
     oneDNN's bf16 kernels. Everything else takes ``F.linear``: a gradient wanted for the input,
     the weight or the bias, autocast, another device or dtype, ``torch.export``, ``torch.jit``
     and ``torch.fx`` tracing (so the TorchScript-based ONNX export sees ``F.linear``),
