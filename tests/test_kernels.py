@@ -114,6 +114,49 @@ def test_onednn_linear_steps_aside_for_tracers_transforms_and_subclasses(monkeyp
     assert not calls, "oneDNN called under a tracer, a transform or a dispatch mode"
 
 
+@pytest.mark.skipif(not ONEDNN, reason="this torch has no oneDNN")
+@pytest.mark.parametrize("act", ["none", "gelu"])
+def test_onednn_linear_races_the_kernels_once_per_shape_and_keeps_the_winner(monkeypatch, act: str) -> None:
+    """Over RACE_MACS a layer races oneDNN against F.linear on its first call at a shape, then
+    calls only the winner at that shape; either way the values are F.linear's (and GELU's)."""
+    from archlang.lower import inference_runtime as rt
+
+    monkeypatch.setattr(rt, "RACE_MACS", 1000)
+    monkeypatch.setattr(rt, "_ONEDNN_FASTER", {})
+    calls: list[str] = []
+    for name in ("_onednn_matmul", "_gemm"):
+        real = getattr(rt, name)
+        monkeypatch.setattr(rt, name, lambda *a, real=real, name=name: calls.append(name) or real(*a))
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(32, 48)
+    ref = torch.nn.Linear(32, 48)
+    ref.load_state_dict(lin.state_dict())
+    lin.__class__ = OneDnnLinear
+    lin.act = act
+    x = torch.randn(4, 10, 32)
+    want = F.gelu(ref(x)) if act == "gelu" else ref(x)
+    with torch.no_grad():
+        first = lin(x)
+        (key, faster), = rt._ONEDNN_FASTER.items()
+        winner = "_onednn_matmul" if faster else "_gemm"
+        assert len(calls) == 9 and calls[:8] == ["_onednn_matmul", "_gemm"] * 4 and calls[8] == winner, calls
+        assert key == (40, 32, 48, torch.float32, act, True, torch.get_num_threads())
+        for forced in (faster, not faster):
+            rt._ONEDNN_FASTER[key] = forced
+            calls.clear()
+            got = lin(x)
+            assert calls == ["_onednn_matmul" if forced else "_gemm"]
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(first, want, rtol=1e-5, atol=1e-5)
+        calls.clear()
+        lin(x[:2])  # another shape: another race
+        assert len(calls) == 9 and len(rt._ONEDNN_FASTER) == 2
+        monkeypatch.setattr(rt, "RACE_MACS", 10**9)
+        calls.clear()
+        lin(x[:1])  # under the threshold: oneDNN, unraced
+        assert calls == ["_onednn_matmul"] and len(rt._ONEDNN_FASTER) == 2
+
+
 # ----------------------------------------------------------------------------- the sdpa helper
 
 

@@ -91,12 +91,57 @@ class OneDnnLinear(nn.Linear):
 
 
 def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, act: str) -> torch.Tensor:
-    """oneDNN's matmul of ``x`` by ``weight``, plus ``bias``, then an exact GELU when ``act`` is
-    "gelu" (a post-op)."""
+    """``x`` by ``weight``, plus ``bias``, then an exact GELU when ``act`` is "gelu", on whichever
+    of oneDNN's matmul (the GELU a post-op) and MKL's GEMM (``F.linear``, the GELU in place) is
+    the faster at this shape on this machine: raced once per shape (:func:`_onednn_is_faster`),
+    products under :data:`RACE_MACS` multiply-adds take oneDNN unraced. No gradient: the caller
+    (:class:`OneDnnLinear`) checked that none is wanted."""
     bias = None if bias is None else bias.contiguous()  # oneDNN reads the bias as dense
+    k, n = x.shape[-1], weight.shape[0]
+    rows = x.numel() // max(k, 1)
+    if rows * k * n < RACE_MACS:
+        return _onednn_matmul(x, weight, bias, act)
+    key = (rows, k, n, x.dtype, act, bias is not None, torch.get_num_threads())
+    faster = _ONEDNN_FASTER.get(key)
+    if faster is None:
+        faster = _ONEDNN_FASTER[key] = _onednn_is_faster(x, weight, bias, act)
+    return _onednn_matmul(x, weight, bias, act) if faster else _gemm(x, weight, bias, act)
+
+
+# Whether oneDNN's matmul beats MKL's GEMM at a (rows, in, out, dtype, act, bias, threads), raced
+# on the first call at that shape, as cudnn.benchmark does: on one 2-core machine oneDNN was
+# 1.2-1.6x faster at every shape of Swin-T and ViT-B/16, on an AMX one 0.86-0.93x at 7 of 9
+# (benchmarks/linear_kernels.py). Products under RACE_MACS (under half a millisecond) skip the race.
+_ONEDNN_FASTER: dict[tuple, bool] = {}
+RACE_MACS: int = 1 << 26
+
+
+def _onednn_matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, act: str) -> torch.Tensor:
     if act == "gelu":
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu", [], "none")
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+def _gemm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, act: str) -> torch.Tensor:
+    y = F.linear(x, weight, bias)
+    return torch.ops.aten.gelu_(y) if act == "gelu" else y  # in place: no second output held
+
+
+def _onednn_is_faster(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, act: str) -> bool:
+    """Race the two kernels on this call's own tensors: one warm-up each, then the best of three
+    interleaved calls each; oneDNN wins only by 2% or more (a tie takes ``F.linear``, which holds
+    no scratch). Holds one output at a time, as a single call does."""
+    import time
+
+    kernels = (_onednn_matmul, _gemm)
+    best = [float("inf"), float("inf")]
+    for rep in range(4):
+        for i, kernel in enumerate(kernels):
+            t0 = time.perf_counter()
+            kernel(x, weight, bias, act)
+            if rep:
+                best[i] = min(best[i], time.perf_counter() - t0)
+    return best[0] < 0.98 * best[1]
 
 
 # the custom op that a compiled OneDnnLinear calls (registered below, on import of this module;
