@@ -226,6 +226,32 @@ def test_sdpa_helper_calls_sdpa_everywhere_else(case: str, monkeypatch) -> None:
         assert q.grad is not None
 
 
+@pytest.mark.parametrize("winner", [True, False])
+def test_sdpa_helper_races_large_short_attentions_once_and_keeps_the_winner(winner: bool, monkeypatch) -> None:
+    """From ``min_scores`` scores up, the first call at a shape races the two forms (each
+    called 4 times), then every call there takes the kept winner; the values agree either way."""
+    from archlang.lower.prelude import _AttentionRace
+
+    monkeypatch.setattr(_AttentionRace, "min_scores", 1000)
+    monkeypatch.setattr(_AttentionRace, "faster", {})
+    q, k, v = _qkv(2, 2, 49, 16, torch.bfloat16)
+    spy = _CountSdpa(monkeypatch)
+    with torch.no_grad():
+        first = sdpa(q, k, v)
+        assert spy.calls == 4 + (not _AttentionRace.faster[next(iter(_AttentionRace.faster))])
+        (key,) = _AttentionRace.faster
+        assert key == ((2, 2, 49, 16), (2, 2, 49, 16), None, False, torch.bfloat16, torch.get_num_threads())
+        _AttentionRace.faster[key] = winner
+        spy.calls = 0
+        got = sdpa(q, k, v)
+        assert spy.calls == (0 if winner else 1)
+        sdpa(q[:1], k[:1], v[:1])  # another shape: another race
+        assert len(_AttentionRace.faster) == 2
+    want = _reference(q, k, v)
+    for out in (first, got):
+        torch.testing.assert_close(out.double(), want, rtol=2e-2, atol=2e-2)
+
+
 def test_bf16_vit_and_swin_agree_with_their_float32_selves() -> None:
     """A bfloat16 build (written-out attention) against the float32 build of the same weights
     (SDPA), at bfloat16's tolerance: the helper computes the same attention."""

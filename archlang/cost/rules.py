@@ -196,7 +196,10 @@ def _sdpa_cost(out: OpCost, rows_q: DimLike, rows_kv: DimLike, inner: int, heads
     In bfloat16 on the CPU, at most :data:`WRITTEN_OUT_TOKENS` queries and keys (``lengths``)
     and no dropout, inference writes the attention out (``prelude.sdpa``): beside q, k and v
     it holds the scaled queries, two score-sized tensors (the scores and the next step) and
-    the output twice (in [B, heads, N, head_dim] and its copy for the projection)."""
+    the output twice (in [B, heads, N, head_dim] and its copy for the projection). From
+    ``prelude._AttentionRace.min_scores`` scores up the helper races that form against SDPA
+    once per shape and may keep SDPA (on an AMX CPU it mostly does): there this is an upper
+    bound, by the two score-sized tensors."""
     fused = s(_fused_saved(rows_q, rows_kv, inner, heads), extra)
     qkv, o = s(m(rows_q, inner), m(rows_kv, 2 * inner)), m(rows_q, inner)
     out.saved, out.temp, out.temp_train = fused, fused, 0

@@ -144,27 +144,77 @@ def channel_shift(x: torch.Tensor, dim: int, size: int) -> torch.Tensor:
 
 def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None,
          dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None) -> torch.Tensor:
-    """``F.scaled_dot_product_attention``, except where the attention written out is faster:
-    on the CPU in bfloat16, at most 256 queries and keys, no dropout and no gradient wanted,
-    two matmuls and a softmax beat SDPA's flash kernel 1.5-2x (Swin's 49-token windows, ViT's
-    197 tokens; ``benchmarks/attention_kernels.py``), and the scores are small. ``attn_mask``
-    is None or an additive float mask in which no row is entirely ``-inf`` (where SDPA's flash
-    kernel gives zeros, the softmax would give NaN): the callers' biases and Swin's -100
-    shift masks."""
+    """``F.scaled_dot_product_attention``, except where the attention written out (two matmuls
+    and a softmax) may be faster: on the CPU in bfloat16, at most 256 queries and keys, no
+    dropout and no gradient wanted. There the written-out form was 1.5-2x faster than SDPA's
+    flash kernel on one machine (Swin's 49-token windows, ViT's 197 tokens), 0.83-1.03x on
+    an AMX one (``benchmarks/attention_kernels.py``), so at a shape of at least
+    ``_AttentionRace.min_scores`` scores the two are raced once and the faster kept; smaller
+    ones, and compiled graphs (Inductor fuses the written-out form), write it out.
+    ``attn_mask`` is None or an additive float mask in which no row is entirely ``-inf``
+    (where SDPA's flash kernel gives zeros, the softmax would give NaN): the callers' biases
+    and Swin's -100 shift masks."""
     if (q.device.type == "cpu" and q.dtype == torch.bfloat16 and dropout_p == 0.0 and q.shape[-2] <= 256
             and not (is_causal and attn_mask is not None)  # SDPA refuses both
             and k.shape[-2] <= 256 and (attn_mask is None or attn_mask.dtype == q.dtype)
             and not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad
-                                                  or (attn_mask is not None and attn_mask.requires_grad)))):
-        scores = (q * (q.shape[-1] ** -0.5 if scale is None else scale)) @ k.transpose(-2, -1)
-        if is_causal:  # SDPA's causal mask: key j <= query i
-            later = torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device).triu(1)
-            scores = scores.masked_fill(later, float("-inf"))
-        elif attn_mask is not None:
-            scores = scores + attn_mask
-        return scores.softmax(dim=-1) @ v
+                                                  or (attn_mask is not None and attn_mask.requires_grad)))
+            and (torch.compiler.is_compiling() or _AttentionRace.written_out(q, k, v, attn_mask, is_causal, scale))):
+        return _written_attention(q, k, v, attn_mask, is_causal, scale)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
                                           scale=scale)
+
+
+def _written_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None,
+                       is_causal: bool, scale: float | None) -> torch.Tensor:
+    """softmax(q k^T * scale + mask) v, as timm's ``fused_attn=False`` computes it."""
+    scores = (q * (q.shape[-1] ** -0.5 if scale is None else scale)) @ k.transpose(-2, -1)
+    if is_causal:  # SDPA's causal mask: key j <= query i
+        later = torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device).triu(1)
+        scores = scores.masked_fill(later, float("-inf"))
+    elif attn_mask is not None:
+        scores = scores + attn_mask
+    return scores.softmax(dim=-1) @ v
+
+
+class _AttentionRace:
+    """Whether the written-out attention beats SDPA at a shape on this machine, raced on the
+    first eager call at that shape (as cudnn.benchmark does) and kept per process."""
+
+    min_scores = 1 << 19  # smaller attentions (under ~2 ms) are written out unraced
+    # one per process: (q, k and mask shapes, causal, dtype, threads) -> the written-out form faster
+    faster: dict[tuple, bool] = {}  # noqa: RUF012
+
+    @classmethod
+    def written_out(cls, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None,
+                    is_causal: bool, scale: float | None) -> bool:
+        if q.numel() // q.shape[-1] * k.shape[-2] < cls.min_scores:
+            return True
+        key = (tuple(q.shape), tuple(k.shape), None if attn_mask is None else tuple(attn_mask.shape), is_causal,
+               q.dtype, torch.get_num_threads())
+        faster = cls.faster.get(key)
+        if faster is None:
+            faster = cls.faster[key] = cls._race(q, k, v, attn_mask, is_causal, scale)
+        return faster
+
+    @staticmethod
+    def _race(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None,
+              is_causal: bool, scale: float | None) -> bool:
+        """One warm-up each, then the best of three interleaved calls each; the written-out
+        form wins only by 2% or more (a tie takes SDPA, which holds no scores)."""
+        import time
+
+        kernels = (lambda: _written_attention(q, k, v, attn_mask, is_causal, scale),
+                   lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal,
+                                                          scale=scale))
+        best = [float("inf"), float("inf")]
+        for rep in range(4):
+            for i, kernel in enumerate(kernels):
+                t0 = time.perf_counter()
+                kernel()
+                if rep:
+                    best[i] = min(best[i], time.perf_counter() - t0)
+        return best[0] < 0.98 * best[1]
 
 
 class Attention(nn.Module):

@@ -170,7 +170,9 @@ def onednn_linear_scratch(rows: DimLike, k: int) -> int:
     ``kb`` rows of the weight (``kb`` = ``k`` rounded up to 16 up to 512, then 512 up to
     1024, then 1024) and 640 bytes, plus 384 bytes; a single row packs no panel (256 bytes).
     Training (``F.linear``, MKL's GEMM) holds none. An input that is not contiguous takes
-    ``F.linear`` too, so for it this is an upper bound."""
+    ``F.linear`` too, and so may a product of ``inference_runtime.RACE_MACS`` multiply-adds or
+    more, where the layer races the two kernels once and keeps the faster (on an AMX CPU
+    mostly ``F.linear``): for those this is an upper bound (by at most 256 KiB per thread)."""
     threads = cpu_threads()
     if rows == 1:
         return (threads * 640 + 256) // 4
