@@ -440,3 +440,27 @@ def test_channels_last_cnn_memory_follows_the_profiler() -> None:
         torch.set_num_threads(threads)
     assert abs(inf / got_inf - 1) <= 0.05, (inf, got_inf)
     assert abs(tr / got_tr - 1) <= 0.05, (tr, got_tr)
+
+
+def test_swinv2_qkv_bias_joins_the_matmul_unless_a_hook_or_tap_needs_the_module_call() -> None:
+    """Swin-V2's q/0/v bias is F.linear's bias (one matmul, as timm's) on a plain qkv layer; a
+    hook on that layer still fires, and sees the projection without the bias, as before."""
+    spec = ROOT / "specs" / "swinv2_t.arch"
+    torch.manual_seed(0)
+    model = archlang.build(spec, "swinv2_t", max_memory=None, **SMALL["swinv2_t"]).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if hasattr(m, "q_bias") and m.q_bias is not None:
+                m.q_bias.normal_(), m.v_bias.normal_()
+    (x,) = _inputs(spec, "swinv2_t")
+    attn = model.get_submodule("layers.0.blocks.0.attn")
+    seen: list = []
+    with torch.no_grad():
+        fused = model(x)
+        handle = attn.qkv.register_forward_hook(lambda mod, args, out: seen.append((args[0], out)))
+        hooked = model(x)
+        handle.remove()
+    assert len(seen) == 1
+    inp, out = seen[0]
+    torch.testing.assert_close(out, F.linear(inp, attn.qkv.weight), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(fused, hooked, rtol=1e-5, atol=1e-5)

@@ -18,10 +18,10 @@ outputs equal the default model's (up to float rounding, within 1e-5) with less 
 - a network whose convolutions carry BatchNorms (a CNN) is put in channels-last memory
   format, which oneDNN's convolutions run faster; inputs may stay contiguous;
 - every ``nn.Linear`` becomes :class:`~archlang.lower.inference_runtime.OneDnnLinear` (the same parameters): on a CPU without
-  autograd it calls oneDNN's matmul, 1.2-1.6x faster than ``F.linear``'s MKL GEMM at
-  transformer shapes on 2 cores; and an exact GELU that alone reads a linear layer's output
+  autograd it calls oneDNN's matmul or ``F.linear``'s MKL GEMM, whichever it measured faster
+  at the shape on this machine; and an exact GELU that alone reads a linear layer's output
   (an ``nn.GELU()`` submodule in generated code, :func:`linear_gelu_pairs` finds them in the
-  IR) becomes that matmul's post-op, its module an ``nn.Identity``. Swin-V2's q/v bias becomes
+  IR) becomes that matmul's post-op (in place after ``F.linear``), its module an ``nn.Identity``. Swin-V2's q/v bias becomes
   its qkv layer's own bias (a non-persistent buffer), so that matmul adds it.
 
 Weights: the inference model loads the *default* build's state_dict: a load_state_dict

@@ -17,9 +17,10 @@ from torch import nn
 
 class OneDnnLinear(nn.Linear):
     """``nn.Linear`` (the same parameters, state_dict and outputs, to float rounding) whose
-    forward on a CPU input with no gradient wanted calls oneDNN's matmul
-    (``torch.ops.mkldnn._linear_pointwise``, the kernel Inductor's frozen CPU graphs call)
-    instead of ``F.linear``'s MKL GEMM: 1.2-1.6x faster at Swin-T's and ViT-B's shapes on
+    forward on a CPU input with no gradient wanted calls whichever of oneDNN's matmul
+    (``torch.ops.mkldnn._linear_pointwise``, the kernel Inductor's frozen CPU graphs call) and
+    ``F.linear``'s MKL GEMM is the faster at the input's shape on this machine, raced once per
+    shape (:func:`_onednn_linear`): oneDNN was 1.2-1.6x faster at Swin-T's and ViT-B's shapes on
     one 2-core machine, but 0.86-1.55x on an AMX one, where MKL wins at most of them
     (``benchmarks/linear_kernels.py``). Float32 always; bfloat16 where the CPU has
     oneDNN's bf16 kernels. Everything else takes ``F.linear``: a gradient wanted for the input,
@@ -30,9 +31,9 @@ class OneDnnLinear(nn.Linear):
     oneDNN switched off (``torch.backends.mkldnn.flags(enabled=False)``), an input that is not
     contiguous (oneDNN would copy it; ``F.linear`` reads its strides).
 
-    Under ``torch.compile`` a float32 layer with no gradient wanted calls oneDNN too, through
-    the opaque op ``archlang::onednn_linear`` (Inductor would call MKL's GEMM; it lowers
-    oneDNN's matmul only for frozen weights); in bfloat16, and in a standalone generated file,
+    Under ``torch.compile`` a float32 layer with no gradient wanted makes the same choice,
+    through the opaque op ``archlang::onednn_linear`` (Inductor would call MKL's GEMM; it
+    lowers oneDNN's matmul only for frozen weights); in bfloat16, and in a standalone generated file,
     it calls ``F.linear``, which Inductor compiles.
 
     :func:`use_onednn_linears` turns the ``nn.Linear`` layers (exactly that class) of a default

@@ -443,9 +443,7 @@ class WindowAttentionV2(WindowAttention):
         n = x.shape[1]
         if self.fused_bias is not None:
             return self._attend_folded(x)
-        qkv = self.qkv(x)  # a module call, so that a LoRA tap on `qkv` takes part (it has no bias of its own)
-        if self.q_bias is not None:
-            qkv = qkv + torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
+        qkv = self._qkv_with_bias(x)
         q, k, v = qkv.reshape(-1, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
         attn = attn * torch.clamp(self.logit_scale, max=math.log(1.0 / 0.01)).exp()
@@ -456,6 +454,21 @@ class WindowAttentionV2(WindowAttention):
             attn = attn.view(-1, self.heads, n, n)
         attn = F.dropout(attn.softmax(dim=-1), self.attn_drop, self.training)
         return (attn @ v).transpose(1, 2).reshape(-1, n, self.heads * self.head_dim)
+
+    def _qkv_with_bias(self, x: torch.Tensor) -> torch.Tensor:
+        """The qkv projection plus the q/0/v bias: one ``F.linear`` with that bias (one matmul,
+        as timm's computes it) where ``qkv`` is a plain linear layer without hooks; otherwise
+        the module is called (so that a LoRA tap or a hook on ``qkv`` takes part) and the bias
+        added after it."""
+        if self.q_bias is None:
+            return self.qkv(x)
+        bias = torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
+        lin = self.qkv
+        plain = type(lin) is nn.Linear or type(lin).__name__ == "OneDnnLinear"  # not a LoRA layer
+        if (plain and lin.bias is None and not (lin._forward_hooks or lin._forward_pre_hooks)
+                and not (nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)):
+            return F.linear(x, lin.weight, bias)
+        return lin(x) + bias
 
     def position_bias(self) -> torch.Tensor:
         """The continuous position bias, 16 * sigmoid(cpb_mlp(coords)) at each pair: [1, heads, n, n]."""
