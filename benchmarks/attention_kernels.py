@@ -9,9 +9,11 @@ attention module calls), the speed-up of the written-out form over SDPA, and whi
 helper took. The three run interleaved (A, B, C, A, ...) after warm-up, under ``torch.no_grad``;
 with ``--compiled`` each is also ``torch.compile``d and timed the same way.
 
-The helper writes the attention out on the CPU in bfloat16 at up to 256 queries and keys (no
-dropout, no gradient wanted) and calls SDPA everywhere else: this script is where that rule
-comes from, and where to check it on another machine.
+The helper may write the attention out only on the CPU in bfloat16 at up to 256 queries and
+keys (no dropout, no gradient wanted), and calls SDPA everywhere else. There it writes small
+attentions out and races the two forms once per shape from ``_AttentionRace.min_scores``
+scores up, keeping the faster (the "helper path" column says which it took): this script is
+where that rule comes from, and where to check it on another machine.
 
     python benchmarks/attention_kernels.py
     python benchmarks/attention_kernels.py --dtypes bf16 --repeats 21 --compiled

@@ -3,7 +3,7 @@
 Takes: command-line options (repeats, threads). Produces: one line per GEMM shape of Swin-T and
 ViT-B/16 at batch 8 (tokens x in -> out, fp32): the median milliseconds of ``F.linear``,
 ``F.gelu(F.linear(...))``, oneDNN's ``torch.ops.mkldnn._linear_pointwise`` (what
-:class:`archlang.lower.inference_runtime.OneDnnLinear` calls when no gradient is wanted) with and
+:class:`archlang.lower.inference_runtime.OneDnnLinear` races against ``F.linear`` when no gradient is wanted) with and
 without its GELU post-op, the speed-ups and the largest difference from ``F.linear`` relative
 to the output's scale. The four run interleaved (A, B, C, D, A, ...) after warm-up, under
 ``torch.inference_mode``.
