@@ -147,7 +147,7 @@ def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Ten
     """``F.scaled_dot_product_attention``, except where the attention written out (two matmuls
     and a softmax) may be faster: on the CPU in bfloat16, at most 256 queries and keys, no
     dropout and no gradient wanted. There the written-out form was 1.5-2x faster than SDPA's
-    flash kernel on one machine (Swin's 49-token windows, ViT's 197 tokens), 0.83-1.03x on
+    flash kernel on one machine (Swin's 49-token windows, ViT's 197 tokens), 0.78-1.12x on
     an AMX one (``benchmarks/attention_kernels.py``), so at a shape of at least
     ``_AttentionRace.min_scores`` scores the two are raced once and the faster kept; smaller
     ones, and compiled graphs (Inductor fuses the written-out form), write it out.
