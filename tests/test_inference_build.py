@@ -318,15 +318,10 @@ def test_linear_layers_run_onednn_and_take_in_their_gelu() -> None:
 def test_onednn_linear_agrees_with_f_linear_on_every_path(act: str) -> None:
     """oneDNN without autograd (float32 and bfloat16, 2-d and 3-d, strided inputs), and F.linear
     where a gradient is wanted, under autocast and in float64: the same values each way."""
-    from archlang.lower.inference_runtime import OneDnnLinear
+    from onednn_pair import onednn_pair
 
     F = torch.nn.functional
-    torch.manual_seed(0)
-    lin = torch.nn.Linear(24, 40)
-    ref = torch.nn.Linear(24, 40)
-    ref.load_state_dict(lin.state_dict())
-    lin.__class__ = OneDnnLinear
-    lin.act = act
+    lin, ref = onednn_pair(24, 40, act)
 
     def want(x):
         y = ref(x)

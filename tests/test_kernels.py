@@ -17,6 +17,8 @@ import archlang
 
 torch = pytest.importorskip("torch")
 
+from onednn_pair import onednn_pair  # noqa: E402
+
 from archlang.lower.example import example_inputs  # noqa: E402
 from archlang.lower.inference_runtime import OneDnnLinear  # noqa: E402
 from archlang.lower.prelude import sdpa  # noqa: E402
@@ -63,12 +65,7 @@ def test_default_build_runs_onednn_linears_and_kernels_torch_keeps_nn_linear() -
 def test_onednn_linear_steps_aside_for_tracers_transforms_and_subclasses(monkeypatch) -> None:
     """Under fx tracing, torch.func (vmap, grad), a fake tensor and autograd the layer calls
     F.linear; a call that took oneDNN there would fail or lose its gradient."""
-    torch.manual_seed(0)
-    lin = torch.nn.Linear(12, 7)
-    ref = torch.nn.Linear(12, 7)
-    ref.load_state_dict(lin.state_dict())
-    lin.__class__ = OneDnnLinear
-    lin.act = "none"
+    lin, ref = onednn_pair(12, 7)
     x = torch.randn(5, 12)
     calls: list[int] = []
     real = torch.ops.mkldnn._linear_pointwise
@@ -127,12 +124,7 @@ def test_onednn_linear_races_the_kernels_once_per_shape_and_keeps_the_winner(mon
     for name in ("_onednn_matmul", "_gemm"):
         real = getattr(rt, name)
         monkeypatch.setattr(rt, name, lambda *a, real=real, name=name: calls.append(name) or real(*a))
-    torch.manual_seed(0)
-    lin = torch.nn.Linear(32, 48)
-    ref = torch.nn.Linear(32, 48)
-    ref.load_state_dict(lin.state_dict())
-    lin.__class__ = OneDnnLinear
-    lin.act = act
+    lin, ref = onednn_pair(32, 48, act)
     x = torch.randn(4, 10, 32)
     want = F.gelu(ref(x)) if act == "gelu" else ref(x)
     with torch.no_grad():
