@@ -147,11 +147,14 @@ def fused_switches(model) -> list:
     return [m for m in model.modules() if getattr(m, "fused_attn", None) is False]
 
 
-def build_timm(name: str, precision: str, fused: bool):
+def build_timm(name: str, precision: str, fused: bool, state: dict | None = None):
+    """timm's model (fused attention forced on with ``fused``), with ``state`` loaded if given."""
     import timm
     import torch
 
     model = timm.create_model(name)
+    if state is not None:
+        model.load_state_dict(state)
     if fused:
         for m in fused_switches(model):
             m.fused_attn = True
@@ -160,15 +163,23 @@ def build_timm(name: str, precision: str, fused: bool):
 
 def contenders_for(key: str, precision: str, build: str) -> dict:
     """name -> model for one row: archlang, timm (as shipped) and timm fused where it differs;
-    for sasa_resnet50 also archlang's resnet50."""
+    for sasa_resnet50 also archlang's resnet50. Every contender computes with the same weights,
+    timm's random initialisation loaded into archlang's model (``load_timm_weights``): run time
+    depends on the values (one run of Swin-V2-T took 5% longer with archlang's own
+    initialisation than with timm's weights in the same model), so each row compares code
+    alone. SASA keeps its own (it has no timm counterpart)."""
+    import archlang
+
     _, _, timm_name = MODELS[key]
-    out = {"archlang": build_ours(key, precision, build)}
+    ref = build_timm(timm_name, "fp32", fused=False)
+    state = ref.state_dict()
+    ours = build_ours(key, precision, build)
+    out = {"archlang": ours if key == "sasa_resnet50" else archlang.load_timm_weights(ours, state)}
     if key == "sasa_resnet50":
-        out["archlang resnet50"] = build_ours("resnet50", precision, build)
-    ref = build_timm(timm_name, precision, fused=False)
-    out["timm"] = ref
+        out["archlang resnet50"] = archlang.load_timm_weights(build_ours("resnet50", precision, build), state)
+    out["timm"] = build_timm(timm_name, precision, fused=False, state=state)
     if fused_switches(ref):
-        out["timm fused"] = build_timm(timm_name, precision, fused=True)
+        out["timm fused"] = build_timm(timm_name, precision, fused=True, state=state)
     if build == "inference":
         for m in out.values():
             m.eval()

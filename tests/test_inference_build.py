@@ -267,6 +267,25 @@ def test_save_refuses_a_folded_model_and_load_folds(tmp_path: Path) -> None:
     _assert_close(_outputs(model, [x]), _outputs(default, [x]))
 
 
+def test_reference_weights_load_strictly_into_an_inference_build() -> None:
+    """``load_timm_weights`` into an inference build takes a reference's state (BatchNorm
+    entries and all), folds it and gives the default build's outputs; a missing entry still
+    fails with the key named."""
+    from archlang.lower.weights import WeightImportError
+
+    spec = ROOT / "specs" / "resnet50.arch"
+    params = {**SMALL_CNNS["resnet50"], "img": 32}
+    default = archlang.build(spec, "resnet50", max_memory=None, **params).eval()
+    randomise(default)
+    state = default.state_dict()  # timm's names, by design
+    model = archlang.load_timm_weights(archlang.build(spec, "resnet50", max_memory=None, inference=True, **params),
+                                       state)
+    x = torch.randn(2, 3, 32, 32)
+    _assert_close(_outputs(model, [x]), _outputs(default, [x]))
+    with pytest.raises(WeightImportError, match="fc.bias"):
+        archlang.load_timm_weights(model, {k: v for k, v in state.items() if k != "fc.bias"})
+
+
 def test_a_shared_conv_is_not_folded() -> None:
     """A conv called twice (weight sharing) keeps its weights: the BatchNorm after one call stays."""
     src = """

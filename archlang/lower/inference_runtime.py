@@ -342,6 +342,14 @@ def _fold_state(module: nn.Module, state_dict: dict, prefix: str, *args: object)
         state_dict[f"{p}weight"] = _merge_lora_rows(state_dict[f"{p}weight"], fused, size, parts, lora)
 
 
+def fold_state_dict(model: nn.Module, state: dict) -> dict:
+    """A copy of ``state`` (a default build's state_dict) with the BatchNorm and LoRA entries
+    of the inference build ``model`` folded in, as its ``load_state_dict`` folds them."""
+    folded = dict(state)
+    _fold_state(model, folded, "")
+    return folded
+
+
 def _refresh_constants(module: nn.Module, incompatible_keys: object) -> None:
     """load_state_dict post-hook (and the last step of folding): recompute the constants
     attention helpers precompute from their (possibly new) parameters."""

@@ -37,7 +37,13 @@ def is_adapter_key(name: str) -> bool:
 
 def load_state_strict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> nn.Module:
     """Load ``state`` so that every tensor is consumed and every model tensor filled, except
-    LoRA weights, which a reference cannot have and which stay at their initialisation."""
+    LoRA weights, which a reference cannot have and which stay at their initialisation. An
+    inference build takes a default build's (or a reference's) state: its BatchNorm and LoRA
+    entries are folded first, as its ``load_state_dict`` does, and then matched."""
+    if getattr(model, "inference_folds", None) is not None:
+        from archlang.lower.inference_runtime import fold_state_dict
+
+        state = fold_state_dict(model, state)
     ours = model.state_dict()
     missing = sorted(k for k in ours if k not in state and not is_adapter_key(k))
     unexpected = sorted(k for k in state if k not in ours)
