@@ -456,3 +456,48 @@ def test_swinv2_qkv_bias_joins_the_matmul_unless_a_hook_or_tap_needs_the_module_
     inp, out = seen[0]
     torch.testing.assert_close(out, F.linear(inp, attn.qkv.weight), rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(fused, hooked, rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- GELU in place
+
+
+def test_the_gelu_after_a_linear_layer_runs_in_place_where_nothing_else_sees_it() -> None:
+    """The default build's MLP GELU (the only reader of fc1's output) overwrites that output
+    with no gradient wanted, and computes what ``kernels="torch"`` computes; a hook, autograd,
+    a replaced layer or torch.compile each take the out-of-place GELU."""
+    import copy
+
+    from archlang.lower.inference_runtime import InplaceGELU
+
+    model, plain = _vit(), _vit(kernels="torch")
+    pairs = model.archlang_graph.gelus_after_linears()
+    mlp = model.blocks[0].mlp
+    assert pairs and type(mlp.act) is InplaceGELU and type(plain.blocks[0].mlp.act) is torch.nn.GELU
+    assert sum(type(m) is InplaceGELU for m in model.modules()) == len(pairs)
+    (x,) = _inputs(VIT, "vit_b16")
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), plain(x), atol=1e-5, rtol=1e-5)
+        h = torch.randn(2, 5, mlp.fc1.in_features)
+        y = mlp.fc1(h)
+        assert mlp.act(y).data_ptr() == y.data_ptr()  # in place
+        kept = []
+        handle = mlp.fc1.register_forward_hook(lambda m, i, o: kept.append(o))
+        y = mlp.fc1(h)
+        out = mlp.act(y)
+        handle.remove()
+        assert out.data_ptr() != y.data_ptr()
+        torch.testing.assert_close(kept[0], F.linear(h, mlp.fc1.weight, mlp.fc1.bias))  # not overwritten
+        twin = copy.deepcopy(model)  # the copy's GELU looks at the copy's layer
+        assert twin.blocks[0].mlp.act.producer[0] is twin.blocks[0].mlp
+        twin.blocks[0].mlp.fc1 = torch.nn.Sequential(twin.blocks[0].mlp.fc1)  # replaced: not a plain layer
+        y = twin.blocks[0].mlp.fc1(h)
+        assert twin.blocks[0].mlp.act(y).data_ptr() != y.data_ptr()
+    y = mlp.fc1(h.requires_grad_())
+    out = mlp.act(y)  # autograd: out of place, and the gradient flows
+    assert out.data_ptr() != y.data_ptr()
+    out.sum().backward()
+    assert h.grad is not None
+    compiled = torch.compile(mlp.act, fullgraph=True, backend="eager")
+    with torch.no_grad():
+        y = mlp.fc1(h.detach())
+        assert compiled(y).data_ptr() != y.data_ptr()

@@ -412,7 +412,8 @@ class CostReport:
     def schedule_steps(self, train: bool = True) -> list[Step]:
         """The graph as :func:`archlang.cost.schedule.simulate` sees it: one list for both
         modes (in inference, ``simulate`` takes each step's ``eval_temp`` and ``eval_view``:
-        dropout is a view, nothing is saved)."""
+        dropout is a view, a GELU of :meth:`Graph.gelus_after_linears` overwrites its input,
+        nothing is saved)."""
         steps = self._steps.get(True)
         if steps is None:
             with gc_paused():  # many small objects beside a large graph: no collections meanwhile
@@ -430,6 +431,9 @@ class CostReport:
         passes_t = (O.Rearrange, O.Identity, O.Output, O.Concat, O.PrependToken)
         reshaping = (O.Concat, O.PrependToken, O.Rearrange)
         bpe = self.bytes_per
+        # the GELUs the default build runs in place without autograd (InplaceGELU): in
+        # inference their output is the linear output's storage
+        in_place = {act for _, act in self.graph.gelus_after_linears()}
         for n, (_, _, keep) in zip(self.graph.nodes, self._hits, strict=True):
             saves_in, weight_in, saves_out, temps = keep[2], keep[3], keep[4], keep[5]
             op = n.op
@@ -455,7 +459,8 @@ class CostReport:
             drop = isinstance(op, O.Dropout | O.DropPath)
             view = bool(ins) and (isinstance(op, O.Output) or _is_view(op, layouts.get(n.inputs[0].node))
                                   or (drop and (op.p == 0 or not train)))
-            eval_view = bool(ins) and drop and not view  # dropout in eval returns its input
+            # dropout in eval returns its input; a GELU after a linear layer overwrites it
+            eval_view = bool(ins) and ((drop and not view) or n.name in in_place)
             saves: tuple[int, ...] = ()
             grads: tuple[bool, ...] = ()
             grad_views: tuple[bool, ...] = ()

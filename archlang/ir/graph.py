@@ -19,7 +19,7 @@ from typing_extensions import TypeAliasType
 
 from archlang.diagnostics import Span
 from archlang.ir.dims import Dim
-from archlang.ir.ops import Conv2d, OpBase, op_class
+from archlang.ir.ops import Activation, Conv2d, Dropout, DropPath, Identity, Linear, OpBase, op_class
 from archlang.ir.types import TensorType
 
 if TYPE_CHECKING:
@@ -198,6 +198,33 @@ class Graph(BaseModel):
         (``archlang.lower.inference_runtime.use_channels_last``) and the cost model's
         convolution memory (``archlang.ops.layers``) both follow this."""
         return sum(isinstance(n.op, Conv2d) and not n.op.standardize for n in self.nodes) >= CHANNELS_LAST_CONVS
+
+    def gelus_after_linears(self) -> list[tuple[str, str]]:
+        """(linear node, GELU node) for every exact GELU whose input is a linear layer's
+        output that nothing else reads (through dropout, drop-path and identities read
+        once), in graph order; a linear layer called more than once (``shares``) is left out.
+        Both builds of ``archlang.build`` act on these pairs: the default one
+        (``kernels="auto"``) runs such a GELU in place where no gradient is wanted
+        (``archlang.lower.inference_runtime.InplaceGELU``), and the inference build makes it
+        the linear layer's post-op; the cost model's inference schedule counts its output
+        as the linear output's storage (``archlang.cost.report``)."""
+        readers: Counter[tuple[str, int]] = Counter((r.node, r.index) for n in self.nodes for r in n.inputs)
+        shared = {n.shares for n in self.nodes if n.shares}
+        pairs = []
+        for n in self.nodes:
+            if not (isinstance(n.op, Activation) and n.op.fn == "gelu" and n.inputs) or n.shares:
+                continue
+            src = n.inputs[0]
+            while readers[(src.node, src.index)] == 1:
+                prod = self.node(src.node)
+                if isinstance(prod.op, Linear):
+                    if src.index == 0 and not prod.shares and prod.name not in shared:
+                        pairs.append((prod.name, n.name))
+                    break
+                if not isinstance(prod.op, Dropout | DropPath | Identity) or not prod.inputs:
+                    break
+                src = prod.inputs[0]
+        return pairs
 
     def param_count(self) -> int:
         """Parameters of the base layers (LoRA weights aside: see ``archlang.ir.adapters``)."""

@@ -76,7 +76,8 @@ def instantiate(graph: Graph, dtype: str = "float32", device: str | None = None,
     ``kernels`` "torch" leaves the generated modules as they are; "auto" also lets the
     linear layers run oneDNN's matmul where no gradient is wanted
     (:func:`archlang.lower.inference_runtime.use_onednn_linears`: the same parameters and
-    outputs, to float rounding) and, in a CNN (:meth:`Graph.prefers_channels_last`), keeps the
+    outputs, to float rounding), runs the GELU that alone reads a linear layer's output in place
+    where no gradient is wanted (:class:`~archlang.lower.inference_runtime.InplaceGELU`) and, in a CNN (:meth:`Graph.prefers_channels_last`), keeps the
     convolutions' weights channels-last (:func:`~archlang.lower.inference_runtime.use_channels_last`).
     """
     if kernels not in KERNELS:
@@ -92,9 +93,11 @@ def instantiate(graph: Graph, dtype: str = "float32", device: str | None = None,
             if buf is not None and buf.is_floating_point() and buf.dtype != target:
                 mod._buffers[name] = buf.to(target)
     if kernels == "auto":
-        from archlang.lower.inference_runtime import use_channels_last, use_onednn_linears
+        from archlang.lower.inference import linear_gelu_pairs
+        from archlang.lower.inference_runtime import use_channels_last, use_inplace_gelus, use_onednn_linears
 
         use_onednn_linears(model)
+        use_inplace_gelus(model, linear_gelu_pairs(graph))
         if graph.prefers_channels_last():
             use_channels_last(model)
     model.archlang_source = source

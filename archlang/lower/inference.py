@@ -86,36 +86,14 @@ def conv_bn_pairs(graph: Graph) -> list[tuple[str, str, float, float | None]]:
 
 
 def linear_gelu_pairs(graph: Graph) -> list[tuple[str, str]]:
-    """The (linear, gelu) module paths of every exact GELU whose input is a linear layer's
-    output that nothing else reads (through dropout, drop-path and identities read once: the
-    code generator's :func:`~archlang.lower.rules.fresh_value`), in graph order. Those GELUs
-    are ``nn.GELU()`` submodules of the generated code where both are in one block (a GELU
-    applied by the caller of a block that returns the linear output is inline code, and the
-    fold passes it over); the fold moves each into its linear layer (oneDNN's GELU post-op).
-    A linear layer called more than once is left alone."""
-    from archlang.ir import ops as O
+    """The (linear, gelu) module paths of :meth:`Graph.gelus_after_linears`: every exact GELU
+    that alone reads a linear layer's output. Those GELUs are ``nn.GELU()`` submodules of the
+    generated code where both are in one block (a GELU applied by the caller of a block that
+    returns the linear output is inline code, which the builds pass over); the fold moves each
+    into its linear layer (oneDNN's GELU post-op), the default build runs it in place."""
     from archlang.lower.rules import state_key
 
-    readers: dict[tuple[str, int], int] = {}
-    for n in graph.nodes:
-        for r in n.inputs:
-            readers[(r.node, r.index)] = readers.get((r.node, r.index), 0) + 1
-    shared = {n.shares for n in graph.nodes if n.shares}
-    pairs = []
-    for n in graph.nodes:
-        if not (isinstance(n.op, O.Activation) and n.op.fn == "gelu" and n.inputs) or n.shares:
-            continue
-        src = n.inputs[0]
-        while readers.get((src.node, src.index)) == 1:
-            prod = graph.node(src.node)
-            if isinstance(prod.op, O.Linear):
-                if src.index == 0 and not prod.shares and prod.name not in shared:
-                    pairs.append((state_key(prod.name), state_key(n.name)))
-                break
-            if not isinstance(prod.op, O.Dropout | O.DropPath | O.Identity) or not prod.inputs:
-                break
-            src = prod.inputs[0]
-    return pairs
+    return [(state_key(lin), state_key(act)) for lin, act in graph.gelus_after_linears()]
 
 
 def fold(model: nn.Module, graph: Graph | None = None) -> nn.Module:

@@ -180,6 +180,56 @@ def use_onednn_linears(model: nn.Module) -> nn.Module:
     return model
 
 
+class InplaceGELU(nn.GELU):
+    """``nn.GELU`` that overwrites its input where nothing else can see it: the GELU the IR
+    found to be the only reader of a linear layer's output (:meth:`Graph.gelus_after_linears`),
+    called with no gradient wanted, in eager mode, while that layer (looked up in its parent
+    on every call, so a replaced layer is seen) is a plain or oneDNN linear layer and neither
+    it nor this module has a forward hook, and no global forward hook is set: a hook could
+    keep the linear output or see this module's input. Elsewhere, and under ``torch.compile``,
+    tracing and scripting-free export (Inductor fuses the activation itself), it is
+    ``nn.GELU``. In place saves a second buffer of the MLP's widest activation, which on
+    the CPU is a fresh allocation, page faults and all, per call (``benchmarks/bench_vs_timm.py``).
+    :func:`use_inplace_gelus` sets it up; the same parameters (none) and ``repr``."""
+
+    producer: tuple = ()  # (the module holding the linear layer, its attribute name)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._may_overwrite(x):
+            return torch.ops.aten.gelu_(x, approximate=self.approximate)
+        return F.gelu(x, approximate=self.approximate)
+
+    def _may_overwrite(self, x: torch.Tensor) -> bool:
+        if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.fx._symbolic_trace.is_fx_symbolic_tracing():
+            return False
+        if torch.is_grad_enabled() and x.requires_grad:
+            return False  # autograd keeps the linear output (or checks its version)
+        if not self.producer or self._forward_hooks or self._forward_pre_hooks:
+            return False
+        if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+            return False
+        parent, name = self.producer
+        lin = parent._modules.get(name)
+        return (type(lin) is nn.Linear or type(lin) is OneDnnLinear) and not lin._forward_hooks
+
+
+def use_inplace_gelus(model: nn.Module, pairs: list) -> nn.Module:
+    """Make each ``nn.GELU`` (exactly that class) that ``pairs`` (linear path, GELU path) names
+    an :class:`InplaceGELU` of its linear layer, in place; returns ``model``. A pair whose
+    modules are not both there (a GELU that is inline code) is passed over."""
+    for lin_path, act_path in pairs:
+        parent_path, _, name = lin_path.rpartition(".")
+        try:
+            parent = _module_at(model, parent_path) if parent_path else model
+            act = _module_at(model, act_path)
+        except AttributeError:
+            continue
+        if type(act) is nn.GELU and isinstance(parent._modules.get(name), nn.Linear):
+            act.__class__ = InplaceGELU
+            act.producer = (parent, name)
+    return model
+
+
 def use_plain_linears(model: nn.Module) -> nn.Module:
     """Undo :func:`use_onednn_linears`: each :class:`OneDnnLinear` of ``model`` that applies no
     post-op becomes a plain ``nn.Linear`` again, in place; returns ``model``. The distributed
