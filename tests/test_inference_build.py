@@ -282,7 +282,7 @@ def test_reference_weights_load_strictly_into_an_inference_build() -> None:
                                        state)
     x = torch.randn(2, 3, 32, 32)
     _assert_close(_outputs(model, [x]), _outputs(default, [x]))
-    with pytest.raises(WeightImportError, match="fc.bias"):
+    with pytest.raises(WeightImportError, match=r"fc\.bias"):
         archlang.load_timm_weights(model, {k: v for k, v in state.items() if k != "fc.bias"})
 
 
