@@ -110,16 +110,19 @@ def make_step(model, x, train: bool, autocast: bool) -> Callable[[], None]:
 
 def bench(contenders: dict[str, Callable[[], None]], repeats: int, warmup: int,
           clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
-    """Median seconds per call of each contender, run interleaved (A, B, C, A, B, C, ...);
+    """Median seconds per call of each contender, run interleaved with the order rotated each
+    round (A, B, C, then B, C, A, then C, A, B, ...), since where a call falls in the round
+    moved its time by up to 5% on one machine (the allocator's state after the call before);
     ``clock`` is wall time, or ``time.process_time`` (CPU seconds of all threads)."""
     for fn in contenders.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {k: [] for k in contenders}
-    for _ in range(repeats):
-        for name, fn in contenders.items():
+    names = list(contenders)
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
             t0 = clock()
-            fn()
+            contenders[name]()
             times[name].append(clock() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
 
