@@ -4,7 +4,8 @@ Takes: command-line options (models, modes, passes, precisions, builds, batch, r
 Produces: one row per (model, build, precision, mode, pass) with the median milliseconds of
 archlang's model, timm's as it ships and (where they differ) timm with fused attention forced
 on, their ratios, and the achieved GFLOP/s with its share of the matmul throughput measured
-in the same run (a 2048^3 matmul, fp32 and bf16). ``--markdown`` writes the table, with the
+in the same rounds (a 2048^3 matmul of the row's precision is one more contender of every
+row; its GFLOP/s is the last column). ``--markdown`` writes the table, with the
 command that made it, into docs/benchmarks.md (a section per ``--section``, replaced on
 rerunning).
 
@@ -82,6 +83,19 @@ def matmul_peak(dtype, n: int = 2048, repeats: int = 5, clock: Callable[[], floa
         torch.mm(a, b)
         times.append(clock() - t0)
     return 2 * n**3 / statistics.median(times)
+
+
+MATMUL_N = 2048
+
+
+def matmul_step(dtype) -> Callable[[], None]:
+    """One 2048^3 ``torch.mm`` in ``dtype``: a contender of every row, timed in the same
+    rounds as the models, so that each row's "% peak" is of the matmul throughput measured
+    while that row ran (this machine's speed drifted by 1.5x within one run)."""
+    import torch
+
+    a, b = torch.randn(MATMUL_N, MATMUL_N, dtype=dtype), torch.randn(MATMUL_N, MATMUL_N, dtype=dtype)
+    return lambda: torch.mm(a, b)
 
 
 def make_step(model, x, train: bool, autocast: bool) -> Callable[[], None]:
@@ -225,7 +239,7 @@ def training_peaks(key: str, batch: int) -> str:
 
 
 COLUMNS = ("model", "build", "precision", "mode", "pass", "archlang ms", "timm ms", "ratio", "timm fused ms",
-           "ratio fused", "archlang GFLOP/s", "% peak", "timm GFLOP/s", "timm % peak")
+           "ratio fused", "archlang GFLOP/s", "% peak", "timm GFLOP/s", "timm % peak", "matmul GFLOP/s")
 
 
 def row_cells(key, build, precision, mode, pas, med, flops, peak) -> list[str]:
@@ -235,7 +249,7 @@ def row_cells(key, build, precision, mode, pas, med, flops, peak) -> list[str]:
     cells = [key, build, precision, mode, pas, f"{a * 1e3:.1f}", f"{t * 1e3:.1f}", f"{a / t:.3f}",
              f"{f * 1e3:.1f}" if f else "", f"{a / f:.3f}" if f else "",
              f"{flops['ours'] / a / 1e9:.1f}", f"{100 * flops['ours'] / a / peak:.1f}",
-             f"{ref_flops / t / 1e9:.1f}", f"{100 * ref_flops / t / peak:.1f}"]
+             f"{ref_flops / t / 1e9:.1f}", f"{100 * ref_flops / t / peak:.1f}", f"{peak / 1e9:.1f}"]
     if "archlang resnet50" in med:  # SASA: also against archlang's own resnet50
         r = med["archlang resnet50"]
         cells[8], cells[9] = f"{r * 1e3:.1f} (archlang resnet50)", f"{a / r:.3f}"
@@ -303,12 +317,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     peaks = {"fp32": matmul_peak(torch.float32, clock=clock), "bf16": matmul_peak(torch.bfloat16, clock=clock)}
+    matmuls = {p: matmul_step(torch.float32 if p == "fp32" else torch.bfloat16) for p in PRECISIONS}
     command = "python benchmarks/bench_vs_timm.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     header = (f"`{command.strip()}`, {datetime.date.today().isoformat()}: torch {torch.__version__}, timm "
               f"{timm.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, {args.repeats} interleaved "
               f"repeats after {args.warmup} warm-up, medians of {args.clock} time; ratio = archlang / timm. 2048^3 matmul: "
-              f"{peaks['fp32'] / 1e9:.1f} GFLOP/s fp32, {peaks['bf16'] / 1e9:.1f} GFLOP/s bf16 (% peak is of the "
-              "precision's; autocast counts against bf16).")
+              f"{peaks['fp32'] / 1e9:.1f} GFLOP/s fp32, {peaks['bf16'] / 1e9:.1f} GFLOP/s bf16 at the start; % peak is "
+              "of the precision's matmul timed in the same rounds as the row (its last column; autocast counts "
+              "against bf16).")
     print(header, flush=True)
     print(" | ".join(COLUMNS), flush=True)
     rows: list[list[str]] = []
@@ -325,7 +341,6 @@ def main(argv: list[str] | None = None) -> int:
             for precision in args.precisions:
                 models = contenders_for(key, precision, build)
                 x = example_input(key, args.batch, precision)
-                peak = peaks["fp32" if precision == "fp32" else "bf16"]
                 for mode in args.modes:
                     impls = models
                     if mode == "compiled":
@@ -338,8 +353,10 @@ def main(argv: list[str] | None = None) -> int:
                             continue
                         train = pas == "train"
                         steps = {k: make_step(m, x, train, precision == "autocast") for k, m in impls.items()}
+                        steps["matmul"] = matmuls[precision]
                         med = bench(steps, args.repeats, args.warmup + (1 if mode == "compiled" else 0),
                                     clock)
+                        peak = 2 * MATMUL_N**3 / med.pop("matmul")
                         mult = 3 if train else 1
                         cells = row_cells(key, build, precision, mode, "fwd+bwd" if train else "fwd", med,
                                           {k: v * mult for k, v in flops.items()}, peak)

@@ -4,8 +4,11 @@ Takes: command-line options (repeats, threads). Produces: one line per GEMM shap
 ViT-B/16 at batch 8 (tokens x in -> out, fp32): the median milliseconds of ``F.linear``,
 ``F.gelu(F.linear(...))``, oneDNN's ``torch.ops.mkldnn._linear_pointwise`` (what
 :class:`archlang.lower.inference_runtime.OneDnnLinear` races against ``F.linear`` when no gradient is wanted) with and
-without its GELU post-op, the speed-ups and the largest difference from ``F.linear`` relative
-to the output's scale. The four run interleaved (A, B, C, D, A, ...) after warm-up, under
+without its GELU post-op, MKL's GEMM on a weight packed once for the shape
+(``torch.ops.mkl._mkl_linear``, what Inductor's frozen CPU graphs call; not used by archlang
+yet: the packed copy would double the layers' weight memory), the speed-ups and the largest
+difference from ``F.linear`` relative to the output's scale (the packed GEMM's separately:
+``packed diff``). The five run interleaved (A, B, C, D, E, A, ...) after warm-up, under
 ``torch.inference_mode``.
 
     python benchmarks/linear_kernels.py
@@ -53,7 +56,9 @@ def median_ms(fns: dict[str, Callable[[], torch.Tensor]], repeats: int, warmup: 
 
 def _contenders(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> dict[str, Callable[[], torch.Tensor]]:
     dnn = torch.ops.mkldnn._linear_pointwise
+    packed = torch.ops.mkl._mkl_reorder_linear_weight(w, x.shape[0]) if torch.backends.mkl.is_available() else None
     return {
+        **({"packed": lambda: torch.ops.mkl._mkl_linear(x, packed, w, b, x.shape[0])} if packed is not None else {}),
         "linear": lambda: F.linear(x, w, b),
         "dnn": lambda: dnn(x, w, b, "none", [], ""),
         "linear_gelu": lambda: F.gelu(F.linear(x, w, b)),
@@ -79,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, inference_mode, "
           f"{args.repeats} interleaved repeats after {args.warmup} warm-up, median ms")
     print(f"{'model':<8} {'layer':<12} {'shape':>18} {'F.linear':>9} {'oneDNN':>8} {'x':>5} "
-          f"{'+gelu':>7} {'+gelu dnn':>10} {'x':>5} {'rel diff':>9}")
+          f"{'+gelu':>7} {'+gelu dnn':>10} {'x':>5} {'rel diff':>9} {'packed':>7} {'x':>5} {'packed diff':>11}")
     with torch.inference_mode():
         for model, layer, m, k, n in SHAPES:
             x, w, b = torch.randn(m, k), torch.randn(n, k) * k ** -0.5, torch.randn(n) * 0.1
@@ -88,10 +93,13 @@ def main(argv: list[str] | None = None) -> int:
             scale = ref.abs().max().item()
             diff = max((dnn(x, w, b, "none", [], "") - ref).abs().max().item(),
                        (dnn(x, w, b, "gelu", [], "none") - F.gelu(ref)).abs().max().item()) / scale
+            pdiff = (fns["packed"]() - ref).abs().max().item() / scale if "packed" in fns else float("nan")
             t = median_ms(fns, args.repeats, args.warmup)
+            tp = t.get("packed", float("nan"))
             print(f"{model:<8} {layer:<12} {f'{m}x{k}x{n}':>18} {t['linear']:>9.2f} {t['dnn']:>8.2f} "
                   f"{t['linear'] / t['dnn']:>5.2f} {t['linear_gelu']:>7.2f} {t['dnn_gelu']:>10.2f} "
-                  f"{t['linear_gelu'] / t['dnn_gelu']:>5.2f} {diff:>9.1e}", flush=True)
+                  f"{t['linear_gelu'] / t['dnn_gelu']:>5.2f} {diff:>9.1e} {tp:>7.2f} {t['linear'] / tp:>5.2f} "
+                  f"{pdiff:>11.1e}", flush=True)
     return 0
 
 
