@@ -501,3 +501,23 @@ def test_the_gelu_after_a_linear_layer_runs_in_place_where_nothing_else_sees_it(
     with torch.no_grad():
         y = mlp.fc1(h.detach())
         assert compiled(y).data_ptr() != y.data_ptr()
+
+
+@pytest.mark.parametrize(("keys", "written"), [(49, True), (64, False)])
+def test_compiled_sdpa_helper_writes_out_only_short_windows(keys: int, written: bool) -> None:
+    """Under torch.compile (no race in a graph) the helper writes bf16 attention out over at
+    most 49 keys and calls SDPA above; both agree with SDPA."""
+    graphs = []
+
+    def capture(gm, example_inputs):
+        graphs.append(gm)
+        return gm
+
+    q, k, v = (torch.randn(4, 2, keys, 16, dtype=torch.bfloat16) for _ in range(3))
+    torch._dynamo.reset()
+    with torch.no_grad():
+        got = torch.compile(sdpa, backend=capture, fullgraph=True)(q, k, v)
+        want = F.scaled_dot_product_attention(q, k, v)
+    calls = {n.target for n in graphs[0].graph.nodes if n.op == "call_function"}
+    assert (F.scaled_dot_product_attention in calls) is not written
+    torch.testing.assert_close(got.float(), want.float(), atol=2e-2, rtol=2e-2)

@@ -183,7 +183,8 @@ def use_onednn_linears(model: nn.Module) -> nn.Module:
 class InplaceGELU(nn.GELU):
     """``nn.GELU`` that overwrites its input where nothing else can see it: the GELU the IR
     found to be the only reader of a linear layer's output (:meth:`Graph.gelus_after_linears`),
-    called with no gradient wanted, in eager mode, while that layer (looked up in its parent
+    called with no gradient wanted, in eager mode, outside ``torch.func`` transforms and
+    forward-mode AD, while that layer (looked up in its parent
     on every call, so a replaced layer is seen) is a plain or oneDNN linear layer and neither
     it nor this module has a forward hook, and no global forward hook is set: a hook could
     keep the linear output or see this module's input. Elsewhere, and under ``torch.compile``,
@@ -204,6 +205,8 @@ class InplaceGELU(nn.GELU):
             return False
         if torch.is_grad_enabled() and x.requires_grad:
             return False  # autograd keeps the linear output (or checks its version)
+        if torch.autograd.forward_ad._current_level >= 0 or torch._C._functorch.is_functorch_wrapped_tensor(x):
+            return False  # forward-mode AD, vmap, grad or jvp: the plain op, as OneDnnLinear takes
         if not self.producer or self._forward_hooks or self._forward_pre_hooks:
             return False
         if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
