@@ -1,0 +1,137 @@
+"""A/B of archlang's default build against itself with one kernel choice undone, and timm.
+
+Takes: command-line options (models, precision, mode, batch, repeats, threads). Produces: one
+line per model with the median milliseconds of each contender and its ratio to timm:
+
+- ``archlang``: ``archlang.build`` as it ships (``kernels="auto"``);
+- ``nn.GELU``: the same build with each :class:`~archlang.lower.inference_runtime.InplaceGELU`
+  turned back into ``nn.GELU`` (the MLP's GELU out of place);
+- ``SDPA always``: the same build with the generated module's ``sdpa`` helper replaced by
+  ``F.scaled_dot_product_attention`` (no written-out attention, no race);
+- ``kernels=torch``: ``archlang.build(..., kernels="torch")`` (plain ``nn.Linear``, GELU out of place);
+- ``timm`` and, where it differs, ``timm fused``.
+
+Every contender computes with timm's random weights (loaded with ``load_timm_weights``), in
+eval mode under ``no_grad``, interleaved with the order rotated each round, after warm-up
+(compiled: each ``torch.compile``'d separately). The figures quoted in docs/benchmarks.md
+part F come from this script.
+
+    python benchmarks/variants.py --models vit_b16 swin_t --precision bf16 --mode compiled
+    python benchmarks/variants.py --models mixer_b16 --precision fp32 --repeats 12
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_vs_timm import MODELS, ROOT, build_timm, example_input, fused_switches
+
+
+def _sdpa_globals(model) -> dict:
+    """The namespace of the generated module whose ``sdpa`` the attention modules call."""
+    for m in model.modules():
+        fn = getattr(type(m), "forward", None)
+        if fn is not None and "sdpa" in getattr(fn, "__globals__", {}):
+            return fn.__globals__
+    return {}
+
+
+def contenders(key: str, precision: str) -> dict:
+    import torch
+
+    import archlang
+    from archlang.lower.inference_runtime import InplaceGELU
+
+    spec, arch, timm_name = MODELS[key]
+    dtype = "bfloat16" if precision == "bf16" else "float32"
+    state = build_timm(timm_name, "fp32", fused=False).state_dict()
+
+    def ours(**kw):
+        return archlang.load_timm_weights(archlang.build(ROOT / spec, arch, max_memory=None, dtype=dtype, **kw),
+                                          state).eval()
+
+    out = {"archlang": ours(), "nn.GELU": ours(), "SDPA always": ours(), "kernels=torch": ours(kernels="torch")}
+    for m in out["nn.GELU"].modules():
+        if type(m) is InplaceGELU:
+            m.__class__ = torch.nn.GELU
+    ref = build_timm(timm_name, precision, fused=False, state=state).eval()
+    out["timm"] = ref
+    if fused_switches(ref):
+        out["timm fused"] = build_timm(timm_name, precision, fused=True, state=state).eval()
+    return out
+
+
+def run(key: str, precision: str, mode: str, batch: int, repeats: int) -> dict[str, float]:
+    """Median milliseconds per contender (eval, no_grad)."""
+    import torch
+    import torch.nn.functional as F
+
+    models = contenders(key, precision)
+    x = example_input(key, batch, precision)
+    g = _sdpa_globals(models["SDPA always"])
+    helper = g.get("sdpa")
+
+    def sdpa_always(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
+                                              is_causal=is_causal, scale=scale)
+
+    def call(name: str, fn) -> None:
+        # the generated module's namespace is shared by the archlang contenders of one build
+        # only where they came from the same source; swap the helper around this call only
+        if name == "SDPA always" and helper is not None:
+            g["sdpa"] = sdpa_always
+            try:
+                fn(x)
+            finally:
+                g["sdpa"] = helper
+        else:
+            fn(x)
+
+    fns = {k: (torch.compile(m) if mode == "compiled" else m) for k, m in models.items()}
+    names = list(fns)
+    times: dict[str, list[float]] = {k: [] for k in names}
+    with torch.no_grad():
+        for name in names:
+            for _ in range(3 if mode == "compiled" else 2):
+                call(name, fns[name])
+        for r in range(repeats):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                t0 = time.perf_counter()
+                call(name, fns[name])
+                times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) * 1e3 for k, v in times.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["vit_b16", "swin_t"],
+                    choices=[k for k in MODELS if k != "sasa_resnet50"])
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    ap.add_argument("--mode", choices=["eager", "compiled"], default="eager")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args(argv)
+    if args.batch < 1 or args.repeats < 1:
+        ap.error("--batch and --repeats must be at least 1")
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, {args.precision}, "
+          f"{args.mode}, {args.repeats} rotated rounds, median ms (ratio to timm)")
+    for key in args.models:
+        med = run(key, args.precision, args.mode, args.batch, args.repeats)
+        cells = ", ".join(f"{k} {v:.1f} ({v / med['timm']:.3f})" for k, v in med.items())
+        print(f"{key}: {cells}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
