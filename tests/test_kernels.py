@@ -8,6 +8,7 @@ Speed is measured by benchmarks/bench_vs_timm.py and benchmarks/attention_kernel
 
 from __future__ import annotations
 
+import operator
 from pathlib import Path
 
 import pytest
@@ -503,10 +504,10 @@ def test_the_gelu_after_a_linear_layer_runs_in_place_where_nothing_else_sees_it(
         assert compiled(y).data_ptr() != y.data_ptr()
 
 
-@pytest.mark.parametrize(("keys", "written"), [(49, True), (64, False)])
-def test_compiled_sdpa_helper_writes_out_only_short_windows(keys: int, written: bool) -> None:
-    """Under torch.compile (no race in a graph) the helper writes bf16 attention out over at
-    most 49 keys and calls SDPA above; both agree with SDPA."""
+@pytest.mark.parametrize("keys", [49, 197])
+def test_compiled_sdpa_helper_calls_sdpa(keys: int) -> None:
+    """Under torch.compile (no race in a graph) the helper calls SDPA for short bf16
+    attention, which eager mode may write out (Swin's 49-key windows, ViT's 197 tokens)."""
     graphs = []
 
     def capture(gm, example_inputs):
@@ -519,5 +520,5 @@ def test_compiled_sdpa_helper_writes_out_only_short_windows(keys: int, written: 
         got = torch.compile(sdpa, backend=capture, fullgraph=True)(q, k, v)
         want = F.scaled_dot_product_attention(q, k, v)
     calls = {n.target for n in graphs[0].graph.nodes if n.op == "call_function"}
-    assert (F.scaled_dot_product_attention in calls) is not written
+    assert F.scaled_dot_product_attention in calls and not calls & {torch.matmul, operator.matmul}
     torch.testing.assert_close(got.float(), want.float(), atol=2e-2, rtol=2e-2)

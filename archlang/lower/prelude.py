@@ -150,10 +150,10 @@ def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Ten
     flash kernel on one machine (Swin's 49-token windows, ViT's 197 tokens), 0.78-1.12x on
     an AMX one (``benchmarks/attention_kernels.py``), so at a shape of at least
     ``_AttentionRace.min_scores`` scores the two are raced once and the faster kept; smaller
-    ones write it out. A compiled graph (no race there) writes it out for at most
-    ``_AttentionRace.compiled_max_keys`` keys, where Inductor's fused form was 1.14-1.25x
-    faster than SDPA (Swin's 49-token windows), and calls SDPA above (0.74-0.80x at 64 and
-    197 keys).
+    ones write it out. A compiled graph (no race there) calls SDPA: in whole compiled models
+    it beat Inductor's fusion of the written-out form (Swin-T bf16: 0.89x the time; ViT-B/16
+    bf16: 0.98x; ``benchmarks/variants.py``), though at Swin's 49-token windows alone the
+    fused form was faster.
     ``attn_mask`` is None or an additive float mask in which no row is entirely ``-inf``
     (where SDPA's flash kernel gives zeros, the softmax would give NaN): the callers' biases
     and Swin's -100 shift masks."""
@@ -162,8 +162,8 @@ def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Ten
             and k.shape[-2] <= 256 and (attn_mask is None or attn_mask.dtype == q.dtype)
             and not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad
                                                   or (attn_mask is not None and attn_mask.requires_grad)))
-            and (k.shape[-2] <= _AttentionRace.compiled_max_keys if torch.compiler.is_compiling()
-                 else _AttentionRace.written_out(q, k, v, attn_mask, is_causal, scale))):
+            and not torch.compiler.is_compiling()  # compiled graphs: SDPA (above); no race in a graph
+            and _AttentionRace.written_out(q, k, v, attn_mask, is_causal, scale)):
         return _written_attention(q, k, v, attn_mask, is_causal, scale)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
                                           scale=scale)
@@ -186,7 +186,6 @@ class _AttentionRace:
     first eager call at that shape (as cudnn.benchmark does) and kept per process."""
 
     min_scores = 1 << 19  # smaller attentions (under ~2 ms) are written out unraced
-    compiled_max_keys = 49  # compiled graphs write out attentions over at most this many keys
     # one per process: (q, k and mask shapes, causal, dtype, threads) -> the written-out form faster
     faster: dict[tuple, bool] = {}  # noqa: RUF012
 
