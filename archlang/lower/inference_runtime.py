@@ -187,11 +187,12 @@ class InplaceGELU(nn.GELU):
     forward-mode AD, while that layer (looked up in its parent
     on every call, so a replaced layer is seen) is a plain or oneDNN linear layer and neither
     it nor this module has a forward hook, and no global forward hook is set: a hook could
-    keep the linear output or see this module's input. Elsewhere, and under ``torch.compile``,
-    tracing and scripting-free export (Inductor fuses the activation itself), it is
-    ``nn.GELU``. In place saves a second buffer of the MLP's widest activation, which on
-    the CPU is a fresh allocation, page faults and all, per call (``benchmarks/bench_vs_timm.py``).
-    :func:`use_inplace_gelus` sets it up; the same parameters (none) and ``repr``."""
+    keep the linear output or see this module's input. Everywhere else it is ``nn.GELU``,
+    including ``torch.compile`` and ``torch.export`` (Inductor fuses the activation itself)
+    and ``torch.jit``/``torch.fx`` tracing. In place saves a second buffer of the MLP's widest
+    activation, a fresh allocation on every call (docs/benchmarks.md part F,
+    ``benchmarks/variants.py``). :func:`use_inplace_gelus` sets it up; it has the same
+    parameters (none) and ``repr`` as ``nn.GELU``."""
 
     producer: tuple = ()  # (the module holding the linear layer, its attribute name)
 
