@@ -23,14 +23,12 @@ part F come from this script.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_vs_timm import MODELS, ROOT, build_timm, example_input, fused_switches
+from bench_vs_timm import MODELS, ROOT, bench, build_timm, example_input, fused_switches
 
 
 def _sdpa_globals(model) -> dict:
@@ -81,31 +79,24 @@ def run(key: str, precision: str, mode: str, batch: int, repeats: int) -> dict[s
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
                                               is_causal=is_causal, scale=scale)
 
-    def call(name: str, fn) -> None:
-        # the generated module's namespace is shared by the archlang contenders of one build
-        # only where they came from the same source; swap the helper around this call only
-        if name == "SDPA always" and helper is not None:
-            g["sdpa"] = sdpa_always
-            try:
-                fn(x)
-            finally:
-                g["sdpa"] = helper
-        else:
-            fn(x)
+    def step(name: str, fn):
+        """One no-grad call; ``SDPA always`` swaps the shared helper around its own call only
+        (swapped while compiling alone, Dynamo's guard on it would recompile with the original)."""
+        def run_once() -> None:
+            with torch.no_grad():
+                if name == "SDPA always" and helper is not None:
+                    g["sdpa"] = sdpa_always
+                    try:
+                        fn(x)
+                    finally:
+                        g["sdpa"] = helper
+                else:
+                    fn(x)
+        return run_once
 
-    fns = {k: (torch.compile(m) if mode == "compiled" else m) for k, m in models.items()}
-    names = list(fns)
-    times: dict[str, list[float]] = {k: [] for k in names}
-    with torch.no_grad():
-        for name in names:
-            for _ in range(3 if mode == "compiled" else 2):
-                call(name, fns[name])
-        for r in range(repeats):
-            for name in names[r % len(names):] + names[:r % len(names)]:
-                t0 = time.perf_counter()
-                call(name, fns[name])
-                times[name].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    steps = {k: step(k, torch.compile(m) if mode == "compiled" else m) for k, m in models.items()}
+    med = bench(steps, repeats, warmup=3 if mode == "compiled" else 2)
+    return {k: v * 1e3 for k, v in med.items()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,12 +56,8 @@ class OneDnnLinear(nn.Linear):
         return F.gelu(y) if self.act == "gelu" else y
 
     def _onednn_applies(self, x: torch.Tensor) -> bool:
-        if torch.jit.is_tracing() or torch.fx._symbolic_trace.is_fx_symbolic_tracing():
-            return False  # first: a tracer then sees F.linear, and no test of the input below
-        if torch._C._len_torch_dispatch_stack() or torch.autograd.forward_ad._current_level >= 0 or any(
-                torch._C._functorch.is_functorch_wrapped_tensor(t) for t in (x, self.weight, self.bias) if t is not None):
-            return False  # a dispatch mode (FlopCounterMode counts aten ops); vmap, grad or jvp over the input
-            # or the parameters, forward-mode AD: oneDNN's op has no batching rule and no derivative
+        if _traced_or_transformed(x, self.weight, self.bias) or torch._C._len_torch_dispatch_stack():
+            return False  # and a dispatch mode (FlopCounterMode counts aten ops)
         if type(x) is not torch.Tensor or not self._plain_parameters():
             return False  # a tensor subclass (DTensor, a quantised or fake tensor): its own F.linear
         if x.dtype != torch.float32 and not (x.dtype == torch.bfloat16 and _onednn_bf16()):
@@ -89,6 +85,17 @@ class OneDnnLinear(nn.Linear):
 
     def _onednn(self, x: torch.Tensor) -> torch.Tensor:
         return _onednn_linear(x, self.weight, self.bias, self.act)
+
+
+def _traced_or_transformed(*tensors: torch.Tensor | None) -> bool:
+    """Whether a ``torch.jit``/``torch.fx`` tracer is running (checked first: it then sees the
+    plain op, and no test of the tensors), forward-mode AD is on, or any of ``tensors`` is
+    wrapped by ``torch.func`` (vmap, grad, jvp): where the eager-only kernels step aside
+    (oneDNN's op has no batching rule and no derivative; an in-place GELU would be traced)."""
+    if torch.jit.is_tracing() or torch.fx._symbolic_trace.is_fx_symbolic_tracing():
+        return True
+    return torch.autograd.forward_ad._current_level >= 0 or any(
+        torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors if t is not None)
 
 
 def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, act: str) -> torch.Tensor:
@@ -202,12 +209,10 @@ class InplaceGELU(nn.GELU):
         return F.gelu(x, approximate=self.approximate)
 
     def _may_overwrite(self, x: torch.Tensor) -> bool:
-        if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.fx._symbolic_trace.is_fx_symbolic_tracing():
+        if torch.compiler.is_compiling() or _traced_or_transformed(x):
             return False
         if torch.is_grad_enabled() and x.requires_grad:
             return False  # autograd keeps the linear output (or checks its version)
-        if torch.autograd.forward_ad._current_level >= 0 or torch._C._functorch.is_functorch_wrapped_tensor(x):
-            return False  # forward-mode AD, vmap, grad or jvp: the plain op, as OneDnnLinear takes
         if not self.producer or self._forward_hooks or self._forward_pre_hooks:
             return False
         if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
