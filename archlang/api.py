@@ -52,18 +52,20 @@ def graph(spec: str | Path | Program, arch: str | None = None, **params: Any) ->
 
 
 def cost(spec: str | Path, arch: str | None = None, *, batch: int = 1, dtype: str = "float32", train: bool = False,
-         sizes: dict[str, int] | None = None, device: str = "cpu", **params: Any):
+         sizes: dict[str, int] | None = None, device: str = "cpu", inference: bool = False, **params: Any):
     """The cost report of one arch, computed from the IR without torch.
 
     ``.params``, ``.trainable_params``, ``.flops``, ``.activation_bytes``, ``.attention_bytes``,
     ``.nodes`` (per node), ``.breakdown(depth)``, ``.formula(figure)`` (sympy), ``.to_json()``.
     ``sizes`` gives free sizes other than the batch (``{"S": 128}``); ``device`` (``"cpu"`` or
-    ``"cuda"``) picks the saved-tensor and optimizer rules of that device (docs/memory.md).
+    ``"cuda"``) picks the saved-tensor and optimizer rules of that device (docs/memory.md);
+    ``inference=True`` costs the inference build (``build(..., inference=True)``), whose linear
+    layers also hold blocked copies of their weights (``.packed_bytes``).
     """
     from archlang.cost import cost_graph
 
     return cost_graph(graph(spec, arch, **params), batch=batch, dtype=dtype, train=train, sizes=sizes,
-                      device=device)
+                      device=device, inference_build=inference)
 
 
 def render(spec: str | Path, arch: str | None = None, *, depth: int | None = None, cost: bool | str = False,
@@ -136,10 +138,11 @@ def _check_common(batch: int, dtype: str) -> None:
 
 
 def _check_budget(g: Graph, max_memory: int | str | None = "auto", *, batch: int = 1, train: bool = False,
-                  dtype: str = "float32", sources=None):
+                  dtype: str = "float32", sources=None, inference: bool = False):
     """Raise :class:`BudgetError` (E0901, naming the node and its formula) when the estimated
-    peak of ``g`` exceeds ``max_memory`` (see :func:`budget_bytes`); nothing is allocated.
-    Returns the cost report it computed, or ``None`` when there is no budget to check."""
+    peak of ``g`` (``inference``: of its inference build) exceeds ``max_memory`` (see
+    :func:`budget_bytes`); nothing is allocated. Returns the cost report it computed, or
+    ``None`` when there is no budget to check."""
     _check_common(batch, dtype)
     limit = budget_bytes(max_memory)
     if limit is None:
@@ -147,7 +150,7 @@ def _check_budget(g: Graph, max_memory: int | str | None = "auto", *, batch: int
     from archlang.cost import cost_graph
     from archlang.cost.report import budget_diagnostic
 
-    rep = cost_graph(g, batch=batch, train=train, dtype=dtype)
+    rep = cost_graph(g, batch=batch, train=train, dtype=dtype, inference_build=inference)
     diag = budget_diagnostic(rep, limit)
     if diag is None:
         return rep
@@ -160,14 +163,14 @@ def _check_budget(g: Graph, max_memory: int | str | None = "auto", *, batch: int
 
 
 def _plan_budget(g: Graph, max_memory: int | str | None = "auto", *, batch: int = 1, train: bool = False,
-                 dtype: str = "float32", sources=None):
+                 dtype: str = "float32", sources=None, inference: bool = False):
     """The budget check of a build: for inference :func:`_check_budget`; for a training step
     the activation-checkpoint plan (:mod:`archlang.cost.plan`) that fits ``max_memory`` with the
     least recomputation, the spec's ``checkpoint`` statements included. Returns ``(report,
     plan)`` (``None`` for what was not computed); raises :class:`BudgetError` (E0901, with the
     largest batch that fits with every block checkpointed) when no plan fits."""
     if not train:
-        return _check_budget(g, max_memory, batch=batch, dtype=dtype, sources=sources), None
+        return _check_budget(g, max_memory, batch=batch, dtype=dtype, sources=sources, inference=inference), None
     _check_common(batch, dtype)
     limit = budget_bytes(max_memory)
     from archlang.cost import cost_graph
@@ -232,7 +235,8 @@ def build(spec: str | Path | Program, arch: str | None = None, *, compile: bool 
     ``torch.compile(fullgraph=True)``. ``dtype`` ("float32", "bfloat16", "float16") is the
     dtype the model is built in. Before anything is allocated, a model whose estimated peak
     memory at ``batch`` (inference, or a training step with ``train=True``), counting
-    parameters, buffers, activations and attention in ``dtype``, exceeds ``max_memory`` is
+    parameters, buffers, activations and attention in ``dtype`` (and for ``inference=True`` the
+    blocked copies of the linear weights that oneDNN reads), exceeds ``max_memory`` is
     refused with :class:`BudgetError`: by default the budget is the memory available now;
     give bytes or a size ("16GiB"), or ``None``/"off" for no budget.
 
@@ -275,7 +279,8 @@ def build(spec: str | Path | Program, arch: str | None = None, *, compile: bool 
     _check_common(batch, dtype)
     prog = spec if isinstance(spec, Program) else load_source(spec)
     g = graph(prog, arch, **params)
-    _, plan = _plan_budget(g, max_memory, batch=batch, train=train, dtype=dtype, sources=prog.sources)
+    _, plan = _plan_budget(g, max_memory, batch=batch, train=train, dtype=dtype, sources=prog.sources,
+                           inference=inference)
     from archlang.lower.codegen import compile_regions as regions
     from archlang.ops.attention import attention_lowering
 

@@ -370,12 +370,13 @@ def build(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch fil
     r = _checked(spec, "build", arch, set, warnings=True)
     g = r.graph
     try:
-        rep, plan = _plan_budget(g, max_memory, batch=batch, train=train, dtype=dtype, sources=r.program.sources)
+        rep, plan = _plan_budget(g, max_memory, batch=batch, train=train, dtype=dtype, sources=r.program.sources,
+                                 inference=inference and not train)
     except BudgetError as e:
         _print_diags(e.diagnostics, r.program.sources, "text")
         raise typer.Exit(1) from None
     if rep is None:  # --max-memory off: the report is still written
-        rep = cost_graph(g, batch=batch, train=train, dtype=dtype)
+        rep = cost_graph(g, batch=batch, train=train, dtype=dtype, inference_build=inference and not train)
     from archlang.lower.codegen import compile_regions as regions
     from archlang.lower.codegen import generate
     from archlang.lower.rules import LoweringError

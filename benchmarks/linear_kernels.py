@@ -5,11 +5,13 @@ ViT-B/16 at batch 8 (tokens x in -> out, fp32): the median milliseconds of ``F.l
 ``F.gelu(F.linear(...))``, oneDNN's ``torch.ops.mkldnn._linear_pointwise`` (what
 :class:`archlang.lower.inference_runtime.OneDnnLinear` races against ``F.linear`` when no gradient is wanted) with and
 without its GELU post-op, MKL's GEMM on a weight packed once for the shape
-(``torch.ops.mkl._mkl_linear``, what Inductor's frozen CPU graphs call; not used by archlang
-yet: the packed copy would double the layers' weight memory), the speed-ups and the largest
-difference from ``F.linear`` relative to the output's scale (the packed GEMM's separately:
-``packed diff``). The five run interleaved (A, B, C, D, E, A, ...) after warm-up, under
-``torch.inference_mode``.
+(``torch.ops.mkl._mkl_linear``, what Inductor's frozen CPU graphs call; not used by archlang:
+its packed copy took 4x the weight's bytes at ViT-B's shapes), oneDNN's matmul reading a copy of
+the weight reordered once into its blocked layout (``torch.ops.mkldnn._reorder_linear_weight``:
+``blocked``, what the inference build's layers run, ``OneDnnLinear.pack``), the speed-ups over
+``F.linear`` and the largest difference from ``F.linear`` relative to the output's scale (the
+packed GEMM's separately: ``packed diff``). The six run interleaved (A, B, C, D, E, F, A, ...)
+after warm-up, under ``torch.inference_mode``.
 
     python benchmarks/linear_kernels.py
     python benchmarks/linear_kernels.py --repeats 21 --threads 2
@@ -57,7 +59,9 @@ def median_ms(fns: dict[str, Callable[[], torch.Tensor]], repeats: int, warmup: 
 def _contenders(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> dict[str, Callable[[], torch.Tensor]]:
     dnn = torch.ops.mkldnn._linear_pointwise
     packed = torch.ops.mkl._mkl_reorder_linear_weight(w, x.shape[0]) if torch.backends.mkl.is_available() else None
+    blocked = torch.ops.mkldnn._reorder_linear_weight(w)
     return {
+        "blocked": lambda: dnn(x, blocked, b, "none", [], ""),
         **({"packed": lambda: torch.ops.mkl._mkl_linear(x, packed, w, b, x.shape[0])} if packed is not None else {}),
         "linear": lambda: F.linear(x, w, b),
         "dnn": lambda: dnn(x, w, b, "none", [], ""),
@@ -84,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, inference_mode, "
           f"{args.repeats} interleaved repeats after {args.warmup} warm-up, median ms")
     print(f"{'model':<8} {'layer':<12} {'shape':>18} {'F.linear':>9} {'oneDNN':>8} {'x':>5} "
-          f"{'+gelu':>7} {'+gelu dnn':>10} {'x':>5} {'rel diff':>9} {'packed':>7} {'x':>5} {'packed diff':>11}")
+          f"{'+gelu':>7} {'+gelu dnn':>10} {'x':>5} {'rel diff':>9} {'packed':>7} {'x':>5} {'packed diff':>11} "
+          f"{'blocked':>8} {'x':>5}")
     with torch.inference_mode():
         for model, layer, m, k, n in SHAPES:
             x, w, b = torch.randn(m, k), torch.randn(n, k) * k ** -0.5, torch.randn(n) * 0.1
@@ -99,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{model:<8} {layer:<12} {f'{m}x{k}x{n}':>18} {t['linear']:>9.2f} {t['dnn']:>8.2f} "
                   f"{t['linear'] / t['dnn']:>5.2f} {t['linear_gelu']:>7.2f} {t['dnn_gelu']:>10.2f} "
                   f"{t['linear_gelu'] / t['dnn_gelu']:>5.2f} {diff:>9.1e} {tp:>7.2f} {t['linear'] / tp:>5.2f} "
-                  f"{pdiff:>11.1e}", flush=True)
+                  f"{pdiff:>11.1e} {t['blocked']:>8.2f} {t['linear'] / t['blocked']:>5.2f}", flush=True)
     return 0
 
 

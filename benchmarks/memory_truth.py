@@ -103,6 +103,24 @@ def _peak_of(prof) -> int:
     return peak
 
 
+def _net_of(prof) -> int:
+    """The running total of the profiler's CPU allocation events at the end: bytes allocated
+    in the window and still held (the inference build's packed weights after a cold call)."""
+    total = 0
+
+    def walk(node):
+        nonlocal total
+        f = node.extra_fields
+        if type(f).__name__ == "_ExtraFields_Allocation" and f.device.type == "cpu":
+            total += f.alloc_size
+        for c in node.children:
+            walk(c)
+
+    for root in prof.profiler.kineto_results.experimental_event_tree():
+        walk(root)
+    return total
+
+
 def _profile():
     from torch.profiler import ProfilerActivity, profile
 

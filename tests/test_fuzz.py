@@ -28,8 +28,8 @@ from archlang.check import check_spec, load
 from archlang.render import MAX_DRAWN_NODES, RenderError, render_graph
 
 SEED = 20240601
-N_MUTANTS = 600  # benchmarks/fuzz.py runs longer campaigns (2,000 and 1,000 by default)
-N_PROGRAMS = 300
+N_MUTANTS = 400  # benchmarks/fuzz.py runs longer campaigns (2,000 and 1,000 by default)
+N_PROGRAMS = 200
 
 
 def test_fuzz_campaign() -> None:

@@ -333,14 +333,16 @@ def test_linear_layers_run_onednn_and_take_in_their_gelu() -> None:
 
 
 @pytest.mark.skipif(not ONEDNN, reason="this torch has no oneDNN")
+@pytest.mark.parametrize("pack", [False, True], ids=["plain", "packed"])
 @pytest.mark.parametrize("act", ["none", "gelu"])
-def test_onednn_linear_agrees_with_f_linear_on_every_path(act: str) -> None:
-    """oneDNN without autograd (float32 and bfloat16, 2-d and 3-d, strided inputs), and F.linear
-    where a gradient is wanted, under autocast and in float64: the same values each way."""
+def test_onednn_linear_agrees_with_f_linear_on_every_path(act: str, pack: bool) -> None:
+    """oneDNN without autograd (float32 and bfloat16, 2-d and 3-d, strided inputs; reading the
+    weight or its blocked copy), and F.linear where a gradient is wanted, under autocast and in
+    float64: the same values each way."""
     from onednn_pair import onednn_pair
 
     F = torch.nn.functional
-    lin, ref = onednn_pair(24, 40, act)
+    lin, ref = onednn_pair(24, 40, act, pack)
 
     def want(x):
         y = ref(x)
@@ -381,6 +383,55 @@ def test_onednn_linear_agrees_with_f_linear_on_every_path(act: str) -> None:
             warnings.simplefilter("ignore", UserWarning)  # mkldnn.flags() mentions TF32 on Intel GPUs
             with torch.backends.mkldnn.flags(enabled=False):
                 torch.testing.assert_close(lin(x), want(x), rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not ONEDNN, reason="this torch has no oneDNN")
+def test_packed_weight_is_made_once_kept_out_of_state_and_remade_when_the_weight_changes(monkeypatch) -> None:
+    """The inference build's layers pack (``pack``): oneDNN reads a blocked copy of the weight
+    made on the first call and reused; an in-place update, ``load_state_dict``, a new weight
+    tensor or a dtype change make it again; it is in no state_dict and no deep copy; a race
+    that ``F.linear`` wins frees it."""
+    import copy
+
+    from onednn_pair import onednn_pair
+
+    import archlang.lower.inference_runtime as rt
+
+    spec = ROOT / "specs" / "vit_b16.arch"
+    arch, params, _, default = _case(spec)
+    model = archlang.build(spec, arch, max_memory=None, inference=True, **params)
+    assert all(m.pack for m in model.modules() if type(m) is rt.OneDnnLinear)
+    assert not any(m.pack for m in default.modules() if type(m) is rt.OneDnnLinear)  # the default build: no copy
+
+    lin, ref = onednn_pair(24, 40, "none", pack=True)
+    x = torch.randn(3, 5, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(lin(x), ref(x), rtol=1e-5, atol=1e-5)
+        first = lin.__dict__["_packed"][2]
+        assert first.is_mkldnn and lin.packed_weight() is first and "_packed" not in str(lin.state_dict().keys())
+        lin(x)
+        assert lin.packed_weight() is first  # reused
+        for change in (lambda: lin.weight.mul_(2), lambda: lin.load_state_dict(ref.state_dict()),
+                       lambda: setattr(lin, "weight", torch.nn.Parameter(torch.randn(40, 24)))):
+            change()
+            ref.load_state_dict(lin.state_dict())
+            torch.testing.assert_close(lin(x), ref(x), rtol=1e-5, atol=1e-5)
+            assert lin.packed_weight() is not first
+            first = lin.packed_weight()
+        assert "_packed" not in copy.deepcopy(lin).__dict__
+        torch.testing.assert_close(copy.deepcopy(lin)(x), ref(x), rtol=1e-5, atol=1e-5)
+        lin.double(), ref.double()  # float64: F.linear, exactly
+        torch.testing.assert_close(lin(x.double()), ref(x.double()), rtol=0, atol=0)
+        lin.float(), ref.float()
+        torch.testing.assert_close(lin(x), ref(x), rtol=1e-5, atol=1e-5)
+        assert lin.packed_weight().dtype == torch.float32
+        monkeypatch.setattr(rt, "RACE_MACS", 10)  # race every shape; F.linear wins
+        monkeypatch.setattr(rt, "_ONEDNN_FASTER", {})
+        monkeypatch.setattr(rt, "_onednn_is_faster", lambda *a: False)
+        torch.testing.assert_close(lin(x), ref(x), rtol=1e-5, atol=1e-5)
+        assert "_packed" not in lin.__dict__
+        lin(x)
+        assert "_packed" not in lin.__dict__  # the race's result is kept: no copy made again
 
 
 def test_a_shared_linear_keeps_its_gelu() -> None:

@@ -157,12 +157,15 @@ class CostReport:
     """Figures for one graph at one batch size and dtype; see the module docstring."""
 
     def __init__(self, graph: Graph, batch: int = 1, dtype: str = "float32", train: bool = False,
-                 sizes: dict[str, int] | None = None, device: str = "cpu"):
+                 sizes: dict[str, int] | None = None, device: str = "cpu", inference_build: bool = False):
         if dtype not in DTYPE_BYTES:
             raise ValueError(f"dtype is one of {', '.join(DTYPE_BYTES)}, not {dtype!r}")
         if device not in DEVICES:
             raise ValueError(f"device is one of {', '.join(DEVICES)}, not {device!r}")
+        if inference_build and train:
+            raise ValueError("the inference build is eval-only: no training step to cost")
         self.device = device
+        self.inference_build = inference_build
         _check_size("batch", batch)
         for k, v in (sizes or {}).items():
             _check_size(f"the free size {k}", v)
@@ -187,6 +190,13 @@ class CostReport:
                 total_, train_ = counts[p.node]
                 counts[p.node] = (total_ + p.numel, train_ + (p.numel if p.trainable else 0))
             self._trainable_tensors = [p.numel for p in table if p.trainable]
+            # the inference build's linear layers (2-d weights) hold a blocked copy of their
+            # weight for oneDNN on the CPU, in float32 and bfloat16 (OneDnnLinear.pack): at most
+            # one copy each (none where F.linear won the race at every shape)
+            packs = inference_build and device == "cpu" and dtype in ("float32", "bfloat16")
+            from archlang.ops.layers import packed_linear_weight  # the op family that knows the layout
+            self.packed_bytes = sum(packed_linear_weight(*p.shape) for p in table if p.role == "weight"
+                                    and len(p.shape) == 2) * self.bytes_per if packs else 0
             self._lora_rank = {node: sum(spec.r for spec in parts.values())
                                for node, parts in lora_targets(graph).items()}
             self._frozen_masks = {p.node for p in table if p.role == "rel_pos" and not p.trainable
@@ -322,6 +332,8 @@ class CostReport:
             grad_temp = c.grad_temp_cpu_nhwc if c.grad_temp_cpu_nhwc is not None else grad_temp
         if cpu and self.dtype == "bfloat16" and c.temp_cpu_bf16 is not None:
             temp = c.temp_cpu_bf16  # the written-out short attention (prelude.sdpa)
+        if cpu and self.packed_bytes and c.temp_cpu_packed is not None:
+            temp = c.temp_cpu_packed  # the inference build's linear layers read packed weights
         if (not temp and c.temp_cpu is None and c.temp_train is None and c.saved_cpu is not None
                 and c.saved_cpu != 0 and cpu):
             # a rule that gives no temporaries but keeps intermediates on the CPU (the math path of
@@ -397,8 +409,9 @@ class CostReport:
     # -- memory
     def resident_bytes(self) -> int:
         """What the built model holds before any input: parameters and buffers, in the
-        build dtype (index buffers in int64)."""
-        return self.param_bytes + self.buffer_bytes
+        build dtype (index buffers in int64), and for the inference build the blocked copies
+        of its linear weights (``packed_bytes``, made on their first call)."""
+        return self.param_bytes + self.buffer_bytes + self.packed_bytes
 
     def build_peak_bytes(self) -> tuple[int, str]:
         """The high-water mark of constructing the model: everything resident plus the
@@ -548,24 +561,25 @@ class CostReport:
         return peak
 
     def inference_parts(self) -> dict[str, Any]:
-        """The inference peak, part by part: ``params`` and ``buffers`` (bytes, resident),
+        """The inference peak, part by part: ``params``, ``buffers`` and ``packed`` (bytes,
+        resident; ``packed``: the inference build's blocked linear weights, else 0),
         ``activations`` (the live activations at the peak and the temporaries of the node
         running then), ``attention`` (the part of those that is its score matrix), their sum
         ``peak``, and the node ``at`` the peak (:mod:`archlang.cost.schedule`: each tensor
         lives from its node to its last use). When building the model needs more than running
         it, the build's figures (``build_scratch``)."""
-        params, buffers = self.param_bytes, self.buffer_bytes
+        params, buffers, packed = self.param_bytes, self.buffer_bytes, self.packed_bytes
         sim = self._peak(False)
         at = sim.at or (self.graph.nodes[0].name if self.graph.nodes else "")
         build, build_at = self.build_peak_bytes()
         if build > sim.bytes:  # building the model needs more than running it
-            return {"params": params, "buffers": buffers, "activations": 0, "attention": 0,
-                    "build_scratch": build - params - buffers, "peak": build, "at": build_at}
-        acts = sim.bytes - params - buffers
+            return {"params": params, "buffers": buffers, "packed": packed, "activations": 0, "attention": 0,
+                    "build_scratch": build - params - buffers - packed, "peak": build, "at": build_at}
+        acts = sim.bytes - params - buffers - packed
         nc = self.nodes.get(at)
         attn = min(nc.attention_bytes, acts) if nc is not None and nc.attention_bytes else 0
-        return {"params": params, "buffers": buffers, "activations": acts - attn, "attention": attn,
-                "build_scratch": 0, "peak": sim.bytes, "at": at}
+        return {"params": params, "buffers": buffers, "packed": packed, "activations": acts - attn,
+                "attention": attn, "build_scratch": 0, "peak": sim.bytes, "at": at}
 
     def peak_inference_bytes(self) -> tuple[int, str]:
         """Parameters and buffers plus the largest set of live activations and temporaries,
@@ -691,7 +705,8 @@ class CostReport:
 
     def _to_json(self) -> dict[str, Any]:
         peak_inf, at_inf = self.peak_inference_bytes()
-        peak_train, at_train = self.peak_training_bytes()
+        # the inference build is eval-only: no training step
+        peak_train, at_train = (None, None) if self.inference_build else self.peak_training_bytes()
         return {
             "arch": self.graph.arch, "batch": self.batch, "dtype": self.dtype, "train": self.train,
             "device": self.device,
@@ -701,6 +716,7 @@ class CostReport:
             "attention_entries": self.attention_entries, "attention_bytes": self.attention_bytes,
             "attention_global_bytes": self.attention_global_bytes,
             "param_bytes": self.param_bytes, "buffer_bytes": self.buffer_bytes,
+            "inference_build": self.inference_build, "packed_bytes": self.packed_bytes,
             "build_peak_bytes": self.build_peak_bytes()[0],
             "peak_inference_bytes": peak_inf, "peak_inference_at": at_inf,
             "peak_training_bytes": peak_train, "peak_training_largest": at_train,
@@ -785,8 +801,11 @@ def to_sympy(d: DimLike):
 
 
 def cost_graph(graph: Graph, batch: int = 1, dtype: str = "float32", train: bool = False,
-               sizes: dict[str, int] | None = None, device: str = "cpu") -> CostReport:
-    return CostReport(graph, batch=batch, dtype=dtype, train=train, sizes=sizes, device=device)
+               sizes: dict[str, int] | None = None, device: str = "cpu", inference_build: bool = False) -> CostReport:
+    """The cost report of ``graph`` (``inference_build``: of ``archlang.build(...,
+    inference=True)``, whose linear layers also hold blocked copies of their weights)."""
+    return CostReport(graph, batch=batch, dtype=dtype, train=train, sizes=sizes, device=device,
+                      inference_build=inference_build)
 
 
 def param_and_buffer_bytes(rep: CostReport) -> int:
@@ -826,8 +845,10 @@ def budget_diagnostic(rep: CostReport, max_bytes: int):
                   f"saved for backward and {_hb(parts['transient'])} of transient activations and attention")
     else:
         parts = rep.inference_parts()
-        weights, acts = parts["params"], parts["activations"] + parts["attention"]
+        weights, acts = parts["params"] + parts["packed"], parts["activations"] + parts["attention"]
         detail = (f"{_hb(parts['params'])} of parameters, {_hb(parts['buffers'])} of buffers, "
+                  + (f"{_hb(parts['packed'])} of blocked copies of the linear weights (the inference build), "
+                     if parts["packed"] else "") +
                   f"{_hb(parts['activations'])} of live activations and {_hb(parts['attention'])} of attention "
                   f"matrices" + (f", {_hb(parts['build_scratch'])} of temporaries while it is built"
                                  if parts["build_scratch"] else ""))

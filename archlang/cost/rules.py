@@ -74,6 +74,7 @@ class OpCost:
     temp: DimLike = 0  # elements of forward temporaries beside the output, in inference
     temp_cpu: DimLike | None = None  # ... on the CPU, where it differs
     temp_cpu_bf16: DimLike | None = None  # ... on the CPU in bfloat16, where that differs again
+    temp_cpu_packed: DimLike | None = None  # ... on the CPU in the inference build (packed linear weights)
     temp_train: DimLike | None = None  # the same in a training forward (None: as in inference)
     temp_train_cpu: DimLike | None = None  # ... on the CPU, where it differs
     grad_temp: DimLike = 0  # elements of backward temporaries beside the gradients it returns

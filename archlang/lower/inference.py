@@ -19,7 +19,10 @@ outputs equal the default model's (up to float rounding, within 1e-5) with less 
   format, which oneDNN's convolutions run faster; inputs may stay contiguous;
 - every ``nn.Linear`` becomes :class:`~archlang.lower.inference_runtime.OneDnnLinear` (the same parameters): on a CPU without
   autograd it calls oneDNN's matmul or ``F.linear``'s MKL GEMM, whichever it measured faster
-  at the shape on this machine; and an exact GELU that alone reads a linear layer's output
+  at the shape on this machine, oneDNN reading a copy of the weight reordered once into its
+  blocked layout (``pack``; the copy's bytes are the ``packed`` part of
+  ``archlang.cost(..., inference=True)``'s peak, and the build's memory budget counts them);
+  and an exact GELU that alone reads a linear layer's output
   (an ``nn.GELU()`` submodule in generated code, :func:`linear_gelu_pairs` finds them in the
   IR) becomes that matmul's post-op (in place after ``F.linear``), its module an ``nn.Identity``. Swin-V2's q/v bias becomes
   its qkv layer's own bias (a non-persistent buffer), so that matmul adds it.

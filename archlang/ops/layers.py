@@ -160,7 +160,8 @@ def _linear_cost(op: O.Linear, ins, outs) -> OpCost:
     rows = m(numel(ins[0]), 1) if op.in_features == 0 else _rows_cost(ins[0], op.in_features)
     return OpCost(flops=m(2, rows, op.in_features, op.out_features),
                   other_flops=m(rows, op.out_features) if op.bias else 0, weight_inputs=(0,),
-                  temp_cpu=onednn_linear_scratch(rows, op.in_features), temp_train_cpu=0)
+                  temp_cpu=onednn_linear_scratch(rows, op.in_features), temp_train_cpu=0,
+                  temp_cpu_packed=onednn_linear_scratch(1, op.in_features))
 
 
 def onednn_linear_scratch(rows: DimLike, k: int) -> int:
@@ -178,6 +179,17 @@ def onednn_linear_scratch(rows: DimLike, k: int) -> int:
         return (threads * 640 + 256) // 4
     kb = min(-(-k // 16) * 16, 512) if k <= 512 else 512 if k <= 1024 else 1024
     return (threads * (256 * kb + 640) + 384) // 4
+
+
+def packed_linear_weight(out_features: int, in_features: int) -> int:
+    """Elements of the blocked copy of a linear weight that the inference build's layers make
+    for oneDNN (``OneDnnLinear.pack``): ``in_features`` rounded up to 16 by ``out_features``
+    rounded up to 64, measured with the profiler on AVX2 in float32 (``tests/test_memory.py``;
+    a 1 x 1 weight takes one element). Reading it, a call packs no weight panel: its scratch is
+    a single row's (:func:`onednn_linear_scratch` with ``rows`` 1)."""
+    if in_features * out_features == 1:
+        return 1
+    return -(-in_features // 16) * 16 * (-(-out_features // 64) * 64)
 
 
 def _rows_cost(t: TensorType, last: int) -> DimLike:
