@@ -507,7 +507,9 @@ def cost(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch file
          plot: Annotated[Path | None, typer.Option("--plot", metavar='FILE', help="With --sweep: draw curves to FILE.png|svg.")] = None,
          as_json: Annotated[bool, typer.Option("--json", metavar="", help="Print the report as JSON.")] = False,
          device: Annotated[str, typer.Option("--device", metavar="cpu|cuda", help="Saved-tensor and optimizer "
-                                             "rules of this device (docs/memory.md).")] = "cpu") -> None:
+                                             "rules of this device (docs/memory.md).")] = "cpu",
+         inference: Annotated[bool, typer.Option("--inference", metavar="", help="Cost the inference build "
+                                                 "(its linear layers' packed weights counted).")] = False) -> None:
     """Cost report before training: params, FLOPs, activation and attention memory, formulas."""
     from rich.console import Console
 
@@ -524,6 +526,8 @@ def cost(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch file
         raise _usage(f"--device is cpu or cuda, not {device}")
     if plot and not sweep:
         raise _usage("--plot draws a sweep; add --sweep PARAM=V1,V2,...")
+    if inference and train:
+        raise _usage("--inference costs the eval-only inference build: drop --train, or --inference")
     if plot:
         _need("matplotlib", "matplotlib", "--plot")
         if plot.suffix.lower() not in (".png", ".svg", ".pdf"):
@@ -543,9 +547,9 @@ def cost(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch file
             raise _usage(f"--size: `{g.arch}` has no free size `{k}`"
                          + (f"; {hint}" if hint else f" (its free sizes: {', '.join(free) or 'none but B'}; "
                                                      "the batch is --batch)"))
-    rep = cost_graph(g, batch=batch, dtype=dtype, train=train, sizes=sizes, device=device)
+    rep = cost_graph(g, batch=batch, dtype=dtype, train=train, sizes=sizes, device=device, inference_build=inference)
     console = Console(width=100)
-    kw = dict(batch=batch, dtype=dtype, train=train, sizes=sizes, device=device)
+    kw = dict(batch=batch, dtype=dtype, train=train, sizes=sizes, device=device, inference_build=inference)
     overrides = dict(a.split("=", 1) for a in (set or []))
     if sweep:
         param, values = _parse_sweep(sweep, [p.name for p in g.params])

@@ -11,6 +11,12 @@ line per model with the median milliseconds of each contender and its ratio to t
 - ``kernels=torch``: ``archlang.build(..., kernels="torch")`` (plain ``nn.Linear``, GELU out of place);
 - ``timm`` and, where it differs, ``timm fused``.
 
+With ``--inference``, the inference build instead: ``default`` (the default build),
+``inference`` (``archlang.build(..., inference=True)``), ``unpacked`` (the same with each
+``OneDnnLinear.pack`` off: oneDNN reads the plain weight, as the default build's layers do),
+``rolls`` (Swin: the same with the shifted windows' single gathers undone, rolls and copies
+again) and timm.
+
 Every contender computes with timm's random weights (loaded with ``load_timm_weights``), in
 eval mode under ``no_grad``, interleaved with the order rotated each round, after warm-up
 (compiled: each ``torch.compile``'d separately). The figures quoted in docs/benchmarks.md
@@ -18,6 +24,7 @@ part F come from this script.
 
     python benchmarks/variants.py --models vit_b16 swin_t --precision bf16 --mode compiled
     python benchmarks/variants.py --models mixer_b16 --precision fp32 --repeats 12
+    python benchmarks/variants.py --models vit_b16 swin_t --inference --threads 2
 """
 
 from __future__ import annotations
@@ -40,11 +47,11 @@ def _sdpa_globals(model) -> dict:
     return {}
 
 
-def contenders(key: str, precision: str) -> dict:
+def contenders(key: str, precision: str, inference: bool = False) -> dict:
     import torch
 
     import archlang
-    from archlang.lower.inference_runtime import InplaceGELU
+    from archlang.lower.inference_runtime import InplaceGELU, OneDnnLinear
 
     spec, arch, timm_name = MODELS[key]
     dtype = "bfloat16" if precision == "bf16" else "float32"
@@ -54,10 +61,22 @@ def contenders(key: str, precision: str) -> dict:
         return archlang.load_timm_weights(archlang.build(ROOT / spec, arch, max_memory=None, dtype=dtype, **kw),
                                           state).eval()
 
-    out = {"archlang": ours(), "nn.GELU": ours(), "SDPA always": ours(), "kernels=torch": ours(kernels="torch")}
-    for m in out["nn.GELU"].modules():
-        if type(m) is InplaceGELU:
-            m.__class__ = torch.nn.GELU
+    if inference:
+        out = {"default": ours(), "inference": ours(inference=True), "unpacked": ours(inference=True),
+               "rolls": ours(inference=True)}
+        for m in out["unpacked"].modules():
+            if type(m) is OneDnnLinear:
+                m.pack = False
+        for m in out["rolls"].modules():
+            if getattr(m, "window_index", None) is not None:  # shifted windows: rolls and copies again
+                m.window_index = m.window_index_inverse = None
+        if not any(getattr(m, "window_index", None) is not None for m in out["inference"].modules()):
+            del out["rolls"]
+    else:
+        out = {"archlang": ours(), "nn.GELU": ours(), "SDPA always": ours(), "kernels=torch": ours(kernels="torch")}
+        for m in out["nn.GELU"].modules():
+            if type(m) is InplaceGELU:
+                m.__class__ = torch.nn.GELU
     ref = build_timm(timm_name, precision, fused=False, state=state).eval()
     out["timm"] = ref
     if fused_switches(ref):
@@ -65,14 +84,14 @@ def contenders(key: str, precision: str) -> dict:
     return out
 
 
-def run(key: str, precision: str, mode: str, batch: int, repeats: int) -> dict[str, float]:
+def run(key: str, precision: str, mode: str, batch: int, repeats: int, inference: bool = False) -> dict[str, float]:
     """Median milliseconds per contender (eval, no_grad)."""
     import torch
     import torch.nn.functional as F
 
-    models = contenders(key, precision)
+    models = contenders(key, precision, inference)
     x = example_input(key, batch, precision)
-    g = _sdpa_globals(models["SDPA always"])
+    g = _sdpa_globals(models["SDPA always"]) if "SDPA always" in models else {}
     helper = g.get("sdpa")
 
     def sdpa_always(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):
@@ -108,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--inference", action="store_true",
+                    help="the inference build, with and without its packed linear weights, against timm")
     args = ap.parse_args(argv)
     if args.batch < 1 or args.repeats < 1:
         ap.error("--batch and --repeats must be at least 1")
@@ -116,9 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, {args.precision}, "
-          f"{args.mode}, {args.repeats} rotated rounds, median ms (ratio to timm)")
+          f"{args.mode}, {args.repeats} rotated rounds, median ms (ratio to timm)"
+          + (", inference build" if args.inference else ""))
     for key in args.models:
-        med = run(key, args.precision, args.mode, args.batch, args.repeats)
+        med = run(key, args.precision, args.mode, args.batch, args.repeats, args.inference)
         cells = ", ".join(f"{k} {v:.1f} ({v / med['timm']:.3f})" for k, v in med.items())
         print(f"{key}: {cells}", flush=True)
     return 0

@@ -60,6 +60,26 @@ def test_lines_fit_a_100_column_terminal(args) -> None:
     assert len(widest) <= 100, widest
 
 
+def test_cost_of_the_inference_build_counts_its_packed_weights() -> None:
+    """``archc cost --inference``: the inference build's peak holds a packed copy of each linear
+    weight (the JSON's ``packed_bytes``, and no training step); with --train it is a usage error."""
+    import json
+
+    spec = str(ROOT / "specs" / "vit_b16.arch")
+    code, out = run("cost", spec, "--inference", "--json")
+    plain = json.loads(run("cost", spec, "--json")[1])
+    rep = json.loads(out)
+    assert code == 0 and rep["inference_build"] and rep["packed_bytes"] > 0.99 * rep["param_bytes"]
+    # the copies are resident; reading them, the linear layers' oneDNN scratch shrinks to a row's
+    assert plain["peak_inference_bytes"] < rep["peak_inference_bytes"] <= (plain["peak_inference_bytes"]
+                                                                            + rep["packed_bytes"])
+    assert rep["peak_training_bytes"] is None and plain["packed_bytes"] == 0
+    code, out = run("cost", spec, "--inference")
+    assert code == 0 and "inference build ~" in out and "packed linear weights" in out
+    code, out = run("cost", spec, "--inference", "--train")
+    assert code == 2 and "eval-only" in out
+
+
 def test_notes_need_verbose() -> None:
     spec = str(ROOT / "specs" / "swin_t.arch")
     _, quiet = run("check", spec)

@@ -41,7 +41,7 @@ def _inline_local_uses(text: str) -> str:
 
 SPEC_TEXTS = {p.name: _inline_local_uses(p.read_text()) for p in sorted(SPECS.glob("*.arch"))}
 
-FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 KEYWORDS = {"use", "arch", "block", "in", "out", "for", "if", "elif", "else", "then", "return", "require",
             "adapt", "on", "freeze", "unfreeze", "true", "false", "and", "or", "not"}

@@ -65,12 +65,17 @@ def summary(rep: CostReport, growth: dict[str, float] | None = None, size_param:
                                f"matrices in {len(layers)} layer{'' if len(layers) == 1 else 's'}; largest `{big.name}`: "
                                f"{big.attention_per_head:,} entries per head{glob}")
     inf, at = rep.peak_inference_bytes()
-    parts = rep.training_parts()  # simulated forward, backward and AdamW step (docs/memory.md)
-    where = {"step": "in the optimizer step", "build": "while the model is built"}.get(
-        parts["phase"], f"in {parts['phase']} at `{parts['at']}`")
-    t.add_row("peak memory", f"inference ~{human_bytes(inf)} (at `{at}`; {human_bytes(rep.resident_bytes())} of it "
-                             f"parameters and buffers); a training step with AdamW ~{human_bytes(parts['peak'])} "
-                             f"(peak {where})")
+    if rep.inference_build:  # eval-only: no training step
+        t.add_row("peak memory", f"inference build ~{human_bytes(inf)} (at `{at}`; "
+                                 f"{human_bytes(rep.param_bytes + rep.buffer_bytes)} of it parameters and buffers, "
+                                 f"{human_bytes(rep.packed_bytes)} packed linear weights)")
+    else:
+        parts = rep.training_parts()  # simulated forward, backward and AdamW step (docs/memory.md)
+        where = {"step": "in the optimizer step", "build": "while the model is built"}.get(
+            parts["phase"], f"in {parts['phase']} at `{parts['at']}`")
+        t.add_row("peak memory", f"inference ~{human_bytes(inf)} (at `{at}`; {human_bytes(rep.resident_bytes())} of "
+                                 f"it parameters and buffers); a training step with AdamW "
+                                 f"~{human_bytes(parts['peak'])} (peak {where})")
     t.add_row("formulas", f"FLOPs = {fmt(rep.symbolic('flops'))}; "
                           f"attention bytes = {fmt(rep.symbolic('attention_bytes'))}")
     if growth and size_param:
