@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# Inductor compiles in this process: no pool of compile workers, each importing torch (the few
+# Inductor tests build small graphs; the pool cost ~13 CPU-seconds of a cold run)
+os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
+
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
 

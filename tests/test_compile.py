@@ -41,11 +41,13 @@ def _compile_and_compare(spec: str, arch: str | None, params: dict, backend: str
     torch.manual_seed(0)
     model = archlang.build(spec, arch, **params).eval()
     inputs = example_inputs(model.archlang_graph)
-    explanation = torch._dynamo.explain(model)(*inputs)
-    assert explanation.graph_break_count == 0, explanation.break_reasons
-    compiled = torch.compile(model, fullgraph=True, backend=backend)
+    compiled = torch.compile(model, fullgraph=True, backend=backend)  # a graph break raises
     with torch.no_grad():
-        got, want = compiled(*inputs), model(*inputs)
+        try:
+            got = compiled(*inputs)
+        except torch._dynamo.exc.Unsupported as e:
+            pytest.fail(f"graph break under fullgraph=True: {e}")
+        want = model(*inputs)
     if isinstance(got, dict):
         for k in want:
             assert torch.allclose(got[k], want[k], atol=1e-4, rtol=1e-4)

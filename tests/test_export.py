@@ -3,7 +3,8 @@ onnxruntime) and with ``torch.export.export``, and the exported graphs agree wit
 batch sizes other than the one they were traced at.
 
 The small configurations are those of tests/test_every_spec.py (plus small ResNets, which
-have none there); full sizes are marked slow (``pytest -m slow tests/test_export.py``).
+have none there); six specs whose ops other specs export run small only in ``slow``, and full
+sizes are marked slow (``pytest -m slow tests/test_export.py``).
 """
 
 from __future__ import annotations
@@ -83,13 +84,20 @@ def _check_program(model) -> float:
     return diff
 
 
-@pytest.mark.parametrize("stem", IMAGE_SPECS)
+# by default the small configurations of one spec per family of ops; the rest (their ops
+# exported by a spec above, or a plain ViT/MLP variant) run small in `slow`, and every spec
+# full size in `slow` too (test_full_size_exports)
+SLOW_SMALL = {"deit_s_distilled", "gmlp_s16", "resmlp_12", "s2mlp", "vit_digits", "vit_s_r26_s32"}
+SMALL_EXPORTS = [pytest.param(s, marks=pytest.mark.slow) if s in SLOW_SMALL else s for s in IMAGE_SPECS]
+
+
+@pytest.mark.parametrize("stem", SMALL_EXPORTS)
 def test_onnx_dynamic_batch(stem: str, tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     _check_onnx(_model(stem, small=True), tmp_path)
 
 
-@pytest.mark.parametrize("stem", IMAGE_SPECS)
+@pytest.mark.parametrize("stem", SMALL_EXPORTS)
 def test_torch_export_dynamic_batch(stem: str) -> None:
     _check_program(_model(stem, small=True))
 
