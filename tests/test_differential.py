@@ -5,7 +5,7 @@ Programs come from tests/strategies.py: well-typed specs written while tracking 
 cover every primitive op and every construct of the language (blocks, labels, loops,
 compile-time branches and arithmetic, broadcasting arithmetic, variants, adapters). Programs
 that do not check are rejected (``assume``), so each run compares ``ARCHLANG_DIFF_EXAMPLES``
-(default 100) programs that do.
+(default 70) programs that do.
 
 - ``test_generated_module_agrees_with_the_interpreter``: built with ``archlang.build`` and
   converted to float64, the module and the interpreter fed its parameters and persistent
@@ -44,7 +44,7 @@ from archlang.lower.example import example_inputs  # noqa: E402
 from archlang.lower.interpret import Interpreter  # noqa: E402
 
 OUT_TOL, GRAD_TOL = 1e-6, 1e-5
-EXAMPLES = int(os.environ.get("ARCHLANG_DIFF_EXAMPLES", "100"))
+EXAMPLES = int(os.environ.get("ARCHLANG_DIFF_EXAMPLES", "70"))
 RANDOM = os.environ.get("ARCHLANG_DIFF_RANDOM", "") not in ("", "0")
 HEALTH = [HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large]
 

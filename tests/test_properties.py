@@ -11,6 +11,7 @@ has a span, the span's line exists in the file it names.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -41,7 +42,9 @@ def _inline_local_uses(text: str) -> str:
 
 SPEC_TEXTS = {p.name: _inline_local_uses(p.read_text()) for p in sorted(SPECS.glob("*.arch"))}
 
-FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# examples per property: 40 by default (the 10 CPU-minute test run); ARCHLANG_PROP_EXAMPLES=2000 for a long run
+FAST = settings(max_examples=int(os.environ.get("ARCHLANG_PROP_EXAMPLES", "40")), deadline=None,
+                suppress_health_check=[HealthCheck.too_slow])
 
 KEYWORDS = {"use", "arch", "block", "in", "out", "for", "if", "elif", "else", "then", "return", "require",
             "adapt", "on", "freeze", "unfreeze", "true", "false", "and", "or", "not"}
