@@ -47,7 +47,7 @@ class OneDnnLinear(nn.Linear):
     ``pack`` (set by the inference build): oneDNN reads a copy of the weight reordered once
     into its blocked layout (``torch.ops.mkldnn._reorder_linear_weight``, as Inductor's frozen
     graphs hold it) instead of reordering the plain weight on every call: Swin-T's inference
-    build 6% faster, ViT-B/16's 2% on a 2-core AVX2 machine (``benchmarks/variants.py
+    build 6% faster, ViT-B/16's 2-5% on a 2-core AVX2 machine (``benchmarks/variants.py
     --inference``, docs/benchmarks.md part G). The copy is
     made on the first call that takes oneDNN (and freed where ``F.linear`` won the race),
     holds the weight's bytes again (the ``packed`` part of the cost model's inference peak
