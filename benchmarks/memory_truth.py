@@ -82,8 +82,8 @@ def measure_saved(model, make_inputs) -> int:
     return sum(seen.values())
 
 
-def _peak_of(prof) -> int:
-    """The highest running total of the profiler's CPU allocation events, in time order."""
+def _allocations(prof) -> list[tuple[int, int]]:
+    """The profiler's CPU allocation events (time, bytes; frees negative), in time order."""
     events = []
 
     def walk(node):
@@ -95,9 +95,13 @@ def _peak_of(prof) -> int:
 
     for root in prof.profiler.kineto_results.experimental_event_tree():
         walk(root)
-    events.sort(key=lambda e: e[0])
+    return sorted(events, key=lambda e: e[0])
+
+
+def _peak_of(prof) -> int:
+    """The highest running total of the profiler's CPU allocation events, in time order."""
     total = peak = 0
-    for _, n in events:
+    for _, n in _allocations(prof):
         total += n
         peak = max(peak, total)
     return peak
@@ -106,19 +110,7 @@ def _peak_of(prof) -> int:
 def _net_of(prof) -> int:
     """The running total of the profiler's CPU allocation events at the end: bytes allocated
     in the window and still held (the inference build's packed weights after a cold call)."""
-    total = 0
-
-    def walk(node):
-        nonlocal total
-        f = node.extra_fields
-        if type(f).__name__ == "_ExtraFields_Allocation" and f.device.type == "cpu":
-            total += f.alloc_size
-        for c in node.children:
-            walk(c)
-
-    for root in prof.profiler.kineto_results.experimental_event_tree():
-        walk(root)
-    return total
+    return sum(n for _, n in _allocations(prof))
 
 
 def _profile():

@@ -193,10 +193,10 @@ class CostReport:
             # the inference build's linear layers (2-d weights) hold a blocked copy of their
             # weight for oneDNN on the CPU, in float32 and bfloat16 (OneDnnLinear.pack): at most
             # one copy each (none where F.linear won the race at every shape)
-            packs = inference_build and device == "cpu" and dtype in ("float32", "bfloat16")
+            self._packs = inference_build and device == "cpu" and dtype in ("float32", "bfloat16")
             from archlang.ops.layers import packed_linear_weight  # the op family that knows the layout
             self.packed_bytes = sum(packed_linear_weight(*p.shape) for p in table if p.role == "weight"
-                                    and len(p.shape) == 2) * self.bytes_per if packs else 0
+                                    and len(p.shape) == 2) * self.bytes_per if self._packs else 0
             self._lora_rank = {node: sum(spec.r for spec in parts.values())
                                for node, parts in lora_targets(graph).items()}
             self._frozen_masks = {p.node for p in table if p.role == "rel_pos" and not p.trainable
@@ -332,7 +332,7 @@ class CostReport:
             grad_temp = c.grad_temp_cpu_nhwc if c.grad_temp_cpu_nhwc is not None else grad_temp
         if cpu and self.dtype == "bfloat16" and c.temp_cpu_bf16 is not None:
             temp = c.temp_cpu_bf16  # the written-out short attention (prelude.sdpa)
-        if cpu and self.packed_bytes and c.temp_cpu_packed is not None:
+        if self._packs and c.temp_cpu_packed is not None:
             temp = c.temp_cpu_packed  # the inference build's linear layers read packed weights
         if (not temp and c.temp_cpu is None and c.temp_train is None and c.saved_cpu is not None
                 and c.saved_cpu != 0 and cpu):

@@ -64,12 +64,18 @@ class OneDnnLinear(nn.Linear):
                 return _COMPILED_OP[0](x, self.weight, self.bias, self.act)
         elif self._onednn_applies(x):
             return self._onednn(x)
+        if self.act == "gelu" and self._gelu_in_place(x):
+            return _gemm(x, self.weight, self.bias, "gelu")  # the GELU overwrites this call's own output
         y = F.linear(x, self.weight, self.bias)
-        if self.act != "gelu":
-            return y
-        if torch.compiler.is_compiling() or _traced_or_transformed(y) or (torch.is_grad_enabled() and y.requires_grad):
-            return F.gelu(y)  # compiled (Inductor fuses it), traced, or autograd keeps y
-        return torch.ops.aten.gelu_(y)  # y is this call's own output: no second buffer
+        return F.gelu(y) if self.act == "gelu" else y
+
+    def _gelu_in_place(self, x: torch.Tensor) -> bool:
+        """Whether ``F.linear``'s output may take its GELU in place: not compiled (Inductor
+        fuses it), traced or transformed, and no gradient wanted (autograd would keep it)."""
+        if torch.compiler.is_compiling() or _traced_or_transformed(x, self.weight, self.bias):
+            return False
+        return not torch.is_grad_enabled() or not (
+            x.requires_grad or self.weight.requires_grad or (self.bias is not None and self.bias.requires_grad))
 
     def _onednn_applies(self, x: torch.Tensor) -> bool:
         if _traced_or_transformed(x, self.weight, self.bias) or torch._C._len_torch_dispatch_stack():
@@ -152,15 +158,18 @@ def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     bias = None if bias is None else bias.contiguous()  # oneDNN reads the bias as dense
     k, n = x.shape[-1], weight.shape[0]
     rows = x.numel() // max(k, 1)
+
+    def dnn_weight() -> torch.Tensor:  # what oneDNN reads: the weight or the layer's blocked copy
+        return weight if layer is None else layer.packed_weight()
+
     if rows * k * n < RACE_MACS:
-        return _onednn_matmul(x, weight if layer is None else layer.packed_weight(), bias, act)
+        return _onednn_matmul(x, dnn_weight(), bias, act)
     key = (rows, k, n, x.dtype, act, bias is not None, torch.get_num_threads(), layer is not None)
     faster = _ONEDNN_FASTER.get(key)
     if faster is None:
-        faster = _ONEDNN_FASTER[key] = _onednn_is_faster(
-            x, weight if layer is None else layer.packed_weight(), weight, bias, act)
+        faster = _ONEDNN_FASTER[key] = _onednn_is_faster(x, dnn_weight(), weight, bias, act)
     if faster:
-        return _onednn_matmul(x, weight if layer is None else layer.packed_weight(), bias, act)
+        return _onednn_matmul(x, dnn_weight(), bias, act)
     if layer is not None:
         layer.drop_packed_weight()
     return _gemm(x, weight, bias, act)
