@@ -66,9 +66,11 @@ def summary(rep: CostReport, growth: dict[str, float] | None = None, size_param:
                                f"{big.attention_per_head:,} entries per head{glob}")
     inf, at = rep.peak_inference_bytes()
     if rep.inference_build:  # eval-only: no training step
+        packed = (f"{human_bytes(rep.packed_bytes)} packed linear weights" if rep.packed_bytes else
+                  "no packed linear weights: oneDNN's copies are made on the CPU in float32 and bfloat16")
         t.add_row("peak memory", f"inference build ~{human_bytes(inf)} (at `{at}`; "
-                                 f"{human_bytes(rep.param_bytes + rep.buffer_bytes)} of it parameters and buffers, "
-                                 f"{human_bytes(rep.packed_bytes)} packed linear weights)")
+                                 f"{human_bytes(rep.param_bytes + rep.buffer_bytes)} of it parameters and buffers; "
+                                 f"{packed})")
     else:
         parts = rep.training_parts()  # simulated forward, backward and AdamW step (docs/memory.md)
         where = {"step": "in the optimizer step", "build": "while the model is built"}.get(
