@@ -264,9 +264,29 @@ def add(a: DimLike, b: DimLike) -> DimLike:
     return Dim._from_map(m)
 
 
+def _scale(d: Dim, c: Fraction) -> DimLike:
+    """``c * d`` for a constant ``c``: the monomials stay, so only the coefficients change."""
+    if c == 0:
+        return 0
+    if c == 1:
+        return d
+    terms = []
+    for t in d.terms:
+        q = Fraction(t.num * c.numerator, t.den * c.denominator)
+        if q.numerator.bit_length() > MAX_COEFF_BITS or q.denominator.bit_length() > MAX_COEFF_BITS:
+            raise DimTooLarge(f"a symbolic size with a coefficient beyond 2**{MAX_COEFF_BITS}")
+        terms.append(Term.model_construct(num=q.numerator, den=q.denominator, powers=t.powers))
+    return Dim.model_construct(terms=tuple(terms))
+
+
 def mul(a: DimLike | Fraction, b: DimLike | Fraction) -> DimLike:
     if isinstance(a, int) and isinstance(b, int):
         return a * b
+    # the hot case (an element count: a constant times a shape's one free size) keeps the monomials
+    if isinstance(a, Dim) and not isinstance(b, Dim):
+        return _scale(a, Fraction(b))
+    if isinstance(b, Dim) and not isinstance(a, Dim):
+        return _scale(b, Fraction(a))
     ma, mb = _as_map(a), _as_map(b)
     if len(ma) * len(mb) > MAX_TERMS * 4:
         raise DimTooLarge(f"a product of symbolic sizes of {len(ma)} and {len(mb)} terms")
@@ -368,11 +388,11 @@ def product(dims: tuple[DimLike, ...] | list[DimLike]) -> DimLike:
     for d in dims:
         if isinstance(d, int):
             const *= d
-    out: DimLike = const
+    out: DimLike | None = None
     for d in dims:
         if not isinstance(d, int):
-            out = mul(out, d)
-    return out
+            out = d if out is None else mul(out, d)
+    return const if out is None else mul(out, const)
 
 
 Term.model_rebuild()
