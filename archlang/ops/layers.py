@@ -184,11 +184,12 @@ def onednn_linear_scratch(rows: DimLike, k: int) -> int:
 def packed_linear_weight(out_features: int, in_features: int) -> int:
     """Elements of the blocked copy of a linear weight that the inference build's layers make
     for oneDNN (``OneDnnLinear.pack``): ``in_features`` rounded up to 16 by ``out_features``
-    rounded up to 64, measured with the profiler on AVX2 in float32 (``tests/test_memory.py``;
-    a 1 x 1 weight takes one element). Reading it, a call packs no weight panel: its scratch is
-    a single row's (:func:`onednn_linear_scratch` with ``rows`` 1)."""
-    if in_features * out_features == 1:
-        return 1
+    rounded up to 64, measured with the profiler in float32 on AVX2 and on AVX-512 with AMX
+    (``tests/test_memory.py``); a weight of one output feature stays plain (``in_features``
+    elements, a matrix-vector product). Reading it, a call packs no weight panel: its scratch
+    is a single row's (:func:`onednn_linear_scratch` with ``rows`` 1)."""
+    if out_features == 1:
+        return in_features
     return -(-in_features // 16) * 16 * (-(-out_features // 64) * 64)
 
 
