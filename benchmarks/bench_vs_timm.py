@@ -122,19 +122,41 @@ def make_step(model, x, train: bool, autocast: bool) -> Callable[[], None]:
     return step
 
 
+def round_orders(n: int) -> list[list[int]]:
+    """Orders of ``n`` contenders, one per round, in which each contender comes right after each
+    other one equally often (a Williams design: ``n`` rounds for an even ``n``, ``2n`` for an
+    odd one): what ran just before a call moves its time (the allocator's state, caches, and
+    possibly the clock after a matmul). Plain rotation (A B C, B C A, C A B) put A right after
+    C in two rounds of three and never after B: with the matmul the third contender, archlang
+    came right after the matmul in two rounds of three, timm in none (within a round)."""
+    first = [0]
+    lo, hi = 1, n - 1
+    while len(first) < n:
+        first.append(lo)
+        lo += 1
+        if len(first) < n:
+            first.append(hi)
+            hi -= 1
+    orders = [[(c + r) % n for c in first] for r in range(n)]
+    return orders if n % 2 == 0 else orders + [o[::-1] for o in orders]
+
+
 def bench(contenders: dict[str, Callable[[], None]], repeats: int, warmup: int,
           clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
-    """Median seconds per call of each contender, run interleaved with the order rotated each
-    round (A, B, C, then B, C, A, then C, A, B, ...), since where a call falls in the round
-    moved its time by up to 5% on one machine (the allocator's state after the call before);
-    ``clock`` is wall time, or ``time.process_time`` (CPU seconds of all threads)."""
+    """Median seconds per call of each contender, run interleaved, round ``r`` in the order
+    ``round_orders(n)[r % len]`` (each contender after each other one equally often over a
+    full cycle of rounds; where a call falls, and what ran before it, moved its time by up to
+    5% on one machine); ``clock`` is wall time, or ``time.process_time`` (CPU seconds of all
+    threads)."""
     for fn in contenders.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {k: [] for k in contenders}
     names = list(contenders)
+    orders = round_orders(len(names))
     for r in range(repeats):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        for i in orders[r % len(orders)]:
+            name = names[i]
             t0 = clock()
             contenders[name]()
             times[name].append(clock() - t0)

@@ -18,8 +18,8 @@ With ``--inference``, the inference build instead: ``default`` (the default buil
 again) and timm.
 
 Every contender computes with timm's random weights (loaded with ``load_timm_weights``), in
-eval mode under ``no_grad``, interleaved with the order rotated each round, after warm-up
-(compiled: each ``torch.compile``'d separately). The figures quoted in docs/benchmarks.md
+eval mode under ``no_grad``, interleaved in carryover-balanced orders
+(``bench_vs_timm.round_orders``), after warm-up (compiled: each ``torch.compile``'d separately). The figures quoted in docs/benchmarks.md
 part F come from this script.
 
     python benchmarks/variants.py --models vit_b16 swin_t --precision bf16 --mode compiled
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, {args.precision}, "
-          f"{args.mode}, {args.repeats} rotated rounds, median ms (ratio to timm)"
+          f"{args.mode}, {args.repeats} balanced rounds, median ms (ratio to timm)"
           + (", inference build" if args.inference else ""))
     for key in args.models:
         med = run(key, args.precision, args.mode, args.batch, args.repeats, args.inference)

@@ -1,0 +1,60 @@
+"""benchmarks/bench_vs_timm.py's round orders, without timing anything: over a full cycle of
+rounds every contender runs once per round and comes right after every other one equally
+often (a Williams design), for even and odd numbers of contenders; ``bench`` runs them in
+those orders.
+
+Takes: the script (imported for its pure functions). Checks: the orders and the calls made.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_vs_timm.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("bench_vs_timm_script", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+bv = _load()
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6])
+def test_each_contender_follows_each_other_equally_often(n: int) -> None:
+    orders = bv.round_orders(n)
+    assert len(orders) == (n if n % 2 == 0 else 2 * n)
+    assert all(sorted(o) == list(range(n)) for o in orders)
+    follows = Counter(pair for o in orders for pair in itertools.pairwise(o))
+    pairs = [(a, b) for a in range(n) for b in range(n) if a != b]
+    assert set(follows) == set(pairs)
+    assert len(set(follows.values())) <= 1, follows  # every ordered pair equally often
+    firsts = Counter(o[0] for o in orders)
+    assert len(set(firsts.values())) == 1 and len(firsts) == n  # and each one first equally often
+
+
+def test_plain_rotation_is_what_it_replaces() -> None:
+    """The old order (A B C, B C A, C A B) put A right after C in two rounds of three, never after B."""
+    rotation = [[(c + r) % 3 for c in range(3)] for r in range(3)]
+    follows = Counter(pair for o in rotation for pair in itertools.pairwise(o))
+    assert follows[(2, 0)] == 2 and follows[(1, 0)] == 0
+    assert Counter(p for o in bv.round_orders(3) for p in itertools.pairwise(o))[(1, 0)] == 2
+
+
+def test_bench_calls_in_the_design_order() -> None:
+    calls: list[str] = []
+    contenders = {k: (lambda k=k: calls.append(k)) for k in "abc"}
+    ticks = itertools.count()
+    med = bv.bench(contenders, repeats=6, warmup=1, clock=lambda: float(next(ticks)))
+    assert calls[:3] == list("abc")  # the warm-up, in insertion order
+    rounds = [calls[3 + 3 * r: 6 + 3 * r] for r in range(6)]
+    assert rounds == [["abc"[i] for i in o] for o in bv.round_orders(3)]
+    assert med == {"a": 1.0, "b": 1.0, "c": 1.0}  # each call one tick of the fake clock
