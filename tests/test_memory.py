@@ -41,6 +41,26 @@ def test_floor_division_keeps_the_guards() -> None:
             x = floordiv(x - 3, 2) + 1
 
 
+def test_a_constant_times_a_dim_equals_the_general_product() -> None:
+    """``mul`` of a Dim and a constant scales the coefficients (the checker's hot path); it
+    equals the product of the two as polynomials, in either order, and keeps the guard."""
+    from archlang.ir.dims import Dim as D
+    from archlang.ir.dims import _as_map, product
+
+    T, B = D.sym("T"), D.sym("B")
+    dims = [T, T + 1, mul(B, T) - 3, floordiv(T - 3, 2) + 1, mul(T, Fraction(1, 3)) + B]
+    for d in dims:
+        for c in (2, 3, -1, Fraction(1, 2), Fraction(-7, 4), 10**20):
+            general = D._from_map({p_: q * Fraction(c) for p_, q in _as_map(d).items()})
+            assert mul(d, c) == mul(c, d) == general, (d, c)
+            for t in (1, 7, 64):
+                assert mul(d, c).subs({"T": t, "B": 3}) == d.subs({"T": t, "B": 3}) * c
+        assert mul(d, 1) is d and mul(d, 0) == 0 and mul(0, d) == 0
+    assert product([2, T, 3, B]) == mul(mul(T, B), 6) and product([4, 5]) == 20
+    with pytest.raises(DimTooLarge):
+        mul(T, 2**300)
+
+
 def test_floor_dims_round_trip_through_json() -> None:
     g = archlang.graph("specs/conformer.arch")
     assert type(g).model_validate_json(g.model_dump_json()) == g
