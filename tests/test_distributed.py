@@ -81,6 +81,9 @@ if __name__ == "__main__":
     if rank == 0:
         with open(sys.argv[1], "w") as f:
             json.dump(out, f)
+    # both ranks leave together: a rank tearing gloo down while the other still talks to it
+    # aborted once ("terminate called without an active exception") under a loaded machine
+    dist.barrier()
     dist.destroy_process_group()
 '''
 
@@ -129,8 +132,12 @@ def test_fsdp2_and_ddp_match_one_process(tmp_path: Path) -> None:
     script.write_text(WORKER.format(root=str(ROOT)))
     out = tmp_path / "losses.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           str(script), str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script), str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    if proc.returncode != 0 and "terminate called without an active exception" in proc.stderr:
+        # a C++ thread of gloo's teardown aborted a rank once in a loaded full run (not seen in
+        # 10 runs alone); one more try, and a second failure fails the test
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     got = json.loads(out.read_text())
     worker = runpy.run_path(str(script))  # not __main__: only the definitions
