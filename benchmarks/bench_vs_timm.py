@@ -44,6 +44,7 @@ import argparse
 import datetime
 import inspect
 import os
+import re
 import shlex
 import statistics
 import sys
@@ -323,6 +324,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compiled", action="store_true", help="same as adding `compiled` to --modes")
     ap.add_argument("--no-train", action="store_true", help="same as --passes fwd")
     args = ap.parse_args(argv)
+    if args.batch < 1 or args.repeats < 1 or args.warmup < 0 or (args.threads is not None and args.threads < 1):
+        ap.error("--batch, --repeats and --threads must be at least 1, --warmup at least 0")
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", args.section):
+        ap.error(f"--section {args.section!r}: letters, digits, '_' and '-' only (it names HTML comment markers)")
     if args.compiled and "compiled" not in args.modes:
         args.modes.append("compiled")
     if args.no_train:

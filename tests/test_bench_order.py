@@ -1,9 +1,9 @@
-"""benchmarks/bench_vs_timm.py's round orders, without timing anything: over a full cycle of
-rounds every contender runs once per round and comes right after every other one equally
-often (a Williams design), for even and odd numbers of contenders; ``bench`` runs them in
-those orders.
+"""benchmarks/bench_vs_timm.py without timing anything: over a full cycle of rounds every
+contender runs once per round and comes right after every other one equally often (a
+Williams design), for even and odd numbers of contenders; ``bench`` runs them in those
+orders; bad arguments are usage errors, not tracebacks.
 
-Takes: the script (imported for its pure functions). Checks: the orders and the calls made.
+Takes: the script (imported for its pure functions). Checks: the orders, the calls made and the exit status of bad arguments.
 """
 
 from __future__ import annotations
@@ -58,3 +58,11 @@ def test_bench_calls_in_the_design_order() -> None:
     rounds = [calls[3 + 3 * r: 6 + 3 * r] for r in range(6)]
     assert rounds == [["abc"[i] for i in o] for o in bv.round_orders(3)]
     assert med == {"a": 1.0, "b": 1.0, "c": 1.0}  # each call one tick of the fake clock
+
+
+@pytest.mark.parametrize("args", [["--repeats", "0"], ["--batch", "0"], ["--warmup", "-1"], ["--threads", "0"],
+                                  ["--section", "a b"], ["--models", "nope"]])
+def test_bad_arguments_are_usage_errors(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        bv.main(args)
+    assert e.value.code == 2 and "error:" in capsys.readouterr().err
