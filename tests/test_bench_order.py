@@ -8,24 +8,13 @@ Takes: the script (imported for its pure functions). Checks: the orders, the cal
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 from collections import Counter
-from pathlib import Path
 
 import pytest
+from bench_scripts import load_script
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_vs_timm.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("bench_vs_timm_script", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-bv = _load()
+bv = load_script("bench_vs_timm.py")
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6])

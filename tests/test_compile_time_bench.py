@@ -8,25 +8,15 @@ functions). Checks: exit status, what it prints, the parsed result and the table
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from bench_scripts import BENCHMARKS, load_script
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "compile_time.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("compile_time_bench", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-ct = _load()
+SCRIPT = BENCHMARKS / "compile_time.py"
+ct = load_script("compile_time.py")
 
 
 def _result(contender: str, compile_s: float, steady_s: float, breaks: int) -> dict:
