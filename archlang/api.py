@@ -282,9 +282,10 @@ def build(spec: str | Path | Program, arch: str | None = None, *, compile: bool 
     _, plan = _plan_budget(g, max_memory, batch=batch, train=train, dtype=dtype, sources=prog.sources,
                            inference=inference)
     from archlang.lower.codegen import compile_regions as regions
+    from archlang.lower.codegen import dead_rows
     from archlang.ops.attention import attention_lowering
 
-    with attention_lowering(attention, compiled=compile), regions(compile_regions):
+    with attention_lowering(attention, compiled=compile), regions(compile_regions), dead_rows(inference):
         model, _ = instantiate(planned_graph(g, plan), dtype=dtype, kernels=kernels)
     model.archlang_graph = g  # the spec's IR (what `save` checks); the plan is in the code
     model.archlang_checkpoint_plan = plan
@@ -331,9 +332,11 @@ def load(path: str | Path, *, inference: bool = False, **kwargs: Any) -> Any:
     """Rebuild a model saved by :func:`save` from its spec (parsed and checked again, never
     from code or names in the file), check it against the file, and load its weights;
     ``max_memory`` as for :func:`build`; ``inference=True`` then folds it (see :func:`build`)."""
+    from archlang.lower.codegen import dead_rows
     from archlang.lower.io import load as _load
 
-    model = _load(path, **kwargs)
+    with dead_rows(inference):  # the inference build leaves out the rows no output reads
+        model = _load(path, **kwargs)
     if inference:
         from archlang.lower.inference import fold
 

@@ -378,11 +378,11 @@ def build(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch fil
     if rep is None:  # --max-memory off: the report is still written
         rep = cost_graph(g, batch=batch, train=train, dtype=dtype, inference_build=inference and not train)
     from archlang.lower.codegen import compile_regions as regions
-    from archlang.lower.codegen import generate
+    from archlang.lower.codegen import dead_rows, generate
     from archlang.lower.rules import LoweringError
 
     try:
-        with attention_lowering(attention), regions(compile_regions):
+        with attention_lowering(attention), regions(compile_regions), dead_rows(inference and not train):
             source, cls_name = generate(planned_graph(g, plan), dtype=dtype)
     except LoweringError as e:
         typer.echo(f"error[E0801]: cannot lower `{g.arch}` to PyTorch: {e}", err=True)
@@ -581,6 +581,14 @@ def cost(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch file
     except ValueError:  # twice the size does not check (a window that no longer divides...): no growth line
         gr = None
     console.print(summary(rep, gr, sp))
+    if inference:
+        written = cost_graph(g, **kw | {"inference_build": False})
+        if written.flops != rep.flops:
+            from archlang.units import human_count
+
+            console.print(f"The inference build leaves out {human_count(written.flops - rep.flops, 'FLOP')} that "
+                          f"no output reads (rows nothing uses); the default build computes "
+                          f"{human_count(written.flops, 'FLOP')}.")
     raise typer.Exit(0)
 
 

@@ -803,9 +803,13 @@ def to_sympy(d: DimLike):
 def cost_graph(graph: Graph, batch: int = 1, dtype: str = "float32", train: bool = False,
                sizes: dict[str, int] | None = None, device: str = "cpu", inference_build: bool = False) -> CostReport:
     """The cost report of ``graph`` (``inference_build``: of ``archlang.build(...,
-    inference=True)``, whose linear layers also hold blocked copies of their weights)."""
-    return CostReport(graph, batch=batch, dtype=dtype, train=train, sizes=sizes, device=device,
-                      inference_build=inference_build)
+    inference=True)``, whose linear layers also hold blocked copies of their weights, and
+    which computes no rows that no output reads: :func:`archlang.check.rows.prune_dead_rows`,
+    a ViT's last block on its class token alone)."""
+    from archlang.check.rows import prune_dead_rows
+
+    return CostReport(prune_dead_rows(graph) if inference_build else graph, batch=batch, dtype=dtype, train=train,
+                      sizes=sizes, device=device, inference_build=inference_build)
 
 
 def param_and_buffer_bytes(rep: CostReport) -> int:

@@ -85,6 +85,15 @@ class OpBase(BaseModel):
     def buffers(self) -> tuple[BufferSpec, ...]:
         return ()
 
+    def rows_independent(self, axis: int, rank: int) -> bool:
+        """Whether row ``i`` of the output along ``axis`` (0 .. ``rank`` - 1; the output and the
+        inputs that have its size there are rank ``rank``) is computed from row ``i`` of those
+        inputs alone (inputs broadcast along ``axis`` are read whole), the same random draws
+        included: then an op whose output is read only through its first rows there may
+        compute only those (:func:`archlang.check.rows.prune_dead_rows`). False unless an op
+        says otherwise."""
+        return False
+
 
 def _wb(out_f: int, in_f: int, bias: bool) -> tuple[ParamSpec, ...]:
     w = ParamSpec(name="weight", shape=(out_f, in_f))
@@ -122,6 +131,9 @@ class Linear(OpBase):
 
     def parameters(self) -> tuple[ParamSpec, ...]:
         return _wb(self.out_features, self.in_features, self.bias)
+
+    def rows_independent(self, axis: int, rank: int) -> bool:
+        return axis < rank - 1
 
 
 class Conv2d(OpBase):
@@ -175,6 +187,9 @@ class LayerNorm(OpBase):
     affine: bool = True
     bias: bool = True
     axis: int = -1
+
+    def rows_independent(self, axis: int, rank: int) -> bool:
+        return axis != self.axis % rank
 
     def parameters(self) -> tuple[ParamSpec, ...]:
         if not self.affine:
@@ -265,6 +280,9 @@ class ChannelScale(OpBase):
     def parameters(self) -> tuple[ParamSpec, ...]:
         return (ParamSpec(name="", shape=(self.dim,), role="norm"),)
 
+    def rows_independent(self, axis: int, rank: int) -> bool:
+        return axis != self.axis % rank
+
 
 class Affine(OpBase):
     """ResMLP's Affine norm: ``alpha * x + beta`` with learned per-channel alpha and beta."""
@@ -339,10 +357,17 @@ def _prefix(p: str, specs: tuple[ParamSpec, ...]) -> tuple[ParamSpec, ...]:
 
 
 class Attention(_AttnCommon):
-    """Multi-head self-attention over ``[B, N, C]`` (global, or causal) with a fused qkv."""
+    """Multi-head self-attention over ``[B, N, C]`` (global, or causal) with a fused qkv.
+
+    ``queries`` > 0: only the first ``queries`` tokens attend (keys and values still come from
+    every token) and the output is ``[B, queries, C]``; causal, query ``i`` still sees keys
+    ``0 .. i``. The spec does not write it: :func:`archlang.check.rows.prune_dead_rows` sets it
+    where nothing reads the other tokens' outputs (ViT's last block, whose class token alone
+    reaches the head). Left out of the JSON at 0."""
 
     op: Literal["attention"] = "attention"
     causal: bool = False
+    queries: int = Field(default=0, ge=0, exclude_if=lambda v: v == 0)
 
 
 class RelPosAttention(_AttnCommon):
@@ -494,6 +519,9 @@ class Activation(OpBase):
     op: Literal["activation"] = "activation"
     fn: Literal["gelu", "gelu_tanh", "relu", "silu", "tanh", "sigmoid"]
 
+    def rows_independent(self, axis: int, rank: int) -> bool:
+        return True
+
 
 class Glu(OpBase):
     """Gated linear unit: split the last (or given) dim in halves, ``a * sigmoid(b)``."""
@@ -515,12 +543,18 @@ class Dropout(OpBase):
     op: Literal["dropout"] = "dropout"
     p: float
 
+    def rows_independent(self, axis: int, rank: int) -> bool:
+        return self.p == 0  # it draws one number per element: fewer rows, other draws
+
 
 class DropPath(OpBase):
     """Stochastic depth: drop whole samples of a residual branch with probability ``p``."""
 
     op: Literal["drop_path"] = "drop_path"
     p: float
+
+    def rows_independent(self, axis: int, rank: int) -> bool:
+        return axis != 0  # one draw per sample, whatever the other axes hold
 
 
 class Binary(OpBase):
@@ -529,6 +563,9 @@ class Binary(OpBase):
     op: Literal["binary"] = "binary"
     fn: Literal["add", "sub", "mul", "div"]
 
+    def rows_independent(self, axis: int, rank: int) -> bool:
+        return True
+
 
 class Scale(OpBase):
     """Multiply (or add) a tensor by a compile-time constant: ``x * 0.5``, ``x + 1``."""
@@ -536,6 +573,9 @@ class Scale(OpBase):
     op: Literal["scale"] = "scale"
     factor: float = 1.0
     offset: float = 0.0
+
+    def rows_independent(self, axis: int, rank: int) -> bool:
+        return True
 
 
 class RearrangeAxis(BaseModel):
@@ -619,6 +659,9 @@ class Identity(OpBase):
     """Pass the input through."""
 
     op: Literal["identity"] = "identity"
+
+    def rows_independent(self, axis: int, rank: int) -> bool:
+        return True
 
 
 class Roll(OpBase):

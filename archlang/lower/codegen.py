@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from archlang.check.rows import prune_dead_rows
 from archlang.ir import ops as O
 from archlang.ir.dims import Dim, fmt
 from archlang.ir.graph import Graph, Node, Scope, ValueRef
@@ -399,11 +400,14 @@ class ModuleTree:
             items = [d.get(str(i), IDENTITY) for i in range(n)]
             if n >= 2 and not any(isinstance(x, dict) for x in items):
                 comp = self._comprehension(items)
-                if comp is not None:
-                    one, loop = comp
-                    if len(indent) + len(one) + len(loop) + 30 <= 120:
-                        return f"nn.ModuleList([{one} {loop}])"
-                    return f"nn.ModuleList([\n{inner}{one}\n{inner}{loop}\n{indent}])"
+                # all but a different last one (ViT's, on the class token alone: archlang.check.rows)
+                tail = self._comprehension(items[:-1]) if comp is None and n >= 3 else None
+                if comp is not None or tail is not None:
+                    one, loop = comp or tail  # type: ignore[misc]
+                    last = "" if comp is not None else f" + [{code(items[-1], self.names)}]"
+                    if len(indent) + len(one) + len(loop) + len(last) + 30 <= 120:
+                        return f"nn.ModuleList([{one} {loop}]{last})"
+                    return f"nn.ModuleList([\n{inner}{one}\n{inner}{loop}\n{indent}]{last})"
             parts = [self.expr(x, inner) if isinstance(x, dict) else code(x, self.names) for x in items]
             return "nn.ModuleList([\n" + "".join(f"{inner}{p},\n" for p in parts) + f"{indent}])"
         self.uses_container = True
@@ -567,6 +571,23 @@ def compile_regions(on: bool = True) -> Iterator[None]:
         _REGIONS.reset(token)
 
 
+_DEAD_ROWS: ContextVar[bool] = ContextVar("archlang_dead_rows", default=False)
+
+
+@contextmanager
+def dead_rows(on: bool = True) -> Iterator[None]:
+    """Inside the block, :func:`generate` lowers the graph without the rows that no output reads
+    (:func:`archlang.check.rows.prune_dead_rows`: a ViT's last block runs on its class token
+    alone). The inference build does (``archlang.build(..., inference=True)``, ``archc build
+    --inference``), and its cost report follows (``cost_graph(..., inference_build=True)``); the
+    default build computes every row, as the spec writes it and timm's models do."""
+    token = _DEAD_ROWS.set(on)
+    try:
+        yield
+    finally:
+        _DEAD_ROWS.reset(token)
+
+
 def _region_classes(plans: list[ClassPlan]) -> set[str]:
     """The classes :func:`compile_regions` marks, outermost first: a class with two instances
     alike (the same constructor arguments, so that they can share compiled code), none of its
@@ -603,6 +624,11 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
     # block instance gets a run-time switch, `blk.grad_checkpointing`; the plan's are on at first
     ckpt_plan = checkpoint_plan(graph) if is_root else ()
     ckpt_blocks = set(graph.block_instances()) if ckpt_plan else set()
+    # timm's switch (`self.grad_checkpointing`) covers the loops of repeated blocks; with dead rows
+    # left out also a repeated block of a list called alone: ViT's last block, which runs on the
+    # class token alone (archlang.check.rows), outside the loop over the others
+    timm_blocks = ({b for b in graph.block_instances() if _index_split(inst0.local(b))}
+                   if head is not None and not ckpt_plan and _DEAD_ROWS.get() else set())
     fwd_args_used: set[str] = set()
     tree = ModuleTree(set(plan.args) | {"self"})
     tied: list[str] = []  # `self.lm_head.weight = self.wte.weight`: labelled tied heads (tied_alias)
@@ -754,7 +780,8 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
             keys = [(r.node, r.index) for r in outs]
             first_in = names.get((it.inputs[0].node, it.inputs[0].index)) if it.inputs else None
             nxt = items[idx + 1] if idx + 1 < len(items) else None
-            switched = it.path in ckpt_blocks  # a checkpointable instance of a planned model: not inlined
+            # a checkpointable instance of a planned model, or under timm's switch: not inlined
+            switched = it.path in ckpt_blocks or it.path in timm_blocks
             if len(keys) == 1 and keys[0] not in names and uses[keys[0]] == 1 and len(code(call_expr)) <= 70 \
                     and isinstance(nxt, Node) and not isinstance(nxt.op, O.Output) and not switched:
                 pref = (it.scope.output_vars[0] if it.scope and it.scope.output_vars else "") \
@@ -779,8 +806,8 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
                 plan.uses_checkpoint = True
                 mod = access_node(child_local)
                 ckpt = call("torch.utils.checkpoint.checkpoint", mod, *args, use_reentrant=lit(False))
-                body.append(f"        if {code(mod)}.grad_checkpointing and torch.is_grad_enabled() "
-                            "and not torch.jit.is_scripting():")
+                flag = f"{code(mod)}.grad_checkpointing" if ckpt_plan else "self.grad_checkpointing"
+                body.append(f"        if {flag} and torch.is_grad_enabled() and not torch.jit.is_scripting():")
                 emit(", ".join(var_names), ckpt, comment, "            ")
                 body.append("        else:")
                 emit(", ".join(var_names), call_expr, comment, "            ")
@@ -828,13 +855,17 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
             continue
         if rule.reuses_input or (isinstance(node_.op, O.PosEmbed) and node_.op.kind == "learned"):
             flush([], idx)
+        # a dropout or drop-path without a name passes its input's name on (`a`, not `drop_path`)
+        passed = (pending[(node_.inputs[0].node, node_.inputs[0].index)][2]
+                  if isinstance(node_.op, O.Dropout | O.DropPath) and node_.inputs
+                  and (node_.inputs[0].node, node_.inputs[0].index) in pending else None)
         ctx.ins = [ref_code(r) for r in node_.inputs]
         expr = rule.forward(ctx)
         types = [[n.outputs[k] for n in same] for k in range(len(node_.outputs))]
         comment = "  # " + comment_text(", ".join(shape_comment(t, dims_series, arg_names) for t in types))
         keys = [(node_.name, k) for k in range(len(node_.outputs))]
         if len(keys) == 1 and uses[keys[0]] == 1 and len(code(expr)) <= 70:
-            pref = (node_.vars[0] if node_.vars and node_.vars[0] else local.split(".")[-1])
+            pref = (node_.vars[0] if node_.vars and node_.vars[0] else passed or local.split(".")[-1])
             pending[keys[0]] = (expr, comment, "x" if pref.isdigit() else pref)
             continue
         first_in = names.get((node_.inputs[0].node, node_.inputs[0].index)) if node_.inputs else None
@@ -1213,6 +1244,8 @@ def generate(graph: Graph, dtype: str = "float32") -> tuple[str, str]:
     for n in graph.nodes:
         if type(n.op) not in LOWER_RULES:
             raise LoweringError(f"no lowering rule for op `{n.op.op}`")
+    if _DEAD_ROWS.get():  # the inference build: rows no output reads are not computed (ViT's last block)
+        graph = prune_dead_rows(graph)
     lora = _lora_config(graph)
     root = build_tree(graph)
     plans = plan_classes(root, graph.arch, lora, graph)

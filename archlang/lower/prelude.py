@@ -239,6 +239,24 @@ class Attention(nn.Module):
         return self.proj_drop(self.proj(x.transpose(1, 2).flatten(2)))
 
 
+class PrefixAttention(Attention):
+    """:class:`Attention` in which only the first ``queries`` tokens attend (keys and values
+    still come from every token): [B, N, C] -> [B, queries, C], with the same parameters.
+    archlang lowers an attention to it where nothing downstream reads the other tokens' outputs
+    (a ViT's last block, whose class token alone reaches the head)."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int, queries: int, qkv_bias: bool = True,
+                 proj_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0, causal: bool = False):
+        super().__init__(dim, heads, head_dim, qkv_bias, proj_bias, attn_drop, proj_drop, causal)
+        self.queries = queries
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x).unflatten(-1, (3, self.heads, self.head_dim)).permute(2, 0, 3, 1, 4).unbind(0)
+        x = sdpa(q[:, :, :self.queries], k, v, is_causal=self.causal,  # causal: query i sees keys 0 .. i
+                 dropout_p=self.attn_drop if self.training else 0.0)
+        return self.proj_drop(self.proj(x.transpose(1, 2).flatten(2)))
+
+
 def _rel_positions(length: int, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """Sinusoidal encodings of the relative offsets length-1, ..., 0, ..., -(length-1): [2L-1, dim]."""
     pos = torch.arange(length - 1, -length, -1, device=device, dtype=torch.float32)[:, None]

@@ -42,9 +42,12 @@ from archlang.render import rules as render
 from archlang.render.rules import Look, heads_label, square
 
 if TYPE_CHECKING:
+    import ast
+
     from torch import Tensor
 
     from archlang.lower.interpret import EvalCtx
+    from archlang.lower.rules import Ctx
 
 
 # --------------------------------------------------------------------------- signatures
@@ -148,8 +151,15 @@ def _window_v2_signature(ctx, ins, a):
 
 
 def _attention_shape(op: O.Attention, ins: list[TensorType]) -> tuple[TensorType, ...]:
-    expect_attn_input(op, ins[0], 3, "attention ([B, N, C])")
-    return (ins[0],)
+    x = ins[0]
+    expect_attn_input(op, x, 3, "attention ([B, N, C])")
+    if not op.queries:
+        return (x,)
+    n = x.shape[1]
+    if not isinstance(n, int) or op.queries > n:
+        raise ShapeError("E0301", f"attention of the first {op.queries} queries needs at least as many tokens, "
+                         f"got {fmt(n)}")
+    return (TensorType(shape=(x.shape[0], op.queries, x.shape[2]), dtype=x.dtype),)
 
 
 def _rel_pos_shape(op: O.RelPosAttention, ins: list[TensorType]) -> tuple[TensorType, ...]:
@@ -200,12 +210,15 @@ def _pooled_shape(op: O.PooledAttention, ins: list[TensorType]) -> tuple[TensorT
 
 def _attention_cost(op: O.Attention, ins, outs) -> OpCost:
     b, n, c = ins[0].shape
+    nq = op.queries or n  # queries > 0: the first tokens attend, every token is a key and a value
     rows = m(b, n)
-    out = sum_costs(proj_cost(rows, c, 3 * op.inner, op.qkv_bias), attn_core(b, op.heads, n, n, op.head_dim),
-               proj_cost(rows, op.inner, c, op.proj_bias))
+    rows_q = m(b, nq) if op.queries else rows
+    out = sum_costs(proj_cost(rows, c, 3 * op.inner, op.qkv_bias), attn_core(b, op.heads, nq, n, op.head_dim),
+               proj_cost(rows_q, op.inner, c, op.proj_bias))
     # SDPA's output is laid out [B, N, heads, head_dim]: the projection's input is a view of it
-    sdpa_cost(out, rows, rows, op.inner, op.heads, m(b, op.heads, n, n), op.attn_drop, op.attn_drop > 0,
-              lengths=(n, n))
+    # queries > 0: q is a view of the whole qkv output, so its left-out rows stay allocated with it
+    sdpa_cost(out, rows_q, rows, op.inner, op.heads, m(b, op.heads, nq, n), op.attn_drop, op.attn_drop > 0,
+              extra=m(b, n - nq, op.inner) if op.queries else 0, lengths=(nq, n))
     out.weight_inputs = (0,)
     return out
 
@@ -346,7 +359,8 @@ def _window_v2_cost(op: O.WindowAttentionV2, ins, outs) -> OpCost:
 
 
 def _attention_draw(op: O.Attention, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
-    return Look("Masked multi-head attention" if op.causal else "Multi-head attention", (heads_label(op),), "attention")
+    detail = (heads_label(op), f"first {op.queries} queries") if op.queries else (heads_label(op),)
+    return Look("Masked multi-head attention" if op.causal else "Multi-head attention", detail, "attention")
 
 
 def _cross_draw(op: O.CrossAttention, ins: list[TensorType], outs: tuple[TensorType, ...]) -> Look:
@@ -398,10 +412,12 @@ def _attention_interpret(c: EvalCtx) -> Tensor:
     n = x.shape[1]
     qkv = c.linear("qkv", x, op.qkv_bias)  # [B, N, 3 * inner]: q, k, v blocks, heads inside each
     q, k, v = (interp.split_heads(t, op.heads) for t in qkv.split(op.inner, dim=-1))
+    nq = op.queries or n
+    q = q[:, :, :nq]  # queries > 0: only the first tokens attend
     bias = None
     if op.causal:
-        future = torch.arange(n)[None, :] > torch.arange(n)[:, None]  # key j after query i
-        bias = torch.zeros(n, n, dtype=x.dtype, device=x.device).masked_fill(future.to(x.device), float("-inf"))
+        future = torch.arange(n)[None, :] > torch.arange(nq)[:, None]  # key j after query i
+        bias = torch.zeros(nq, n, dtype=x.dtype, device=x.device).masked_fill(future.to(x.device), float("-inf"))
     out = interp.attend(q, k, v, op.head_dim ** -0.5, bias)
     return c.linear("proj", interp.merge_heads(out), op.proj_bias)
 
@@ -610,10 +626,18 @@ arch t() {
 }
 """
 
+def _attention_module(c: Ctx) -> ast.expr:
+    """``Attention(...)``, or ``PrefixAttention(..., queries=k)`` where only the first k tokens attend."""
+    if c.op.queries:
+        return call("PrefixAttention", **kwargs_of(c, [*ATTN_COMMON[:3], "queries", *ATTN_COMMON[3:], "causal"],
+                                                    ATTN_DEFAULTS))
+    return call("Attention", **kwargs_of(c, [*ATTN_COMMON, "causal"], ATTN_DEFAULTS))
+
+
 define(O.Attention, shape=_attention_shape, cost=_attention_cost,
        lower=Rule(
-           forward=call_module, helpers=("Attention",),
-           module=lambda c: call("Attention", **kwargs_of(c, [*ATTN_COMMON, "causal"], ATTN_DEFAULTS))),
+           forward=call_module, helpers=lambda c: ("Attention", "PrefixAttention") if c.op.queries else ("Attention",),
+           module=_attention_module),
        draw=_attention_draw, interpret=_attention_interpret, example=_EXAMPLE)
 define(O.CrossAttention, shape=_cross_shape, cost=_cross_cost,
        lower=Rule(

@@ -49,6 +49,9 @@ class RMSNorm(OpBase):
     def parameters(self) -> tuple[ParamSpec, ...]:
         return (ParamSpec(name="weight", shape=(self.dim,), role="norm"),) if self.affine else ()
 
+    def rows_independent(self, axis: int, rank: int) -> bool:
+        return axis < rank - 1
+
 
 @op("rmsnorm", ("x",), (Arg("eps", "float", 1e-6, range="positive"), Arg("affine", "bool", True)),
     "RMSNorm over the last dim: x / sqrt(mean(x^2) + eps) * weight (Llama's norm).")
