@@ -219,8 +219,26 @@ def _attention_cost(op: O.Attention, ins, outs) -> OpCost:
     # queries > 0: q is a view of the whole qkv output, so its left-out rows stay allocated with it
     sdpa_cost(out, rows_q, rows, op.inner, op.heads, m(b, op.heads, nq, n), op.attn_drop, op.attn_drop > 0,
               extra=m(b, n - nq, op.inner) if op.queries else 0, lengths=(nq, n))
+    if op.queries and isinstance(c, int):
+        out.grad_temp = _prefix_grad_temp(op, b, n, nq, c)
     out.weight_inputs = (0,)
     return out
+
+
+def _prefix_grad_temp(op: O.Attention, b: Any, n: int, nq: int, c: int) -> Any:
+    """The backward temporaries of an attention of the first ``nq`` of ``n`` queries, beside its
+    input's gradient (which the schedule counts), measured against the profiler in three
+    moments (per sample, in elements; R = n * inner, the qkv output's part for each of q, k, v):
+    SDPA's backward, with its saved q, k, v views of the qkv output still held, allocates the
+    projection input's gradient and those of q, k and v (``2 nq inner + 2 R``); it then frees
+    what it saved (``3 R + nq inner + nq heads``: the whole qkv output, the output, the
+    log-sum-exp) before q's gradient is padded to every token and the three are stacked for the
+    qkv layer (``3 R + 3 R``); the qkv layer's backward then returns the input's gradient
+    (``n c``) beside the stack. The largest, less the input's gradient."""
+    r, rq, lse = n * op.inner, nq * op.inner, nq * op.heads
+    released = 3 * r + rq + lse
+    moments = (2 * rq + 2 * r, 6 * r - released, n * c + 3 * r - released)
+    return m(b, max(0, max(moments) - n * c))
 
 
 def _cross_cost(op: O.CrossAttention, ins, outs) -> OpCost:
