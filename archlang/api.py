@@ -52,7 +52,8 @@ def graph(spec: str | Path | Program, arch: str | None = None, **params: Any) ->
 
 
 def cost(spec: str | Path, arch: str | None = None, *, batch: int = 1, dtype: str = "float32", train: bool = False,
-         sizes: dict[str, int] | None = None, device: str = "cpu", inference: bool = False, **params: Any):
+         sizes: dict[str, int] | None = None, device: str = "cpu", inference: bool = False, as_written: bool = False,
+         **params: Any):
     """The cost report of one arch, computed from the IR without torch.
 
     ``.params``, ``.trainable_params``, ``.flops``, ``.activation_bytes``, ``.attention_bytes``,
@@ -60,12 +61,15 @@ def cost(spec: str | Path, arch: str | None = None, *, batch: int = 1, dtype: st
     ``sizes`` gives free sizes other than the batch (``{"S": 128}``); ``device`` (``"cpu"`` or
     ``"cuda"``) picks the saved-tensor and optimizer rules of that device (docs/memory.md);
     ``inference=True`` costs the inference build (``build(..., inference=True)``), whose linear
-    layers also hold blocked copies of their weights (``.packed_bytes``).
+    layers also hold blocked copies of their weights (``.packed_bytes``). The report is of the
+    model ``build`` makes, which computes no rows that no output reads (a ViT's last block runs
+    on the class token alone: :mod:`archlang.check.rows`); ``as_written=True`` counts every row
+    the spec writes, as timm's models compute them and papers count them.
     """
     from archlang.cost import cost_graph
 
     return cost_graph(graph(spec, arch, **params), batch=batch, dtype=dtype, train=train, sizes=sizes,
-                      device=device, inference_build=inference)
+                      device=device, inference_build=inference, as_written=as_written)
 
 
 def render(spec: str | Path, arch: str | None = None, *, depth: int | None = None, cost: bool | str = False,
@@ -227,7 +231,7 @@ def _human(n: int) -> str:
 def build(spec: str | Path | Program, arch: str | None = None, *, compile: bool = False,
           max_memory: int | str | None = "auto", batch: int = 1, train: bool = False, dtype: str = "float32",
           inference: bool = False, attention: str = "auto", compile_regions: bool = False, kernels: str = "auto",
-          **params: Any):
+          keep_dead_rows: bool = False, **params: Any):
     """Build the PyTorch model of one arch: ``archlang.build("specs/swin_t.arch", img=384)``.
 
     The module is executed from the same generated source that ``archc build`` writes; it
@@ -266,6 +270,13 @@ def build(spec: str | Path | Program, arch: str | None = None, *, compile: bool 
     inference build always uses the oneDNN layers. In a CNN "auto" also keeps the
     convolutions' weights channels-last (:meth:`archlang.ir.graph.Graph.prefers_channels_last`).
 
+    Rows that no output reads are not computed (:mod:`archlang.check.rows`): in a ViT, DeiT or
+    AST only the class (and distillation) tokens reach the head, so the last block attends with
+    those queries alone (``PrefixAttention``, the same weights) and runs its MLP on them; the
+    outputs and gradients are those of the whole computation, and ``cost`` counts what runs.
+    ``keep_dead_rows=True`` computes every row, as the spec writes it and timm's models do (for
+    hooks that read the last block's other tokens).
+
     With ``train=True`` the model is built with the activation-checkpoint plan that fits the
     budget with the least recomputation (:func:`archlang.cost.plan.plan_checkpoints`; the
     spec's ``checkpoint "..."`` statements are always in it): ``model.checkpoint_plan`` names
@@ -285,7 +296,7 @@ def build(spec: str | Path | Program, arch: str | None = None, *, compile: bool 
     from archlang.lower.codegen import dead_rows
     from archlang.ops.attention import attention_lowering
 
-    with attention_lowering(attention, compiled=compile), regions(compile_regions), dead_rows(inference):
+    with attention_lowering(attention, compiled=compile), regions(compile_regions), dead_rows(not keep_dead_rows):
         model, _ = instantiate(planned_graph(g, plan), dtype=dtype, kernels=kernels)
     model.archlang_graph = g  # the spec's IR (what `save` checks); the plan is in the code
     model.archlang_checkpoint_plan = plan
@@ -332,11 +343,9 @@ def load(path: str | Path, *, inference: bool = False, **kwargs: Any) -> Any:
     """Rebuild a model saved by :func:`save` from its spec (parsed and checked again, never
     from code or names in the file), check it against the file, and load its weights;
     ``max_memory`` as for :func:`build`; ``inference=True`` then folds it (see :func:`build`)."""
-    from archlang.lower.codegen import dead_rows
     from archlang.lower.io import load as _load
 
-    with dead_rows(inference):  # the inference build leaves out the rows no output reads
-        model = _load(path, **kwargs)
+    model = _load(path, **kwargs)
     if inference:
         from archlang.lower.inference import fold
 

@@ -344,6 +344,9 @@ def build(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch fil
               "--compile-regions", metavar="", help="Mark the outermost repeated blocks that can share code "
               "@torch.compiler.nested_compile_region: torch.compile compiles one instance and reuses it for "
               "the ones alike (faster compiles, no fusion across blocks).")] = False,
+          keep_dead_rows: Annotated[bool, typer.Option(
+              "--keep-dead-rows", metavar="", help="Compute every row the spec writes, also those no output "
+              "reads (by default a ViT's last block runs on its class token alone), as timm's models do.")] = False,
           ) -> None:
     """Generate a standalone PyTorch module, DIR/<arch>.py, with <arch>.cost.json beside it.
 
@@ -376,13 +379,14 @@ def build(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch fil
         _print_diags(e.diagnostics, r.program.sources, "text")
         raise typer.Exit(1) from None
     if rep is None:  # --max-memory off: the report is still written
-        rep = cost_graph(g, batch=batch, train=train, dtype=dtype, inference_build=inference and not train)
+        rep = cost_graph(g, batch=batch, train=train, dtype=dtype, inference_build=inference and not train,
+                         as_written=keep_dead_rows)
     from archlang.lower.codegen import compile_regions as regions
     from archlang.lower.codegen import dead_rows, generate
     from archlang.lower.rules import LoweringError
 
     try:
-        with attention_lowering(attention), regions(compile_regions), dead_rows(inference and not train):
+        with attention_lowering(attention), regions(compile_regions), dead_rows(not keep_dead_rows):
             source, cls_name = generate(planned_graph(g, plan), dtype=dtype)
     except LoweringError as e:
         typer.echo(f"error[E0801]: cannot lower `{g.arch}` to PyTorch: {e}", err=True)
@@ -509,7 +513,11 @@ def cost(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch file
          device: Annotated[str, typer.Option("--device", metavar="cpu|cuda", help="Saved-tensor and optimizer "
                                              "rules of this device (docs/memory.md).")] = "cpu",
          inference: Annotated[bool, typer.Option("--inference", metavar="", help="Cost the inference build "
-                                                 "(its linear layers' packed weights counted).")] = False) -> None:
+                                                 "(its linear layers' packed weights counted).")] = False,
+         as_written: Annotated[bool, typer.Option("--as-written", metavar="", help="Count every row the spec "
+                                                  "writes, also those no output reads, which the build leaves out "
+                                                  "(as timm's models compute them and papers count them).")] = False,
+         ) -> None:
     """Cost report before training: params, FLOPs, activation and attention memory, formulas."""
     from rich.console import Console
 
@@ -547,9 +555,11 @@ def cost(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch file
             raise _usage(f"--size: `{g.arch}` has no free size `{k}`"
                          + (f"; {hint}" if hint else f" (its free sizes: {', '.join(free) or 'none but B'}; "
                                                      "the batch is --batch)"))
-    rep = cost_graph(g, batch=batch, dtype=dtype, train=train, sizes=sizes, device=device, inference_build=inference)
+    rep = cost_graph(g, batch=batch, dtype=dtype, train=train, sizes=sizes, device=device, inference_build=inference,
+                     as_written=as_written)
     console = Console(width=100)
-    kw = dict(batch=batch, dtype=dtype, train=train, sizes=sizes, device=device, inference_build=inference)
+    kw = dict(batch=batch, dtype=dtype, train=train, sizes=sizes, device=device, inference_build=inference,
+              as_written=as_written)
     overrides = dict(a.split("=", 1) for a in (set or []))
     if sweep:
         param, values = _parse_sweep(sweep, [p.name for p in g.params])
@@ -581,13 +591,13 @@ def cost(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch file
     except ValueError:  # twice the size does not check (a window that no longer divides...): no growth line
         gr = None
     console.print(summary(rep, gr, sp))
-    if inference:
-        written = cost_graph(g, **kw | {"inference_build": False})
+    if not as_written:
+        written = cost_graph(g, **kw | {"as_written": True})
         if written.flops != rep.flops:
             from archlang.units import human_count
 
-            console.print(f"The inference build leaves out {human_count(written.flops - rep.flops, 'FLOP')} that "
-                          f"no output reads (rows nothing uses); the default build computes "
+            console.print(f"The build leaves out {human_count(written.flops - rep.flops, 'FLOP')} that no output "
+                          f"reads (rows nothing uses); as written (--as-written, as timm computes it): "
                           f"{human_count(written.flops, 'FLOP')}.")
     raise typer.Exit(0)
 

@@ -1,7 +1,7 @@
 """Dead-row pruning (archlang.check.rows): which nodes it shortens, and the models lowered from
-the pruned graph (``archlang.lower.codegen.dead_rows``, which the inference build turns on)
-against the interpreter of the spec's own (unpruned) graph: outputs and gradients, in eval
-and train mode, in float64; the inference build of ViT against the default build."""
+the pruned graph (both builds) against the interpreter of the spec's own (unpruned) graph:
+outputs and gradients, in eval and train mode, in float64; ``keep_dead_rows`` and the
+inference build of ViT against each other."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def test_the_last_block_attends_with_the_rows_read(spec: Path) -> None:
     assert after["blocks.1.add_1"].outputs == before["blocks.1.add_1"].outputs
     assert pruned.param_count() == g.param_count()
     # the cost rules follow: the last block's projection, MLP and scores on one token
-    full, cut = cost_graph(g, batch=2), cost_graph(pruned, batch=2)
+    full, cut = cost_graph(g, batch=2, as_written=True), cost_graph(g, batch=2)
     assert cut.params == full.params
     b, n, c = 2, 9, 16
     saved = 2 * b * (n - 1) * (c * c + 2 * 4 * c * c) + 4 * b * 2 * (n - 1) * n * 8  # proj + MLP; scores
@@ -146,20 +146,37 @@ def test_the_built_model_agrees_with_the_interpreter(spec: Path, arch: str, para
             assert _rel_err(a.expand_as(b) if a.dim() == 0 else a, b.expand_as(a) if b.dim() == 0 else b) <= 1e-5, label
 
 
-def test_only_the_inference_build_leaves_rows_out() -> None:
-    """The default build computes every row (as timm's ViT does); the inference build's last
-    block attends with the class token alone, loads the default build's state_dict and gives
-    its outputs; the cost reports follow each build."""
+def test_keep_dead_rows_computes_every_row() -> None:
+    """``keep_dead_rows=True`` computes every row (as timm's ViT does); the default and the
+    inference builds attend with the class token alone in the last block. All three load each
+    other's state_dict and agree; the cost report follows each (``as_written`` for every row)."""
     params = {"img": 32, "patch": 8, "depth": 2}
     torch.manual_seed(0)
+    whole = archlang.build("specs/vit_b16.arch", "vit_ti16", max_memory=None, keep_dead_rows=True, **params).eval()
     default = archlang.build("specs/vit_b16.arch", "vit_ti16", max_memory=None, **params).eval()
     fast = archlang.build("specs/vit_b16.arch", "vit_ti16", max_memory=None, inference=True, **params)
-    assert type(default.blocks[-1].attn).__name__ == "Attention"
-    assert type(fast.blocks[-1].attn).__name__ == "PrefixAttention" and fast.blocks[-1].attn.queries == 1
-    fast.load_state_dict(default.state_dict())
+    assert type(whole.blocks[-1].attn).__name__ == "Attention"
+    for m in (default, fast):
+        assert type(m.blocks[-1].attn).__name__ == "PrefixAttention" and m.blocks[-1].attn.queries == 1
+        m.load_state_dict(whole.state_dict())
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
-        assert torch.allclose(fast(x), default(x), atol=1e-5, rtol=0)
-    full = archlang.cost("specs/vit_b16.arch", "vit_ti16", batch=3, **params)
-    cut = archlang.cost("specs/vit_b16.arch", "vit_ti16", batch=3, inference=True, **params)
+        want = whole(x)
+        assert torch.allclose(default(x), want, atol=1e-5, rtol=0)
+        assert torch.allclose(fast(x), want, atol=1e-5, rtol=0)
+    full = archlang.cost("specs/vit_b16.arch", "vit_ti16", batch=3, as_written=True, **params)
+    cut = archlang.cost("specs/vit_b16.arch", "vit_ti16", batch=3, **params)
     assert cut.flops < full.flops and cut.params == full.params
+
+
+def test_the_last_block_stays_under_timm_checkpointing(monkeypatch) -> None:
+    """The last block, a class of its own outside the loop, is checkpointed with the others."""
+    import torch.utils.checkpoint as ckpt
+
+    model = archlang.build("specs/vit_b16.arch", "vit_ti16", img=32, depth=3, max_memory=None).train()
+    calls = []
+    real = ckpt.checkpoint
+    monkeypatch.setattr(ckpt, "checkpoint", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    model.set_grad_checkpointing()
+    model(torch.randn(1, 3, 32, 32)).sum().backward()
+    assert calls == list(model.blocks)

@@ -355,13 +355,13 @@ def fitting_batch(graph: Graph, budget: int, batch: int, dtype: str = "float32",
     """The largest batch below ``batch`` whose training step fits ``budget`` with every
     candidate block checkpointed, or None when even batch 1 does not (a binary search; the
     peak grows with the batch)."""
-    from archlang.cost.report import CostReport
+    from archlang.cost.report import cost_graph
 
     everything = tuple(graph.block_instances())
     sizes = {k: v for k, v in (sizes or {}).items() if k != "B"}  # a report's sizes hold its batch
 
     def fits(b: int) -> bool:
-        rep = CostReport(graph, batch=b, dtype=dtype, train=True, sizes=sizes)
+        rep = cost_graph(graph, batch=b, dtype=dtype, train=True, sizes=sizes)
         return estimated_peak(rep, everything) <= budget
 
     lo, hi = 0, batch - 1  # lo fits (0: none known), hi + 1 does not

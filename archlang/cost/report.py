@@ -801,14 +801,18 @@ def to_sympy(d: DimLike):
 
 
 def cost_graph(graph: Graph, batch: int = 1, dtype: str = "float32", train: bool = False,
-               sizes: dict[str, int] | None = None, device: str = "cpu", inference_build: bool = False) -> CostReport:
-    """The cost report of ``graph`` (``inference_build``: of ``archlang.build(...,
-    inference=True)``, whose linear layers also hold blocked copies of their weights, and
-    which computes no rows that no output reads: :func:`archlang.check.rows.prune_dead_rows`,
-    a ViT's last block on its class token alone)."""
+               sizes: dict[str, int] | None = None, device: str = "cpu", inference_build: bool = False,
+               as_written: bool = False) -> CostReport:
+    """The cost report of the model ``archlang.build`` makes of ``graph`` (``inference_build``:
+    of ``archlang.build(..., inference=True)``, whose linear layers also hold blocked copies of
+    their weights). Both builds compute no rows that no output reads
+    (:func:`archlang.check.rows.prune_dead_rows`: a ViT's last block runs on its class token
+    alone), and neither does this report; ``as_written=True`` costs ``graph`` as the spec
+    writes it, every row, as timm's models compute them and papers count them (and as
+    ``archlang.build(..., keep_dead_rows=True)`` does)."""
     from archlang.check.rows import prune_dead_rows
 
-    return CostReport(prune_dead_rows(graph) if inference_build else graph, batch=batch, dtype=dtype, train=train,
+    return CostReport(graph if as_written else prune_dead_rows(graph), batch=batch, dtype=dtype, train=train,
                       sizes=sizes, device=device, inference_build=inference_build)
 
 

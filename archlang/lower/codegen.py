@@ -571,16 +571,16 @@ def compile_regions(on: bool = True) -> Iterator[None]:
         _REGIONS.reset(token)
 
 
-_DEAD_ROWS: ContextVar[bool] = ContextVar("archlang_dead_rows", default=False)
+_DEAD_ROWS: ContextVar[bool] = ContextVar("archlang_dead_rows", default=True)
 
 
 @contextmanager
 def dead_rows(on: bool = True) -> Iterator[None]:
-    """Inside the block, :func:`generate` lowers the graph without the rows that no output reads
+    """Whether :func:`generate` leaves out the rows that no output reads inside the block
     (:func:`archlang.check.rows.prune_dead_rows`: a ViT's last block runs on its class token
-    alone). The inference build does (``archlang.build(..., inference=True)``, ``archc build
-    --inference``), and its cost report follows (``cost_graph(..., inference_build=True)``); the
-    default build computes every row, as the spec writes it and timm's models do."""
+    alone). On by default, as the cost report (``cost_graph``) assumes; ``dead_rows(False)``
+    (``archlang.build(..., keep_dead_rows=True)``, ``archc build --keep-dead-rows``) computes
+    every row the spec writes, as timm's models do."""
     token = _DEAD_ROWS.set(on)
     try:
         yield
@@ -614,8 +614,16 @@ def _region_classes(plans: list[ClassPlan]) -> set[str]:
     return marked
 
 
+def _shortened_blocks(graph: Graph, pruned: Graph) -> frozenset[str]:
+    """The repeated block instances (:meth:`Graph.block_instances`) in which ``pruned`` computes
+    fewer rows than ``graph``: each has a class of its own, called outside the loop over the others."""
+    before = graph.by_name
+    changed = {n.scope for n in pruned.nodes if before.get(n.name) != n}
+    return frozenset(b for b in graph.block_instances() if any(s == b or s.startswith(b + ".") for s in changed))
+
+
 def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tuple],
-              region: bool = False) -> list[str]:
+              region: bool = False, alone: frozenset[str] = frozenset()) -> list[str]:
     insts = plan.instances
     inst0 = insts[0]
     head = _classifier_head(graph, lora) if is_root else None
@@ -624,11 +632,13 @@ def gen_class(plan: ClassPlan, is_root: bool, graph: Graph, lora: dict[str, tupl
     # block instance gets a run-time switch, `blk.grad_checkpointing`; the plan's are on at first
     ckpt_plan = checkpoint_plan(graph) if is_root else ()
     ckpt_blocks = set(graph.block_instances()) if ckpt_plan else set()
-    # timm's switch (`self.grad_checkpointing`) covers the loops of repeated blocks; with dead rows
-    # left out also a repeated block of a list called alone: ViT's last block, which runs on the
-    # class token alone (archlang.check.rows), outside the loop over the others
-    timm_blocks = ({b for b in graph.block_instances() if _index_split(inst0.local(b))}
-                   if head is not None and not ckpt_plan and _DEAD_ROWS.get() else set())
+    # timm's switch (`self.grad_checkpointing`) covers the loops of repeated blocks, and the
+    # blocks of a list in which one has its dead rows left out (`alone`), called outside a loop:
+    # ViT's last block, which runs on the class token alone (archlang.check.rows), and the
+    # first when there are two
+    lists = {_index_split(b)[0] for b in alone if _index_split(b)}
+    timm_blocks = ({b for b in graph.block_instances() if (_index_split(b) or ("",))[0] in lists}
+                   if head is not None and not ckpt_plan else set())
     fwd_args_used: set[str] = set()
     tree = ModuleTree(set(plan.args) | {"self"})
     tied: list[str] = []  # `self.lm_head.weight = self.wte.weight`: labelled tied heads (tied_alias)
@@ -1244,8 +1254,11 @@ def generate(graph: Graph, dtype: str = "float32") -> tuple[str, str]:
     for n in graph.nodes:
         if type(n.op) not in LOWER_RULES:
             raise LoweringError(f"no lowering rule for op `{n.op.op}`")
-    if _DEAD_ROWS.get():  # the inference build: rows no output reads are not computed (ViT's last block)
-        graph = prune_dead_rows(graph)
+    alone: frozenset[str] = frozenset()
+    if _DEAD_ROWS.get():  # rows no output reads are not computed (ViT's last block: the class token)
+        pruned = prune_dead_rows(graph)
+        alone = _shortened_blocks(graph, pruned)
+        graph = pruned
     lora = _lora_config(graph)
     root = build_tree(graph)
     plans = plan_classes(root, graph.arch, lora, graph)
@@ -1255,7 +1268,7 @@ def generate(graph: Graph, dtype: str = "float32") -> tuple[str, str]:
     helpers: set[str] = set()
     regions = _region_classes(plans) if _REGIONS.get() else set()
     for plan in plans:
-        code = gen_class(plan, plan is root_plan, graph, lora, region=plan.name in regions)
+        code = gen_class(plan, plan is root_plan, graph, lora, region=plan.name in regions, alone=alone)
         helpers |= plan.helpers
         blocks.append("\n".join(code))
     if any(p.uses_container for p in plans):
