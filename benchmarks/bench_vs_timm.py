@@ -237,13 +237,14 @@ def example_input(key: str, batch: int, precision: str):
     return x.to(torch.bfloat16) if precision == "bf16" else x
 
 
-def forward_flops(key: str, batch: int, ref: bool = False, inference: bool = False) -> int:
-    """The forward FLOPs the model computes: the inference build's leave out the rows no output
-    reads (ViT's last block on the class token), so its GFLOP/s count only what runs."""
+def forward_flops(key: str, batch: int, ref: bool = False) -> int:
+    """The forward FLOPs the model computes: archlang's builds leave out the rows no output reads
+    (ViT's last block runs on the class token), timm's models (``ref``) compute every row, so
+    each side's GFLOP/s count what it runs."""
     import archlang
 
     spec, arch, _ = MODELS["resnet50" if ref and key == "sasa_resnet50" else key]
-    return archlang.cost(ROOT / spec, arch, batch=batch, inference=inference).flops
+    return archlang.cost(ROOT / spec, arch, batch=batch, as_written=ref).flops
 
 
 def training_peaks(key: str, batch: int) -> str:
@@ -362,8 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[list[str]] = []
     memory: list[str] = []
     for key in args.models:
-        flops = {"ours": forward_flops(key, args.batch), "ref": forward_flops(key, args.batch, ref=True),
-                 "ours_inference": forward_flops(key, args.batch, inference=True)}
+        flops = {"ours": forward_flops(key, args.batch), "ref": forward_flops(key, args.batch, ref=True)}
         if args.memory:
             memory.append(training_peaks(key, args.batch))
             print(memory[-1], flush=True)
@@ -391,10 +391,8 @@ def main(argv: list[str] | None = None) -> int:
                                     clock)
                         peak = 2 * MATMUL_N**3 / med.pop("matmul")
                         mult = 3 if train else 1
-                        done = {"ours": flops["ours_inference" if build == "inference" else "ours"],
-                                "ref": flops["ref"]}
                         cells = row_cells(key, build, precision, mode, "fwd+bwd" if train else "fwd", med,
-                                          {k: v * mult for k, v in done.items()}, peak)
+                                          {k: v * mult for k, v in flops.items()}, peak)
                         rows.append(cells)
                         print(" | ".join(cells), flush=True)
     if args.markdown is not None:

@@ -3,8 +3,9 @@
 Takes: a checked :class:`~archlang.ir.graph.Graph`. Produces: an equivalent graph (the same
 outputs, to float rounding, and the same parameters, names and state_dict) in which every op
 whose output is read only through its first ``k`` rows along one axis computes just those
-rows. The build lowers this graph (:func:`archlang.lower.codegen.generate`); the spec's own
-graph, which the cost report and the diagram describe, keeps every row.
+rows. Both builds lower this graph (:func:`archlang.lower.codegen.generate`; ``keep_dead_rows``
+keeps every row) and the cost report describes it (``as_written=True``: the spec's own graph,
+every row, as timm's models compute them); the diagram draws the spec's graph.
 
 The reads start at ``take`` (``t[:, 0]``: the first ``index + 1`` rows) and at slices from 0
 (``t[:, :k]``), and go back through the ops that say their rows are independent
@@ -40,9 +41,15 @@ def prune_dead_rows(g: Graph) -> Graph:
         return g
     taken = set(g.by_name)
     nodes: list[Node] = []
+    types: dict[str, tuple[TensorType, ...]] = {}  # the rewritten graph's output types so far
+
+    def add(node: Node) -> None:
+        nodes.append(node)
+        types[node.name] = node.outputs
+
     for n in g.nodes:
         if n.name not in short:
-            nodes.append(n)
+            add(n)
             continue
         axis, k = short[n.name]
         inputs = []
@@ -53,26 +60,18 @@ def prune_dead_rows(g: Graph) -> Graph:
                 continue
             name = _fresh(f"{n.name}_rows", taken)
             cut = TensorType(shape=_with(t.shape, axis, k), dtype=t.dtype)
-            nodes.append(Node(name=name, op=O.SliceOp(start=0, stop=k, dim=axis), inputs=(ref,), outputs=(cut,),
-                              scope=n.scope, span=n.span))
+            add(Node(name=name, op=O.SliceOp(start=0, stop=k, dim=axis), inputs=(ref,), outputs=(cut,),
+                     scope=n.scope, span=n.span))
             inputs.append(ValueRef(node=name))
         op = n.op.model_copy(update={"queries": k}) if isinstance(n.op, O.Attention) else n.op
-        ins = [nodes_by(nodes, r) for r in inputs]
+        ins = [types[r.node][r.index] for r in inputs]
         outs = infer(op, ins)  # the op's own shape rule: it checks the shortened inputs
         want = tuple(TensorType(shape=_with(t.shape, axis, k), dtype=t.dtype) for t in n.outputs)
         if outs != want:  # a rule this pass misreads: an internal error, not the user's
             raise AssertionError(f"dead-row pruning of `{n.name}`: expected {want}, the shape rule gives {outs}")
-        nodes.append(n.model_copy(update={"op": op, "inputs": tuple(inputs), "outputs": outs}))
+        add(n.model_copy(update={"op": op, "inputs": tuple(inputs), "outputs": outs}))
     # a new Graph, not model_copy: that would carry over the cached node index (by_name)
     return Graph(**{**{f: getattr(g, f) for f in Graph.model_fields}, "nodes": tuple(nodes)})
-
-
-def nodes_by(nodes: list[Node], ref: ValueRef) -> TensorType:
-    """The type of ``ref`` among ``nodes`` (the rewritten graph so far)."""
-    for n in reversed(nodes):
-        if n.name == ref.node:
-            return n.outputs[ref.index]
-    raise KeyError(ref.node)
 
 
 def _shortened(g: Graph) -> dict[str, tuple[int, int]]:
