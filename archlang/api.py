@@ -263,7 +263,8 @@ def build(spec: str | Path | Program, arch: str | None = None, *, compile: bool 
     ``F.linear``'s GEMM on the CPU where no gradient is wanted, whichever they measure faster
     at each shape on their first call there (oneDNN 1.2-1.6x faster in float32 on one 2-core
     machine, 0.86-1.55x on an AMX one: ``benchmarks/linear_kernels.py``), also under
-    ``torch.compile`` (through the op ``archlang::onednn_linear``) (the same parameters,
+    ``torch.compile`` on AVX2 CPUs (through the op ``archlang::onednn_linear``; on AVX-512 ones
+    Inductor's GEMMs measured faster: ``_COMPILED_ONEDNN_CAPABILITIES``) (the same parameters,
     hooks and outputs, to float rounding; training, autocast, other devices and export run
     ``F.linear``: :class:`archlang.lower.inference_runtime.OneDnnLinear`); "torch" keeps plain
     ``nn.Linear`` layers (for tools that match that class, such as ``quantize_dynamic``). The

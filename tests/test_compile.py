@@ -153,8 +153,8 @@ def test_compile_regions_trace_each_kind_of_block_once() -> None:
         return gm.forward
 
     compiled = torch.compile(model, backend=capture, fullgraph=True)
-    with torch.no_grad():
-        torch.testing.assert_close(compiled(*inputs), model(*inputs), atol=1e-6, rtol=1e-6)
+    with torch.no_grad():  # 1e-5: compiled linear layers may run another GEMM than the eager race chose
+        torch.testing.assert_close(compiled(*inputs), model(*inputs), atol=1e-5, rtol=1e-5)
     assert len(graphs) == 1
     calls = [n for n in graphs[0].graph.nodes if n.target is torch.ops.higher_order.invoke_subgraph]
     assert len(calls) == 3 and len({n.args[0].target for n in calls}) == 1

@@ -327,10 +327,15 @@ def test_bf16_window_attention_memory_follows_the_profiler() -> None:
 
 
 @pytest.mark.skipif(not ONEDNN, reason="this torch has no oneDNN")
-def test_compiled_eval_calls_the_onednn_op_and_training_and_export_do_not() -> None:
+def test_compiled_eval_calls_the_onednn_op_and_training_and_export_do_not(monkeypatch) -> None:
     """The choice is made while Dynamo traces (``OneDnnLinear.forward``), so the traced graph
     shows it; a graph-recording backend sees it without Inductor's C++ builds (the op through
-    Inductor: ``test_compile.py``'s ViT)."""
+    Inductor: ``test_compile.py``'s ViT). The op is taken on the CPUs listed in
+    ``_COMPILED_ONEDNN_CAPABILITIES`` (this one is made one of them here); on the others the
+    compiled graph calls ``linear``."""
+    from archlang.lower import inference_runtime as rt
+
+    here = rt._CPU_CAPABILITY
     graphs: list[str] = []
 
     def record(gm, example_inputs):
@@ -339,8 +344,15 @@ def test_compiled_eval_calls_the_onednn_op_and_training_and_export_do_not() -> N
 
     model = _vit()
     (x,) = _inputs(VIT, "vit_b16")
+    monkeypatch.setattr(rt, "_COMPILED_ONEDNN_CAPABILITIES", ())
     with torch.no_grad():
         want = model(x)
+        got = torch.compile(model, fullgraph=True, backend=record)(x)
+    assert "onednn" not in graphs[-1] and "linear" in graphs[-1]
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch._dynamo.reset()
+    monkeypatch.setattr(rt, "_COMPILED_ONEDNN_CAPABILITIES", (here,))
+    with torch.no_grad():
         got = torch.compile(model, fullgraph=True, backend=record)(x)
     assert "archlang.onednn_linear" in graphs[-1]
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

@@ -137,7 +137,7 @@ def inference_source(source: str, graph: Graph, cls_name: str) -> str:
 # the definitions of inference_runtime.py that the generated file copies (read as text here, so
 # that writing the source needs no torch)
 RUNTIME = ("OneDnnLinear", "_traced_or_transformed", "_onednn_linear", "_ONEDNN_FASTER", "RACE_MACS", "_onednn_matmul", "_gemm",
-           "_onednn_is_faster", "_COMPILED_OP", "use_onednn_linears", "use_channels_last", "_BF16", "_onednn_bf16",
+           "_onednn_is_faster", "_COMPILED_OP", "_COMPILED_ONEDNN_CAPABILITIES", "_CPU_CAPABILITY", "use_onednn_linears", "use_channels_last", "_BF16", "_onednn_bf16",
            "fold_for_inference", "_fold_conv_bn", "_merge_lora_rows", "_fold_state", "_refresh_constants",
            "_module_at", "_replace")
 

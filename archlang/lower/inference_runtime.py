@@ -87,10 +87,11 @@ class OneDnnLinear(nn.Linear):
         return self._fits(x)
 
     def _compiled_onednn_applies(self, x: torch.Tensor) -> bool:
-        """Under ``torch.compile`` (not export): float32 only, where oneDNN beats the GEMM
-        Inductor calls (in bfloat16 that GEMM is oneDNN's already)."""
+        """Under ``torch.compile`` (not export): float32 only (in bfloat16 Inductor's GEMM is
+        oneDNN's already), on CPUs whose ATen capability (:data:`_CPU_CAPABILITY`) is in
+        :data:`_COMPILED_ONEDNN_CAPABILITIES`, where oneDNN beat the GEMM Inductor calls."""
         return (not torch.compiler.is_exporting() and x.dtype == torch.float32 and self._plain_parameters()
-                and self._fits(x))
+                and _CPU_CAPABILITY in _COMPILED_ONEDNN_CAPABILITIES and self._fits(x))
 
     def _plain_parameters(self) -> bool:
         return all(type(t) in (torch.Tensor, nn.Parameter) for t in (
@@ -212,6 +213,16 @@ def _onednn_is_faster(x: torch.Tensor, dnn_weight: torch.Tensor, weight: torch.T
                 best[i] = min(best[i], time.perf_counter() - t0)
     return best[0] < 0.98 * best[1]
 
+
+# The CPUs (torch.backends.cpu.get_cpu_capability()) on which a compiled OneDnnLinear calls
+# oneDNN in float32. On a 2-core AVX2 EPYC the op made compiled models faster (docs/benchmarks.md
+# part G: ViT-B/16 0.905 of timm). On a 2-core AVX-512/AMX Xeon, Inductor's own GEMMs (what
+# kernels="torch" compiles) were faster in every model measured: ViT-B/16 0.944 against 0.974
+# of timm, Swin-T 0.739 against 0.765, Mixer-B/16 1.001 against 1.045, Swin-V2-T 1.006 against
+# 1.043 (`python benchmarks/variants.py --mode compiled`, part I).
+_COMPILED_ONEDNN_CAPABILITIES = ("AVX2",)
+# read once (Dynamo cannot trace the call; a module constant it can)
+_CPU_CAPABILITY = torch.backends.cpu.get_cpu_capability()
 
 # the custom op that a compiled OneDnnLinear calls (registered below, on import of this module;
 # empty in a standalone generated file, whose compiled layers then call F.linear)
