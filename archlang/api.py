@@ -142,9 +142,10 @@ def _check_common(batch: int, dtype: str) -> None:
 
 
 def _check_budget(g: Graph, max_memory: int | str | None = "auto", *, batch: int = 1, train: bool = False,
-                  dtype: str = "float32", sources=None, inference: bool = False):
+                  dtype: str = "float32", sources=None, inference: bool = False, as_written: bool = False):
     """Raise :class:`BudgetError` (E0901, naming the node and its formula) when the estimated
-    peak of ``g`` (``inference``: of its inference build) exceeds ``max_memory`` (see
+    peak of ``g`` (``inference``: of its inference build; ``as_written``: every row computed,
+    ``keep_dead_rows``) exceeds ``max_memory`` (see
     :func:`budget_bytes`); nothing is allocated. Returns the cost report it computed, or
     ``None`` when there is no budget to check."""
     _check_common(batch, dtype)
@@ -154,7 +155,7 @@ def _check_budget(g: Graph, max_memory: int | str | None = "auto", *, batch: int
     from archlang.cost import cost_graph
     from archlang.cost.report import budget_diagnostic
 
-    rep = cost_graph(g, batch=batch, train=train, dtype=dtype, inference_build=inference)
+    rep = cost_graph(g, batch=batch, train=train, dtype=dtype, inference_build=inference, as_written=as_written)
     diag = budget_diagnostic(rep, limit)
     if diag is None:
         return rep
@@ -167,20 +168,21 @@ def _check_budget(g: Graph, max_memory: int | str | None = "auto", *, batch: int
 
 
 def _plan_budget(g: Graph, max_memory: int | str | None = "auto", *, batch: int = 1, train: bool = False,
-                 dtype: str = "float32", sources=None, inference: bool = False):
-    """The budget check of a build: for inference :func:`_check_budget`; for a training step
+                 dtype: str = "float32", sources=None, inference: bool = False, as_written: bool = False):
+    """The budget check of a build (``as_written``: one that keeps every row): for inference :func:`_check_budget`; for a training step
     the activation-checkpoint plan (:mod:`archlang.cost.plan`) that fits ``max_memory`` with the
     least recomputation, the spec's ``checkpoint`` statements included. Returns ``(report,
     plan)`` (``None`` for what was not computed); raises :class:`BudgetError` (E0901, with the
     largest batch that fits with every block checkpointed) when no plan fits."""
     if not train:
-        return _check_budget(g, max_memory, batch=batch, dtype=dtype, sources=sources, inference=inference), None
+        return _check_budget(g, max_memory, batch=batch, dtype=dtype, sources=sources, inference=inference,
+                             as_written=as_written), None
     _check_common(batch, dtype)
     limit = budget_bytes(max_memory)
     from archlang.cost import cost_graph
     from archlang.cost.plan import plan_checkpoints, resolve
 
-    rep = cost_graph(g, batch=batch, train=True, dtype=dtype)
+    rep = cost_graph(g, batch=batch, train=True, dtype=dtype, as_written=as_written)
     plan = plan_checkpoints(rep, limit, resolve(g))
     if plan.fits:
         return rep, plan
@@ -292,7 +294,7 @@ def build(spec: str | Path | Program, arch: str | None = None, *, compile: bool 
     prog = spec if isinstance(spec, Program) else load_source(spec)
     g = graph(prog, arch, **params)
     _, plan = _plan_budget(g, max_memory, batch=batch, train=train, dtype=dtype, sources=prog.sources,
-                           inference=inference)
+                           inference=inference, as_written=keep_dead_rows)
     from archlang.lower.codegen import compile_regions as regions
     from archlang.lower.codegen import dead_rows
     from archlang.ops.attention import attention_lowering

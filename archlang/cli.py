@@ -374,7 +374,7 @@ def build(spec: Annotated[Path, typer.Argument(metavar="SPEC", help="A .arch fil
     g = r.graph
     try:
         rep, plan = _plan_budget(g, max_memory, batch=batch, train=train, dtype=dtype, sources=r.program.sources,
-                                 inference=inference and not train)
+                                 inference=inference and not train, as_written=keep_dead_rows)
     except BudgetError as e:
         _print_diags(e.diagnostics, r.program.sources, "text")
         raise typer.Exit(1) from None

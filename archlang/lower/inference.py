@@ -10,10 +10,6 @@ outputs equal the default model's (up to float rounding, within 1e-5) with less 
   BatchNorm becomes a plain conv with the standardised, folded weight;
 - LoRA updates are merged into their base weights (the adapters disappear);
 - ``Dropout`` and ``DropPath`` modules become ``nn.Identity``; attention dropout rates are 0;
-- rows that no output reads are not computed (:func:`archlang.check.rows.prune_dead_rows`,
-  lowered under :func:`archlang.lower.codegen.dead_rows`): a ViT's last block attends with its
-  class token alone and runs its MLP on it (``archlang.build`` and ``archc build`` generate the
-  inference build's code that way; its cost report follows);
 - Swin's relative position bias is gathered from its table once, with the shift mask, into
   one buffer, and a shifted window's cyclic shift and partition become one ``index_select``
   each way (measured faster than two rolls and two copies); Swin-V2's CPB MLP, clamped logit
