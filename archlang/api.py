@@ -187,7 +187,7 @@ def _plan_budget(g: Graph, max_memory: int | str | None = "auto", *, batch: int 
     if plan.fits:
         return rep, plan
     assert limit is not None
-    diag = _no_plan_diagnostic(g, rep, plan, limit, max_memory)
+    diag = _no_plan_diagnostic(g, rep, plan, limit, max_memory, as_written=as_written)
     raise BudgetError([diag], render_text([diag], sources or _sources()))
 
 
@@ -197,9 +197,11 @@ def _sources():
     return Sources()
 
 
-def _no_plan_diagnostic(g: Graph, rep, plan, limit: int, max_memory: int | str | None) -> Diagnostic:
+def _no_plan_diagnostic(g: Graph, rep, plan, limit: int, max_memory: int | str | None, *,
+                        as_written: bool = False) -> Diagnostic:
     """E0901 for a training step that no checkpoint plan fits: the budget diagnostic of the
-    unplanned step, what checkpointing every block still needs, and the batch that would fit."""
+    unplanned step, what checkpointing every block still needs, and the batch that would fit
+    (costed as the build runs: ``as_written``, every row kept, or with the dead rows pruned)."""
     from archlang.cost.plan import fitting_batch
     from archlang.cost.report import budget_diagnostic
     from archlang.diagnostics import Label
@@ -212,7 +214,8 @@ def _no_plan_diagnostic(g: Graph, rep, plan, limit: int, max_memory: int | str |
                                 f"~{_human(plan.peak_after)}"))
     else:
         diag.notes.append(Label("no repeated block instances to activation-checkpoint"))
-    fit = fitting_batch(g, limit, rep.batch, rep.dtype, rep.sizes) if plan.candidates else None
+    fit = (fitting_batch(g, limit, rep.batch, rep.dtype, rep.sizes, as_written=as_written)
+           if plan.candidates else None)
     if fit is not None:
         diag.help = (f"batch {fit} fits with every block instance checkpointed (--batch {fit}); or use --dtype "
                      "bfloat16, or raise --max-memory")

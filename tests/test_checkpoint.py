@@ -294,3 +294,24 @@ def test_archc_build_train_prints_and_writes_the_plan(tmp_path: Path) -> None:
     r = CliRunner().invoke(app, ["build", "specs/vit_b16.arch", *sets, "--train", "--batch", "64",
                                  "--max-memory", "1MiB", "-o", str(tmp_path / "no")])
     assert r.exit_code == 1 and "error[E0901]" in r.output and "not even batch 1 fits" in r.output
+
+
+def test_no_plan_batch_search_costs_the_rows_the_build_keeps() -> None:
+    """Under ``keep_dead_rows`` the build computes every row, so the batch that E0901 names
+    is searched with every row costed too: a budget that the pruned step fits exactly at
+    batch 64 is missed there by the step as written, which names a smaller batch."""
+    from archlang.api import BudgetError
+    from archlang.cost.report import cost_graph
+
+    path = "specs/vit_b16.arch"
+    g = archlang.graph(path, **SMALL_VIT)
+    everything = tuple(g.block_instances())
+    budget = estimated_peak(cost_graph(g, batch=64, train=True), everything)
+    assert estimated_peak(cost_graph(g, batch=64, train=True, as_written=True), everything) > budget
+    pruned, written = fitting_batch(g, budget, 128), fitting_batch(g, budget, 128, as_written=True)
+    assert pruned == 64 and written is not None and written < 64
+    assert estimated_peak(cost_graph(g, batch=written, train=True, as_written=True), everything) <= budget
+    for keep, fit in ((False, pruned), (True, written)):
+        with pytest.raises(BudgetError) as e:
+            archlang.build(path, train=True, batch=128, max_memory=budget, keep_dead_rows=keep, **SMALL_VIT)
+        assert f"batch {fit} fits with every block instance checkpointed" in str(e.value)

@@ -351,17 +351,18 @@ def _prune(figures: list[BlockFigures], chosen: frozenset[str], fixed: frozenset
 
 
 def fitting_batch(graph: Graph, budget: int, batch: int, dtype: str = "float32",
-                  sizes: dict[str, int] | None = None) -> int | None:
+                  sizes: dict[str, int] | None = None, *, as_written: bool = False) -> int | None:
     """The largest batch below ``batch`` whose training step fits ``budget`` with every
     candidate block checkpointed, or None when even batch 1 does not (a binary search; the
-    peak grows with the batch)."""
+    peak grows with the batch). ``as_written``: every row computed, as a ``keep_dead_rows``
+    build does (:func:`archlang.cost.report.cost_graph`); by default the dead rows are pruned."""
     from archlang.cost.report import cost_graph
 
     everything = tuple(graph.block_instances())
     sizes = {k: v for k, v in (sizes or {}).items() if k != "B"}  # a report's sizes hold its batch
 
     def fits(b: int) -> bool:
-        rep = cost_graph(graph, batch=b, dtype=dtype, train=True, sizes=sizes)
+        rep = cost_graph(graph, batch=b, dtype=dtype, train=True, sizes=sizes, as_written=as_written)
         return estimated_peak(rep, everything) <= budget
 
     lo, hi = 0, batch - 1  # lo fits (0: none known), hi + 1 does not
